@@ -1,0 +1,1 @@
+"""Benchmarks of gananomaly against its peers (python -m benchmarks run)."""

@@ -1,0 +1,449 @@
+"""GANAnomalyDetector: a GAN anomaly detector behind the scikit-learn outlier contract."""
+
+from __future__ import annotations
+
+import logging
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from gananomaly import data as _data
+from gananomaly import scoring as _scoring
+from gananomaly.networks import build_networks, mlp_spec
+from gananomaly.training import Callback, TrainConfig, train
+
+__all__ = ["GANAnomalyDetector"]
+
+log = logging.getLogger(__name__)
+
+_NETS = ("generator_", "discriminator_", "encoder_")
+
+
+class GANAnomalyDetector(OutlierMixin, BaseEstimator):
+    """Anomaly detector built on a generative adversarial network trained on normal data.
+
+    A generator ``G`` learns the distribution of the training data against a
+    discriminator ``D``; an encoder ``E`` learns to map samples into ``G``'s latent space.
+    Every sample then gets two scores (both "higher = more anomalous", robustly
+    standardised on the training data: 0 is the training median, 1 is one training IQR):
+
+    * ``reconstruction``: mean squared residual between ``x`` and ``G(E(x))`` (``z``
+      optionally refined by ``n_refine_steps`` batched gradient steps);
+    * ``discriminator``: mean squared residual between the inner-layer features of ``D``
+      for ``x`` and for ``G(E(x))`` (feature matching; never the output sigmoid);
+
+    and their combination ``(1 - weight) * reconstruction + weight * discriminator``.
+    ``score_samples`` returns minus the chosen score, so higher means more normal, exactly
+    as :class:`sklearn.ensemble.IsolationForest`.
+
+    Parameters
+    ----------
+    objective : {"gan", "wgan-gp"}, default="gan"
+        ``"gan"``: the minimax game with the non-saturating generator loss and
+        ``d_steps`` discriminator steps per generator step, spectral normalisation in D.
+        ``"wgan-gp"``: Wasserstein critic with gradient penalty ``gp_weight``.
+    encoder : {"izif", "bigan"}, default="izif"
+        ``"izif"``: the encoder is trained after the GAN with G and D frozen, minimising
+        ``||x - G(E(x))||^2 + kappa * ||f(x) - f(G(E(x)))||^2`` (f-AnoGAN).
+        ``"bigan"``: the encoder is trained jointly with G against a discriminator that
+        sees ``(x, z)`` pairs (EGBAD/ALAD).
+    component : {"combined", "reconstruction", "discriminator"}, default="combined"
+        The score behind ``score_samples``/``decision_function``/``predict``.
+    weight : float in [0, 1], default=0.1
+        Weight of the discriminator term in the combined score (AnoGAN's lambda).
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected proportion of outliers. A float sets ``offset_`` to that percentile of
+        the training scores. ``"auto"`` uses Tukey's fence on the training scores:
+        ``offset_ = Q1 - 1.5 * IQR`` of ``score_samples`` on the training data.
+    epochs : int or "auto", default="auto"
+        GAN training epochs. ``"auto"`` gives about 500 discriminator steps, between
+        10 and 300 epochs.
+    encoder_epochs : int or None, default=None
+        Epochs of izif encoder training (None: same as ``epochs``).
+    batch_size : int, default=64
+    latent_dim : int or None, default=None
+        None: about half the number of features, between 2 and 64.
+    hidden_dims : tuple of int or None, default=None
+        Hidden layer widths of G, D and E. None: two layers of 4 x n_features units,
+        between 32 and 256.
+    d_steps : int or None, default=None
+        Discriminator steps per generator step (Goodfellow's k). None: 1 for ``"gan"``,
+        5 for ``"wgan-gp"``.
+    learning_rate : float or None, default=None
+        Adam learning rate of G and D. None: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
+    encoder_learning_rate : float, default=1e-3
+    gp_weight : float, default=10.0
+    kappa : float, default=1.0
+        Weight of the feature residual in izif encoder training and latent refinement.
+    n_refine_steps : int, default=0
+        Gradient steps on ``z`` at scoring time, all rows at once (AnoGAN's search,
+        started from ``E(x)``).
+    refine_lr : float, default=0.05
+    dropout : float in [0, 1), default=0.0
+        Dropout in the discriminator during training (always off at scoring time).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        ``"auto"``: bf16 autocast on CUDA, fp32 on CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weights, noise and shuffling. The same int gives identical scores on CPU.
+    verbose : int, default=0
+        > 0 shows a progress bar (on a terminal) and logs per-epoch losses at INFO.
+    callbacks : sequence of Callback or None, default=None
+        Observers of the fit (see :class:`gananomaly.Callback`), e.g. MLflow logging.
+
+    Attributes
+    ----------
+    generator_, discriminator_, encoder_ : torch.nn.Module
+    offset_ : float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (only when fitted on a DataFrame with string columns)
+    history_ : dict of lists
+        Per-epoch ``d_loss``, ``g_loss``, ``g_std_ratio`` and ``e_loss``.
+    device_ : torch.device
+    arch_ : dict
+        The architecture spec (rebuilds the networks on load).
+    score_config_ : ScoreConfig
+        Fitted scoring settings and the robust location/scale of each component.
+    """
+
+    _parameter_constraints: dict = {
+        "objective": [StrOptions({"gan", "wgan-gp"})],
+        "encoder": [StrOptions({"izif", "bigan"})],
+        "component": [StrOptions({"combined", "reconstruction", "discriminator"})],
+        "weight": [Interval(Real, 0, 1, closed="both")],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "encoder_epochs": [None, Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "latent_dim": [None, Interval(Integral, 1, None, closed="left")],
+        "hidden_dims": [None, tuple, list],
+        "d_steps": [None, Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "encoder_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "gp_weight": [Interval(Real, 0, None, closed="left")],
+        "kappa": [Interval(Real, 0, None, closed="left")],
+        "n_refine_steps": [Interval(Integral, 0, None, closed="left")],
+        "refine_lr": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "device": [str, torch.device],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [None, list, tuple],
+    }
+
+    def __init__(
+        self,
+        *,
+        objective: str = "gan",
+        encoder: str = "izif",
+        component: str = "combined",
+        weight: float = 0.1,
+        contamination: str | float = "auto",
+        epochs: int | str = "auto",
+        encoder_epochs: int | None = None,
+        batch_size: int = 64,
+        latent_dim: int | None = None,
+        hidden_dims: tuple[int, ...] | None = None,
+        d_steps: int | None = None,
+        learning_rate: float | None = None,
+        encoder_learning_rate: float = 1e-3,
+        gp_weight: float = 10.0,
+        kappa: float = 1.0,
+        n_refine_steps: int = 0,
+        refine_lr: float = 0.05,
+        dropout: float = 0.0,
+        device: str = "auto",
+        precision: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: tuple[Callback, ...] | None = None,
+    ):
+        self.objective = objective
+        self.encoder = encoder
+        self.component = component
+        self.weight = weight
+        self.contamination = contamination
+        self.epochs = epochs
+        self.encoder_epochs = encoder_epochs
+        self.batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.d_steps = d_steps
+        self.learning_rate = learning_rate
+        self.encoder_learning_rate = encoder_learning_rate
+        self.gp_weight = gp_weight
+        self.kappa = kappa
+        self.n_refine_steps = n_refine_steps
+        self.refine_lr = refine_lr
+        self.dropout = dropout
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    # ------------------------------------------------------------------ input handling
+    def _validate_input(self, X, *, reset: bool) -> np.ndarray:
+        return validate_data(
+            self, X, reset=reset, dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if reset else 1,
+        )
+
+    def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        return _data.to_tensor(X, self.input_mean_, self.input_scale_)
+
+    def _build_arch(self, X: np.ndarray) -> dict[str, Any]:
+        hidden = self.hidden_dims
+        if hidden is not None:
+            if len(hidden) == 0 or not all(isinstance(h, Integral) and h > 0 for h in hidden):
+                raise ValueError(f"hidden_dims must be a non-empty tuple of positive ints, got {hidden!r}")
+        return mlp_spec(
+            X.shape[1], self.latent_dim, hidden,
+            joint=self.encoder == "bigan",
+            spectral_norm=self.objective == "gan",
+            dropout=self.dropout,
+        )
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Train the GAN and the encoder on ``X`` (normal data); ``y`` is ignored.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X = self._validate_input(X, reset=True)
+        device = _data.resolve_device(self.device)
+        amp_dtype = _data.resolve_precision(self.precision, device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+        self.input_mean_, self.input_scale_ = _data.fit_scaler(X)
+        Xt = self._to_tensor(X)
+        self.arch_ = self._build_arch(X)
+        n = Xt.shape[0]
+        batch_size = min(self.batch_size, n)
+        n_batches = max(1, n // batch_size)
+        epochs = (int(min(300, max(10, math.ceil(500 / n_batches)))) if self.epochs == "auto"
+                  else int(self.epochs))
+        wgan = self.objective == "wgan-gp"
+        cfg = TrainConfig(
+            objective=self.objective,
+            encoder=self.encoder,
+            epochs=epochs,
+            encoder_epochs=epochs if self.encoder_epochs is None else int(self.encoder_epochs),
+            batch_size=batch_size,
+            d_steps=self.d_steps if self.d_steps is not None else (5 if wgan else 1),
+            learning_rate=self.learning_rate if self.learning_rate is not None else (1e-4 if wgan else 2e-4),
+            encoder_learning_rate=self.encoder_learning_rate,
+            gp_weight=self.gp_weight,
+            kappa=self.kappa,
+            amp_dtype=amp_dtype,
+        )
+        callbacks = list(self.callbacks or ())
+        for cb in callbacks:
+            if not hasattr(cb, "on_epoch_end"):
+                raise TypeError(f"callbacks must be Callback objects (with on_epoch_end), got {type(cb).__name__}")
+
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            gen, disc, enc = (net.to(device) for net in build_networks(self.arch_))
+            rng = torch.Generator(device=device).manual_seed(seed)
+            for cb in callbacks:
+                if hasattr(cb, "on_fit_begin"):
+                    cb.on_fit_begin(self, {"n_samples": n, "n_features": X.shape[1], "epochs": epochs,
+                                           "encoder_epochs": cfg.encoder_epochs, "device": str(device)})
+            progress = None
+            if self.verbose:
+                from tqdm.auto import tqdm
+
+                total = epochs + (0 if self.encoder == "bigan" else cfg.encoder_epochs)
+                progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
+            try:
+                history = train(gen, disc, enc, Xt.to(device), self.arch_["latent_dim"], cfg, rng,
+                                estimator=self, callbacks=callbacks, progress=progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+        self.generator_, self.discriminator_, self.encoder_ = gen, disc, enc
+        self.device_ = device
+        self.history_ = history
+        self.n_epochs_ = epochs
+        self.score_config_ = _scoring.ScoreConfig(
+            joint=self.encoder == "bigan",
+            n_refine_steps=int(self.n_refine_steps),
+            refine_lr=float(self.refine_lr),
+            kappa=float(self.kappa),
+            batch_size=65536 if device.type == "cuda" else 8192,
+            amp_dtype=amp_dtype,
+        )
+        raw = self._raw_scores(Xt)
+        for name in _scoring.COMPONENTS:
+            if not np.isfinite(raw[name]).all():
+                raise FloatingPointError(f"the trained model gives non-finite {name} scores on the training data")
+            loc, scale = _scoring.robust_stats(raw[name])
+            self.score_config_.loc[name] = loc
+            self.score_config_.scale[name] = scale
+        train_scores = self._select(self._standardise(raw))
+        self.offset_ = self._offset_from(train_scores)
+        for cb in callbacks:
+            if hasattr(cb, "on_fit_end"):
+                cb.on_fit_end(self)
+        return self
+
+    def _offset_from(self, train_scores: np.ndarray) -> float:
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(train_scores, [25, 75])
+            return float(q1 - 1.5 * (q3 - q1))
+        return float(np.percentile(train_scores, 100.0 * self.contamination))
+
+    # ------------------------------------------------------------------ scoring
+    def _raw_scores(self, Xt: torch.Tensor) -> dict[str, np.ndarray]:
+        return _scoring.raw_scores(self.generator_, self.discriminator_, self.encoder_,
+                                   Xt, self.device_, self.score_config_)
+
+    def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        std = _scoring.standardise(raw, self.score_config_)
+        std["combined"] = _scoring.combine(std, self.weight)
+        return std
+
+    def _select(self, std: dict[str, np.ndarray]) -> np.ndarray:
+        """score_samples convention (higher = more normal) for the chosen component."""
+        return -std[self.component]
+
+    def score_components(self, X, *, raw: bool = False) -> pd.DataFrame:
+        """Every anomaly score of every sample, higher = more anomalous.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        raw : bool, default=False
+            False: robustly standardised on the training data (0 = training median,
+            1 = one training IQR), as used by ``score_samples``. True: the unstandardised
+            residuals (``combined`` is then still computed from the standardised ones).
+
+        Returns
+        -------
+        DataFrame with columns ``discriminator``, ``reconstruction``, ``combined``,
+        indexed like ``X`` when ``X`` is a DataFrame.
+        """
+        check_is_fitted(self)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        Xv = self._validate_input(X, reset=False)
+        rawv = self._raw_scores(self._to_tensor(Xv))
+        std = self._standardise(rawv)
+        cols = rawv if raw else std
+        return pd.DataFrame(
+            {"discriminator": cols["discriminator"], "reconstruction": cols["reconstruction"],
+             "combined": std["combined"]},
+            index=index,
+        )
+
+    def score_samples(self, X) -> np.ndarray:
+        """Minus the anomaly score chosen by ``component``: the lower, the more abnormal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        Xv = self._validate_input(X, reset=False)
+        return self._select(self._standardise(self._raw_scores(self._to_tensor(Xv))))
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+    def generate(self, n_samples: int, *, random_state: Any = None) -> np.ndarray:
+        """Draw ``n_samples`` from the generator, in the original units of the data."""
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        rng = torch.Generator(device=self.device_).manual_seed(seed)
+        z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
+        self.generator_.eval()
+        with torch.inference_mode():
+            out = self.generator_(z).float().cpu().numpy().astype(np.float64)
+        return out * self.input_scale_ + self.input_mean_
+
+    def reconstruct(self, X) -> np.ndarray:
+        """``G(E(x))`` in the original units (no latent refinement)."""
+        check_is_fitted(self)
+        Xv = self._validate_input(X, reset=False)
+        Xt = self._to_tensor(Xv)
+        self.generator_.eval(), self.encoder_.eval()
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, Xt.shape[0], self.score_config_.batch_size):
+                x = _scoring._pad(Xt[start : start + self.score_config_.batch_size])
+                n = min(self.score_config_.batch_size, Xt.shape[0] - start)
+                outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
+        out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)
+        return out * self.input_scale_ + self.input_mean_
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Save to a directory: ``model.safetensors`` (weights) + ``config.json``."""
+        from gananomaly.persistence import save
+
+        save(self, path)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "device_" not in state:
+            return state
+        # Networks travel as CPU state dicts (spectral-norm modules cannot be pickled as
+        # objects, and CPU tensors load on machines without the GPU they were trained on).
+        state = dict(state)
+        for name in _NETS:
+            net = state.pop(name)
+            state["_state_" + name] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state["device_"] = str(state["device_"])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        nets = {name: state.pop("_state_" + name) for name in _NETS if "_state_" + name in state}
+        super().__setstate__(state)
+        if nets:
+            try:
+                device = _data.resolve_device(self.device_)
+            except ValueError:
+                device = torch.device("cpu")
+            for name, net in zip(_NETS, build_networks(self.arch_)):
+                net.load_state_dict(nets[name])
+                setattr(self, name, net.to(device).eval())
+            self.device_ = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,248 @@
+"""Save and load fitted detectors without pickles.
+
+A saved model is a directory with two files:
+
+* ``model.safetensors``: every tensor (network weights and the input scaler);
+* ``config.json``: format and library version, estimator parameters, architecture spec
+  and fitted scalars (offset, score standardisation, feature names, history).
+
+Loading parses JSON and safetensors only, so a model file can never run code. The
+directory is written to a temporary sibling and renamed into place: a crash leaves either
+the old model or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gananomaly._version import __version__
+
+__all__ = ["save", "load", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+FORMAT_NAME = "gananomaly"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_NETS = {"generator_": "generator", "discriminator_": "discriminator", "encoder_": "encoder"}
+_UNSAVED_PARAMS = {"callbacks"}
+
+
+def _jsonable_params(est) -> dict[str, Any]:
+    params = {}
+    for key, value in est.get_params(deep=False).items():
+        if key in _UNSAVED_PARAMS:
+            continue
+        if key == "random_state" and not (value is None or isinstance(value, (int, np.integer))):
+            value = None  # a RandomState object has no JSON form; the weights are what matter
+        if isinstance(value, torch.device):
+            value = str(value)
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, np.integer):
+            value = int(value)
+        if isinstance(value, np.floating):
+            value = float(value)
+        params[key] = value
+    return params
+
+
+def save(est, path: str | os.PathLike) -> Path:
+    """Write a fitted detector to the directory ``path`` (replaced atomically if present)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(est)
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"cannot save model to {str(path)!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot save model to {str(path)!r}: {str(parent)!r} is not writable")
+
+    tensors: dict[str, torch.Tensor] = {}
+    for attr, prefix in _NETS.items():
+        for key, value in getattr(est, attr).state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    tensors["input.mean"] = torch.from_numpy(np.ascontiguousarray(est.input_mean_, dtype=np.float64))
+    tensors["input.scale"] = torch.from_numpy(np.ascontiguousarray(est.input_scale_, dtype=np.float64))
+    sc = est.score_config_
+    names = getattr(est, "feature_names_in_", None)
+    config = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "params": _jsonable_params(est),
+        "arch": est.arch_,
+        "fitted": {
+            "n_features_in_": int(est.n_features_in_),
+            "feature_names_in_": None if names is None else [str(n) for n in names],
+            "offset_": float(est.offset_),
+            "n_epochs_": int(est.n_epochs_),
+            "score_config": {
+                "joint": sc.joint,
+                "n_refine_steps": sc.n_refine_steps,
+                "refine_lr": sc.refine_lr,
+                "kappa": sc.kappa,
+                "loc": sc.loc,
+                "scale": sc.scale,
+            },
+            "extra": getattr(est, "_persist_extra", lambda: {})(),
+        },
+        "history": est.history_,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
+        with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as fh:
+            json.dump(config, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _require(cond: bool, path: Path, what: str) -> None:
+    if not cond:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: {what}")
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``config.json`` of a saved model."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no gananomaly model at {str(path)!r}")
+    cfg_path = path / CONFIG_NAME
+    _require(path.is_dir() and cfg_path.is_file(), path, f"missing {CONFIG_NAME}")
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {CONFIG_NAME} ({exc})") from exc
+    _require(isinstance(config, dict) and config.get("format") == FORMAT_NAME, path,
+             f"{CONFIG_NAME} does not describe a gananomaly model")
+    version = config.get("format_version")
+    _require(isinstance(version, int), path, "format_version missing")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"model at {str(path)!r} has format version {version}, newer than this gananomaly "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade gananomaly to load it"
+        )
+    for key, typ in (("params", dict), ("arch", dict), ("fitted", dict), ("history", dict)):
+        _require(isinstance(config.get(key), typ), path, f"{key!r} missing or not a {typ.__name__}")
+    fitted = config["fitted"]
+    sc = fitted.get("score_config")
+    _require(isinstance(sc, dict) and isinstance(sc.get("loc"), dict) and isinstance(sc.get("scale"), dict),
+             path, "score_config missing")
+    _require(isinstance(fitted.get("n_features_in_"), int) and fitted["n_features_in_"] > 0, path,
+             "n_features_in_ missing")
+    _require(isinstance(fitted.get("offset_"), (int, float)), path, "offset_ missing")
+    return config
+
+
+def load(path: str | os.PathLike, *, device: str = "auto"):
+    """Load a detector saved with :meth:`GANAnomalyDetector.save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model directory.
+    device : str, default="auto"
+        Where to place the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        ``path`` is not a gananomaly model, is corrupt, or was written by a newer format.
+    """
+    from gananomaly import data as _data
+    from gananomaly import scoring as _scoring
+    from gananomaly.estimator import GANAnomalyDetector
+    from gananomaly.networks import build_networks
+
+    path = Path(path)
+    config = read_config(path)
+    weights_path = path / WEIGHTS_NAME
+    _require(weights_path.is_file(), path, f"missing {WEIGHTS_NAME}")
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {WEIGHTS_NAME} ({exc})") from exc
+
+    est = GANAnomalyDetector()
+    params = dict(config["params"])
+    if isinstance(params.get("hidden_dims"), list):
+        params["hidden_dims"] = tuple(params["hidden_dims"])
+    unknown = set(params) - set(est.get_params(deep=False))
+    _require(not unknown, path, f"unknown parameters {sorted(unknown)}")
+    est.set_params(**params)
+    try:
+        est._validate_params()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: {exc}") from exc
+
+    dev = _data.resolve_device(device)
+    try:
+        nets = build_networks(config["arch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: bad architecture ({exc})") from exc
+    for (attr, prefix), net in zip(_NETS.items(), nets):
+        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{str(path)!r} is not a valid gananomaly model: {prefix} weights do not match "
+                             f"the architecture ({str(exc).splitlines()[0]})") from exc
+        net.to(dev).eval()
+        setattr(est, attr, net)
+    for key in ("input.mean", "input.scale"):
+        _require(key in tensors, path, f"tensor {key!r} missing")
+    est.input_mean_ = tensors["input.mean"].numpy().astype(np.float64)
+    est.input_scale_ = tensors["input.scale"].numpy().astype(np.float64)
+
+    fitted = config["fitted"]
+    est.arch_ = config["arch"]
+    est.n_features_in_ = fitted["n_features_in_"]
+    if fitted.get("feature_names_in_") is not None:
+        est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+    est.offset_ = float(fitted["offset_"])
+    est.n_epochs_ = int(fitted.get("n_epochs_", 0))
+    est.history_ = config["history"]
+    est.device_ = dev
+    sc = fitted["score_config"]
+    est.score_config_ = _scoring.ScoreConfig(
+        joint=bool(sc["joint"]),
+        n_refine_steps=int(sc["n_refine_steps"]),
+        refine_lr=float(sc["refine_lr"]),
+        kappa=float(sc["kappa"]),
+        batch_size=65536 if dev.type == "cuda" else 8192,
+        amp_dtype=_data.resolve_precision(est.precision, dev),
+        loc={k: float(v) for k, v in sc["loc"].items()},
+        scale={k: float(v) for k, v in sc["scale"].items()},
+    )
+    for name in _scoring.COMPONENTS:
+        _require(name in est.score_config_.loc and name in est.score_config_.scale, path,
+                 f"score statistics for {name!r} missing")
+    if hasattr(est, "_load_extra"):
+        est._load_extra(fitted.get("extra") or {})
+    return est

@@ -1,0 +1,142 @@
+"""Turn trained networks into anomaly scores.
+
+Two raw signals per sample, both residuals (higher = more anomalous):
+
+* ``reconstruction``: ``mean((x - G(z))**2)`` over features (pixels), with ``z = E(x)``,
+  optionally refined by a few batched gradient steps on ``z`` (AnoGAN's latent search,
+  every row at once).
+* ``discriminator``: ``mean((f(x) - f(G(z)))**2)`` where ``f`` is the last hidden layer of
+  the discriminator (feature matching, never the output logit). For a BiGAN
+  discriminator ``f`` sees the pair ``(., z)``.
+
+Each is standardised with a robust location/scale measured once on the training data
+(median and interquartile range), so the combination weight means the same thing on every
+data set and no statistic ever depends on the batch being scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "COMPONENTS"]
+
+COMPONENTS = ("discriminator", "reconstruction")
+
+# Rows are fed to the networks in blocks padded to a multiple of this many rows. CPU
+# matrix kernels pick their blocking from the number of rows; padding makes a row's score
+# bit-identical whether it is scored alone or inside any batch.
+ROW_BLOCK = 64
+
+
+@dataclass
+class ScoreConfig:
+    joint: bool = False
+    n_refine_steps: int = 0
+    refine_lr: float = 0.05
+    kappa: float = 1.0
+    batch_size: int = 8192
+    amp_dtype: torch.dtype | None = None
+    loc: dict[str, float] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    m = -(-n // ROW_BLOCK) * ROW_BLOCK
+    if m == n:
+        return x
+    return torch.cat([x, x.new_zeros((m - n,) + tuple(x.shape[1:]))])
+
+
+def _residuals(gen: nn.Module, disc: nn.Module, x: torch.Tensor, z: torch.Tensor, joint: bool):
+    x_hat = gen(z).float()
+    rec = (x - x_hat).flatten(1).pow(2).mean(1)
+    zz = z if joint else None
+    feat = (disc.features(x, zz).float() - disc.features(x_hat, zz).float()).flatten(1).pow(2).mean(1)
+    return rec, feat
+
+
+def _refine(gen, disc, x, z0, cfg: ScoreConfig) -> torch.Tensor:
+    """Batched latent search: Adam on every row's ``z`` at once, minimising that row's own
+    residual. Each row's loss depends only on its own ``z`` and Adam's update is
+    element-wise, so rows never influence each other."""
+    z = z0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=cfg.refine_lr)
+    for _ in range(cfg.n_refine_steps):
+        rec, feat = _residuals(gen, disc, x, z, cfg.joint)
+        loss = (rec + cfg.kappa * feat).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return z.detach()
+
+
+def raw_scores(
+    gen: nn.Module,
+    disc: nn.Module,
+    enc: nn.Module,
+    X: torch.Tensor,
+    device: torch.device,
+    cfg: ScoreConfig,
+) -> dict[str, np.ndarray]:
+    """Unstandardised component scores for ``X`` (a CPU tensor), computed in batches."""
+    for net in (gen, disc, enc):
+        net.eval()  # dropout and batch-norm statistics are never live at scoring time
+    out = {name: np.empty(X.shape[0], dtype=np.float64) for name in COMPONENTS}
+    amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
+           if cfg.amp_dtype is not None else contextlib.nullcontext())
+    refine = cfg.n_refine_steps > 0
+    params = [p for net in (gen, disc, enc) for p in net.parameters()]
+    grad_flags = [p.requires_grad for p in params]
+    try:
+        if refine:
+            for p in params:
+                p.requires_grad_(False)
+        for start in range(0, X.shape[0], cfg.batch_size):
+            chunk = X[start : start + cfg.batch_size]
+            n = chunk.shape[0]
+            x = _pad(chunk).to(device, non_blocking=True)
+            with amp:
+                if refine:
+                    with torch.no_grad():
+                        z = enc(x).float()
+                    with torch.enable_grad():
+                        z = _refine(gen, disc, x, z, cfg)
+                    with torch.no_grad():
+                        rec, feat = _residuals(gen, disc, x, z, cfg.joint)
+                else:
+                    with torch.inference_mode():
+                        rec, feat = _residuals(gen, disc, x, enc(x).float(), cfg.joint)
+            out["reconstruction"][start : start + n] = rec[:n].double().cpu().numpy()
+            out["discriminator"][start : start + n] = feat[:n].double().cpu().numpy()
+    finally:
+        for p, flag in zip(params, grad_flags):
+            p.requires_grad_(flag)
+    return out
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range, with fallbacks so the scale is never zero."""
+    loc = float(np.median(values))
+    q25, q75 = np.percentile(values, [25, 75])
+    scale = float(q75 - q25)
+    tiny = 1e-12 * max(1.0, abs(loc))
+    if not scale > tiny:
+        scale = float(np.std(values))
+    if not scale > tiny:
+        scale = 1.0
+    return loc, scale
+
+
+def standardise(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> dict[str, np.ndarray]:
+    return {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
+
+
+def combine(std: dict[str, np.ndarray], weight: float) -> np.ndarray:
+    """AnoGAN's weighting: ``(1 - weight) * reconstruction + weight * discriminator``."""
+    return (1.0 - weight) * std["reconstruction"] + weight * std["discriminator"]

@@ -1,0 +1,315 @@
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from gananomaly import Callback, GANAnomalyDetector
+
+FAST = dict(epochs=3, encoder_epochs=3, hidden_dims=(16,), random_state=0)
+
+
+# Every check of scikit-learn's estimator suite passes; none is listed as an expected failure.
+@parametrize_with_checks([GANAnomalyDetector(**FAST)])
+def test_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("component", ["discriminator", "reconstruction", "combined"])
+def test_blobs_far_outliers_every_component(blobs, fitted_blobs, component):
+    _, X_test, y_test = blobs
+    comps = fitted_blobs.score_components(X_test)
+    assert roc_auc_score(y_test, comps[component]) >= 0.95
+
+
+@pytest.mark.parametrize("objective,encoder", [("wgan-gp", "izif"), ("gan", "bigan"), ("wgan-gp", "bigan")])
+def test_variants_detect_far_outliers(blobs, objective, encoder):
+    X_train, X_test, y_test = blobs
+    det = GANAnomalyDetector(objective=objective, encoder=encoder, epochs=30, random_state=0).fit(X_train)
+    assert roc_auc_score(y_test, -det.score_samples(X_test)) >= 0.9
+    assert len(det.history_["d_loss"]) == 30
+
+
+def test_breast_cancer_defaults_quality_and_seed_stability(cancer):
+    X_train, X_test, y_test = cancer
+    aurocs = []
+    for seed in range(3):
+        det = GANAnomalyDetector(random_state=seed).fit(X_train)
+        aurocs.append(roc_auc_score(y_test, -det.score_samples(X_test)))
+    assert min(aurocs) >= 0.90, aurocs
+    assert np.std(aurocs) <= 0.03, aurocs
+
+
+def test_outlier_contract(blobs, fitted_blobs):
+    X_train, X_test, _ = blobs
+    det = fitted_blobs
+    s = det.score_samples(X_test)
+    np.testing.assert_array_equal(det.decision_function(X_test), s - det.offset_)
+    pred = det.predict(X_test)
+    assert pred.dtype.kind == "i" and set(np.unique(pred)) <= {-1, 1}
+    np.testing.assert_array_equal(pred == -1, det.decision_function(X_test) < 0)
+    # score_samples is minus the combined anomaly score
+    np.testing.assert_array_equal(s, -det.score_components(X_test)["combined"].to_numpy())
+    # the far outliers are flagged, most normals are not (Tukey's fence for "auto")
+    assert (pred[200:] == -1).mean() > 0.9
+    assert (pred[:200] == 1).mean() > 0.9
+
+
+@pytest.mark.parametrize("contamination", [0.05, 0.2, 0.5])
+def test_contamination_sets_training_outlier_fraction(blobs, contamination):
+    X_train, _, _ = blobs
+    det = GANAnomalyDetector(contamination=contamination, epochs=5, random_state=0)
+    labels = det.fit_predict(X_train)
+    assert abs((labels == -1).mean() - contamination) <= 1.0 / len(X_train)
+    np.testing.assert_array_equal(labels, det.predict(X_train))
+
+
+@pytest.mark.parametrize("component", ["discriminator", "reconstruction"])
+def test_component_parameter_selects_score(blobs, fitted_blobs, component):
+    X_train, X_test, _ = blobs
+    det = clone(fitted_blobs).set_params(component=component).fit(X_train)
+    comps = det.score_components(X_test)
+    np.testing.assert_array_equal(det.score_samples(X_test), -comps[component].to_numpy())
+
+
+def test_components_are_standardised_on_training_data(blobs, fitted_blobs):
+    X_train, _, _ = blobs
+    comps = fitted_blobs.score_components(X_train)
+    for name in ("discriminator", "reconstruction"):
+        q25, q50, q75 = np.percentile(comps[name], [25, 50, 75])
+        assert abs(q50) < 1e-9 and abs((q75 - q25) - 1) < 1e-9
+    raw = fitted_blobs.score_components(X_train, raw=True)
+    assert (raw[["discriminator", "reconstruction"]] >= 0).all().all()  # residuals
+
+
+@pytest.mark.parametrize("n_refine_steps", [0, 5])
+def test_row_score_independent_of_batch_and_order(blobs, n_refine_steps):
+    """No statistic depends on the batch: a row scores the same alone, in any batch, in any order."""
+    X_train, X_test, _ = blobs
+    det = GANAnomalyDetector(epochs=5, n_refine_steps=n_refine_steps, random_state=0).fit(X_train)
+    full = det.score_samples(X_test)
+    alone = np.array([det.score_samples(X_test[i : i + 1])[0] for i in range(0, len(X_test), 7)])
+    np.testing.assert_allclose(alone, full[::7], rtol=0, atol=1e-9)
+    perm = np.random.RandomState(1).permutation(len(X_test))
+    np.testing.assert_allclose(det.score_samples(X_test[perm]), full[perm], rtol=0, atol=1e-9)
+    # a batch made only of outliers is not rescaled to look normal
+    np.testing.assert_allclose(det.score_samples(X_test[200:]), full[200:], rtol=0, atol=1e-9)
+
+
+def test_refinement_lowers_reconstruction_residual(blobs):
+    X_train, X_test, _ = blobs
+    base = GANAnomalyDetector(epochs=10, random_state=0).fit(X_train)
+    refined = clone(base).set_params(n_refine_steps=20).fit(X_train)
+    r0 = base.score_components(X_test, raw=True)["reconstruction"].mean()
+    r1 = refined.score_components(X_test, raw=True)["reconstruction"].mean()
+    assert r1 < r0
+
+
+def test_same_seed_same_scores_different_seed_different(blobs):
+    X_train, X_test, _ = blobs
+    a = GANAnomalyDetector(epochs=5, dropout=0.2, random_state=3).fit(X_train).score_samples(X_test)
+    b = GANAnomalyDetector(epochs=5, dropout=0.2, random_state=3).fit(X_train).score_samples(X_test)
+    c = GANAnomalyDetector(epochs=5, dropout=0.2, random_state=4).fit(X_train).score_samples(X_test)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    rs = np.random.RandomState(7)
+    d = GANAnomalyDetector(epochs=5, random_state=rs).fit(X_train).score_samples(X_test)
+    assert np.isfinite(d).all()
+
+
+def test_fit_leaves_global_torch_rng_alone(blobs):
+    X_train, _, _ = blobs
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    GANAnomalyDetector(epochs=2, random_state=0).fit(X_train)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+# ---- the failure modes of other GAN detectors, made impossible by design ----------------
+
+def test_discriminator_score_ignores_output_layer(blobs, fitted_blobs):
+    """The discriminator score comes from inner features, not from the final logit/sigmoid."""
+    _, X_test, _ = blobs
+    det = pickle.loads(pickle.dumps(fitted_blobs))
+    before = det.score_components(X_test)
+    with torch.no_grad():
+        for p in det.discriminator_.out.parameters():
+            p.add_(torch.randn_like(p) * 10)
+    after = det.score_components(X_test)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_dropout_is_off_when_scoring(blobs):
+    X_train, X_test, _ = blobs
+    det = GANAnomalyDetector(epochs=3, dropout=0.5, random_state=0).fit(X_train)
+    det.discriminator_.train()  # even if someone flips a module back to training mode
+    a = det.score_samples(X_test)
+    b = det.score_samples(X_test)
+    np.testing.assert_array_equal(a, b)
+    assert not det.discriminator_.training
+
+
+def test_each_sample_gets_its_own_latent_code(blobs, fitted_blobs):
+    """Not one fixed latent point for every test sample: G(E(x)) follows x."""
+    _, X_test, _ = blobs
+    rec = fitted_blobs.reconstruct(X_test[:200])
+    assert np.unique(rec.round(6), axis=0).shape[0] == 200
+    corr = np.corrcoef(rec[:, 0], X_test[:200, 0])[0, 1]
+    assert corr > 0.6  # a 2-D latent space cannot hold the 5-D within-blob noise
+
+
+def test_generator_did_not_collapse(fitted_blobs, blobs):
+    X_train, _, _ = blobs
+    samples = fitted_blobs.generate(500, random_state=0)
+    ratio = samples.std(0).mean() / X_train.std(0).mean()
+    assert ratio > 0.5
+    assert fitted_blobs.history_["g_std_ratio"][-1] > 0.5
+
+
+# ---- integration with scikit-learn -------------------------------------------------------
+
+def test_pipeline_clone_and_pickle(blobs):
+    X_train, X_test, y_test = blobs
+    pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(epochs=10, random_state=0)).fit(X_train)
+    s = pipe.score_samples(X_test)
+    assert roc_auc_score(y_test, -s) >= 0.9
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(pipe)).score_samples(X_test), s)
+    cloned = clone(pipe)
+    assert not hasattr(cloned[-1], "offset_")
+    np.testing.assert_array_equal(cloned.fit(X_train).score_samples(X_test), s)
+
+
+def test_dataframe_feature_names_and_index(blobs):
+    X_train, X_test, _ = blobs
+    cols = [f"f{i}" for i in range(5)]
+    det = GANAnomalyDetector(epochs=3, random_state=0).fit(pd.DataFrame(X_train, columns=cols))
+    np.testing.assert_array_equal(det.feature_names_in_, cols)
+    df = pd.DataFrame(X_test, columns=cols, index=np.arange(len(X_test)) + 1000)
+    assert list(det.score_components(df).index) == list(df.index)
+    with pytest.raises(ValueError, match="feature names"):
+        det.score_samples(pd.DataFrame(X_test, columns=[f"g{i}" for i in range(5)]))
+
+
+# ---- history, callbacks, progress ----------------------------------------------------------
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_fit_begin(self, estimator, info):
+        self.events.append(("begin", info))
+
+    def on_epoch_end(self, estimator, logs):
+        self.events.append(("epoch", dict(logs)))
+
+    def on_fit_end(self, estimator):
+        self.events.append(("end", hasattr(estimator, "offset_")))
+
+
+def test_callbacks_see_every_epoch_and_history(blobs):
+    X_train, _, _ = blobs
+    rec = Recorder()
+    det = GANAnomalyDetector(epochs=4, encoder_epochs=3, callbacks=[rec], random_state=0).fit(X_train)
+    kinds = [e[0] for e in rec.events]
+    assert kinds == ["begin"] + ["epoch"] * 7 + ["end"]
+    assert rec.events[0][1]["epochs"] == 4 and rec.events[-1][1] is True
+    phases = [e[1]["phase"] for e in rec.events[1:-1]]
+    assert phases == ["gan"] * 4 + ["encoder"] * 3
+    assert len(det.history_["d_loss"]) == 4 and len(det.history_["e_loss"]) == 3
+    assert det.history_["d_loss"] == [e[1]["d_loss"] for e in rec.events[1:5]]
+    assert all(np.isfinite(v) for v in det.history_["g_loss"])
+
+
+def test_bad_callback_type_is_rejected(blobs):
+    with pytest.raises(TypeError, match="callbacks"):
+        GANAnomalyDetector(epochs=1, callbacks=[object()]).fit(blobs[0])
+
+
+def test_verbose_progress_bar(blobs, capsys):
+    GANAnomalyDetector(epochs=2, verbose=1, random_state=0).fit(blobs[0][:100])
+    # tqdm writes to stderr; with pytest capturing it is not a terminal so the bar is
+    # disabled by design (progress only on terminals) and nothing leaks into stdout
+    assert capsys.readouterr().out == ""
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "X,match",
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0], [1.0, 1.0]]), "NaN"),
+        (np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0]]), "infinity"),
+        (np.empty((0, 3)), "0 sample"),
+        (np.array([[1.0, 2.0]]), "minimum of 2"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert|dtype"),
+        (np.array([1.0, 2.0, 3.0]), "2D array"),
+    ],
+)
+def test_bad_fit_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        GANAnomalyDetector(epochs=1).fit(X)
+
+
+def test_bad_score_input(fitted_blobs):
+    with pytest.raises(ValueError, match="5 features"):
+        fitted_blobs.score_samples(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted_blobs.score_samples(np.full((2, 5), np.nan))
+    with pytest.raises(ValueError, match="0 sample"):
+        fitted_blobs.score_samples(np.empty((0, 5)))
+    with pytest.raises(ValueError, match="too large for float32"):
+        fitted_blobs.score_samples(np.full((2, 5), 1e300))
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(objective="lsgan"), "objective"),
+        (dict(encoder="vae"), "encoder"),
+        (dict(contamination=0.7), "contamination"),
+        (dict(contamination=0.0), "contamination"),
+        (dict(epochs=0), "epochs"),
+        (dict(weight=1.5), "weight"),
+        (dict(component="sigmoid"), "component"),
+        (dict(device="tpu"), "device"),
+        (dict(hidden_dims=(16, -1)), "hidden_dims"),
+        (dict(precision="fp8"), "precision"),
+    ],
+)
+def test_bad_parameters(blobs, params, match):
+    with pytest.raises(ValueError, match=match):
+        GANAnomalyDetector(**{"epochs": 1, **params}).fit(blobs[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_requested_without_cuda(blobs):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        GANAnomalyDetector(epochs=1, device="cuda").fit(blobs[0])
+
+
+def test_device_auto_resolves_to_cpu_here(fitted_blobs):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert fitted_blobs.device_.type == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_bf16_keeps_auroc(cancer):
+    X_train, X_test, y_test = cancer
+    gpu = GANAnomalyDetector(device="cuda", random_state=0).fit(X_train)
+    assert gpu.device_.type == "cuda"
+    assert gpu.score_config_.amp_dtype == torch.bfloat16
+    auc_bf16 = roc_auc_score(y_test, -gpu.score_samples(X_test))
+    fp32 = GANAnomalyDetector(device="cuda", precision="fp32", random_state=0).fit(X_train)
+    auc_fp32 = roc_auc_score(y_test, -fp32.score_samples(X_test))
+    assert auc_bf16 >= 0.9 and auc_fp32 >= 0.9
+    assert abs(auc_bf16 - auc_fp32) <= 0.03
+    restored = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_allclose(restored.score_samples(X_test), gpu.score_samples(X_test), atol=1e-6)
