@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from gananomaly._version import __version__
 
-__all__ = ["save", "load", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save", "load", "save_model", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "TRUSTED_TYPES"]
 
 FORMAT_NAME = "gananomaly"
 FORMAT_VERSION = 1
@@ -35,6 +35,12 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _NETS = {"generator_": "generator", "discriminator_": "discriminator", "encoder_": "encoder"}
 _UNSAVED_PARAMS = {"callbacks"}
+PIPELINE_CONFIG = "pipeline.json"
+PREPROCESSING_NAME = "preprocessing.skops"
+DETECTOR_DIR = "detector"
+# Types (besides scikit-learn's own, which skops trusts) that a saved preprocessing step
+# may contain. Loading refuses anything else, so a model file can never run arbitrary code.
+TRUSTED_TYPES: list[str] = ["numpy.dtype"]
 
 
 def _jsonable_params(est) -> dict[str, Any]:
@@ -56,17 +62,82 @@ def _jsonable_params(est) -> dict[str, Any]:
     return params
 
 
-def save(est, path: str | os.PathLike) -> Path:
-    """Write a fitted detector to the directory ``path`` (replaced atomically if present)."""
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(est)
-    path = Path(path)
+def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"cannot save model to {str(path)!r}: directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"cannot save model to {str(path)!r}: {str(parent)!r} is not writable")
+    return parent
+
+
+def _atomic_dir(path: Path, write) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing it)."""
+    parent = _check_parent(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save(obj, path: str | os.PathLike) -> Path:
+    """Write a fitted detector, or a fitted scikit-learn ``Pipeline`` whose last step is a
+    detector, to the directory ``path`` (replaced atomically if present).
+
+    A pipeline's preprocessing steps are stored with skops (a pickle-free format that
+    loads only allow-listed types); the detector as safetensors + JSON.
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    from gananomaly.estimator import GANAnomalyDetector
+
+    path = Path(path)
+    if isinstance(obj, Pipeline):
+        final = obj.steps[-1][1]
+        if not isinstance(final, GANAnomalyDetector):
+            raise TypeError(f"the last step of the pipeline must be a GANAnomalyDetector, got {type(final).__name__}")
+        check_is_fitted(final)
+
+        def write(tmp: Path) -> None:
+            import skops.io as sio
+
+            _write_detector(final, tmp / DETECTOR_DIR)
+            sio.dump(obj[:-1], tmp / PREPROCESSING_NAME)
+            meta = {"format": FORMAT_NAME, "kind": "pipeline", "format_version": FORMAT_VERSION,
+                    "library_version": __version__, "detector_step": obj.steps[-1][0]}
+            _write_json(tmp / PIPELINE_CONFIG, meta)
+
+        return _atomic_dir(path, write)
+    if not isinstance(obj, GANAnomalyDetector):
+        raise TypeError(f"can only save a GANAnomalyDetector or a Pipeline ending in one, got {type(obj).__name__}")
+    check_is_fitted(obj)
+    return _atomic_dir(path, lambda tmp: _write_detector(obj, tmp))
+
+
+save_model = save
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_detector(est, out: Path) -> None:
+    out.mkdir(exist_ok=True)
 
     tensors: dict[str, torch.Tensor] = {}
     for attr, prefix in _NETS.items():
@@ -99,25 +170,8 @@ def save(est, path: str | os.PathLike) -> Path:
         },
         "history": est.history_,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    try:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
-        with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as fh:
-            json.dump(config, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
+    _write_json(out / CONFIG_NAME, config)
 
 
 def _require(cond: bool, path: Path, what: str) -> None:
@@ -181,6 +235,8 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
     from gananomaly.networks import build_networks
 
     path = Path(path)
+    if (path / PIPELINE_CONFIG).is_file():
+        return _load_pipeline(path, device=device)
     config = read_config(path)
     weights_path = path / WEIGHTS_NAME
     _require(weights_path.is_file(), path, f"missing {WEIGHTS_NAME}")
@@ -246,3 +302,38 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
     if hasattr(est, "_load_extra"):
         est._load_extra(fitted.get("extra") or {})
     return est
+
+
+def _load_pipeline(path: Path, *, device: str):
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+
+    try:
+        with open(path / PIPELINE_CONFIG, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {PIPELINE_CONFIG} ({exc})") from exc
+    _require(isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("kind") == "pipeline",
+             path, f"{PIPELINE_CONFIG} does not describe a gananomaly pipeline")
+    version = meta.get("format_version")
+    _require(isinstance(version, int), path, "format_version missing")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"model at {str(path)!r} has format version {version}, newer than this gananomaly "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade gananomaly to load it"
+        )
+    detector = load(path / DETECTOR_DIR, device=device)
+    prep_path = path / PREPROCESSING_NAME
+    _require(prep_path.is_file(), path, f"missing {PREPROCESSING_NAME}")
+    try:
+        untrusted = sio.get_untrusted_types(file=prep_path)
+    except Exception as exc:  # skops raises assorted errors on corrupt archives
+        raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {PREPROCESSING_NAME} ({exc})") \
+            from exc
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ValueError(f"{str(path)!r}: refusing to load {PREPROCESSING_NAME}: it contains types that are not "
+                         f"allow-listed: {refused}")
+    prep = sio.load(prep_path, trusted=untrusted)
+    _require(isinstance(prep, Pipeline), path, f"{PREPROCESSING_NAME} does not hold a Pipeline")
+    return Pipeline(list(prep.steps) + [(str(meta.get("detector_step", "detector")), detector)])

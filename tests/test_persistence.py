@@ -1,0 +1,124 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import gananomaly
+from gananomaly import GANAnomalyDetector
+from gananomaly.persistence import CONFIG_NAME, WEIGHTS_NAME
+
+
+def test_save_load_scores_identically(tmp_path, blobs, fitted_blobs):
+    _, X_test, _ = blobs
+    path = tmp_path / "model"
+    fitted_blobs.save(path)
+    assert sorted(os.listdir(path)) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = gananomaly.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.score_samples(X_test), fitted_blobs.score_samples(X_test))
+    np.testing.assert_array_equal(loaded.predict(X_test), fitted_blobs.predict(X_test))
+    assert loaded.get_params() == {**fitted_blobs.get_params(), "callbacks": None}
+    assert loaded.history_ == fitted_blobs.history_
+    config = json.loads((path / CONFIG_NAME).read_text())
+    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == 1
+
+
+def test_save_overwrites_atomically_and_leaves_no_temp(tmp_path, blobs, fitted_blobs):
+    path = tmp_path / "model"
+    fitted_blobs.save(path)
+    other = GANAnomalyDetector(epochs=2, random_state=1).fit(blobs[0])
+    other.save(path)
+    assert os.listdir(tmp_path) == ["model"]
+    np.testing.assert_array_equal(gananomaly.load(path).score_samples(blobs[1]), other.score_samples(blobs[1]))
+
+
+def test_pipeline_save_load(tmp_path, blobs):
+    X_train, X_test, _ = blobs
+    pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(epochs=3, random_state=0)).fit(X_train)
+    gananomaly.persistence.save(pipe, tmp_path / "pipe")
+    loaded = gananomaly.load(tmp_path / "pipe")
+    np.testing.assert_array_equal(loaded.score_samples(X_test), pipe.score_samples(X_test))
+
+
+def test_unfitted_and_wrong_objects_are_refused(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        GANAnomalyDetector().save(tmp_path / "m")
+    with pytest.raises(TypeError, match="GANAnomalyDetector"):
+        gananomaly.persistence.save(StandardScaler().fit([[1.0], [2.0]]), tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_unwritable_or_missing_parent(tmp_path, fitted_blobs):
+    with pytest.raises(ValueError, match="does not exist"):
+        fitted_blobs.save(tmp_path / "nope" / "model")
+
+
+def test_load_errors(tmp_path, fitted_blobs):
+    with pytest.raises(FileNotFoundError, match="no gananomaly model"):
+        gananomaly.load(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a valid gananomaly model"):
+        gananomaly.load(tmp_path / "empty")
+    path = tmp_path / "model"
+    fitted_blobs.save(path)
+    # truncated weights
+    data = (path / WEIGHTS_NAME).read_bytes()
+    (path / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt model.safetensors"):
+        gananomaly.load(path)
+    # corrupt config
+    fitted_blobs.save(path)
+    (path / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt config.json"):
+        gananomaly.load(path)
+    # newer format
+    fitted_blobs.save(path)
+    config = json.loads((path / CONFIG_NAME).read_text())
+    config["format_version"] = 99
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="newer"):
+        gananomaly.load(path)
+    # config tampered with an invalid parameter
+    config["format_version"] = 1
+    config["params"]["objective"] = "evil"
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="objective"):
+        gananomaly.load(path)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, fitted_blobs):
+    path = tmp_path / "model"
+    fitted_blobs.save(path)
+    marker = tmp_path / "pwned"
+    boom = _Boom()
+    boom.marker = marker
+    (path / WEIGHTS_NAME).write_bytes(pickle.dumps({"generator.out.weight": boom}))
+    with pytest.raises(ValueError, match="not a valid gananomaly model"):
+        gananomaly.load(path)
+    assert not marker.exists()
+
+
+def test_estimator_pickle_roundtrip_in_fresh_process(tmp_path, blobs, fitted_blobs):
+    _, X_test, _ = blobs
+    blob = tmp_path / "est.pkl"
+    blob.write_bytes(pickle.dumps(fitted_blobs))
+    np.save(tmp_path / "X.npy", X_test)
+    code = (
+        "import pickle, numpy as np, sys;"
+        f"m = pickle.loads(open({str(blob)!r}, 'rb').read());"
+        f"np.save({str(tmp_path / 'out.npy')!r}, m.score_samples(np.load({str(tmp_path / 'X.npy')!r})))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), fitted_blobs.score_samples(X_test))
