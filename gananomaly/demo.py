@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.metrics import evaluate_detector, evaluate_scores
 
-__all__ = ["breast_cancer_split", "run_demo"]
+__all__ = ["breast_cancer_split", "run_demo", "demo_tracking"]
 
 
 def breast_cancer_split(seed: int = 0):
@@ -40,13 +40,8 @@ def run_demo(epochs="auto", seed: int = 0, tracking: bool = True, experiment: st
     detector = GANAnomalyDetector(epochs=epochs, random_state=seed)
     callbacks, run_info = (), None
     if tracking:
-        try:
-            from gananomaly.tracking import demo_tracking
-        except ImportError:
-            demo_tracking = None
-        if demo_tracking is not None:
-            return demo_tracking(detector, X_train, X_test, y_test, experiment=experiment,
-                                 tracking_uri=tracking_uri)
+        return demo_tracking(detector, X_train, X_test, y_test, experiment=experiment,
+                             tracking_uri=tracking_uri, seed=seed)
     start = time.perf_counter()
     detector.set_params(callbacks=callbacks).fit(X_train)
     fit_s = time.perf_counter() - start
@@ -56,3 +51,64 @@ def run_demo(epochs="auto", seed: int = 0, tracking: bool = True, experiment: st
     print(f"fit: {fit_s:.1f} s on {detector.device_}")
     print(table.round(4).to_string())
     return {"table": table, "detector": detector, "run": run_info}
+
+
+def _sqlite_path(uri: str) -> str | None:
+    prefix = "sqlite:///"
+    return uri[len(prefix):] if uri.startswith(prefix) else None
+
+
+def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, experiment: str = "gananomaly-demo",
+                  tracking_uri: str | None = None, seed: int = 0) -> dict:
+    """Fit ``detector`` through :func:`gananomaly.tracking.tracked_fit` and print the results.
+
+    Prints the metrics table of :func:`run_demo` (every score component next to
+    IsolationForest), the run id, the tracking URI and the command that opens the MLflow UI
+    on the same store.
+
+    Parameters
+    ----------
+    detector : GANAnomalyDetector
+    X_train : array-like
+        Normal training rows.
+    X_test, y_test : array-like
+        Labelled test rows (``y_test``: 1 = anomaly).
+    experiment : str, default="gananomaly-demo"
+    tracking_uri : str, optional
+        Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory.
+    seed : int, default=0
+        Seed of the IsolationForest reference.
+
+    Returns
+    -------
+    dict
+        ``table`` (metrics DataFrame), ``detector``, ``run`` (dict with ``run_id``,
+        ``tracking_uri``, ``experiment`` and ``model_uri``).
+    """
+    from gananomaly.tracking import resolve_tracking_uri, tracked_fit
+
+    uri = resolve_tracking_uri(tracking_uri)
+    detector, run_id = tracked_fit(detector, X_train, X_eval=X_test, y_eval=y_test, experiment=experiment,
+                                   tracking_uri=uri, run_name="demo-breast-cancer",
+                                   extra_params={"dataset": "sklearn breast_cancer (benign = normal)"})
+    table = evaluate_detector(detector, X_test, y_test)
+    iforest = IsolationForest(random_state=seed).fit(X_train)
+    table.loc["IsolationForest (reference)"] = evaluate_scores(y_test, -iforest.score_samples(X_test))
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+    fit_s = run.data.metrics.get("fit_time_s", float("nan"))
+    model_uri = run.data.tags.get("gananomaly.model_uri")
+    print(f"fit: {fit_s:.1f} s on {detector.device_}")
+    print(table.round(4).to_string())
+    print(f"MLflow run {run_id} in experiment {experiment!r} at {uri}")
+    if model_uri:
+        print(f"model: {model_uri}  (load: gananomaly.mlflow.load_model or mlflow.pyfunc.load_model)")
+    if uri.startswith(("http://", "https://")):
+        print(f"open the MLflow UI at {uri}")
+    else:
+        db = _sqlite_path(uri)
+        where = "   (run it in this directory)" if db is not None and not db.startswith("/") else ""
+        print(f"open the MLflow UI: mlflow ui --backend-store-uri {uri}{where}, then browse http://127.0.0.1:5000")
+    return {"table": table, "detector": detector,
+            "run": {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "model_uri": model_uri}}

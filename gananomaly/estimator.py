@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import math
 from numbers import Integral, Real
 from typing import Any
@@ -16,9 +18,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gananomaly import data as _data
+from gananomaly import images as _images
 from gananomaly import scoring as _scoring
 from gananomaly.networks import build_networks, mlp_spec
-from gananomaly.training import Callback, TrainConfig, train
+from gananomaly import checkpoint as _ckpt
+from gananomaly.training import Callback, TrainConfig, Trainer
 
 __all__ = ["GANAnomalyDetector"]
 
@@ -89,6 +93,20 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     refine_lr : float, default=0.05
     dropout : float in [0, 1), default=0.0
         Dropout in the discriminator during training (always off at scoring time).
+    network : {"auto", "mlp", "conv"}, default="auto"
+        ``"auto"``: convolutional (DCGAN-style) G, D and E for image input (a 3-D or 4-D
+        array), MLPs for 2-D input. ``"mlp"`` on image input flattens every image to
+        ``C*H*W`` features. ``"conv"`` requires image input.
+    channels : {"auto", "first", "last"}, default="auto"
+        Layout of 4-D image input: ``"first"`` is ``(n, C, H, W)``, ``"last"`` is
+        ``(n, H, W, C)``. ``"auto"`` reads axis 1 as the channels when it is 1 or 3, else
+        axis 3 when it is 1 or 3 (so ``(n, 3, 3, 3)`` or ``(n, 1, 8, 3)`` are read channel-first;
+        pass ``"last"`` for those). 3-D input ``(n, H, W)`` is one grey channel.
+    image_size : int or None, default=None
+        Side of the square images the convolutional networks see (a power of two >= 8).
+        None: the smallest of 16, 32, 64 that holds ``max(H, W)``, 64 for larger input.
+        Images are resized to it with bilinear interpolation (antialiased when shrinking);
+        non-square images are stretched.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
@@ -97,6 +115,13 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         Seeds weights, noise and shuffling. The same int gives identical scores on CPU.
     verbose : int, default=0
         > 0 shows a progress bar (on a terminal) and logs per-epoch losses at INFO.
+    checkpoint_dir : str or None, default=None
+        Directory where ``fit`` writes a training checkpoint (weights, optimiser states,
+        RNG states, epoch, history) every ``checkpoint_every`` epochs, atomically.
+        ``fit(X, resume=True)`` continues from it after an interruption (even SIGKILL),
+        losing at most one interval, and ends with exactly the model an uninterrupted
+        fit would have produced.
+    checkpoint_every : int, default=10
     callbacks : sequence of Callback or None, default=None
         Observers of the fit (see :class:`gananomaly.Callback`), e.g. MLflow logging.
 
@@ -134,10 +159,15 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         "n_refine_steps": [Interval(Integral, 0, None, closed="left")],
         "refine_lr": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "network": [StrOptions({"auto", "mlp", "conv"})],
+        "channels": [StrOptions({"auto", "first", "last"})],
+        "image_size": [None, Interval(Integral, 8, None, closed="left")],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "callbacks": [None, list, tuple],
     }
 
@@ -162,10 +192,15 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         n_refine_steps: int = 0,
         refine_lr: float = 0.05,
         dropout: float = 0.0,
+        network: str = "auto",
+        channels: str = "auto",
+        image_size: int | None = None,
         device: str = "auto",
         precision: str = "auto",
         random_state: Any = None,
         verbose: int = 0,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 10,
         callbacks: tuple[Callback, ...] | None = None,
     ):
         self.objective = objective
@@ -186,23 +221,77 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_refine_steps = n_refine_steps
         self.refine_lr = refine_lr
         self.dropout = dropout
+        self.network = network
+        self.channels = channels
+        self.image_size = image_size
         self.device = device
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
         self.callbacks = callbacks
 
     # ------------------------------------------------------------------ input handling
     def _validate_input(self, X, *, reset: bool) -> np.ndarray:
-        return validate_data(
+        """2-D input: ``validate_data``. Image input: an ``(n, C, H, W)`` float array (or, for
+        ``network="mlp"``, its flattening to ``(n, C*H*W)``)."""
+        if _images.is_image_input(X):
+            return _images.validate_images(self, X, reset=reset)
+        if reset:
+            self.image_shape_ = None
+        elif getattr(self, "image_shape_", None) is not None and self.arch_["kind"] == "conv":
+            raise ValueError(
+                f"this detector was fitted on images of shape {tuple(self.image_shape_)} (C, H, W); "
+                f"pass an array (n, H, W), (n, C, H, W) or (n, H, W, C) of such images, "
+                f"got shape {getattr(X, 'shape', None)}"
+            )
+        X = validate_data(
             self, X, reset=reset, dtype=[np.float64, np.float32],
             ensure_min_samples=2 if reset else 1,
         )
+        if reset and self.network == "conv":
+            raise ValueError(
+                f"network='conv' needs image input of shape (n, H, W), (n, C, H, W) or (n, H, W, C); "
+                f"got a 2-D array of shape {X.shape}"
+            )
+        return X
+
+    def _fit_scaler(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature location/scale for 2-D input, per-channel for images."""
+        if X.ndim == 4:
+            return _images.fit_channel_scaler(X)
+        return _data.fit_scaler(X)
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
+        if X.ndim == 4:
+            return _images.to_image_tensor(X, self.input_mean_, self.input_scale_, self.arch_["size"])
         return _data.to_tensor(X, self.input_mean_, self.input_scale_)
 
+    def _unscale(self, out: np.ndarray) -> np.ndarray:
+        """Network output back to the units of the data (channel-wise for images)."""
+        if out.ndim == 4:
+            return out * self.input_scale_[:, None, None] + self.input_mean_[:, None, None]
+        return out * self.input_scale_ + self.input_mean_
+
+    def _persist_extra(self) -> dict[str, Any]:
+        """Fitted image settings for :mod:`gananomaly.persistence` (empty for 2-D input)."""
+        shape = getattr(self, "image_shape_", None)
+        return {} if shape is None else {"image_shape": [int(v) for v in shape]}
+
+    def _load_extra(self, extra: dict[str, Any]) -> None:
+        shape = extra.get("image_shape")
+        if shape is not None:
+            if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
+                    and shape[0] in (1, 3) and shape[0] * shape[1] * shape[2] == self.n_features_in_):
+                raise ValueError(f"not a valid gananomaly model: bad image_shape {shape!r}")
+            if self.arch_["kind"] == "conv" and self.input_mean_.shape != (shape[0],):
+                raise ValueError("not a valid gananomaly model: the input scaler does not match the image channels")
+        self.image_shape_ = None if shape is None else tuple(shape)
+
     def _build_arch(self, X: np.ndarray) -> dict[str, Any]:
+        if X.ndim == 4:
+            return _images.image_arch(self, X)
         hidden = self.hidden_dims
         if hidden is not None:
             if len(hidden) == 0 or not all(isinstance(h, Integral) and h > 0 for h in hidden):
@@ -215,13 +304,16 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, resume: bool = False):
         """Train the GAN and the encoder on ``X`` (normal data); ``y`` is ignored.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : ignored
+        resume : bool, default=False
+            Continue from the checkpoint in ``checkpoint_dir`` (if one exists; otherwise
+            start afresh). The checkpoint must come from the same data and parameters.
 
         Returns
         -------
@@ -233,9 +325,9 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         amp_dtype = _data.resolve_precision(self.precision, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-        self.input_mean_, self.input_scale_ = _data.fit_scaler(X)
+        self.input_mean_, self.input_scale_ = self._fit_scaler(X)
+        self.arch_ = self._build_arch(X)  # before _to_tensor: images are resized to the networks' size
         Xt = self._to_tensor(X)
-        self.arch_ = self._build_arch(X)
         n = Xt.shape[0]
         batch_size = min(self.batch_size, n)
         n_batches = max(1, n // batch_size)
@@ -267,7 +359,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             rng = torch.Generator(device=device).manual_seed(seed)
             for cb in callbacks:
                 if hasattr(cb, "on_fit_begin"):
-                    cb.on_fit_begin(self, {"n_samples": n, "n_features": X.shape[1], "epochs": epochs,
+                    cb.on_fit_begin(self, {"n_samples": n, "n_features": self.n_features_in_, "epochs": epochs,
                                            "encoder_epochs": cfg.encoder_epochs, "device": str(device)})
             progress = None
             if self.verbose:
@@ -276,8 +368,21 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                 total = epochs + (0 if self.encoder == "bigan" else cfg.encoder_epochs)
                 progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
             try:
-                history = train(gen, disc, enc, Xt.to(device), self.arch_["latent_dim"], cfg, rng,
-                                estimator=self, callbacks=callbacks, progress=progress)
+                store = _ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg)) \
+                    if self.checkpoint_dir is not None else None
+                trainer = Trainer(gen, disc, enc, Xt.to(device), self.arch_["latent_dim"], cfg, rng,
+                                  estimator=self, callbacks=callbacks, progress=progress,
+                                  checkpoint=store.save if store is not None else None,
+                                  checkpoint_every=self.checkpoint_every)
+                if resume:
+                    if store is None:
+                        raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
+                    state = store.load(device)
+                    if state is not None:
+                        trainer.load_state_dict(state)
+                        log.info("resumed from %s at GAN epoch %d, encoder epoch %d",
+                                 store.path, trainer.gan_epoch, trainer.enc_epoch)
+                history = trainer.run()
             finally:
                 if progress is not None:
                     progress.close()
@@ -307,6 +412,14 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                 cb.on_fit_end(self)
         return self
 
+    def _checkpoint_fingerprint(self, Xt: torch.Tensor, cfg: TrainConfig) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the data and every training setting."""
+        params = {k: (v if v is None or isinstance(v, (str, int, float, tuple, list)) else type(v).__name__)
+                  for k, v in self.get_params(deep=False).items()
+                  if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device")}
+        return {"params": repr(sorted(params.items())), "arch": repr(sorted(self.arch_.items())),
+                "epochs": cfg.epochs, "encoder_epochs": cfg.encoder_epochs, "data": _ckpt.tensor_digest(Xt)}
+
     def _offset_from(self, train_scores: np.ndarray) -> float:
         if self.contamination == "auto":
             q1, q3 = np.percentile(train_scores, [25, 75])
@@ -316,7 +429,13 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ scoring
     def _raw_scores(self, Xt: torch.Tensor) -> dict[str, np.ndarray]:
         return _scoring.raw_scores(self.generator_, self.discriminator_, self.encoder_,
-                                   Xt, self.device_, self.score_config_)
+                                   Xt, self.device_, self._score_cfg(Xt))
+
+    def _score_cfg(self, Xt: torch.Tensor) -> _scoring.ScoreConfig:
+        """Scoring settings; image batches are kept to a size whose conv activations fit memory."""
+        if Xt.dim() != 4:
+            return self.score_config_
+        return dataclasses.replace(self.score_config_, batch_size=_images.score_batch_size(Xt, self.device_))
 
     def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         std = _scoring.standardise(raw, self.score_config_)
@@ -392,22 +511,27 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         self.generator_.eval()
         with torch.inference_mode():
             out = self.generator_(z).float().cpu().numpy().astype(np.float64)
-        return out * self.input_scale_ + self.input_mean_
+        return self._unscale(out)
 
     def reconstruct(self, X) -> np.ndarray:
-        """``G(E(x))`` in the original units (no latent refinement)."""
+        """``G(E(x))`` in the original units (no latent refinement).
+
+        For convolutional networks the images come back channel-first at the network's
+        resolution: ``(n, C, S, S)`` with ``S = arch_["size"]``.
+        """
         check_is_fitted(self)
         Xv = self._validate_input(X, reset=False)
         Xt = self._to_tensor(Xv)
         self.generator_.eval(), self.encoder_.eval()
         outs = []
+        bs = self._score_cfg(Xt).batch_size
         with torch.inference_mode():
-            for start in range(0, Xt.shape[0], self.score_config_.batch_size):
-                x = _scoring._pad(Xt[start : start + self.score_config_.batch_size])
-                n = min(self.score_config_.batch_size, Xt.shape[0] - start)
+            for start in range(0, Xt.shape[0], bs):
+                x = _scoring._pad(Xt[start : start + bs])
+                n = min(bs, Xt.shape[0] - start)
                 outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
         out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)
-        return out * self.input_scale_ + self.input_mean_
+        return self._unscale(out)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:

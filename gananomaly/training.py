@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Callback", "TrainConfig", "train"]
+__all__ = ["Callback", "TrainConfig", "Trainer", "train", "GeneratorCollapseWarning"]
+
+# Generated samples spreading less than this fraction of the data's spread mean collapse.
+COLLAPSE_RATIO = 0.02
+
+
+class GeneratorCollapseWarning(UserWarning):
+    """The generator's samples have (almost) no diversity: a collapsed GAN."""
 
 
 class Callback:
@@ -95,175 +103,236 @@ def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device
         yield perm[start : start + batch_size]
 
 
-def train(
-    gen_net: nn.Module,
-    disc_net: nn.Module,
-    enc_net: nn.Module,
-    X: torch.Tensor,
-    latent_dim: int,
-    cfg: TrainConfig,
-    rng: torch.Generator,
-    *,
-    estimator: Any = None,
-    callbacks: Iterable[Callback] = (),
-    progress: Any = None,
-) -> dict[str, list[float]]:
-    """Train the networks in place on ``X`` (already on the target device); return history."""
-    device = X.device
-    n = X.shape[0]
-    callbacks = list(callbacks)
-    joint = cfg.encoder == "bigan"
-    wgan = cfg.objective == "wgan-gp"
-    betas = (0.5, 0.9) if wgan else (0.5, 0.999)
-    g_params = list(gen_net.parameters()) + (list(enc_net.parameters()) if joint else [])
-    opt_d = torch.optim.Adam(disc_net.parameters(), lr=cfg.learning_rate, betas=betas)
-    opt_g = torch.optim.Adam(g_params, lr=cfg.learning_rate, betas=betas)
-    history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "e_loss": [], "g_std_ratio": []}
-    data_std = X.flatten(1).std(0).mean().clamp_min(1e-12)
-    probe_z = torch.randn(min(512, max(n, 2)), latent_dim, device=device, generator=rng)
-    amp = _autocast(device, cfg.amp_dtype)
+class Trainer:
+    """Runs the two training phases (``"gan"``, then ``"encoder"`` for izif) and can save and
+    restore its complete state (weights, optimiser moments, RNG states, epoch, history) so an
+    interrupted fit resumes exactly where its last checkpoint left it."""
 
-    def sample_z(m: int) -> torch.Tensor:
-        return torch.randn(m, latent_dim, device=device, generator=rng)
+    def __init__(
+        self,
+        gen_net: nn.Module,
+        disc_net: nn.Module,
+        enc_net: nn.Module,
+        X: torch.Tensor,
+        latent_dim: int,
+        cfg: TrainConfig,
+        rng: torch.Generator,
+        *,
+        estimator: Any = None,
+        callbacks: Iterable[Callback] = (),
+        progress: Any = None,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_every: int = 0,
+    ):
+        self.gen, self.disc, self.enc = gen_net, disc_net, enc_net
+        self.X, self.latent_dim, self.cfg, self.rng = X, latent_dim, cfg, rng
+        self.estimator, self.callbacks, self.progress = estimator, list(callbacks), progress
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.joint = cfg.encoder == "bigan"
+        self.wgan = cfg.objective == "wgan-gp"
+        betas = (0.5, 0.9) if self.wgan else (0.5, 0.999)
+        g_params = list(gen_net.parameters()) + (list(enc_net.parameters()) if self.joint else [])
+        self.opt_d = torch.optim.Adam(disc_net.parameters(), lr=cfg.learning_rate, betas=betas)
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.learning_rate, betas=betas)
+        self.opt_e = torch.optim.Adam(enc_net.parameters(), lr=cfg.encoder_learning_rate, betas=(0.5, 0.999))
+        self.history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "e_loss": [], "g_std_ratio": []}
+        self.gan_epoch = 0  # epochs completed per phase
+        self.enc_epoch = 0
+        self.step = 0
+        n = X.shape[0]
+        self.data_std = X.flatten(1).std(0).mean().clamp_min(1e-12)
+        self.probe_z = torch.randn(min(512, max(n, 2)), latent_dim, device=X.device, generator=rng)
 
-    def d_inputs(x: torch.Tensor, z: torch.Tensor):
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training; only tensors, numbers, strings, lists and
+        dicts, so it loads with ``torch.load(weights_only=True)``."""
+        state = {
+            "generator": self.gen.state_dict(),
+            "discriminator": self.disc.state_dict(),
+            "encoder": self.enc.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_e": self.opt_e.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "gan_epoch": self.gan_epoch,
+            "enc_epoch": self.enc_epoch,
+            "step": self.step,
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+        if self.X.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.X.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.load_state_dict(state["generator"])
+        self.disc.load_state_dict(state["discriminator"])
+        self.enc.load_state_dict(state["encoder"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_e.load_state_dict(state["opt_e"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.X.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.X.device)
+        self.gan_epoch = int(state["gan_epoch"])
+        self.enc_epoch = int(state["enc_epoch"])
+        self.step = int(state["step"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        if self.progress is not None:
+            self.progress.update(self.gan_epoch + self.enc_epoch)
+
+    def _after_epoch(self, logs: dict[str, Any], done: int) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(self.estimator, logs)
+        if self.checkpoint is not None and self.checkpoint_every and done % self.checkpoint_every == 0:
+            self.checkpoint(self.state_dict())
+
+    # ---------------------------------------------------------------- phases
+    def run(self) -> dict[str, list[float]]:
+        """Train the networks in place; return the per-epoch history."""
+        self._gan_phase()
+        if not self.joint:
+            self._encoder_phase()
+        self.gen.eval(), self.disc.eval(), self.enc.eval()
+        if self.checkpoint is not None and self.checkpoint_every:
+            self.checkpoint(self.state_dict())  # the finished state: a resume has nothing left to do
+        return self.history
+
+    def _sample_z(self, m: int) -> torch.Tensor:
+        return torch.randn(m, self.latent_dim, device=self.X.device, generator=self.rng)
+
+    def _d_inputs(self, x: torch.Tensor, z: torch.Tensor):
         """Real and fake inputs to D: samples alone, or (sample, code) pairs for BiGAN."""
-        fake_x = gen_net(z)
-        if joint:
-            return (x, enc_net(x)), (fake_x, z)
+        fake_x = self.gen(z)
+        if self.joint:
+            return (x, self.enc(x)), (fake_x, z)
         return (x,), (fake_x,)
 
-    gen_net.train(), disc_net.train(), enc_net.train(joint)
-    step = 0
-    for epoch in range(cfg.epochs):
-        d_sum = g_sum = e_sum = 0.0
-        d_count = g_count = 0
-        for idx in _batches(n, cfg.batch_size, rng, device):
-            x = X[idx]
-            m = x.shape[0]
-            # Discriminator step.
-            with amp:
-                real, fake = d_inputs(x, sample_z(m))
-                real = tuple(t.detach() for t in real)
-                fake = tuple(t.detach() for t in fake)
-                d_real, d_fake = disc_net(*real).float(), disc_net(*fake).float()
-                if wgan:
-                    d_loss = d_fake.mean() - d_real.mean()
-                else:
-                    d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
-                        F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            if wgan:
-                d_loss = d_loss + cfg.gp_weight * _gradient_penalty(disc_net, real, fake, rng)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            d_sum += float(d_loss.detach())
-            d_count += 1
-            step += 1
-            if step % cfg.d_steps:
-                continue
-            # Generator (and, for BiGAN, encoder) step.
-            for p in disc_net.parameters():
-                p.requires_grad_(False)
-            with amp:
-                real, fake = d_inputs(x, sample_z(m))
-                d_fake = disc_net(*fake).float()
-                if wgan:
-                    g_loss = -d_fake.mean()
-                else:
-                    g_loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-                e_loss = torch.zeros((), device=device)
-                if joint:
-                    d_real = disc_net(*real).float()
-                    if wgan:
-                        e_loss = d_real.mean()
-                    else:
-                        e_loss = F.binary_cross_entropy_with_logits(d_real, torch.zeros_like(d_real))
-            opt_g.zero_grad(set_to_none=True)
-            (g_loss + e_loss).backward()
-            opt_g.step()
-            for p in disc_net.parameters():
-                p.requires_grad_(True)
-            g_sum += float(g_loss.detach())
-            e_sum += float(e_loss.detach())
-            g_count += 1
-        with torch.no_grad():
-            gen_net.eval()
-            ratio = float(gen_net(probe_z).flatten(1).std(0).mean() / data_std)
-            gen_net.train()
-        logs = {
-            "phase": "gan",
-            "epoch": epoch,
-            "d_loss": d_sum / max(d_count, 1),
-            "g_loss": g_sum / max(g_count, 1),
-            "e_loss": e_sum / max(g_count, 1) if joint else float("nan"),
-            "g_std_ratio": ratio,
-        }
-        _check_finite({k: v for k, v in logs.items() if k != "e_loss" or joint})
-        for key in ("d_loss", "g_loss", "g_std_ratio") + (("e_loss",) if joint else ()):
-            history[key].append(logs[key])
-        for cb in callbacks:
-            cb.on_epoch_end(estimator, logs)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
-
-    if not joint:
-        history["e_loss"] = _train_izif(
-            gen_net, disc_net, enc_net, X, cfg, rng,
-            estimator=estimator, callbacks=callbacks, progress=progress,
-        )
-    gen_net.eval(), disc_net.eval(), enc_net.eval()
-    return history
-
-
-def _train_izif(
-    gen_net: nn.Module,
-    disc_net: nn.Module,
-    enc_net: nn.Module,
-    X: torch.Tensor,
-    cfg: TrainConfig,
-    rng: torch.Generator,
-    *,
-    estimator: Any,
-    callbacks: list[Callback],
-    progress: Any,
-) -> list[float]:
-    """f-AnoGAN's izif encoder training: G and D frozen, E minimises the image residual
-    plus ``kappa`` times the discriminator-feature residual of ``G(E(x))``."""
-    gen_net.eval(), disc_net.eval(), enc_net.train()
-    frozen = [p for net in (gen_net, disc_net) for p in net.parameters()]
-    for p in frozen:
-        p.requires_grad_(False)
-    opt = torch.optim.Adam(enc_net.parameters(), lr=cfg.encoder_learning_rate, betas=(0.5, 0.999))
-    amp = _autocast(X.device, cfg.amp_dtype)
-    losses: list[float] = []
-    try:
-        for epoch in range(cfg.encoder_epochs):
-            total, count = 0.0, 0
-            for idx in _batches(X.shape[0], cfg.batch_size, rng, X.device):
+    def _gan_phase(self) -> None:
+        cfg, X, device = self.cfg, self.X, self.X.device
+        gen_net, disc_net, enc_net = self.gen, self.disc, self.enc
+        joint, wgan = self.joint, self.wgan
+        amp = _autocast(device, cfg.amp_dtype)
+        bce = F.binary_cross_entropy_with_logits
+        gen_net.train(), disc_net.train(), enc_net.train(joint)
+        for epoch in range(self.gan_epoch, cfg.epochs):
+            d_sum = g_sum = e_sum = 0.0
+            d_count = g_count = 0
+            for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device):
                 x = X[idx]
+                m = x.shape[0]
+                # Discriminator step.
                 with amp:
-                    x_hat = gen_net(enc_net(x))
-                    loss = F.mse_loss(x_hat.float(), x)
-                    if cfg.kappa:
-                        loss = loss + cfg.kappa * F.mse_loss(
-                            disc_net.features(x_hat).float(), disc_net.features(x).float()
-                        )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                count += 1
-            logs = {"phase": "encoder", "epoch": epoch, "e_loss": total / max(count, 1)}
+                    real, fake = self._d_inputs(x, self._sample_z(m))
+                    real = tuple(t.detach() for t in real)
+                    fake = tuple(t.detach() for t in fake)
+                    d_real, d_fake = disc_net(*real).float(), disc_net(*fake).float()
+                    if wgan:
+                        d_loss = d_fake.mean() - d_real.mean()
+                    else:
+                        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+                if wgan:
+                    d_loss = d_loss + cfg.gp_weight * _gradient_penalty(disc_net, real, fake, self.rng)
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+                d_sum += float(d_loss.detach())
+                d_count += 1
+                self.step += 1
+                if self.step % cfg.d_steps:
+                    continue
+                # Generator (and, for BiGAN, encoder) step.
+                for p in disc_net.parameters():
+                    p.requires_grad_(False)
+                with amp:
+                    real, fake = self._d_inputs(x, self._sample_z(m))
+                    d_fake = disc_net(*fake).float()
+                    g_loss = -d_fake.mean() if wgan else bce(d_fake, torch.ones_like(d_fake))
+                    e_loss = torch.zeros((), device=device)
+                    if joint:
+                        d_real = disc_net(*real).float()
+                        e_loss = d_real.mean() if wgan else bce(d_real, torch.zeros_like(d_real))
+                self.opt_g.zero_grad(set_to_none=True)
+                (g_loss + e_loss).backward()
+                self.opt_g.step()
+                for p in disc_net.parameters():
+                    p.requires_grad_(True)
+                g_sum += float(g_loss.detach())
+                e_sum += float(e_loss.detach())
+                g_count += 1
+            with torch.no_grad():
+                gen_net.eval()
+                ratio = float(gen_net(self.probe_z).float().flatten(1).std(0).mean() / self.data_std)
+                gen_net.train()
+            logs = {
+                "phase": "gan",
+                "epoch": epoch,
+                "d_loss": d_sum / max(d_count, 1),
+                "g_loss": g_sum / max(g_count, 1),
+                "g_std_ratio": ratio,
+            }
+            if joint:
+                logs["e_loss"] = e_sum / max(g_count, 1)
             _check_finite(logs)
-            losses.append(logs["e_loss"])
-            for cb in callbacks:
-                cb.on_epoch_end(estimator, logs)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(e=f"{logs['e_loss']:.4f}")
-    finally:
+            for key in ("d_loss", "g_loss", "g_std_ratio") + (("e_loss",) if joint else ()):
+                self.history[key].append(logs[key])
+            self.gan_epoch = epoch + 1
+            if self.progress is not None:
+                self.progress.update(1)
+                self.progress.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
+            self._after_epoch(logs, self.gan_epoch)
+        ratios = self.history["g_std_ratio"]
+        if ratios and ratios[-1] < COLLAPSE_RATIO:
+            warnings.warn(
+                f"the generator may have collapsed: at GAN epoch {len(ratios) - 1} its samples spread "
+                f"{ratios[-1]:.3g} times as much as the training data (below {COLLAPSE_RATIO}); "
+                "scores may be unreliable; try objective='wgan-gp', more epochs or a lower learning_rate",
+                GeneratorCollapseWarning,
+                stacklevel=4,
+            )
+
+    def _encoder_phase(self) -> None:
+        """f-AnoGAN's izif encoder training: G and D frozen, E minimises the image residual
+        plus ``kappa`` times the discriminator-feature residual of ``G(E(x))``."""
+        cfg, X = self.cfg, self.X
+        gen_net, disc_net, enc_net = self.gen, self.disc, self.enc
+        gen_net.eval(), disc_net.eval(), enc_net.train()
+        frozen = [p for net in (gen_net, disc_net) for p in net.parameters()]
         for p in frozen:
-            p.requires_grad_(True)
-    return losses
+            p.requires_grad_(False)
+        amp = _autocast(X.device, cfg.amp_dtype)
+        try:
+            for epoch in range(self.enc_epoch, cfg.encoder_epochs):
+                total, count = 0.0, 0
+                for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device):
+                    x = X[idx]
+                    with amp:
+                        x_hat = gen_net(enc_net(x))
+                        loss = F.mse_loss(x_hat.float(), x)
+                        if cfg.kappa:
+                            loss = loss + cfg.kappa * F.mse_loss(
+                                disc_net.features(x_hat).float(), disc_net.features(x).float()
+                            )
+                    self.opt_e.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.opt_e.step()
+                    total += float(loss.detach())
+                    count += 1
+                logs = {"phase": "encoder", "epoch": epoch, "e_loss": total / max(count, 1)}
+                _check_finite(logs)
+                self.history["e_loss"].append(logs["e_loss"])
+                self.enc_epoch = epoch + 1
+                if self.progress is not None:
+                    self.progress.update(1)
+                    self.progress.set_postfix(e=f"{logs['e_loss']:.4f}")
+                self._after_epoch(logs, self.gan_epoch + self.enc_epoch)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+
+def train(gen_net, disc_net, enc_net, X, latent_dim, cfg, rng, **kwargs) -> dict[str, list[float]]:
+    """Train the networks in place on ``X`` (already on the target device); return history."""
+    return Trainer(gen_net, disc_net, enc_net, X, latent_dim, cfg, rng, **kwargs).run()

@@ -1,0 +1,158 @@
+"""``python -m benchmarks run [--quick] [--out DIR]``: quality and speed against the peers.
+
+Prints a table as it goes, writes ``results.json`` to ``--out`` (default
+``benchmarks/out``) and regenerates ``RESULTS.md`` (by default ``benchmarks/RESULTS.md``
+for a full run and ``DIR/RESULTS.md`` for ``--quick``, so a quick run never overwrites the
+published results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import contestants as _contestants
+from benchmarks import datasets as _datasets
+from benchmarks import quality as _quality
+from benchmarks import report as _report
+from benchmarks import speed as _speed
+
+HERE = Path(__file__).resolve().parent
+
+# Run sizes. Quick: a smoke test of the whole harness in a few minutes on two cores.
+QUICK = {
+    "seeds": 2, "speed_sizes": (1_000, 10_000, 100_000), "fit_sizes": (1_000,), "memory_sizes": (100_000,),
+    "refine_rows": (2_000, 50), "peer_epochs": {"ALAD": 10, "AnoGAN": 10, "MO_GAAL": 6},
+    "peer_max_seeds": {"AnoGAN": 1}, "sweep": False,
+}
+FULL = {
+    "seeds": 5, "speed_sizes": (1_000, 10_000, 100_000, 1_000_000), "fit_sizes": (1_000, 10_000),
+    "memory_sizes": (100_000, 1_000_000), "refine_rows": (10_000, 100),
+    "peer_epochs": {"ALAD": None, "AnoGAN": 100, "MO_GAAL": None}, "peer_max_seeds": {"AnoGAN": 3}, "sweep": True,
+}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write whole or not at all: a temporary name in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _meta(args: argparse.Namespace, plan: dict) -> dict:
+    import sklearn
+    import torch
+
+    try:
+        import pyod
+
+        pyod_version = pyod.__version__
+    except ImportError:
+        pyod_version = None
+    import gananomaly
+
+    return {
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": bool(args.quick),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                   + ("CUDA: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"),
+        "python": platform.python_version(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "sklearn": sklearn.__version__, "pyod": pyod_version, "gananomaly": gananomaly.__version__,
+        "load_average_at_start": list(os.getloadavg()),
+        "seeds": list(range(plan["seeds"])),
+        "peer_epochs": {k: (v if v is not None else "default") for k, v in plan["peer_epochs"].items()},
+        "peer_max_seeds": {k: v for k, v in plan["peer_max_seeds"].items() if v is not None},
+        "note": args.note,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    plan = dict(QUICK if args.quick else FULL)
+    if args.seeds is not None:
+        plan["seeds"] = args.seeds
+    if args.peer_epochs is not None:
+        plan["peer_epochs"] = {k: args.peer_epochs for k in plan["peer_epochs"]}
+    _contestants.PEER_EPOCHS.update(plan["peer_epochs"])
+    names = args.datasets.split(",") if args.datasets else _datasets.names(args.quick)
+    seeds = list(range(plan["seeds"]))
+    started = time.monotonic()
+    deadline = time.time() + 60 * args.budget_minutes if args.budget_minutes else None
+
+    def say(msg: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f}s] {msg}", flush=True)
+
+    results: dict = {"meta": _meta(args, plan)}
+    say(f"machine: {results['meta']['machine']}; load average {results['meta']['load_average_at_start']}")
+
+    if not args.skip_quality:
+        options = {"quick": bool(args.quick), "sweep": plan["sweep"], "peer_epochs": plan["peer_epochs"],
+                   "peer_max_seeds": plan["peer_max_seeds"]}
+        n_entrants = len(_contestants.contestants(quick=args.quick, sweep=plan["sweep"]))
+        say(f"quality: {len(names)} data sets x {len(seeds)} seeds x {n_entrants} contestants, {args.jobs} worker(s)")
+        q = _quality.run_quality(names, seeds, options, jobs=args.jobs, progress=say, deadline=deadline)
+        summary = _quality.summarise(q["runs"])
+        real = [n for n in names if n in _datasets.REAL]
+        generated = [n for n in names if n in _datasets.GENERATED]
+        results["quality"] = {
+            **q, "summary": summary,
+            "leaderboard_real": _quality.leaderboard(summary, real) if real else [],
+            "leaderboard_generated": _quality.leaderboard(summary, generated) if generated else [],
+            "real_datasets": real, "generated_datasets": generated,
+        }
+    if not args.skip_speed:
+        say("speed: fit and scoring against IsolationForest")
+        results["speed"] = _speed.run_speed(plan["speed_sizes"], plan["fit_sizes"], args.threads, progress=say)
+        results["refinement"] = _speed.run_refinement(*plan["refine_rows"], args.threads, progress=say)
+        results["memory"] = _speed.run_memory(plan["memory_sizes"], args.threads, progress=say)
+    results["gpu"] = _speed.gpu_section()
+    say(f"GPU: {results['gpu'].get('note', 'measured')}")
+
+    results["meta"]["elapsed_s"] = time.monotonic() - started
+    results["targets"] = _report.targets(results)
+    out = Path(args.out)
+    _write_atomic(out / "results.json", json.dumps(results, indent=1, default=float))
+    md = _report.markdown(results)
+    md_path = Path(args.results_md) if args.results_md else (out / "RESULTS.md" if args.quick else HERE / "RESULTS.md")
+    _write_atomic(md_path, md)
+    print()
+    print(_report.console(results))
+    say(f"wrote {out / 'results.json'} and {md_path}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the benchmark")
+    p.add_argument("--quick", action="store_true", help="fewer seeds, data sets and sizes (a few minutes)")
+    p.add_argument("--out", default=str(HERE / "out"), help="directory for results.json (default: benchmarks/out)")
+    p.add_argument("--results-md", default=None, help="where to write RESULTS.md")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the plan)")
+    p.add_argument("--datasets", default=None, help="comma-separated data set names (default: all, or the quick set)")
+    p.add_argument("--peer-epochs", type=int, default=None, help="cap the epochs of PyOD's GAN detectors")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="skip the remaining quality fits once this much time has passed (recorded as skipped)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for the speed runs, ours (torch) and IsolationForest (n_jobs) alike (default 1)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes for the quality runs, one single-threaded fit each (default: 2)")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--note", default="", help="free text recorded in the results (e.g. machine load)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The detectors compared in the quality benchmark.
+
+A *contestant* is one fit: it takes a :class:`~benchmarks.datasets.Split` and a seed and
+returns one or more named anomaly-score columns (higher = more anomalous) for the test rows,
+plus its fit seconds. Our detector yields several columns from one fit (each score component
+and the combination at several weights), so its variants cost one fit each.
+
+Peers get the training data standardised (StandardScaler fitted on the training rows), as
+distance- and network-based detectors need; our detector standardises internally and
+IsolationForest is scale-invariant. PyOD's detectors are used with their defaults except
+for the epoch caps in :data:`PEER_EPOCHS` (stated in the results).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+from benchmarks.datasets import Split
+
+__all__ = ["Contestant", "OUR_VARIANTS", "WEIGHTS", "contestants", "PEER_EPOCHS"]
+
+# Weights of the discriminator term evaluated from every fit of ours (free: the standardised
+# components are combined after scoring, exactly as the estimator does).
+WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+# Epoch caps for PyOD's GAN detectors (None: PyOD's default). Their defaults are ALAD 200,
+# AnoGAN 500 (+20 latent-search steps per training row), MO_GAAL 3 x stop_epochs = 60.
+PEER_EPOCHS: dict[str, int | None] = {"ALAD": None, "AnoGAN": None, "MO_GAAL": None}
+# Peers run on the first N seeds only (None: all). PyOD AnoGAN's fit runs 20 Adam steps per
+# training row, one row at a time, which dominates a run's time budget.
+PEER_MAX_SEEDS: dict[str, int | None] = {"ALAD": None, "AnoGAN": None, "MO_GAAL": None}
+
+
+@dataclass
+class Contestant:
+    """One detector configuration; ``run(split, seed)`` returns (score columns, fit seconds)."""
+
+    name: str
+    family: str  # "ours", "sklearn" or "pyod"
+    run: Callable[[Split, int], tuple[dict[str, np.ndarray], float]]
+    params: dict[str, Any] = field(default_factory=dict)
+    main_columns: tuple[str, ...] = ("score",)  # the columns shown in the leaderboard
+    max_seeds: int | None = None  # run on the first ``max_seeds`` seeds only
+
+
+# ----------------------------------------------------------------------------- ours
+OUR_VARIANTS: dict[str, dict[str, Any]] = {
+    "gan/izif": {},
+    "wgan-gp/izif": {"objective": "wgan-gp"},
+    "gan/bigan": {"encoder": "bigan"},
+    "wgan-gp/bigan": {"objective": "wgan-gp", "encoder": "bigan"},
+}
+# Extra fits that probe epochs and network size of the default and the WGAN-GP variant;
+# they run on the first SWEEP_SEEDS seeds only.
+OUR_SWEEP: dict[str, dict[str, Any]] = {
+    "gan/izif/epochs x2": {"epoch_scale": 2.0},
+    "wgan-gp/izif/epochs x2": {"objective": "wgan-gp", "epoch_scale": 2.0},
+    "wgan-gp/izif/hidden x0.5": {"objective": "wgan-gp", "hidden_scale": 0.5},
+    "wgan-gp/izif/hidden x0.25": {"objective": "wgan-gp", "hidden_scale": 0.25},
+}
+SWEEP_SEEDS = 3
+# Latent refinement only changes scoring, so it is evaluated on the same fit: the networks
+# are those the estimator would train with any ``n_refine_steps``.
+REFINE_STEPS = 10
+
+
+def _auto_epochs(n_rows: int, batch_size: int = 64) -> int:
+    """The estimator's ``epochs="auto"`` rule (about 500 discriminator steps, 10-300 epochs)."""
+    n_batches = max(1, n_rows // min(batch_size, n_rows))
+    return int(min(300, max(10, -(-500 // n_batches))))
+
+
+def _auto_width(n_features: int) -> int:
+    """The estimator's default hidden width (4 x n_features, between 32 and 256)."""
+    return int(min(256, max(32, 4 * n_features)))
+
+
+def _robust(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Standardise ``test`` with the median and IQR of ``train`` (as the estimator does)."""
+    loc = float(np.median(train))
+    q25, q75 = np.percentile(train, [25, 75])
+    scale = float(q75 - q25)
+    if not scale > 1e-12 * max(1.0, abs(loc)):
+        scale = float(np.std(train)) or 1.0
+    return (test - loc) / scale
+
+
+def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray]:
+    """Score columns with ``steps`` of batched latent refinement on the fitted ``det``.
+
+    The components are re-standardised on the training rows with the same refinement,
+    exactly what a fit with ``n_refine_steps=steps`` stores.
+    """
+    cfg = det.score_config_
+    before = cfg.n_refine_steps
+    cfg.n_refine_steps = steps
+    try:
+        train = det.score_components(split.X_train, raw=True)
+        test = det.score_components(split.X_test, raw=True)
+    finally:
+        cfg.n_refine_steps = before
+    rec = _robust(train["reconstruction"].to_numpy(), test["reconstruction"].to_numpy())
+    disc = _robust(train["discriminator"].to_numpy(), test["discriminator"].to_numpy())
+    w = det.weight
+    prefix = f"refine{steps} "
+    return {prefix + "reconstruction": rec, prefix + "discriminator": disc,
+            prefix + "combined": (1.0 - w) * rec + w * disc}
+
+
+def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tuple[dict[str, np.ndarray], float]]:
+    def run(split: Split, seed: int) -> tuple[dict[str, np.ndarray], float]:
+        from gananomaly import GANAnomalyDetector
+
+        kwargs = dict(params)
+        epoch_scale = kwargs.pop("epoch_scale", None)
+        hidden_scale = kwargs.pop("hidden_scale", None)
+        if epoch_scale is not None:
+            kwargs["epochs"] = max(1, int(round(epoch_scale * _auto_epochs(split.X_train.shape[0]))))
+        if hidden_scale is not None:
+            width = max(8, int(round(hidden_scale * _auto_width(split.X_train.shape[1]))))
+            kwargs["hidden_dims"] = (width, width)
+        det = GANAnomalyDetector(random_state=seed, device="cpu", **kwargs)
+        start = time.perf_counter()
+        det.fit(split.X_train)
+        fit_s = time.perf_counter() - start
+        comps = det.score_components(split.X_test)
+        rec, disc = comps["reconstruction"].to_numpy(), comps["discriminator"].to_numpy()
+        cols = {"reconstruction": rec, "discriminator": disc, "combined": comps["combined"].to_numpy()}
+        for w in WEIGHTS:
+            cols[f"combined w={w:g}"] = (1.0 - w) * rec + w * disc
+        if refine:
+            cols.update(_refined_columns(det, split, refine))
+        return cols, fit_s
+
+    return run
+
+
+# ----------------------------------------------------------------------------- sklearn
+def _sklearn(factory: Callable[[int], Any], scale: bool) -> Callable[[Split, int], tuple[dict, float]]:
+    def run(split: Split, seed: int) -> tuple[dict[str, np.ndarray], float]:
+        X_train, X_test = split.X_train, split.X_test
+        start = time.perf_counter()
+        if scale:
+            scaler = StandardScaler().fit(X_train)
+            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+        model = factory(seed).fit(X_train)
+        fit_s = time.perf_counter() - start
+        return {"score": -model.score_samples(X_test)}, fit_s
+
+    return run
+
+
+# ----------------------------------------------------------------------------- PyOD
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pyod(name: str) -> Callable[[Split, int], tuple[dict[str, np.ndarray], float]]:
+    def run(split: Split, seed: int) -> tuple[dict[str, np.ndarray], float]:
+        kwargs: dict[str, Any] = {}
+        cap = PEER_EPOCHS.get(name)
+        if name == "ALAD":
+            from pyod.models.alad import ALAD as cls
+
+            if cap is not None:
+                kwargs["epochs"] = cap
+        elif name == "AnoGAN":
+            from pyod.models.anogan import AnoGAN as cls
+
+            if cap is not None:
+                kwargs["epochs"] = cap
+        elif name == "MO_GAAL":
+            from pyod.models.mo_gaal import MO_GAAL as cls
+
+            if cap is not None:
+                kwargs["stop_epochs"] = max(1, cap // 3)
+        else:  # pragma: no cover - names come from contestants()
+            raise ValueError(name)
+        scaler = StandardScaler().fit(split.X_train)
+        X_train, X_test = scaler.transform(split.X_train), scaler.transform(split.X_test)
+        _seed_everything(seed)
+        model = cls(**kwargs)
+        start = time.perf_counter()
+        # MO_GAAL prints every epoch to stdout; keep the benchmark's table readable.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X_train)
+        fit_s = time.perf_counter() - start
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = np.asarray(model.decision_function(X_test), dtype=np.float64)
+        return {"score": scores}, fit_s
+
+    return run
+
+
+def pyod_available() -> bool:
+    """True when PyOD (the ``bench`` extra) is importable."""
+    try:
+        import pyod  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def contestants(quick: bool = False, sweep: bool = False) -> list[Contestant]:
+    """Every contestant of a run. ``quick`` keeps the default, WGAN-GP and the peers;
+    ``sweep`` adds the epoch and network-size probes."""
+    out: list[Contestant] = []
+    variants = {k: OUR_VARIANTS[k] for k in ("gan/izif", "wgan-gp/izif")} if quick else dict(OUR_VARIANTS)
+    for name, params in variants.items():
+        refine = REFINE_STEPS if name in ("gan/izif", "wgan-gp/izif") else 0
+        mains = ("combined", f"refine{refine} combined") if refine else ("combined",)
+        out.append(Contestant(f"ours {name}", "ours", _ours(params, refine), params, mains))
+    out.append(Contestant("IsolationForest", "sklearn",
+                          _sklearn(lambda s: IsolationForest(random_state=s), scale=False), {}))
+    out.append(Contestant("LOF(novelty)", "sklearn", _sklearn(lambda s: LocalOutlierFactor(novelty=True), scale=True)))
+    out.append(Contestant("OneClassSVM", "sklearn", _sklearn(lambda s: OneClassSVM(), scale=True)))
+    if pyod_available():
+        for name in ("ALAD", "AnoGAN", "MO_GAAL"):
+            out.append(Contestant(f"PyOD {name}", "pyod", _pyod(name), {"epochs": PEER_EPOCHS.get(name) or "default"},
+                                  max_seeds=PEER_MAX_SEEDS.get(name)))
+    if sweep and not quick:
+        for name, params in OUR_SWEEP.items():
+            out.append(Contestant(f"ours {name}", "ours", _ours(params), params, ("combined",), SWEEP_SEEDS))
+    return out

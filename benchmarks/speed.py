@@ -1,0 +1,247 @@
+"""Speed and memory benchmark: fit seconds, scoring rows/s, batched latent refinement
+against PyOD AnoGAN's per-row latent search, and peak resident memory.
+
+Every number is paired with IsolationForest (or PyOD AnoGAN) measured in the same run on
+the same data, and reported as a ratio, so a busy machine moves both sides together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["make_data", "run_speed", "run_refinement", "run_memory", "gpu_section", "N_FEATURES"]
+
+N_FEATURES = 30
+FIT_ROWS = 10_000  # ours and IsolationForest are fitted on this many rows for the scoring runs
+
+
+def make_data(n_rows: int, seed: int = 0) -> np.ndarray:
+    """Tabular data: a correlated Gaussian in ``N_FEATURES`` dimensions."""
+    rng = np.random.RandomState(seed)
+    mix = rng.randn(N_FEATURES, N_FEATURES) / np.sqrt(N_FEATURES)
+    return rng.randn(n_rows, N_FEATURES) @ mix + rng.uniform(-2, 2, N_FEATURES)
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _ours(**kwargs):
+    from gananomaly import GANAnomalyDetector
+
+    return GANAnomalyDetector(random_state=0, device="cpu", **kwargs)
+
+
+def _iforest(n_jobs: int | None = None):
+    from sklearn.ensemble import IsolationForest
+
+    return IsolationForest(random_state=0, n_jobs=n_jobs)
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Run with ``n`` torch intra-op threads (None: leave torch's setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int, *,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """Fit seconds at ``fit_sizes`` and ``score_samples`` rows/s at ``sizes``, ours and
+    IsolationForest, both with ``n_threads`` (torch threads, ``n_jobs``)."""
+    with threads(n_threads):
+        out = _run_speed(sizes, fit_sizes, n_threads, progress)
+    return out
+
+
+def _run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int,
+               progress: Callable[[str], None] | None) -> dict:
+    import torch
+
+    # Warm-up: the first optimiser a process builds imports torch._dynamo (seconds); that
+    # one-time cost is reported separately, not inside the first fit's time.
+    start = time.perf_counter()
+    _ours(epochs=1, encoder_epochs=1).fit(make_data(200, seed=0))
+    warmup_s = time.perf_counter() - start
+    if progress is not None:
+        progress(f"first fit in a fresh process (one-time imports included): {warmup_s:.1f}s")
+    fit_rows = []
+    for n in fit_sizes:
+        X = make_data(n, seed=1)
+        ours_s = _timed(lambda X=X: _ours().fit(X), 1)
+        if_s = _timed(lambda X=X: _iforest(n_threads).fit(X), 3)
+        fit_rows.append({"n_rows": int(n), "ours_s": ours_s, "iforest_s": if_s,
+                         "ratio_ours_over_iforest": ours_s / if_s})
+        if progress is not None:
+            progress(f"fit {n:>9,d} rows: ours {ours_s:7.2f}s  IsolationForest {if_s:6.2f}s")
+    X_fit = make_data(FIT_ROWS, seed=1)
+    ours = _ours(epochs=1).fit(X_fit)  # scoring speed does not depend on how long it trained
+    iforest = _iforest(n_threads).fit(X_fit)
+    score_rows = []
+    for n in sizes:
+        X = make_data(n, seed=2)
+        repeats = 3 if n <= 100_000 else 1
+        ours.score_samples(X[: min(n, 1000)])  # warm-up: first-call allocations
+        ours_s = _timed(lambda X=X: ours.score_samples(X), repeats)
+        if_s = _timed(lambda X=X: iforest.score_samples(X), repeats)
+        row = {"n_rows": int(n), "ours_rows_per_s": n / ours_s, "iforest_rows_per_s": n / if_s,
+               "ratio_ours_over_iforest": if_s / ours_s, "repeats": repeats}
+        score_rows.append(row)
+        if progress is not None:
+            progress(f"score {n:>9,d} rows: ours {n / ours_s:12,.0f} rows/s  IsolationForest {n / if_s:12,.0f} rows/s"
+                     f"  ratio {row['ratio_ours_over_iforest']:.2f}")
+    return {"n_features": N_FEATURES, "threads": torch.get_num_threads(), "fit_rows_for_scoring": FIT_ROWS,
+            "first_fit_in_process_s": warmup_s,
+            "fit": fit_rows, "score": score_rows}
+
+
+def _anogan_fit_seconds(X: np.ndarray, epochs: int) -> float:
+    import torch
+    from pyod.models.anogan import AnoGAN
+
+    torch.manual_seed(0)
+    model = AnoGAN(epochs=epochs)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    return time.perf_counter() - start
+
+
+def run_refinement(n_rows_ours: int, n_rows_anogan: int, n_threads: int, steps: int = 20, *,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """Per-row cost of latent search: ours (``n_refine_steps=steps``, every row at once)
+    against PyOD AnoGAN's search (``epochs_query=steps`` Adam steps, one row at a time).
+
+    PyOD runs its per-row search inside ``fit`` over the training rows (its
+    ``decision_function`` scores every row against one fixed latent point), so its cost is
+    measured as ``fit(epochs=1)`` minus one GAN training epoch, the epoch's cost estimated
+    from ``fit(epochs=11) - fit(epochs=1)``.
+    """
+    with threads(n_threads):
+        out = _run_refinement(n_rows_ours, n_rows_anogan, steps)
+    if progress is not None:
+        ratio = out["ratio_ours_over_anogan"]
+        progress(f"latent search, {steps} steps: ours {out['ours']['rows_per_s']:,.0f} rows/s; PyOD AnoGAN "
+                 + (f"{out['pyod_anogan']['rows_per_s']:,.1f} rows/s; ratio {ratio:,.0f}x" if ratio else "n/a"))
+    return out
+
+
+def _run_refinement(n_rows_ours: int, n_rows_anogan: int, steps: int) -> dict:
+    X = make_data(max(n_rows_ours, n_rows_anogan), seed=3)
+    # One fit: refinement only changes scoring (``score_config_.n_refine_steps`` is what a
+    # fit with ``n_refine_steps=steps`` stores; the networks are the same).
+    ours = _ours(epochs=1).fit(make_data(FIT_ROWS, seed=1))
+    Xo = X[:n_rows_ours]
+    ours.score_samples(Xo[:1000])
+    plain_s = _timed(lambda: ours.score_samples(Xo), 1)
+    ours.score_config_.n_refine_steps = steps
+    ours_s = _timed(lambda: ours.score_samples(Xo), 1)
+    out: dict = {"steps": steps, "ours": {"n_rows": n_rows_ours, "seconds": ours_s,
+                                          "rows_per_s": n_rows_ours / ours_s,
+                                          "seconds_without_refinement": plain_s}}
+    try:
+        Xa = X[:n_rows_anogan]
+        one = _anogan_fit_seconds(Xa, 1)
+        eleven = _anogan_fit_seconds(Xa, 11)
+        epoch_s = max(0.0, (eleven - one) / 10)
+        search_s = max(one - epoch_s, 1e-9)
+        out["pyod_anogan"] = {"n_rows": n_rows_anogan, "seconds": search_s, "rows_per_s": n_rows_anogan / search_s,
+                              "fit_epochs1_s": one, "fit_epochs11_s": eleven}
+        out["ratio_ours_over_anogan"] = out["ours"]["rows_per_s"] / out["pyod_anogan"]["rows_per_s"]
+    except ImportError:
+        out["pyod_anogan"] = None
+        out["ratio_ours_over_anogan"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- memory
+def _rss_child(what: str, n_rows: int, n_threads: int) -> dict:
+    """Runs in a fresh interpreter: fit on FIT_ROWS rows, then score ``n_rows``; report the
+    peak RSS before and after scoring (``ru_maxrss``, KiB on Linux)."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(n_threads)
+    X_fit = make_data(FIT_ROWS, seed=1)
+    X = make_data(n_rows, seed=2)
+    model = _ours(epochs=1).fit(X_fit) if what == "ours" else _iforest(n_threads).fit(X_fit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model.score_samples(X)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"what": what, "n_rows": n_rows, "peak_rss_mib": after / 1024, "peak_rss_before_scoring_mib": before / 1024,
+            "input_mib": X.nbytes / 2**20}
+
+
+def run_memory(sizes: Sequence[int], n_threads: int, *, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Peak RSS of scoring ``n`` rows, ours and IsolationForest, each in its own process."""
+    rows = []
+    for n in sizes:
+        for what in ("ours", "iforest"):
+            code = ("import json, sys; from benchmarks.speed import _rss_child; "
+                    f"print(json.dumps(_rss_child({what!r}, {int(n)}, {int(n_threads)})))")
+            env = dict(os.environ, PYTHONWARNINGS="ignore")
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=1800)
+            if proc.returncode != 0:
+                rows.append({"what": what, "n_rows": int(n), "error": proc.stderr.strip()[-500:]})
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["scoring_growth_mib"] = row["peak_rss_mib"] - row["peak_rss_before_scoring_mib"]
+            rows.append(row)
+            if progress is not None:
+                progress(f"memory {what:8s} {n:>9,d} rows: peak RSS {row['peak_rss_mib']:8.1f} MiB "
+                         f"(+{row['scoring_growth_mib']:.1f} MiB while scoring; input {row['input_mib']:.1f} MiB)")
+    return rows
+
+
+# ----------------------------------------------------------------------------- GPU
+def gpu_section(n_rows: int = 1_000_000) -> dict:
+    """Scoring rows/s on CUDA (fp32 and bf16) and the AUROC change of bf16 on breast cancer;
+    ``measured: False`` with the reason when no CUDA device is present."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"measured": False, "note": "not measured: no GPU in this session"}
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.datasets import breast_cancer
+    from gananomaly import GANAnomalyDetector
+
+    out: dict = {"measured": True, "device": torch.cuda.get_device_name(0), "n_rows": n_rows}
+    X_fit, X = make_data(FIT_ROWS, seed=1), make_data(n_rows, seed=2)
+    split = breast_cancer(0)
+    for precision in ("fp32", "bf16"):
+        det = GANAnomalyDetector(random_state=0, device="cuda", precision=precision, epochs=5).fit(X_fit)
+        det.score_samples(X[:10_000])
+        torch.cuda.synchronize()
+        seconds = _timed(lambda det=det: det.score_samples(X), 3)
+        q = GANAnomalyDetector(random_state=0, device="cuda", precision=precision).fit(split.X_train)
+        out[precision] = {"rows_per_s": n_rows / seconds,
+                          "breast_cancer_auroc": float(roc_auc_score(split.y_test, -q.score_samples(split.X_test)))}
+    out["bf16_auroc_change"] = out["bf16"]["breast_cancer_auroc"] - out["fp32"]["breast_cancer_auroc"]
+    return out

@@ -1,0 +1,200 @@
+"""Image input for :class:`gananomaly.GANAnomalyDetector`: layout, validation, scaling, resizing.
+
+Image arrays arrive as ``(n, H, W)`` (grey), ``(n, C, H, W)`` or ``(n, H, W, C)`` with
+``C`` = 1 or 3. Inside the estimator they are always channel-first ``(n, C, H, W)``:
+
+* the input scaler is per channel (mean and standard deviation over every pixel of the
+  training images), so a pixel's value means the same wherever it sits;
+* the convolutional networks see square images of side ``arch_["size"]`` (16, 32 or 64 by
+  default; see :func:`gananomaly.conv.network_size`): inputs are resized with bilinear
+  interpolation (antialiased when shrinking) after scaling;
+* ``n_features_in_`` is ``C * H * W`` of the fitted images and ``image_shape_`` is
+  ``(C, H, W)``; scoring input must have the same channels and size (the image pipeline
+  resizes files for you).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gananomaly.conv import conv_spec, network_size
+
+__all__ = [
+    "is_image_input",
+    "to_channels_first",
+    "validate_images",
+    "fit_channel_scaler",
+    "to_image_tensor",
+    "image_arch",
+    "score_batch_size",
+]
+
+
+def is_image_input(X: Any) -> bool:
+    """True for 3-D and 4-D arrays/tensors (images); DataFrames and 2-D input are not."""
+    if hasattr(X, "iloc") or hasattr(X, "tocsr"):  # pandas objects, scipy sparse
+        return False
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        if not isinstance(X, (list, tuple)):
+            return False
+        try:
+            ndim = np.ndim(X)
+        except ValueError:  # ragged nested lists: let the 2-D validation report them
+            return False
+    return ndim in (3, 4)
+
+
+def to_channels_first(X: np.ndarray, channels: str = "auto") -> np.ndarray:
+    """View ``X`` as ``(n, C, H, W)``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, H, W), (n, C, H, W) or (n, H, W, C)
+    channels : {"auto", "first", "last"}
+        Layout of 4-D input. ``"auto"``: axis 1 is the channel axis when its length is 1
+        or 3, otherwise axis 3 when its length is 1 or 3.
+
+    Raises
+    ------
+    ValueError
+        When the channel count is not 1 or 3 (or cannot be found with ``"auto"``).
+    """
+    if X.ndim == 3:
+        return X[:, None, :, :]
+    if X.ndim != 4:
+        raise ValueError(f"image input must be 3-D or 4-D, got shape {X.shape}")
+    if channels == "first" or (channels == "auto" and X.shape[1] in (1, 3)):
+        out = X
+    elif channels == "last" or (channels == "auto" and X.shape[3] in (1, 3)):
+        out = np.moveaxis(X, 3, 1)
+    else:
+        raise ValueError(
+            f"cannot find the channel axis of images of shape {X.shape}: neither axis 1 nor axis 3 "
+            "has length 1 (grey) or 3 (RGB); pass (n, C, H, W) or (n, H, W, C) with C = 1 or 3"
+        )
+    if out.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must have 1 (grey) or 3 (RGB) channels, got {out.shape[1]} "
+            f"(shape {X.shape}, channels={channels!r})"
+        )
+    return out
+
+
+def _as_float_array(X: Any) -> np.ndarray:
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"image input must be numeric, got dtype {arr.dtype}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    return arr
+
+
+def validate_images(est: Any, X: Any, *, reset: bool) -> np.ndarray:
+    """Validate image input for ``est``; return ``(n, C, H, W)`` (or ``(n, C*H*W)`` for MLP networks).
+
+    With ``reset=True`` it records ``image_shape_`` and ``n_features_in_`` on ``est``;
+    otherwise it checks the input against them, naming the mismatch.
+    """
+    arr = to_channels_first(_as_float_array(X), est.channels)
+    n, c, h, w = arr.shape
+    if n < (2 if reset else 1):
+        raise ValueError(f"Found array with {n} sample(s) (shape={arr.shape}) while a minimum of "
+                         f"{2 if reset else 1} is required.")
+    if h < 1 or w < 1:
+        raise ValueError(f"images must have a positive height and width, got shape {arr.shape}")
+    if reset:
+        est.image_shape_ = (c, h, w)
+        est.n_features_in_ = c * h * w
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+        mlp = est.network == "mlp"
+    else:
+        fitted = getattr(est, "image_shape_", None)
+        if fitted is None:
+            raise ValueError(
+                f"this detector was fitted on 2-D data with {est.n_features_in_} features; "
+                f"got an image array of shape {np.shape(X)}"
+            )
+        fc, fh, fw = fitted
+        if c != fc:
+            names = {1: "grey", 3: "RGB"}
+            raise ValueError(
+                f"X has {c} channel(s) ({names[c]}) but this detector was fitted on images with {fc} "
+                f"channel(s) ({names[fc]}); convert the images (shape {np.shape(X)}, channels={est.channels!r})"
+            )
+        if (h, w) != (fh, fw):
+            raise ValueError(
+                f"X has images of {h}x{w} pixels but this detector was fitted on {fh}x{fw} images; "
+                "resize them first (pipelines.image does this for image files)"
+            )
+        mlp = est.arch_["kind"] == "mlp"
+    if mlp:
+        return np.ascontiguousarray(arr).reshape(n, c * h * w)
+    return arr
+
+
+def fit_channel_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over all training pixels (a constant channel gets scale 1)."""
+    mean = X.mean(axis=(0, 2, 3), dtype=np.float64)
+    scale = X.std(axis=(0, 2, 3), dtype=np.float64)
+    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    return mean, scale
+
+
+def to_image_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, size: int) -> torch.Tensor:
+    """Standardise per channel and resize to ``size x size``; a float32 CPU tensor ``(n, C, size, size)``.
+
+    Each image is resized on its own (bilinear, antialiased when shrinking), so a row's
+    tensor never depends on the other rows.
+    """
+    Z = (np.asarray(X, dtype=np.float64) - mean[:, None, None]) / scale[:, None, None]
+    t = torch.from_numpy(np.ascontiguousarray(Z))
+    h, w = t.shape[2:]
+    if (h, w) != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=bool(h > size or w > size))
+    with np.errstate(over="ignore", invalid="ignore"):
+        t32 = t.float()
+    if not torch.isfinite(t32).all():
+        raise ValueError(
+            "X contains values too large for float32 after standardisation "
+            "(absolute value above ~3e38); check the input's units"
+        )
+    return t32.contiguous()
+
+
+def image_arch(est: Any, X: np.ndarray) -> dict[str, Any]:
+    """Convolutional architecture spec for channel-first images ``X`` and the estimator's parameters."""
+    _, c, h, w = X.shape
+    size = est.image_size if est.image_size is not None else network_size(h, w)
+    if size & (size - 1):
+        raise ValueError(f"image_size must be a power of two >= 8, got {est.image_size!r}")
+    width = None
+    if est.hidden_dims is not None:
+        hd = est.hidden_dims
+        if len(hd) == 0 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in hd):
+            raise ValueError(f"hidden_dims must be a non-empty tuple of positive ints, got {hd!r}")
+        width = int(hd[0])  # conv networks: channels of the first convolution
+    return conv_spec(
+        c, int(size), est.latent_dim, width,
+        joint=est.encoder == "bigan",
+        spectral_norm=est.objective == "gan",
+        dropout=est.dropout,
+    )
+
+
+def score_batch_size(Xt: torch.Tensor, device: torch.device) -> int:
+    """Rows per scoring batch for images: a multiple of 64, bounded so conv activations stay
+    in memory (4096 images of 16x16, 1024 of 32x32, 256 of 64x64 on CPU; 8x that on CUDA)."""
+    pixels = int(Xt.shape[2]) * int(Xt.shape[3])
+    per = 64 * max(1, 2**20 // (pixels * 64))
+    return per * (8 if device.type == "cuda" else 1)

@@ -1,0 +1,388 @@
+"""The ``gananomaly`` MLflow model flavor.
+
+A logged model is an MLflow model directory::
+
+    MLmodel                  flavors: gananomaly (this module) and python_function
+    model/                   gananomaly.persistence.save output (safetensors + JSON;
+                             a pipeline's preprocessing as skops with an allow-list)
+    input_example.json, requirements.txt, python_env.yaml, conda.yaml
+
+Nothing is pickled: loading reads JSON, safetensors and allow-listed skops only.
+
+As a pyfunc (``mlflow.pyfunc.load_model(uri).predict(df)``, and ``mlflow models serve``) the
+model returns a DataFrame with one row per input row and the columns
+
+* ``discriminator``, ``reconstruction``, ``combined``: the anomaly scores of
+  :meth:`GANAnomalyDetector.score_components` (higher = more anomalous);
+* ``score``: :meth:`GANAnomalyDetector.score_samples` (higher = more normal);
+* ``label``: :meth:`GANAnomalyDetector.predict` (+1 inlier, -1 outlier).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "get_default_pip_requirements", "save_model", "log_model", "load_model"]
+
+FLAVOR_NAME = "gananomaly"
+OUTPUT_COLUMNS = ("discriminator", "reconstruction", "combined", "score", "label")
+_MODEL_DIR = "model"
+
+
+def get_default_pip_requirements() -> list[str]:
+    """Pinned requirements of a saved model: gananomaly and what loading and scoring import.
+
+    Returns
+    -------
+    list of str
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gananomaly._version import __version__
+
+    reqs = [f"gananomaly=={__version__}"]
+    for package in ("torch", "numpy", "pandas", "scikit-learn", "safetensors", "skops"):
+        try:
+            # Drop a local label such as "+cpu": pip resolves the public release from it.
+            reqs.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            reqs.append(package)
+    return reqs
+
+
+def _split(model) -> tuple[Any, Any]:
+    """(preprocessing pipeline or None, detector)."""
+    from sklearn.pipeline import Pipeline
+
+    from gananomaly.estimator import GANAnomalyDetector
+
+    if isinstance(model, Pipeline):
+        det = model.steps[-1][1]
+        if not isinstance(det, GANAnomalyDetector):
+            raise TypeError(f"the last step of the pipeline must be a GANAnomalyDetector, got {type(det).__name__}")
+        return (model[:-1] if len(model.steps) > 1 else None), det
+    if not isinstance(model, GANAnomalyDetector):
+        raise TypeError(f"gananomaly.mlflow saves a GANAnomalyDetector or a Pipeline ending in one, "
+                        f"got {type(model).__name__}")
+    return None, model
+
+
+def score_frame(model, X) -> pd.DataFrame:
+    """The pyfunc output for ``X``: anomaly scores per component, ``score`` and ``label``.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector or Pipeline ending in one
+    X : array-like or DataFrame
+
+    Returns
+    -------
+    DataFrame with columns ``discriminator``, ``reconstruction``, ``combined`` (higher = more
+    anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
+    """
+    prep, det = _split(model)
+    Xt = prep.transform(X) if prep is not None else X
+    comps = det.score_components(Xt)
+    # score_samples is minus the standardised component chosen by ``component``: reuse it
+    # rather than running the networks a second time.
+    score = -comps[det.component].to_numpy(dtype=np.float64)
+    label = np.where(score - det.offset_ < 0, -1, 1).astype(np.int64)
+    out = pd.DataFrame({
+        "discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
+        "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
+        "combined": comps["combined"].to_numpy(dtype=np.float64),
+        "score": score,
+        "label": label,
+    })
+    if isinstance(X, pd.DataFrame):
+        out.index = X.index
+    return out
+
+
+def _input_columns(model) -> list[str] | None:
+    names = getattr(model, "feature_names_in_", None)
+    return None if names is None else [str(n) for n in names]
+
+
+class _GANAnomalyPyfunc:
+    """What ``mlflow.pyfunc.load_model`` returns (inside a ``PyFuncModel``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get_raw_model(self):
+        """The fitted detector or pipeline."""
+        return self.model
+
+    def predict(self, data, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Scores of ``data`` (a DataFrame, ndarray or list of rows); see the module docstring."""
+        columns = _input_columns(self.model)
+        if isinstance(data, pd.DataFrame):
+            if columns is not None:
+                missing = [c for c in columns if c not in data.columns]
+                if missing:
+                    raise ValueError(f"input is missing the columns {missing[:10]} the model was trained on")
+                X = data[columns]
+            else:
+                X = data.to_numpy(dtype=np.float64)
+        elif isinstance(data, dict):
+            if len(data) != 1:
+                raise ValueError(f"expected one input tensor, got {sorted(data)}")
+            X = np.asarray(next(iter(data.values())), dtype=np.float64)
+        else:
+            X = np.asarray(data, dtype=np.float64)
+            if columns is not None:
+                X = pd.DataFrame(X, columns=columns)
+        return score_frame(self.model, X)
+
+
+def _example_frame(model, input_example) -> Any:
+    """The input example in the form the pyfunc takes (DataFrame with the training columns)."""
+    if input_example is None:
+        return None
+    if isinstance(input_example, pd.DataFrame):
+        return input_example
+    arr = np.asarray(input_example)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    columns = _input_columns(model)
+    if columns is not None:
+        return pd.DataFrame(arr, columns=columns)
+    if arr.ndim == 2:
+        return arr.astype(np.float64)
+    return arr
+
+
+def save_model(
+    model,
+    path: str | os.PathLike,
+    *,
+    signature=None,
+    input_example=None,
+    pip_requirements: list[str] | str | None = None,
+    extra_pip_requirements: list[str] | str | None = None,
+    mlflow_model=None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Save a fitted detector (or pipeline ending in one) as an MLflow model directory.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector or Pipeline ending in one
+    path : str or path-like
+        Destination; must not exist or be an empty directory.
+    signature : mlflow.models.ModelSignature, optional
+        Default: inferred from ``input_example`` and the pyfunc output. ``False``: none.
+    input_example : DataFrame or array, optional
+        A few input rows, stored with the model.
+    pip_requirements, extra_pip_requirements : list of str or path, optional
+        Default: :func:`get_default_pip_requirements` (gananomaly pinned to this version).
+    mlflow_model : mlflow.models.Model, optional
+        The model description to add the flavors to (used by :func:`log_model`).
+    metadata : dict, optional
+        Free-form metadata written to ``MLmodel``.
+    """
+    import yaml
+    from mlflow import pyfunc
+    from mlflow.models import Model, infer_signature
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.models.utils import _save_example
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _CONSTRAINTS_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _process_pip_requirements,
+        _PythonEnv,
+        _validate_env_arguments,
+    )
+    from mlflow.utils.file_utils import write_to
+    from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
+    from sklearn.utils.validation import check_is_fitted
+
+    from gananomaly import persistence
+    from gananomaly._version import __version__
+
+    _, det = _split(model)
+    check_is_fitted(det)
+    _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
+    path = os.path.abspath(os.fspath(path))
+    _validate_and_prepare_target_save_path(path)
+    if mlflow_model is None:
+        mlflow_model = Model()
+
+    example = _example_frame(model, input_example)
+    if example is not None:
+        _save_example(mlflow_model, example, path)
+    if signature is None and example is not None:
+        with warnings.catch_warnings():
+            # ``label`` is an integer column by design (+1/-1, never missing).
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            signature = infer_signature(example, score_frame(model, example))
+    elif signature is False:
+        signature = None
+    if signature is not None:
+        mlflow_model.signature = signature
+    if metadata is not None:
+        mlflow_model.metadata = metadata
+
+    persistence.save(model, Path(path) / _MODEL_DIR)
+
+    from sklearn.pipeline import Pipeline
+
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module="gananomaly.mlflow",
+        data=_MODEL_DIR,
+        conda_env=_CONDA_ENV_FILE_NAME,
+        python_env=_PYTHON_ENV_FILE_NAME,
+    )
+    mlflow_model.add_flavor(
+        FLAVOR_NAME,
+        gananomaly_version=__version__,
+        data=_MODEL_DIR,
+        format="safetensors+json",
+        model_kind="pipeline" if isinstance(model, Pipeline) else "detector",
+        output_columns=list(OUTPUT_COLUMNS),
+    )
+    mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+    default_reqs = get_default_pip_requirements() if pip_requirements is None else None
+    conda_env, pip_reqs, pip_constraints = _process_pip_requirements(
+        default_reqs, pip_requirements, extra_pip_requirements
+    )
+    with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as fh:
+        yaml.safe_dump(conda_env, stream=fh, default_flow_style=False)
+    if pip_constraints:
+        write_to(os.path.join(path, _CONSTRAINTS_FILE_NAME), "\n".join(pip_constraints))
+    write_to(os.path.join(path, _REQUIREMENTS_FILE_NAME), "\n".join(pip_reqs))
+    _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
+
+
+def log_model(
+    model,
+    name: str = "model",
+    *,
+    registered_model_name: str | None = None,
+    input_example=None,
+    signature=None,
+    pip_requirements: list[str] | str | None = None,
+    extra_pip_requirements: list[str] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+):
+    """Log a fitted detector (or pipeline) as a LoggedModel of the active run (one is started if none).
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector or Pipeline ending in one
+    name : str, default="model"
+        The model's name in the run.
+    registered_model_name : str, optional
+        Also register it as a new version of this registered model.
+    input_example, signature, pip_requirements, extra_pip_requirements, metadata
+        As :func:`save_model`.
+    params, tags : dict, optional
+        Recorded on the LoggedModel.
+
+    Returns
+    -------
+    mlflow.models.model.ModelInfo
+        ``model_info.model_uri`` is ``models:/<model_id>``.
+    """
+    import sys
+
+    from mlflow.models import Model
+
+    return Model.log(
+        name=name,
+        artifact_path=None,
+        flavor=sys.modules[__name__],
+        registered_model_name=registered_model_name,
+        model=model,
+        input_example=input_example,
+        signature=signature,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+        params=params,
+        tags=tags,
+    )
+
+
+def _not_a_model(uri: str, why: str):
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(f"cannot load a gananomaly model from {uri!r}: {why}", error_code=INVALID_PARAMETER_VALUE)
+
+
+def load_model(model_uri: str, dst_path: str | None = None, *, device: str = "auto"):
+    """Load a model saved or logged with this flavor.
+
+    Parameters
+    ----------
+    model_uri : str
+        ``models:/<model_id>``, ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+        ``runs:/<run_id>/model`` or a local path.
+    dst_path : str, optional
+        Where to download the artifacts (default: a temporary directory).
+    device : str, default="auto"
+        Where to place the networks.
+
+    Returns
+    -------
+    GANAnomalyDetector or Pipeline
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        Nothing at ``model_uri``, or it is not a gananomaly model; the message names the URI.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+    from gananomaly import persistence
+
+    uri = str(model_uri)
+    try:
+        local = _download_artifact_from_uri(artifact_uri=uri, output_path=dst_path)
+    except MlflowException as exc:
+        raise _not_a_model(uri, exc.message) from exc
+    except OSError as exc:
+        raise _not_a_model(uri, f"{type(exc).__name__}: {exc}") from exc
+    conf = _flavor_conf(uri, local)
+    try:
+        return persistence.load(Path(local) / conf.get("data", _MODEL_DIR), device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _not_a_model(uri, str(exc)) from exc
+
+
+def _flavor_conf(uri: str, local: str) -> dict[str, Any]:
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    mlmodel = Path(local) / MLMODEL_FILE_NAME
+    if not mlmodel.is_file():
+        raise _not_a_model(uri, "no MLmodel file there (not an MLflow model)")
+    try:
+        flavors = Model.load(str(mlmodel)).flavors
+    except Exception as exc:  # noqa: BLE001 - any parse error means "not a model"
+        raise _not_a_model(uri, f"unreadable MLmodel ({exc})") from exc
+    if FLAVOR_NAME not in flavors:
+        raise _not_a_model(uri, f"it has the flavors {sorted(flavors)}, not {FLAVOR_NAME!r}")
+    return flavors[FLAVOR_NAME]
+
+
+def _load_pyfunc(path: str, model_config: dict | None = None) -> _GANAnomalyPyfunc:
+    """Called by ``mlflow.pyfunc.load_model`` with the path of the ``model/`` data directory."""
+    from gananomaly import persistence
+
+    return _GANAnomalyPyfunc(persistence.load(path, device="cpu" if model_config is None else
+                                              str(model_config.get("device", "cpu"))))

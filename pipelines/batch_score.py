@@ -1,0 +1,908 @@
+"""Batch scoring: stream a CSV/Parquet file of any size through a fitted model.
+
+``gananomaly score --model MODEL --input big.parquet --output scores.parquet`` reads the
+input in chunks of ``--chunk-rows`` rows (pyarrow ``ParquetFile.iter_batches``, pandas
+``read_csv(chunksize=...)``), so memory stays bounded by the chunk size whatever the file
+size, and writes one row per scored input row: the ID column (when given),
+``discriminator``, ``reconstruction``, ``combined`` (higher = more anomalous), ``score``
+(``score_samples``: higher = more normal) and ``label`` (+1 inlier, -1 outlier).
+
+Atomic output and resume
+------------------------
+Chunk ``k`` is scored into ``<output>.parts/part-<k>.parquet`` and committed by writing
+``part-<k>.json`` (its row counts and skipped rows) next to it; both are written to a
+temporary name and renamed. ``<output>.parts/manifest.json`` records what the parts belong
+to: the input's absolute path, size and modification time, the chunk size, the ID column
+and a fingerprint of the model. When every chunk is done the parts are concatenated into a
+temporary file in the work directory, which is renamed onto ``<output>`` (same file
+system, so the rename is atomic) before the work directory is removed. A crash at any
+point leaves no file at ``<output>`` (or the previous one, untouched).
+
+``--resume`` (``resume=True``) reuses the committed parts of an interrupted run when the
+manifest matches; the input is re-read from the start but committed chunks are not
+scored again, so every input row is scored exactly once. A mismatch (the input, the chunk
+size, the ID column or the model changed) is an error. Without ``--resume`` an existing
+work directory is discarded and scoring starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.tabular import ModelSchema, _format_rows, file_format, model_schema, prepare_frame
+
+__all__ = [
+    "SCORE_COLUMNS",
+    "ScoreReport",
+    "load_model",
+    "model_fingerprint",
+    "score_prepared",
+    "score_frame",
+    "score_file",
+    "benchmark_batch_score",
+    "add_score_arguments",
+    "run_score_command",
+    "register_cli",
+]
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("discriminator", "reconstruction", "combined", "score", "label")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "gananomaly-batch-score"
+MANIFEST_VERSION = 1
+#: Seconds to sleep after each committed chunk (to share a busy machine; also lets a
+#: supervisor interrupt a job at a chunk boundary).
+THROTTLE_ENV = "GANANOMALY_BATCH_THROTTLE_S"
+_EXTRA_POLICIES = ("drop", "error")
+_BAD_ROW_POLICIES = ("error", "skip")
+_UNSEEN_POLICIES = ("score", "error")
+_MAX_LISTED_ROWS = 1000
+
+
+# ---------------------------------------------------------------------------------- model
+def _is_uri(spec: str) -> bool:
+    return "://" in spec or spec.startswith(("runs:/", "models:/"))
+
+
+def model_fingerprint(model) -> str:
+    """A stable hex digest of a fitted model: the detector's weights, input scaler,
+    score statistics and offset, and the preprocessing's output feature names.
+
+    Identical for the same model loaded in different processes (used to check that a
+    resumed job scores with the same model).
+    """
+    from sklearn.pipeline import Pipeline
+
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    h = hashlib.sha256()
+    for attr in ("generator_", "discriminator_", "encoder_"):
+        for key, value in sorted(getattr(det, attr).state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for arr in (det.input_mean_, det.input_scale_):
+        h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    sc = det.score_config_
+    h.update(json.dumps({"loc": sc.loc, "scale": sc.scale, "offset": float(det.offset_),
+                         "component": det.component, "weight": float(det.weight),
+                         "refine": [sc.n_refine_steps, sc.refine_lr, sc.kappa]}, sort_keys=True).encode())
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        with contextlib.suppress(Exception):
+            h.update("|".join(map(str, model[:-1].get_feature_names_out())).encode())
+        schema = model_schema(model)
+        h.update(json.dumps({"numeric": schema.numeric, "categorical": schema.categorical,
+                             "categories": {k: sorted(v) for k, v in schema.categories.items()}}).encode())
+    return h.hexdigest()
+
+
+def load_model(spec, *, device: str = "cpu") -> tuple[Any, str]:
+    """Load a model for scoring and fingerprint it.
+
+    Parameters
+    ----------
+    spec : fitted model, path or str
+        A fitted detector/pipeline; a directory written by :func:`gananomaly.persistence.save`;
+        a local MLflow model directory (with an ``MLmodel`` file); or an MLflow model URI
+        (``runs:/<run_id>/model``, ``models:/<name>/<version>``, ``models:/<model_id>``,
+        ``s3://...``, ``dbfs:/...``), loaded with the :mod:`gananomaly.mlflow` flavor.
+    device : str, default="cpu"
+
+    Returns
+    -------
+    (model, fingerprint)
+    """
+    if hasattr(spec, "score_samples"):
+        return spec, model_fingerprint(spec)
+    text = str(spec)
+    path = Path(text)
+    if not _is_uri(text):
+        if not path.exists():
+            raise FileNotFoundError(f"--model: no model at {text!r}")
+        if (path / "MLmodel").is_file():
+            model = _load_mlflow(str(path.resolve()))
+        else:
+            import gananomaly
+
+            model = gananomaly.load(path, device=device)
+    else:
+        model = _load_mlflow(text)
+    return model, model_fingerprint(model)
+
+
+def _load_mlflow(uri: str):
+    try:
+        from gananomaly import mlflow as flavor
+    except ImportError as exc:  # pragma: no cover - the flavor ships with gananomaly
+        raise ValueError(f"--model {uri!r}: loading MLflow models needs gananomaly.mlflow ({exc})") from exc
+    try:
+        return flavor.load_model(uri)
+    except (OSError, ValueError, TypeError):
+        raise
+    except Exception as exc:  # MlflowException and friends: name the URI
+        raise ValueError(f"--model: cannot load MLflow model {uri!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------- scoring
+def score_prepared(model, X) -> pd.DataFrame:
+    """Scores of rows already converted by :func:`pipelines.tabular.prepare_frame`.
+
+    One pass through the networks gives all five columns; ``score`` and ``label`` equal
+    ``model.score_samples(X)`` and ``model.predict(X)`` exactly.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if len(X) == 0:
+        return pd.DataFrame({c: np.empty(0, dtype=np.int64 if c == "label" else np.float64) for c in SCORE_COLUMNS})
+    if isinstance(model, Pipeline):
+        det = model.steps[-1][1]
+        Xt = model[:-1].transform(X) if len(model.steps) > 1 else X
+    else:
+        det, Xt = model, X
+    comps = det.score_components(Xt)
+    score = -comps[det.component].to_numpy(dtype=np.float64)
+    label = np.where(score - det.offset_ < 0, -1, 1).astype(np.int64)
+    return pd.DataFrame({"discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
+                         "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
+                         "combined": comps["combined"].to_numpy(dtype=np.float64),
+                         "score": score, "label": label})
+
+
+@dataclass
+class ScoreReport:
+    """Counts of one scored table (or the sum over a file's chunks).
+
+    Attributes
+    ----------
+    rows_read : int
+        Data rows in the input (malformed CSV lines included).
+    rows_scored : int
+    skipped_rows : list of int
+        Row numbers (1-based data rows, header excluded) that were skipped, at most 1000 listed.
+    n_skipped : int
+    bad_values : dict
+        Column -> number of rows with unparseable values.
+    malformed_rows : int
+        CSV lines with the wrong number of fields.
+    unseen_categories : dict
+        Column -> number of rows with a category not seen in training (scored as all-zero one-hot).
+    unseen_examples : dict
+        Column -> up to 5 ``[row, value]`` pairs.
+    """
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    skipped_rows: list[int] = field(default_factory=list)
+    n_skipped: int = 0
+    bad_values: dict[str, int] = field(default_factory=dict)
+    malformed_rows: int = 0
+    unseen_categories: dict[str, int] = field(default_factory=dict)
+    unseen_examples: dict[str, list] = field(default_factory=dict)
+
+    def add(self, other: ScoreReport) -> None:
+        self.rows_read += other.rows_read
+        self.rows_scored += other.rows_scored
+        self.n_skipped += other.n_skipped
+        room = _MAX_LISTED_ROWS - len(self.skipped_rows)
+        self.skipped_rows.extend(other.skipped_rows[:max(room, 0)])
+        self.malformed_rows += other.malformed_rows
+        for key, value in other.bad_values.items():
+            self.bad_values[key] = self.bad_values.get(key, 0) + value
+        for key, value in other.unseen_categories.items():
+            self.unseen_categories[key] = self.unseen_categories.get(key, 0) + value
+        for key, value in other.unseen_examples.items():
+            ex = self.unseen_examples.setdefault(key, [])
+            ex.extend(value[: max(0, 5 - len(ex))])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows_read": self.rows_read, "rows_scored": self.rows_scored, "n_skipped": self.n_skipped,
+                "skipped_rows": list(self.skipped_rows), "bad_values": dict(self.bad_values),
+                "malformed_rows": self.malformed_rows, "unseen_categories": dict(self.unseen_categories),
+                "unseen_examples": {k: list(v) for k, v in self.unseen_examples.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoreReport:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _check_policy(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_columns(columns: list[str], schema: ModelSchema, id_column: str | None, extra_columns: str,
+                   where: str) -> list[str]:
+    """Check the input's columns against the model; return the extra ones."""
+    if not schema.named:
+        return []
+    missing = [c for c in schema.columns if c not in columns]
+    if missing:
+        raise ValueError(f"{where} is missing column(s) {missing} that the model needs "
+                         f"(model columns: {schema.columns}; input columns: {columns})")
+    if id_column is not None and id_column not in columns:
+        raise ValueError(f"{where} has no ID column {id_column!r} (input columns: {columns})")
+    if id_column is not None and id_column in schema.columns:
+        raise ValueError(f"ID column {id_column!r} is one of the model's feature columns")
+    extra = [c for c in columns if c not in schema.columns and c != id_column]
+    if extra and extra_columns == "error":
+        raise ValueError(f"{where} has column(s) {extra} that the model was not fitted on "
+                         "(use extra_columns='drop' / --extra-columns drop to ignore them)")
+    return extra
+
+
+def _unseen(frame: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, report: ScoreReport, unseen: str,
+            where: str) -> None:
+    for col in schema.categorical:
+        known = schema.categories.get(col)
+        if not known:
+            continue
+        values = frame[col]
+        mask = values.notna().to_numpy() & ~values.isin(known).to_numpy()
+        if not mask.any():
+            continue
+        if unseen == "error":
+            bad_rows = rows[mask].tolist()
+            raise ValueError(f"{where}: column {col!r} has categories not seen in training in rows "
+                             f"{_format_rows(bad_rows)} (e.g. {values[mask].unique()[:5].tolist()!r}; known: "
+                             f"{sorted(known)[:20]}); use unseen='score' / --unseen score to score them")
+        report.unseen_categories[col] = report.unseen_categories.get(col, 0) + int(mask.sum())
+        ex = report.unseen_examples.setdefault(col, [])
+        for r, v in zip(rows[mask][:5].tolist(), values[mask][:5].tolist()):
+            if len(ex) < 5:
+                ex.append([int(r), v])
+
+
+def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_columns: str = "drop",
+                on_bad_rows: str = "error", unseen: str = "score", row_numbers: np.ndarray | None = None,
+                where: str = "input", schema: ModelSchema | None = None,
+                _checked: bool = False) -> tuple[pd.DataFrame, ScoreReport]:
+    """Score a DataFrame with a fitted model, applying the bad-input policies.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector or Pipeline ending in one
+    df : DataFrame
+    id_column : str, optional
+        Copied to the output as its first column.
+    extra_columns : {"drop", "error"}, default="drop"
+        Columns the model does not use: dropped (with a warning) or an error.
+    on_bad_rows : {"error", "skip"}, default="error"
+        Rows with a value that is not a number in a numeric column: an error naming the
+        column, rows and values, or skipped (counted and listed in the report).
+    unseen : {"score", "error"}, default="score"
+        Categories not seen in training: scored (encoded as all zeros, counted in the
+        report) or an error naming the column and rows.
+    row_numbers : ndarray, optional
+        Row numbers used in messages (default 1, 2, ...).
+    where : str
+        Name of the input in messages.
+    schema : ModelSchema, optional
+        ``model_schema(model)`` when already known.
+
+    Returns
+    -------
+    (scores, report)
+    """
+    _check_policy("extra_columns", extra_columns, _EXTRA_POLICIES)
+    _check_policy("on_bad_rows", on_bad_rows, _BAD_ROW_POLICIES)
+    _check_policy("unseen", unseen, _UNSEEN_POLICIES)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    schema = schema or model_schema(model)
+    df = df.rename(columns=str)
+    if not _checked:
+        extra = _check_columns(list(df.columns), schema, id_column, extra_columns, where)
+        if extra:
+            log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
+    rows = np.arange(1, len(df) + 1) if row_numbers is None else np.asarray(row_numbers)
+    report = ScoreReport(rows_read=len(df))
+    if schema.named:
+        frame, keep, bad = prepare_frame(df, schema, row_numbers=rows, on_bad_rows=on_bad_rows, where=where)
+    else:
+        feats = df.drop(columns=[id_column]) if id_column else df
+        if feats.shape[1] != len(schema.numeric):
+            raise ValueError(f"{where} has {feats.shape[1]} feature column(s); the model expects {len(schema.numeric)}")
+        tmp = ModelSchema([str(c) for c in feats.columns], [])
+        frame, keep, bad = prepare_frame(feats, tmp, row_numbers=rows, on_bad_rows=on_bad_rows, where=where)
+        frame = frame.to_numpy()
+    for col, r in bad.items():
+        report.bad_values[col] = len(r)
+    report.n_skipped = int((~keep).sum())
+    report.skipped_rows = rows[~keep][:_MAX_LISTED_ROWS].tolist()
+    if schema.named:
+        _unseen(frame, schema, rows[keep], report, unseen, where)
+        X = frame
+    else:
+        X = frame
+    scores = score_prepared(model, X)
+    if id_column is not None:
+        scores.insert(0, id_column, df[id_column].to_numpy()[keep])
+    report.rows_scored = len(scores)
+    return scores, report
+
+
+# ---------------------------------------------------------------------------------- readers
+_BAD_LINE = re.compile(r"[Ss]kipping line (\d+): (.*)")
+_PARSER_ERR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+@dataclass
+class _Chunk:
+    index: int
+    frame: pd.DataFrame
+    rows: np.ndarray
+    malformed: list[int]
+
+
+def _input_columns(path: Path, fmt: str) -> tuple[list[str], int | None]:
+    """Column names and (Parquet) row count of the input, read from its header/footer."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on non-Parquet bytes
+            raise ValueError(f"{str(path)!r} is not a readable Parquet file: {exc}") from exc
+        return [str(n) for n in pf.schema_arrow.names], int(pf.metadata.num_rows)
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r} is empty (no header line)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable CSV file: {exc}") from exc
+    return [str(c) for c in header.columns], None
+
+
+def _parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[_Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    pending: list = []
+    n_pending = 0
+    index = 0
+    start = 1
+
+    def emit(table) -> _Chunk:
+        nonlocal index, start
+        chunk = _Chunk(index, table.to_pandas(), np.arange(start, start + table.num_rows), [])
+        index += 1
+        start += table.num_rows
+        return chunk
+
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+        pending.append(batch)
+        n_pending += batch.num_rows
+        while n_pending >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield emit(table.slice(0, chunk_rows))
+            rest = table.slice(chunk_rows)
+            pending, n_pending = rest.to_batches(), rest.num_rows
+    if n_pending:
+        yield emit(pa.Table.from_batches(pending))
+
+
+def _csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str | None,
+                on_bad_rows: str) -> Iterator[_Chunk]:
+    """Chunks of a CSV file. Row numbers are 1-based data rows (the header is row 0); a
+    malformed line (wrong number of fields) keeps its number, so later rows keep theirs."""
+    # Every column is parsed (not only ``columns``): with ``usecols`` the parser would no
+    # longer notice lines with too many fields.
+    dtype = {id_column: str} if id_column else None
+    kwargs = dict(chunksize=chunk_rows, dtype=dtype)
+    kwargs["on_bad_lines"] = "warn" if on_bad_rows == "skip" else "error"
+    skipped: list[int] = []  # data-row numbers of malformed lines seen so far
+    reported = 0
+    index = 0
+    try:
+        reader = pd.read_csv(path, **kwargs)
+        with reader:
+            while True:
+                # Only the parser's own warnings are collected (per read, never across a yield).
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", pd.errors.ParserWarning)
+                    try:
+                        frame = next(reader)
+                    except StopIteration:
+                        frame = None
+                for w in caught:
+                    found = [m for m in map(_BAD_LINE.search, str(w.message).splitlines()) if m]
+                    if issubclass(w.category, pd.errors.ParserWarning) and found:
+                        skipped.extend(int(m.group(1)) - 1 for m in found)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                skipped.sort()
+                if frame is None:
+                    break
+                rows = frame.index.to_numpy(dtype=np.int64) + 1
+                for s in skipped:
+                    rows = rows + (rows >= s)
+                last = int(rows[-1]) if len(rows) else 0
+                new_bad = [s for s in skipped[reported:] if s <= last]
+                reported += len(new_bad)
+                yield _Chunk(index, frame[columns].reset_index(drop=True), rows, new_bad)
+                index += 1
+        if skipped[reported:]:
+            # malformed lines after the last good row: an empty chunk carries their count
+            empty = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+            yield _Chunk(index, empty, np.empty(0, dtype=np.int64), skipped[reported:])
+    except pd.errors.ParserError as exc:
+        m = _PARSER_ERR.search(str(exc))
+        if m:
+            expected, line, saw = (int(g) for g in m.groups())
+            raise ValueError(f"{str(path)!r}: row {line - 1} (line {line}) is malformed: expected {expected} "
+                             f"fields, saw {saw}. Fix the file or skip such rows (on_bad_rows='skip', "
+                             "--on-bad-rows skip)") from exc
+        raise ValueError(f"{str(path)!r}: cannot parse the CSV: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: not valid UTF-8 text: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------- files
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_part(path: Path, scores: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(scores, preserve_index=False).replace_schema_metadata(None)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _concat_parts(parts: list[Path], tmp: Path, out_format: str) -> None:
+    """Concatenate the part files into ``tmp`` one part at a time (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    if out_format == "parquet":
+        writer = None
+        try:
+            for part in parts:
+                table = pq.read_table(part)
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(tmp, schema)
+                elif table.schema != schema:
+                    table = table.cast(schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+    else:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            for i, part in enumerate(parts):
+                pq.read_table(part).to_pandas().to_csv(fh, header=i == 0, index=False)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _part_paths(work: Path, k: int) -> tuple[Path, Path]:
+    return work / f"part-{k:06d}.parquet", work / f"part-{k:06d}.json"
+
+
+def _progress(total: int | None, enabled: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    disable = None if enabled is None else not enabled  # None: on only when stderr is a terminal
+    return tqdm(total=total, unit="rows", desc=desc, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id_column: str | None = None,
+               chunk_rows: int = 50_000, resume: bool = False, extra_columns: str = "drop",
+               on_bad_rows: str = "error", unseen: str = "score", input_format: str | None = None,
+               output_format: str | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Score a CSV/Parquet file in chunks and write the scores atomically.
+
+    Parameters
+    ----------
+    model : fitted model, model directory or MLflow model URI
+        See :func:`load_model`.
+    input : path
+        ``.csv`` (also compressed, e.g. ``.csv.gz``) or ``.parquet``/``.pq``.
+    output : path
+        ``.csv`` or ``.parquet``; written whole or not at all.
+    id_column : str, optional
+        Input column copied to the output (first column).
+    chunk_rows : int, default=50000
+        Rows per chunk: bounds memory and is the unit of resumption.
+    resume : bool, default=False
+        Reuse the committed chunks of an interrupted run (see the module docstring).
+    extra_columns, on_bad_rows, unseen : str
+        Bad-input policies (see :func:`score_frame`). Malformed CSV lines (too many
+        fields) follow ``on_bad_rows``; a line with too few fields has missing values,
+        which the model's imputers fill.
+    input_format, output_format : {"csv", "parquet"}, optional
+        Default: from the file suffix.
+    progress : bool, optional
+        Progress bar; None: only when stderr is a terminal.
+
+    Returns
+    -------
+    dict
+        ``output``, ``rows_read``, ``rows_scored``, ``n_skipped``, ``skipped_rows``,
+        ``bad_values``, ``malformed_rows``, ``unseen_categories``, ``unseen_examples``,
+        ``extra_columns``, ``chunks``, ``chunks_reused``, ``seconds``, ``rows_per_s``, ``model_id``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No input file or model.
+    ValueError
+        Bad arguments or bad input; the message names the column and rows. No output is written.
+    """
+    start_time = time.perf_counter()
+    _check_policy("extra_columns", extra_columns, _EXTRA_POLICIES)
+    _check_policy("on_bad_rows", on_bad_rows, _BAD_ROW_POLICIES)
+    _check_policy("unseen", unseen, _UNSEEN_POLICIES)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    chunk_rows = int(chunk_rows)
+    in_path = Path(input)
+    out_path = Path(output)
+    if not in_path.is_file():
+        raise FileNotFoundError(f"--input: no such file {str(in_path)!r}")
+    in_format = file_format(in_path, input_format)
+    out_format = file_format(out_path, output_format)
+    if out_path.exists() and out_path.resolve() == in_path.resolve():
+        raise ValueError(f"--output {str(out_path)!r} is the input file")
+    out_dir = out_path.parent if str(out_path.parent) else Path(".")
+    if not out_dir.is_dir():
+        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
+    if out_path.is_dir():
+        raise ValueError(f"--output {str(out_path)!r} is a directory")
+
+    model, model_id = load_model(model)
+    schema = model_schema(model)
+    where = str(in_path)
+    if in_path.stat().st_size == 0:
+        raise ValueError(f"{where} is empty")
+    columns, n_total = _input_columns(in_path, in_format)
+    extra = _check_columns(columns, schema, id_column, extra_columns, where)
+    if extra:
+        log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
+    needed = (list(schema.columns) if schema.named else [c for c in columns if c != id_column])
+    needed = needed + ([id_column] if id_column else [])
+    if n_total == 0:
+        raise ValueError(f"{where} has no data rows")
+
+    stat = in_path.stat()
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
+                "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns, "chunk_rows": chunk_rows,
+                "id_column": id_column, "columns": needed, "model_id": model_id}
+    work = out_dir / f"{out_path.name}.parts"
+    _prepare_workdir(work, manifest, resume)
+
+    if in_format == "parquet":
+        chunks = _parquet_chunks(in_path, needed, chunk_rows)
+    else:
+        chunks = _csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows)
+    total = ScoreReport()
+    n_chunks = 0
+    reused = 0
+    throttle = float(os.environ.get(THROTTLE_ENV, "0") or 0)
+    bar = _progress(n_total, progress, f"scoring {in_path.name}")
+    try:
+        for chunk in chunks:
+            n_chunks += 1
+            part, meta = _part_paths(work, chunk.index)
+            if meta.is_file() and part.is_file():
+                with open(meta, encoding="utf-8") as fh:
+                    report = ScoreReport.from_dict(json.load(fh))
+                reused += 1
+            else:
+                scores, report = score_frame(model, chunk.frame, id_column=id_column, extra_columns=extra_columns,
+                                             on_bad_rows=on_bad_rows, unseen=unseen, row_numbers=chunk.rows,
+                                             where=where, schema=schema, _checked=True)
+                if chunk.malformed:
+                    report.malformed_rows = len(chunk.malformed)
+                    report.rows_read += len(chunk.malformed)
+                    report.n_skipped += len(chunk.malformed)
+                    report.skipped_rows = sorted(report.skipped_rows + chunk.malformed)[:_MAX_LISTED_ROWS]
+                _write_part(part, scores)
+                _write_json_atomic(meta, report.to_dict())
+                if throttle > 0:
+                    time.sleep(throttle)
+            total.add(report)
+            bar.update(len(chunk.frame))
+    finally:
+        bar.close()
+    if total.rows_read == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ValueError(f"{where} has no data rows")
+    if total.rows_scored == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ValueError(f"{where}: none of its {total.rows_read} rows could be scored "
+                         f"(skipped rows: {_format_rows(total.skipped_rows)})")
+
+    parts = [_part_paths(work, k)[0] for k in range(n_chunks)]
+    tmp = work / f".{out_path.name}.tmp"
+    _concat_parts(parts, tmp, out_format)
+    os.replace(tmp, out_path)
+    _fsync_dir(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+
+    if total.n_skipped:
+        log.warning("%s: skipped %d row(s): %s", where, total.n_skipped, _format_rows(total.skipped_rows))
+    for col, count in total.unseen_categories.items():
+        log.warning("%s: %d row(s) have categories of %r not seen in training (scored as unknown), e.g. "
+                    "[row, value]: %s", where, count, col, total.unseen_examples.get(col))
+    seconds = time.perf_counter() - start_time
+    stats = total.to_dict()
+    stats.update({"output": str(out_path), "extra_columns": extra, "chunks": n_chunks, "chunks_reused": reused,
+                  "seconds": seconds, "rows_per_s": total.rows_scored / seconds if seconds > 0 else float("nan"),
+                  "model_id": model_id})
+    return stats
+
+
+def _prepare_workdir(work: Path, manifest: dict[str, Any], resume: bool) -> None:
+    mpath = work / MANIFEST_NAME
+    if work.exists():
+        if resume:
+            try:
+                with open(mpath, encoding="utf-8") as fh:
+                    old = json.load(fh)
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"cannot resume: {str(mpath)!r} is missing or corrupt ({exc}); "
+                                 f"remove {str(work)!r} or run without --resume") from exc
+            diffs = [k for k in manifest if old.get(k) != manifest[k]]
+            if diffs:
+                detail = "; ".join(f"{k}: {old.get(k)!r} then, {manifest[k]!r} now" for k in diffs
+                                   if k != "model_id") or "the model changed"
+                if "model_id" in diffs and len(diffs) > 1:
+                    detail += "; the model changed"
+                raise ValueError(f"cannot resume from {str(work)!r}: the interrupted run differs ({detail}); "
+                                 "run without --resume to start over")
+            done = len(list(work.glob("part-*.json")))
+            log.info("resuming from %s: %d chunk(s) already scored", work, done)
+            return
+        log.warning("discarding the work directory of an earlier interrupted run: %s (use --resume to continue it)",
+                    work)
+        shutil.rmtree(work)
+    elif resume:
+        log.info("nothing to resume at %s; scoring the whole input", work)
+    work.mkdir()
+    _write_json_atomic(mpath, manifest)
+
+
+# ---------------------------------------------------------------------------------- benchmark
+def _rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def _benchmark_child(model_dir: str, input_path: str, output_path: str, chunk_rows: int) -> None:
+    """Run inside a fresh interpreter: load, score, print JSON with timings and memory."""
+    import gananomaly  # noqa: F401 - import cost is not part of the measured job
+
+    model, _ = load_model(model_dir)
+    base = _current_rss_mb()
+    start = time.perf_counter()
+    stats = score_file(model, input_path, output_path, chunk_rows=chunk_rows, id_column="row_id", progress=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "rows_scored": stats["rows_scored"], "peak_rss_mb": _rss_mb(),
+                      "baseline_rss_mb": base}))
+
+
+def benchmark_batch_score(n_rows: int, *, n_features: int = 20, n_categorical: int = 2, chunk_rows: int = 50_000,
+                          input_format: str = "parquet", epochs: int = 3, workdir: str | os.PathLike | None = None,
+                          random_state: int = 0) -> dict[str, Any]:
+    """Throughput and peak memory of :func:`score_file` on a generated file.
+
+    Fits a small tabular pipeline (``epochs`` epochs on 2,000 rows), writes ``n_rows``
+    rows of ``n_features`` numeric and ``n_categorical`` categorical columns (plus an ID)
+    to ``input_format`` in blocks, then scores the file in a fresh Python process and
+    reads that process's peak resident memory, so the number is the job's own.
+
+    Parameters
+    ----------
+    n_rows : int
+    n_features : int, default=20
+    n_categorical : int, default=2
+    chunk_rows : int, default=50000
+    input_format : {"parquet", "csv"}, default="parquet"
+    epochs : int, default=3
+    workdir : path, optional
+        Where the input, model and output go (default: a temporary directory, removed).
+    random_state : int, default=0
+
+    Returns
+    -------
+    dict
+        ``rows_per_s``, ``peak_rss_mb``, ``baseline_rss_mb`` (after loading the model,
+        before scoring), ``seconds``, ``n_rows``, ``chunk_rows``, ``input_format``, ``input_mb``.
+    """
+    import subprocess
+
+    from pipelines.tabular import TabularConfig, build_pipeline, prepare_frame
+
+    if input_format not in ("parquet", "csv"):
+        raise ValueError(f"input_format must be 'parquet' or 'csv', got {input_format!r}")
+    if not isinstance(n_rows, int) or n_rows < 1:
+        raise ValueError(f"n_rows must be a positive int, got {n_rows!r}")
+    rng = np.random.RandomState(random_state)
+    cats = ["a", "b", "c", "d"]
+
+    def block(n: int, offset: int) -> pd.DataFrame:
+        data: dict[str, Any] = {"row_id": np.arange(offset, offset + n)}
+        for j in range(n_features):
+            data[f"x{j}"] = rng.randn(n)
+        for j in range(n_categorical):
+            data[f"c{j}"] = rng.choice(cats, size=n)
+        return pd.DataFrame(data)
+
+    ctx = tempfile.TemporaryDirectory(prefix="gananomaly-bench-") if workdir is None else contextlib.nullcontext(
+        str(workdir))
+    with ctx as root:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        train = block(2000, 0)
+        cfg = TabularConfig(name="bench", builtin="mixed", id_columns=["row_id"], mlflow=False,
+                            detector={"epochs": epochs, "random_state": random_state, "device": "cpu"})
+        pipe = build_pipeline(cfg, train)
+        X, _, _ = prepare_frame(train, _schema_from_frame(cfg, train))
+        pipe.fit(X)
+        from gananomaly.persistence import save
+
+        model_dir = root / "model"
+        save(pipe, model_dir)
+        input_path = root / f"input.{input_format}"
+        _write_generated(input_path, input_format, n_rows, block)
+        output_path = root / "scores.parquet"
+        code = ("import sys; from pipelines.batch_score import _benchmark_child; "
+                "_benchmark_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+        env = dict(os.environ)
+        env.pop(THROTTLE_ENV, None)
+        repo = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run([sys.executable, "-c", code, str(model_dir), str(input_path), str(output_path),
+                               str(chunk_rows)], capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark scoring process failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        input_mb = input_path.stat().st_size / 2**20
+    return {"rows_per_s": result["rows_scored"] / result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+            "baseline_rss_mb": result["baseline_rss_mb"], "seconds": result["seconds"], "n_rows": n_rows,
+            "chunk_rows": chunk_rows, "input_format": input_format, "input_mb": input_mb}
+
+
+def _schema_from_frame(config, df: pd.DataFrame) -> ModelSchema:
+    from pipelines.tabular import infer_columns
+
+    return ModelSchema(*infer_columns(config, df))
+
+
+def _write_generated(path: Path, fmt: str, n_rows: int, block, block_rows: int = 100_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    with open(path, "w", encoding="utf-8", newline="") if fmt == "csv" else contextlib.nullcontext() as fh:
+        for i, offset in enumerate(range(0, n_rows, block_rows)):
+            df = block(min(block_rows, n_rows - offset), offset)
+            if fmt == "csv":
+                df.to_csv(fh, header=i == 0, index=False)
+            else:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+    if writer is not None:
+        writer.close()
+
+
+# ---------------------------------------------------------------------------------- CLI
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``gananomaly score`` and ``gananomaly tabular score``."""
+    parser.add_argument("--model", required=True,
+                        help="model directory (gananomaly save) or MLflow model URI (runs:/..., models:/...)")
+    parser.add_argument("--input", required=True, help="input .csv or .parquet file")
+    parser.add_argument("--output", required=True, help="output .csv or .parquet file (written atomically)")
+    parser.add_argument("--id-column", default=None, help="input column copied to the output")
+    parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk (memory bound, resume unit)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")
+    parser.add_argument("--on-bad-rows", choices=_BAD_ROW_POLICIES, default="error",
+                        help="rows with unparseable numbers or malformed CSV lines: error (default) or skip")
+    parser.add_argument("--extra-columns", choices=_EXTRA_POLICIES, default="drop",
+                        help="input columns the model does not use: drop with a warning (default) or error")
+    parser.add_argument("--unseen", choices=_UNSEEN_POLICIES, default="score",
+                        help="categories not seen in training: score them as unknown (default) or error")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_score_command(args: argparse.Namespace) -> int:
+    """Run ``score_file`` from parsed arguments and print a one-line summary."""
+    stats = score_file(args.model, args.input, args.output, id_column=args.id_column, chunk_rows=args.chunk_rows,
+                       resume=args.resume, extra_columns=args.extra_columns, on_bad_rows=args.on_bad_rows,
+                       unseen=args.unseen, progress=False if args.no_progress else None)
+    line = (f"scored {stats['rows_scored']} of {stats['rows_read']} rows in {stats['seconds']:.1f} s "
+            f"({stats['rows_per_s']:.0f} rows/s) -> {stats['output']}")
+    if stats["chunks_reused"]:
+        line += f"; resumed {stats['chunks_reused']} of {stats['chunks']} chunks"
+    print(line)
+    if stats["n_skipped"]:
+        print(f"skipped {stats['n_skipped']} row(s): {_format_rows(stats['skipped_rows'])}")
+    for col, count in stats["unseen_categories"].items():
+        print(f"{count} row(s) with unseen categories in column {col!r}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``gananomaly score``."""
+    score = subparsers.add_parser("score", help="stream a CSV/Parquet file through a fitted model, atomically")
+    add_score_arguments(score)
+    score.set_defaults(func=run_score_command)

@@ -1,0 +1,112 @@
+"""The benchmark harness: data sets, aggregation, report, and the whole ``--quick`` run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import datasets, quality, report
+
+
+@pytest.mark.parametrize("name", [*datasets.REAL, *datasets.GENERATED])
+def test_split_is_a_novelty_task(name):
+    split = datasets.load(name, 0)
+    assert split.X_train.ndim == 2 and split.X_test.shape[1] == split.X_train.shape[1]
+    assert set(np.unique(split.y_test)) == {0, 1}
+    assert np.isfinite(split.X_train).all() and np.isfinite(split.X_test).all()
+    # No training row appears among the test rows.
+    train_rows = {row.tobytes() for row in split.X_train}
+    assert not any(row.tobytes() in train_rows for row in split.X_test)
+    # Seeds change the split, not the task.
+    other = datasets.load(name, 1)
+    assert other.X_train.shape == split.X_train.shape
+    assert not np.array_equal(other.X_train, split.X_train)
+    assert datasets.load(name, 0).X_test.tobytes() == split.X_test.tobytes()
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(KeyError, match="nope"):
+        datasets.load("nope", 0)
+
+
+def _fake_runs() -> list[dict]:
+    runs = []
+    for ds in ("a", "b"):
+        for seed in range(3):
+            for name, family, column, auroc in (("ours gan/izif", "ours", "combined", 0.9),
+                                                ("ours gan/izif", "ours", "reconstruction", 0.8),
+                                                ("IsolationForest", "sklearn", "score", 0.7)):
+                runs.append({"dataset": ds, "seed": seed, "contestant": name, "family": family, "column": column,
+                             "main": column in ("combined", "score"), "auroc": auroc + 0.01 * seed,
+                             "auprc": 0.5, "fit_s": 1.0})
+    return runs
+
+
+def test_summary_and_leaderboard():
+    summary = quality.summarise(_fake_runs())
+    row = next(s for s in summary if s["dataset"] == "a" and s["entry"] == "ours gan/izif [combined]")
+    assert row["n_seeds"] == 3
+    assert row["auroc_mean"] == pytest.approx(0.91)
+    assert row["auroc_std"] == pytest.approx(np.std([0.9, 0.91, 0.92]))
+    board = quality.leaderboard(summary, ["a", "b"])
+    assert [r["entry"] for r in board] == ["ours gan/izif [combined]", "ours gan/izif [reconstruction]",
+                                           "IsolationForest"]
+    assert quality.leaderboard(summary, ["a", "missing"]) == []
+
+
+def test_report_renders_partial_results():
+    summary = quality.summarise(_fake_runs())
+    results = {
+        "meta": {"date_utc": "now", "quick": True, "machine": "test", "python": "3", "torch": "t", "torch_threads": 1,
+                 "sklearn": "s", "pyod": None, "gananomaly": "g", "load_average_at_start": [0.0, 0.0, 0.0],
+                 "seeds": [0, 1, 2], "peer_epochs": {}, "note": ""},
+        "quality": {"runs": _fake_runs(), "errors": [], "summary": summary, "datasets": [],
+                    "leaderboard_real": quality.leaderboard(summary, ["a", "b"]), "leaderboard_generated": [],
+                    "real_datasets": ["a", "b"], "generated_datasets": []},
+        "gpu": {"measured": False, "note": "not measured: no GPU in this session"},
+    }
+    results["targets"] = report.targets(results)
+    by_name = {t["name"]: t for t in results["targets"]}
+    assert by_name["auroc_vs_best_peer"]["status"] == "met"
+    assert by_name["cpu_scoring"]["status"] == "n/a"
+    md = report.markdown(results)
+    assert "not measured: no GPU in this session" in md
+    assert "0.910 ± 0.008" in md
+    assert "IsolationForest" in report.console(results)
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path):
+    from benchmarks.__main__ import main
+
+    md_path = tmp_path / "RESULTS.md"
+    assert main(["run", "--quick", "--out", str(tmp_path), "--results-md", str(md_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert md_path.read_text().startswith("# Benchmark results")
+    assert {"meta", "speed", "refinement", "memory", "gpu", "quality", "targets"} <= set(results)
+
+    q = results["quality"]
+    assert q["runs"], q["errors"]
+    for r in q["runs"]:
+        assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["auprc"] <= 1.0
+        assert r["fit_s"] >= 0
+    contestants = {r["contestant"] for r in q["runs"]}
+    assert {"ours gan/izif", "IsolationForest", "LOF(novelty)", "OneClassSVM"} <= contestants
+    ours_bc = [s for s in q["summary"] if s["dataset"] == "breast_cancer" and s["entry"] == "ours gan/izif [combined]"]
+    assert ours_bc and ours_bc[0]["auroc_mean"] > 0.6  # well above chance on the demo data
+    assert ours_bc[0]["n_seeds"] >= 2
+
+    sp = results["speed"]
+    assert [r["n_rows"] for r in sp["score"]] == [1_000, 10_000, 100_000]
+    for r in sp["score"]:
+        assert r["ours_rows_per_s"] > 0 and r["iforest_rows_per_s"] > 0 and r["ratio_ours_over_iforest"] > 0
+    for r in sp["fit"]:
+        assert r["ours_s"] > 0 and r["iforest_s"] > 0
+    assert results["refinement"]["ours"]["rows_per_s"] > 0
+    if results["refinement"]["pyod_anogan"] is not None:
+        assert results["refinement"]["ratio_ours_over_anogan"] > 0
+    assert all(m.get("peak_rss_mib", 0) > 0 for m in results["memory"]), results["memory"]
+    assert results["gpu"]["measured"] in (True, False)
+    assert {t["name"] for t in results["targets"]} == set(report.TARGETS)

@@ -1,0 +1,118 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import gananomaly
+from gananomaly import GANAnomalyDetector
+from gananomaly.checkpoint import CHECKPOINT_NAME
+from gananomaly.cli import main
+
+PARAMS = dict(epochs=8, encoder_epochs=4, hidden_dims=(16, 16), random_state=0)
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from gananomaly import Callback, GANAnomalyDetector
+
+    class KillAt(Callback):
+        def on_epoch_end(self, estimator, logs):
+            if (logs["phase"], logs["epoch"]) == (sys.argv[3], int(sys.argv[4])):
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: a real crash
+
+    X = np.load(sys.argv[1])
+    GANAnomalyDetector(epochs=8, encoder_epochs=4, hidden_dims=(16, 16), random_state=0,
+                       checkpoint_dir=sys.argv[2], checkpoint_every=2, callbacks=[KillAt()]).fit(X)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(blobs):
+    X_train, X_test, _ = blobs
+    return GANAnomalyDetector(**PARAMS).fit(X_train).score_samples(X_test)
+
+
+@pytest.mark.parametrize("phase,epoch,expected_done", [("gan", 4, (4, 0)), ("encoder", 2, (8, 2))])
+def test_sigkilled_fit_resumes_to_the_same_model(tmp_path, blobs, uninterrupted, phase, epoch, expected_done):
+    X_train, X_test, _ = blobs
+    np.save(tmp_path / "X.npy", X_train)
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "X.npy"), str(ckpt), phase, str(epoch)])
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ckpt / CHECKPOINT_NAME, weights_only=True)["state"]
+    # at most one checkpoint interval (2 epochs) was lost
+    assert (state["gan_epoch"], state["enc_epoch"]) == expected_done
+    assert [p for p in os.listdir(ckpt) if p != CHECKPOINT_NAME] == []  # no temp files left behind
+    det = GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt), checkpoint_every=2).fit(X_train, resume=True)
+    np.testing.assert_array_equal(det.score_samples(X_test), uninterrupted)
+    assert len(det.history_["d_loss"]) == 8 and len(det.history_["e_loss"]) == 4
+
+
+def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(tmp_path, blobs, uninterrupted):
+    X_train, X_test, _ = blobs
+    ckpt = tmp_path / "ckpt"
+    det = GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    np.testing.assert_array_equal(det.score_samples(X_test), uninterrupted)
+    assert (ckpt / CHECKPOINT_NAME).exists()
+    with pytest.raises(ValueError, match="different data"):
+        GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train[:-1], resume=True)
+    with pytest.raises(ValueError, match="different params"):
+        GANAnomalyDetector(**{**PARAMS, "kappa": 0.5}, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        GANAnomalyDetector(**PARAMS).fit(X_train, resume=True)
+
+
+def test_malicious_checkpoint_is_refused(tmp_path, blobs):
+    X_train, _, _ = blobs
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format": 1, "state": Boom()}, ckpt / CHECKPOINT_NAME)
+    with pytest.raises(ValueError, match="corrupt or unsafe"):
+        GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    assert not marker.exists()
+
+
+def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
+    """The CLI fit is SIGKILLed from outside once a checkpoint exists, then resumed."""
+    X_train, X_test, _ = blobs
+    np.save(tmp_path / "X.npy", X_train)
+    ckpt, model = tmp_path / "ckpt", tmp_path / "model"
+    args = ["--input", str(tmp_path / "X.npy"), "--epochs", "40", "--seed", "0",
+            "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "gananomaly.cli", "fit", *args, "--output", str(model)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (ckpt / CHECKPOINT_NAME).exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the fit finished before it could be killed")
+    assert not model.exists()  # no half-written model
+    assert main(["fit", *args, "--output", str(model), "--resume"]) == 0
+    assert main(["fit", *args, "--checkpoint-dir", str(tmp_path / "fresh"), "--output", str(tmp_path / "ref")]) == 0
+    resumed, ref = gananomaly.load(model), gananomaly.load(tmp_path / "ref")
+    np.testing.assert_array_equal(resumed.score_samples(X_test), ref.score_samples(X_test))
+
+
+def test_divergence_is_reported_with_the_epoch(blobs):
+    X = blobs[0] * 1e18  # standardised inside, so scale alone cannot break it ...
+    det = GANAnomalyDetector(epochs=3, learning_rate=1e6, objective="wgan-gp", gp_weight=1e12, random_state=0)
+    with pytest.raises(FloatingPointError, match=r"diverged: .* epoch \d"):
+        det.fit(X)  # ... but absurd optimiser settings do

@@ -1,0 +1,187 @@
+"""The gananomaly MLflow flavor: save/log/load, pyfunc output, registry aliases, bad URIs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import gananomaly.mlflow as gm
+from gananomaly import GANAnomalyDetector, __version__
+
+COLS = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.randn(160, 4)
+    X_test = np.vstack([rng.randn(20, 4), 6 + rng.randn(5, 4)])
+    return X, X_test
+
+
+@pytest.fixture(scope="module")
+def detector(data):
+    return GANAnomalyDetector(epochs=3, hidden_dims=(16,), random_state=0).fit(data[0])
+
+
+@pytest.fixture(scope="module")
+def pipeline(data):
+    pipe = Pipeline([("scale", StandardScaler()), ("gan", GANAnomalyDetector(epochs=3, hidden_dims=(16,),
+                                                                             random_state=0))])
+    return pipe.fit(pd.DataFrame(data[0], columns=COLS))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture
+def tracking(store, monkeypatch, tmp_path):
+    """Point MLflow at the temp store for one test (artifacts under tmp_path), then reset."""
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(store)
+    yield store
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_save_model_layout_has_no_pickles(detector, data, tmp_path):
+    path = tmp_path / "m"
+    gm.save_model(detector, path, input_example=data[0][:3])
+    files = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    assert {"MLmodel", "model/config.json", "model/model.safetensors", "requirements.txt",
+            "python_env.yaml", "conda.yaml"} <= files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle", ".joblib"))]
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text())
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "gananomaly.mlflow"
+    assert mlmodel["flavors"]["gananomaly"]["gananomaly_version"] == __version__
+    reqs = (path / "requirements.txt").read_text().splitlines()
+    assert f"gananomaly=={__version__}" in reqs
+    assert any(r.startswith("torch") for r in reqs) and any(r.startswith("safetensors") for r in reqs)
+
+
+def test_save_model_refuses_existing_nonempty_path(detector, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("x")
+    with pytest.raises(MlflowException, match="already exists"):
+        gm.save_model(detector, tmp_path / "m")
+    assert (tmp_path / "m" / "keep.txt").read_text() == "x"
+
+
+def test_save_model_rejects_other_estimators(tmp_path):
+    with pytest.raises(TypeError, match="GANAnomalyDetector"):
+        gm.save_model(StandardScaler().fit(np.eye(3)), tmp_path / "m")
+
+
+def test_load_model_round_trip(detector, data, tmp_path):
+    gm.save_model(detector, tmp_path / "m")
+    loaded = gm.load_model(str(tmp_path / "m"))
+    assert isinstance(loaded, GANAnomalyDetector)
+    np.testing.assert_allclose(loaded.score_samples(data[1]), detector.score_samples(data[1]), atol=1e-9)
+    assert loaded.get_params()["hidden_dims"] == (16,)
+
+
+def test_pyfunc_predict_matches_estimator(detector, data, tmp_path):
+    gm.save_model(detector, tmp_path / "m", input_example=data[0][:3])
+    pf = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    out = pf.predict(pd.DataFrame(data[1]))
+    assert list(out.columns) == ["discriminator", "reconstruction", "combined", "score", "label"]
+    comps = detector.score_components(data[1])
+    for col in ("discriminator", "reconstruction", "combined"):
+        np.testing.assert_allclose(out[col].to_numpy(), comps[col].to_numpy(), atol=1e-9)
+    np.testing.assert_allclose(out["score"].to_numpy(), detector.score_samples(data[1]), atol=1e-9)
+    np.testing.assert_array_equal(out["label"].to_numpy(), detector.predict(data[1]))
+    assert set(out["label"]) <= {-1, 1} and (out["label"] == -1).any()
+    # A numpy input gives the same answer.
+    np.testing.assert_allclose(pf.predict(data[1])["score"].to_numpy(), out["score"].to_numpy(), atol=0)
+    sig = pf.metadata.signature
+    assert sig.outputs.input_names() == ["discriminator", "reconstruction", "combined", "score", "label"]
+
+
+def test_pyfunc_pipeline_uses_feature_names(pipeline, data, tmp_path):
+    frame = pd.DataFrame(data[1], columns=COLS)
+    gm.save_model(pipeline, tmp_path / "p", input_example=frame.iloc[:2])
+    assert (tmp_path / "p" / "model" / "preprocessing.skops").is_file()
+    pf = mlflow.pyfunc.load_model(str(tmp_path / "p"))
+    assert pf.metadata.signature.inputs.input_names() == COLS
+    shuffled = frame[["d", "c", "b", "a"]]  # columns are matched by name, not position
+    np.testing.assert_allclose(pf.predict(shuffled)["score"].to_numpy(), pipeline.score_samples(frame), atol=1e-9)
+    assert pf.metadata.load_input_example(str(tmp_path / "p")).shape == (2, 4)
+    assert isinstance(gm.load_model(str(tmp_path / "p")), Pipeline)
+
+
+def test_log_model_gives_logged_model_uri(detector, data, tracking):
+    with mlflow.start_run() as run:
+        info = gm.log_model(detector, name="det", input_example=data[0][:2])
+    assert info.model_uri == f"models:/{info.model_id}"
+    logged = mlflow.get_logged_model(info.model_id)
+    assert logged.source_run_id == run.info.run_id and logged.name == "det"
+    loaded = gm.load_model(info.model_uri)
+    np.testing.assert_allclose(loaded.score_samples(data[1]), detector.score_samples(data[1]), atol=1e-9)
+
+
+def test_registry_alias_champion(detector, data, tracking):
+    name = "gan-detector"
+    with mlflow.start_run():
+        info = gm.log_model(detector, registered_model_name=name, input_example=data[0][:2])
+    client = MlflowClient()
+    version = info.registered_model_version
+    assert version is not None
+    client.set_registered_model_alias(name, "champion", str(version))
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(version)
+    pf = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    np.testing.assert_allclose(pf.predict(pd.DataFrame(data[1]))["score"].to_numpy(),
+                               detector.score_samples(data[1]), atol=1e-9)
+    native = gm.load_model(f"models:/{name}@champion")
+    np.testing.assert_array_equal(native.predict(data[1]), detector.predict(data[1]))
+
+
+# ---------------------------------------------------------------------------------- bad URIs
+def test_load_missing_local_path_names_it(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(MlflowException, match="nowhere"):
+        gm.load_model(missing)
+
+
+def test_load_missing_logged_model_names_uri(tracking):
+    with pytest.raises(MlflowException, match="models:/m-0000"):
+        gm.load_model("models:/m-0000")
+    with pytest.raises(MlflowException, match="models:/no-such-model@champion"):
+        gm.load_model("models:/no-such-model@champion")
+
+
+def test_load_non_gananomaly_model_is_refused(tmp_path):
+    import mlflow.sklearn
+
+    path = tmp_path / "sk"
+    mlflow.sklearn.save_model(StandardScaler().fit(np.eye(3)), path, serialization_format="skops",
+                              skops_trusted_types=[], pip_requirements=["scikit-learn"])
+    with pytest.raises(MlflowException, match=r"sk.*not 'gananomaly'"):
+        gm.load_model(str(path))
+
+
+def test_load_plain_directory_is_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("hello")
+    with pytest.raises(MlflowException, match="not an MLflow model"):
+        gm.load_model(str(tmp_path / "junk"))
+
+
+def test_load_corrupt_weights_is_refused(detector, tmp_path):
+    gm.save_model(detector, tmp_path / "m")
+    Path(tmp_path / "m" / "model" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(MlflowException, match="corrupt model.safetensors"):
+        gm.load_model(str(tmp_path / "m"))

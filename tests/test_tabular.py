@@ -1,0 +1,287 @@
+"""The tabular pipeline: configs, preprocessing, fitting, saving, CLI, MLflow, quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gananomaly
+from gananomaly.cli import main
+from pipelines.datasets import breast_cancer, mixed_table, wine
+from pipelines.tabular import (
+    ModelSchema,
+    TabularConfig,
+    build_pipeline,
+    fit_tabular,
+    infer_columns,
+    load_config,
+    model_schema,
+    prepare_frame,
+    score_tabular,
+)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
+TINY = {"epochs": 3, "hidden_dims": [16], "latent_dim": 4, "random_state": 0, "device": "cpu"}
+
+
+def tiny_config(**kw) -> TabularConfig:
+    base = dict(name="tiny", builtin="mixed", options={"n_samples": 300, "random_state": 0},
+                id_columns=["order_id"], drop_columns=["anomaly_kind"], label_column="is_anomaly",
+                detector=dict(TINY), mlflow=False)
+    base.update(kw)
+    return TabularConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tabular")
+    return fit_tabular(tiny_config(), output_dir=out), out
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ configs
+def test_example_configs_load_and_describe_their_data():
+    cancer = load_config(CONFIGS / "breast_cancer.toml")
+    assert (cancer.builtin, cancer.label_column, cancer.anomaly_values) == ("breast_cancer", "diagnosis",
+                                                                             ["malignant"])
+    w = load_config(CONFIGS / "wine.toml")
+    df = wine(**w.options)
+    assert (df["cultivar"] == 2).sum() == 10 and (df["cultivar"] != 2).sum() == 130
+    mixed = load_config(CONFIGS / "mixed.toml")
+    num, cat = infer_columns(mixed, mixed_table(**mixed.options))
+    assert num == ["amount", "n_items", "duration_s", "customer_age"]
+    assert cat == ["channel", "device", "tier", "country"]
+    assert {"order_id", "is_anomaly", "anomaly_kind"}.isdisjoint(num + cat)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('bogus = 1\n[data]\nbuiltin = "wine"\n', "bogus"),
+    ('[data]\nbuiltin = "wine"\ncolumns = ["a"]\n', "columns"),
+    ('[data]\nbuiltin = "wine"\n[preprocessing]\nscaler = "zscore"\n', "preprocessing.scaler"),
+    ('[data]\nbuiltin = "wine"\n[split]\ntest_size = 1.5\n', "split.test_size"),
+    ('[data]\nbuiltin = "wine"\npath = "x.csv"\n', "exactly one of data.path"),
+    ('[data]\nbuiltin = "iris"\n', "data.builtin"),
+    ('[data]\nbuiltin = "wine"\n[detector]\nepoch = 3\n', "epoch"),
+    ('[data]\nbuiltin = "wine"\n[detector]\nepochs = 0\n', "detector"),
+    ('[data]\nbuiltin = "wine"\nid_columns = ["a"]\ndrop_columns = ["a"]\n', "'a' is also listed"),
+    ('[data]\nbuiltin = "wine"\n[mlflow]\nenabled = "yes"\n', "mlflow.enabled"),
+    ('[data\nbuiltin = "wine"\n', "not valid TOML"),
+    ('name = "x"\n', "[data] section missing"),
+])
+def test_bad_config_names_the_key(tmp_path, text, fragment):
+    path = write_toml(tmp_path / "c.toml", text)
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert fragment in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_config_columns_must_exist_in_the_data():
+    cfg = tiny_config(id_columns=["customer_id"])
+    with pytest.raises(ValueError, match=r"data\.id_columns: column\(s\) \['customer_id'\] not in the data"):
+        fit_tabular(cfg, save=False)
+
+
+def test_missing_labels_are_named_by_row():
+    df = mixed_table(100)
+    df.loc[[4, 9], "is_anomaly"] = np.nan
+    with pytest.raises(ValueError, match=r"missing labels in rows 5, 10"):
+        fit_tabular(tiny_config(), df, save=False)
+
+
+# ------------------------------------------------------------------------------ pipeline
+def test_pipeline_is_column_transformer_then_detector():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    cfg = tiny_config(scaler="robust", categorical_imputer="constant")
+    pipe = build_pipeline(cfg, mixed_table(100))
+    assert [name for name, _ in pipe.steps] == ["preprocess", "detector"]
+    pre = pipe.steps[0][1]
+    assert isinstance(pre, ColumnTransformer) and pre.remainder == "drop"
+    roles = {name: cols for name, _, cols in pre.transformers}
+    assert roles["numeric"] == ["amount", "n_items", "duration_s", "customer_age"]
+    assert roles["categorical"] == ["channel", "device", "tier", "country"]
+    enc = pre.transformers[1][1].steps[-1][1]
+    assert isinstance(enc, OneHotEncoder) and enc.handle_unknown == "ignore"
+    assert type(pre.transformers[0][1].steps[-1][1]).__name__ == "RobustScaler"
+    assert pipe.steps[1][1].get_params()["epochs"] == 3
+
+
+def test_explicit_column_roles_override_dtypes():
+    cfg = tiny_config(categorical_columns=["n_items", "channel", "device", "tier", "country"])
+    num, cat = infer_columns(cfg, mixed_table(100))
+    assert "n_items" in cat and "n_items" not in num
+
+
+def test_fit_splits_normal_rows_saves_and_reloads(fitted):
+    result, out = fitted
+    df = mixed_table(300, random_state=0)
+    n_normal, n_anom = int((df.is_anomaly == 0).sum()), int(df.is_anomaly.sum())
+    assert result.n_train == n_normal - round(0.3 * n_normal) or result.n_train == int(0.7 * n_normal)
+    assert result.n_test == n_normal - result.n_train + n_anom
+    assert set(result.metrics.index) == {"discriminator", "reconstruction", "combined"}
+    assert 0.0 <= result.auroc <= 1.0
+    # held-out scores carry the ID and the truth; anomalies are all held out
+    ts = result.test_scores
+    assert list(ts.columns) == ["order_id", "discriminator", "reconstruction", "combined", "score", "label",
+                                "y_true"]
+    assert int(ts.y_true.sum()) == n_anom
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n_train"] == result.n_train
+    assert summary["metrics"]["combined"]["auroc"] == pytest.approx(result.auroc)
+    loaded = gananomaly.load(out / "model")
+    X, _, _ = prepare_frame(df, model_schema(loaded))
+    np.testing.assert_array_equal(loaded.score_samples(X), result.pipeline.score_samples(X))
+
+
+def test_labels_ids_and_dropped_columns_are_never_features(fitted):
+    result, _ = fitted
+    schema = model_schema(result.pipeline)
+    assert schema.columns == result.numeric_columns + result.categorical_columns
+    assert not {"order_id", "is_anomaly", "anomaly_kind"} & set(schema.columns)
+    assert schema.categories["channel"] == {"app", "store", "web"}
+
+
+def test_score_tabular_handles_missing_values_and_unseen_categories(fitted):
+    result, out = fitted
+    df = mixed_table(60, random_state=3)
+    df.loc[0, "amount"] = np.nan
+    df.loc[1, "country"] = None
+    df.loc[2, "channel"] = "drone"  # never seen in training
+    scores = score_tabular(out / "model", df, id_column="order_id")
+    assert len(scores) == 60 and np.isfinite(scores[["combined", "score"]].to_numpy()).all()
+    assert list(scores["order_id"]) == list(df["order_id"])
+    with pytest.raises(ValueError, match=r"column 'channel' has categories not seen in training in rows 3 "):
+        score_tabular(result.pipeline, df, unseen="error")
+
+
+def test_categorical_codes_read_as_numbers_match_string_categories():
+    df = pd.DataFrame({"code": [1.0, 2.0, np.nan], "x": ["1", "2", "3"]})
+    frame, keep, bad = prepare_frame(df, ModelSchema(["x"], ["code"]))
+    assert frame["code"].tolist()[:2] == ["1", "2"] and pd.isna(frame["code"].iloc[2])
+    assert frame["x"].tolist() == [1.0, 2.0, 3.0] and keep.all() and not bad
+
+
+def test_fit_from_csv_path_relative_to_config(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    mixed_table(200).to_csv(data_dir / "orders.csv", index=False)
+    cfg = write_toml(tmp_path / "orders.toml", f"""
+name = "orders"
+[data]
+path = "data/orders.csv"
+id_columns = ["order_id"]
+drop_columns = ["anomaly_kind"]
+[detector]
+{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
+[mlflow]
+enabled = false
+""")
+    result = fit_tabular(cfg, output_dir=tmp_path / "out")
+    # no label column: every row is used for fitting and nothing is evaluated
+    assert result.metrics is None and result.n_train == 200 and result.n_test == 0
+    assert "is_anomaly" in result.numeric_columns  # unlabelled: an ordinary column now
+    assert (tmp_path / "out" / "model" / "pipeline.json").is_file()
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_fit_then_score(tmp_path, capsys):
+    cfg = write_toml(tmp_path / "c.toml", f"""
+name = "cli"
+[data]
+builtin = "mixed"
+options = {{ n_samples = 240 }}
+id_columns = ["order_id"]
+drop_columns = ["anomaly_kind"]
+label_column = "is_anomaly"
+[detector]
+{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
+""")
+    rc = main(["tabular", "fit", "--config", str(cfg), "--no-mlflow", "--output", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "reconstruction" in out and f"model: {tmp_path / 'run' / 'model'}" in out
+    inp = tmp_path / "new.parquet"
+    mixed_table(90, random_state=5).drop(columns=["is_anomaly", "anomaly_kind"]).to_parquet(inp)
+    rc = main(["tabular", "score", "--config", str(cfg), "--model", str(tmp_path / "run" / "model"),
+               "--input", str(inp), "--output", str(tmp_path / "s.csv"), "--chunk-rows", "40"])
+    assert rc == 0
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert list(scores.columns) == ["order_id", "discriminator", "reconstruction", "combined", "score", "label"]
+    assert len(scores) == 90 and set(scores.label) <= {-1, 1}
+
+
+def test_cli_fit_bad_config_exits_2_naming_the_key(tmp_path, capsys):
+    cfg = write_toml(tmp_path / "c.toml", '[data]\nbuiltin = "wine"\n[split]\nfit_on = "most"\n')
+    assert main(["tabular", "fit", "--config", str(cfg)]) == 2
+    assert "split.fit_on" in capsys.readouterr().err
+    assert main(["tabular", "fit", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ MLflow
+def test_fit_logs_the_pipeline_to_mlflow(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = fit_tabular(tiny_config(mlflow=True, experiment="tab-test"), save=False, tracking_uri=uri)
+    assert result.run_id is not None
+    run = MlflowClient(tracking_uri=uri).get_run(result.run_id)
+    assert run.data.params["config_name"] == "tiny"
+    assert run.data.params["categorical_columns"] == "channel,device,tier,country"
+    assert run.data.metrics["auroc_combined"] == pytest.approx(result.auroc)
+    try:
+        from gananomaly import mlflow as flavor
+    except ImportError:
+        return
+    model_uri = run.data.tags.get("gananomaly.model_uri") or f"runs:/{result.run_id}/model"
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = flavor.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    df = mixed_table(50, random_state=7)
+    X, _, _ = prepare_frame(df, model_schema(result.pipeline))
+    np.testing.assert_allclose(loaded.score_samples(X), result.pipeline.score_samples(X), rtol=0, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------ quality
+@pytest.mark.slow
+def test_breast_cancer_config_reaches_auroc_090(tmp_path):
+    cfg = load_config(CONFIGS / "breast_cancer.toml")
+    result = fit_tabular(cfg, mlflow=False, output_dir=tmp_path)
+    assert result.n_train == 250 and result.n_test == 107 + 212
+    assert result.auroc >= 0.90, result.metrics
+
+
+@pytest.mark.slow
+def test_mixed_table_config_reaches_auroc_090(tmp_path):
+    cfg = load_config(CONFIGS / "mixed.toml")
+    result = fit_tabular(cfg, mlflow=False, output_dir=tmp_path)
+    assert result.auroc >= 0.90, result.metrics
+
+
+def test_builtin_tables_have_ids_and_labels():
+    bc = breast_cancer()
+    assert bc.shape == (569, 32) and set(bc.diagnosis) == {"benign", "malignant"}
+    assert bc.sample_id.is_unique
+    mt = mixed_table(400, contamination=0.05)
+    assert int(mt.is_anomaly.sum()) == 20 and mt.order_id.is_unique
+    assert set(mt.anomaly_kind) == {"normal", "category_combination", "amount_for_tier", "duration_for_items",
+                                    "numeric_range"}
+    # the planted category pair never occurs among normal rows
+    normal = mt[mt.is_anomaly == 0]
+    assert set(normal.loc[normal.channel == "store", "device"]) == {"pos"}

@@ -1,0 +1,382 @@
+"""Tracked fits, the MLflow callback, run comparison and the tracked demo (SQLite store in a temp dir)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import gananomaly
+from gananomaly import GANAnomalyDetector
+from gananomaly.tracking import (
+    DEFAULT_TRACKING_URI,
+    MLflowCallback,
+    TrackingUnavailableError,
+    compare_runs,
+    resolve_tracking_uri,
+    tracked_fit,
+)
+
+EPOCHS = 3
+
+
+def small_detector(**kw) -> GANAnomalyDetector:
+    params = dict(epochs=EPOCHS, hidden_dims=(16,), random_state=0)
+    params.update(kw)
+    return GANAnomalyDetector(**params)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.randn(160, 4)
+    X_eval = np.vstack([rng.randn(40, 4), 6 + rng.randn(10, 4)])
+    y_eval = np.r_[np.zeros(40, dtype=int), np.ones(10, dtype=int)]
+    return X, X_eval, y_eval
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    # One SQLite store per module: creating the schema takes seconds.
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch, tmp_path):
+    """Nothing may land in the repository's ./mlflow.db or ./mlruns: run every test in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+class Recorder(gananomaly.Callback):
+    def __init__(self):
+        self.epochs: list[tuple[str, int]] = []
+
+    def on_epoch_end(self, estimator, logs):
+        self.epochs.append((logs["phase"], logs["epoch"]))
+
+
+@pytest.fixture(scope="module")
+def tracked(data, store):
+    """One fully tracked fit shared by the read-back tests."""
+    X, X_eval, y_eval = data
+    recorder = Recorder()
+    det = small_detector(callbacks=(recorder,))
+    model, run_id = tracked_fit(det, X, X_eval=X_eval, y_eval=y_eval, experiment="read-back", run_name="first",
+                                tracking_uri=store, extra_params={"dataset": "gauss"}, tags={"team": "qa"})
+    return det, model, run_id, recorder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------- URI resolution
+def test_resolve_tracking_uri_order(monkeypatch):
+    assert DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
+    assert resolve_tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5999"
+    assert resolve_tracking_uri("sqlite:///other.db") == "sqlite:///other.db"
+
+
+# ---------------------------------------------------------------------------------- tracked fit
+def test_tracked_fit_returns_fitted_model_and_finished_run(tracked, store, data):
+    det, model, run_id, _ = tracked
+    assert model is det
+    assert hasattr(det, "offset_")
+    run = MlflowClient(store).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "first"
+    assert run.data.tags["team"] == "qa"
+
+
+def test_tracked_fit_logs_every_param_and_the_data(tracked, store, data):
+    det, _, run_id, _ = tracked
+    params = MlflowClient(store).get_run(run_id).data.params
+    expected = {k for k in det.get_params(deep=False) if k != "callbacks"}
+    assert expected <= set(params)
+    assert params["epochs"] == str(EPOCHS)
+    assert params["hidden_dims"] == "[16]"
+    assert params["dataset"] == "gauss"
+    assert params["n_samples"] == str(len(data[0]))
+    assert params["n_features"] == "4"
+    assert params["data_shape"] == "160x4"
+
+
+def test_tracked_fit_logs_losses_per_epoch(tracked, store):
+    det, _, run_id, _ = tracked
+    client = MlflowClient(store)
+    for key, hist_key in (("gan/d_loss", "d_loss"), ("gan/g_loss", "g_loss"), ("gan/g_std_ratio", "g_std_ratio"),
+                          ("encoder/e_loss", "e_loss")):
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(EPOCHS)), key
+        np.testing.assert_allclose([m.value for m in history], det.history_[hist_key][:EPOCHS], rtol=1e-12)
+
+
+def test_tracked_fit_logs_evaluation_per_component(tracked, store, data):
+    from gananomaly.metrics import evaluate_detector
+
+    det, _, run_id, _ = tracked
+    _, X_eval, y_eval = data
+    metrics = MlflowClient(store).get_run(run_id).data.metrics
+    table = evaluate_detector(det, X_eval, y_eval)
+    for comp in ("discriminator", "reconstruction", "combined"):
+        assert metrics[f"auroc_{comp}"] == pytest.approx(table.loc[comp, "auroc"], abs=1e-12)
+        assert metrics[f"auprc_{comp}"] == pytest.approx(table.loc[comp, "auprc"], abs=1e-12)
+    assert metrics["f1_combined"] == pytest.approx(table.loc["combined", "f1"], abs=1e-12)
+    assert "f1_reconstruction" not in metrics  # F1 only where the threshold applies
+    assert metrics["fit_time_s"] > 0
+
+
+def test_tracked_fit_logs_plots_and_model(tracked, store, data):
+    det, _, run_id, _ = tracked
+    client = MlflowClient(store)
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert plots == {"plots/loss_curves.png", "plots/score_histogram.png", "plots/roc_curve.png"}
+    local = client.download_artifacts(run_id, "plots/roc_curve.png", dst_path=os.getcwd())
+    with open(local, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    model_uri = client.get_run(run_id).data.tags["gananomaly.model_uri"]
+    assert model_uri.startswith("models:/m-")
+    mlflow.set_tracking_uri(store)
+    try:
+        loaded = gananomaly.mlflow.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_allclose(loaded.score_samples(data[1]), det.score_samples(data[1]), atol=1e-9)
+
+
+def test_tracked_fit_restores_user_callbacks(tracked):
+    det, _, _, recorder = tracked
+    assert det.callbacks == (recorder,)
+    assert recorder.epochs[:EPOCHS] == [("gan", e) for e in range(EPOCHS)]
+    assert ("encoder", EPOCHS - 1) in recorder.epochs
+
+
+def test_tracked_fit_leaves_caller_tracking_uri_alone(data, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///callers.db")
+    from mlflow.tracking import fluent
+
+    before = mlflow.get_tracking_uri()
+    active_experiment = fluent._active_experiment_id
+    _, run_id = tracked_fit(small_detector(), data[0], experiment="scope", tracking_uri=store, log_model=False)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///callers.db"
+    assert mlflow.get_tracking_uri() == before
+    assert MlflowClient(store).get_run(run_id).info.status == "FINISHED"
+    assert not os.path.exists("callers.db")
+    assert fluent._active_experiment_id == active_experiment  # the caller's active experiment is untouched
+
+
+def test_tracked_fit_pipeline_on_dataframe(data, store):
+    X, X_eval, y_eval = data
+    cols = ["temp", "pressure", "flow", "speed"]
+    pipe = Pipeline([("scale", StandardScaler()), ("gan", small_detector())])
+    model, run_id = tracked_fit(pipe, pd.DataFrame(X, columns=cols), X_eval=pd.DataFrame(X_eval, columns=cols),
+                                y_eval=y_eval, experiment="pipeline", tracking_uri=store)
+    assert model is pipe
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    assert run.data.params["feature_names"] == "temp,pressure,flow,speed"
+    assert run.data.params["pipeline_steps"] == "['scale:StandardScaler', 'gan:GANAnomalyDetector']"
+    assert "auroc_combined" in run.data.metrics
+    names = client.download_artifacts(run_id, "data/feature_names.json", dst_path=os.getcwd())
+    with open(names) as fh:
+        assert cols[0] in fh.read()
+    mlflow.set_tracking_uri(store)
+    try:
+        pf = mlflow.pyfunc.load_model(run.data.tags["gananomaly.model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    frame = pd.DataFrame(X_eval, columns=cols)
+    np.testing.assert_allclose(pf.predict(frame)["score"].to_numpy(), pipe.score_samples(frame), atol=1e-9)
+
+
+def test_image_shape_logs_sample_and_reconstruction_grids(data, store):
+    rng = np.random.RandomState(1)
+    X = rng.rand(64, 16)
+    _, run_id = tracked_fit(small_detector(), X, X_eval=np.vstack([X[:8], 3 + X[:4]]),
+                            y_eval=np.r_[np.zeros(8, int), np.ones(4, int)], experiment="images",
+                            tracking_uri=store, image_shape=(1, 4, 4), log_model=False)
+    images = {a.path for a in MlflowClient(store).list_artifacts(run_id, "images")}
+    assert images == {"images/generated.png", "images/reconstructions.png"}
+
+
+# ---------------------------------------------------------------------------------- failures
+def test_failed_fit_ends_run_failed_and_reraises(data, store):
+    X = data[0].copy()
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        tracked_fit(small_detector(), X, experiment="crash", run_name="nan-input", tracking_uri=store)
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("crash")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "NaN" in runs[0].data.tags["gananomaly.error"]
+    text = client.download_artifacts(runs[0].info.run_id, "error.txt", dst_path=os.getcwd())
+    with open(text) as fh:
+        assert "Traceback" in fh.read()
+    assert mlflow.active_run() is None
+
+
+def test_eval_arguments_validated_before_any_run(data, store):
+    X, X_eval, y_eval = data
+    with pytest.raises(ValueError, match="X_eval and y_eval"):
+        tracked_fit(small_detector(), X, X_eval=X_eval, experiment="bad-eval", tracking_uri=store)
+    with pytest.raises(ValueError, match="0 \\(normal\\) / 1 \\(anomaly\\)"):
+        tracked_fit(small_detector(), X, X_eval=X_eval, y_eval=y_eval + 1, experiment="bad-eval",
+                    tracking_uri=store)
+    with pytest.raises(TypeError, match="GANAnomalyDetector"):
+        tracked_fit(StandardScaler(), X, experiment="bad-eval", tracking_uri=store)
+    assert MlflowClient(store).get_experiment_by_name("bad-eval") is None
+
+
+def test_unreachable_server_saves_model_locally_and_names_uri(data, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    det = small_detector()
+    with pytest.raises(TrackingUnavailableError) as info:
+        tracked_fit(det, data[0], experiment="offline", tracking_uri=uri)
+    err = info.value
+    assert isinstance(err, ConnectionError)
+    assert uri in str(err)
+    assert str(err.fallback_path) in str(err)
+    assert err.fallback_path.is_dir()
+    assert err.fallback_path.is_relative_to(tmp_path.resolve())
+    assert err.model is det and hasattr(det, "offset_")
+    restored = gananomaly.load(err.fallback_path)
+    np.testing.assert_allclose(restored.score_samples(data[1]), det.score_samples(data[1]), atol=1e-9)
+
+
+def test_store_lost_after_fit_keeps_model_and_fails_run(data, store, monkeypatch):
+    import requests
+
+    def broken(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(mlflow, "log_figure", broken)
+    det = small_detector()
+    with pytest.raises(TrackingUnavailableError) as info:
+        tracked_fit(det, data[0], experiment="lost", tracking_uri=store)
+    assert info.value.fallback_path.is_dir()
+    assert hasattr(det, "offset_")
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+# ---------------------------------------------------------------------------------- callback
+def test_callback_logs_to_the_active_run(data, store):
+    mlflow.set_tracking_uri(store)
+    try:
+        with mlflow.start_run(experiment_id=MlflowClient().create_experiment("callback")) as run:
+            det = small_detector(callbacks=(MLflowCallback(flush_every=2),)).fit(data[0])
+        history = MlflowClient(store).get_metric_history(run.info.run_id, "gan/g_loss")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert sorted(m.value for m in history) == sorted(det.history_["g_loss"])
+
+
+def test_callback_without_run_is_a_clear_error(data):
+    with pytest.raises(RuntimeError, match="no active MLflow run"):
+        small_detector(callbacks=(MLflowCallback(),)).fit(data[0])
+
+
+# ---------------------------------------------------------------------------------- comparison
+@pytest.fixture(scope="module")
+def compared(data, store):
+    X, X_eval, y_eval = data
+    ids = {}
+    for lr in (1e-3, 1e-4):
+        _, ids[lr] = tracked_fit(small_detector(learning_rate=lr), X, X_eval=X_eval, y_eval=y_eval,
+                                 experiment="compare", run_name=f"lr={lr}", tracking_uri=store, log_model=False)
+    return ids
+
+
+def test_compare_runs_shows_differing_params_sorted(compared, store):
+    table = compare_runs("compare", tracking_uri=store)
+    assert set(table.index) == set(compared.values())
+    assert "learning_rate" in table.columns
+    assert "objective" not in table.columns  # same in every run
+    for col in ("auroc_discriminator", "auroc_reconstruction", "auroc_combined", "fit_time_s"):
+        assert col in table.columns
+    assert list(table["auroc_combined"]) == sorted(table["auroc_combined"], reverse=True)
+    by_time = compare_runs("compare", tracking_uri=store, sort_by="fit_time_s")
+    assert list(by_time["fit_time_s"]) == sorted(by_time["fit_time_s"])
+    assert len(compare_runs("compare", tracking_uri=store, max_runs=1)) == 1
+
+
+def test_compare_runs_bad_input(compared, store):
+    with pytest.raises(ValueError, match="no experiment named 'nope'"):
+        compare_runs("nope", tracking_uri=store)
+    with pytest.raises(ValueError, match="available: .*auroc_combined"):
+        compare_runs("compare", tracking_uri=store, sort_by="accuracy")
+
+
+def test_runs_compare_cli(compared, store, capsys):
+    import argparse
+
+    from gananomaly.tracking import register_cli
+
+    # The subcommand as `gananomaly` registers it (built alone, independent of the other command modules).
+    parser = argparse.ArgumentParser(prog="gananomaly")
+    register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["runs", "compare", "--experiment", "compare", "--tracking-uri", store,
+                              "--sort-by", "fit_time_s", "--max", "5"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    for run_id in compared.values():
+        assert run_id in out
+    assert "learning_rate" in out and "auroc_combined" in out
+    rows = [line for line in out.splitlines() if any(r in line for r in compared.values())]
+    times = compare_runs("compare", tracking_uri=store, sort_by="fit_time_s")
+    assert [line.split()[0] for line in rows] == list(times.index)
+    args = parser.parse_args(["runs", "compare", "--experiment", "nope", "--tracking-uri", store])
+    with pytest.raises(ValueError, match="no experiment named 'nope'"):
+        args.func(args)
+
+
+# ---------------------------------------------------------------------------------- demo
+def test_demo_tracking_prints_table_run_and_ui_command(data, store, capsys):
+    from gananomaly.demo import demo_tracking
+
+    X, X_eval, y_eval = data
+    result = demo_tracking(small_detector(), X, X_eval, y_eval, experiment="demo", tracking_uri=store)
+    out = capsys.readouterr().out
+    run_id = result["run"]["run_id"]
+    assert run_id in out
+    assert f"mlflow ui --backend-store-uri {store}" in out
+    assert "IsolationForest (reference)" in out and "combined" in out
+    assert list(result["table"].columns) == ["auroc", "auprc", "f1"]
+    assert MlflowClient(store).get_run(run_id).data.params["dataset"].startswith("sklearn breast_cancer")
+
+
+def test_image_input_logs_grids_and_serves_arrays(store):
+    if "channels" not in GANAnomalyDetector().get_params():
+        pytest.skip("this GANAnomalyDetector has no image input")
+    rng = np.random.RandomState(0)
+    X = rng.rand(48, 1, 16, 16).astype(np.float32)
+    X_eval = np.concatenate([X[:8], 3 * rng.rand(4, 1, 16, 16).astype(np.float32)])
+    y_eval = np.r_[np.zeros(8, int), np.ones(4, int)]
+    det, run_id = tracked_fit(GANAnomalyDetector(epochs=1, random_state=0), X, X_eval=X_eval, y_eval=y_eval,
+                              experiment="image-input", tracking_uri=store)
+    client = MlflowClient(store)
+    assert {a.path for a in client.list_artifacts(run_id, "images")} == {"images/generated.png",
+                                                                         "images/reconstructions.png"}
+    assert client.get_run(run_id).data.params["data_shape"] == "48x1x16x16"
+    mlflow.set_tracking_uri(store)
+    try:
+        pf = mlflow.pyfunc.load_model(client.get_run(run_id).data.tags["gananomaly.model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_allclose(pf.predict(X_eval)["score"].to_numpy(), det.score_samples(X_eval), atol=1e-6)
