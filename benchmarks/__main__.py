@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,12 +30,13 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "seeds": 2, "speed_sizes": (1_000, 10_000, 100_000), "fit_sizes": (1_000,), "memory_sizes": (100_000,),
     "refine_rows": (2_000, 50), "peer_epochs": {"ALAD": 10, "AnoGAN": 10, "MO_GAAL": 6},
-    "peer_max_seeds": {"AnoGAN": 1}, "sweep": False,
+    "peer_max_seeds": {"AnoGAN": 1}, "peer_datasets": {"AnoGAN": ["wine"]}, "sweep": False,
 }
 FULL = {
     "seeds": 5, "speed_sizes": (1_000, 10_000, 100_000, 1_000_000), "fit_sizes": (1_000, 10_000),
-    "memory_sizes": (100_000, 1_000_000), "refine_rows": (10_000, 100),
-    "peer_epochs": {"ALAD": None, "AnoGAN": 100, "MO_GAAL": None}, "peer_max_seeds": {"AnoGAN": 3}, "sweep": True,
+    "memory_sizes": (100_000, 1_000_000), "refine_rows": (10_000, 50),
+    "peer_epochs": {"ALAD": 50, "AnoGAN": 100, "MO_GAAL": None}, "peer_max_seeds": {"AnoGAN": 2},
+    "peer_datasets": {"AnoGAN": list(_datasets.REAL)}, "sweep": True,
 }
 
 
@@ -44,6 +46,12 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _notes() -> str:
+    """Hand-written findings (benchmarks/NOTES.md), appended to RESULTS.md when present."""
+    path = HERE / "NOTES.md"
+    return path.read_text() if path.exists() else ""
 
 
 def _meta(args: argparse.Namespace, plan: dict) -> dict:
@@ -70,6 +78,7 @@ def _meta(args: argparse.Namespace, plan: dict) -> dict:
         "seeds": list(range(plan["seeds"])),
         "peer_epochs": {k: (v if v is not None else "default") for k, v in plan["peer_epochs"].items()},
         "peer_max_seeds": {k: v for k, v in plan["peer_max_seeds"].items() if v is not None},
+        "peer_datasets": {k: v for k, v in plan["peer_datasets"].items() if v is not None},
         "note": args.note,
     }
 
@@ -92,12 +101,35 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {"meta": _meta(args, plan)}
     say(f"machine: {results['meta']['machine']}; load average {results['meta']['load_average_at_start']}")
 
-    if not args.skip_quality:
+    quality_out: dict = {}
+
+    def quality_job() -> None:
         options = {"quick": bool(args.quick), "sweep": plan["sweep"], "peer_epochs": plan["peer_epochs"],
-                   "peer_max_seeds": plan["peer_max_seeds"]}
+                   "peer_max_seeds": plan["peer_max_seeds"], "peer_datasets": plan["peer_datasets"]}
         n_entrants = len(_contestants.contestants(quick=args.quick, sweep=plan["sweep"]))
         say(f"quality: {len(names)} data sets x {len(seeds)} seeds x {n_entrants} contestants, {args.jobs} worker(s)")
-        q = _quality.run_quality(names, seeds, options, jobs=args.jobs, progress=say, deadline=deadline)
+        quality_out.update(_quality.run_quality(names, seeds, options, jobs=args.jobs, progress=say,
+                                                deadline=deadline))
+
+    # With worker processes the quality runs go on while this process measures speed (the
+    # speed ratios compare ours and IsolationForest under the same load).
+    worker = None
+    if not args.skip_quality:
+        if args.jobs > 1:
+            worker = threading.Thread(target=quality_job, name="quality")
+            worker.start()
+        else:
+            quality_job()
+    if not args.skip_speed:
+        say("speed: fit and scoring against IsolationForest")
+        results["speed"] = _speed.run_speed(plan["speed_sizes"], plan["fit_sizes"], args.threads, progress=say)
+        results["refinement"] = _speed.run_refinement(*plan["refine_rows"], args.threads, progress=say)
+        results["memory"] = _speed.run_memory(plan["memory_sizes"], args.threads, progress=say)
+    if worker is not None:
+        worker.join()
+    if not args.skip_quality:
+        q = quality_out or {"datasets": [], "runs": [], "errors": [{"dataset": "*", "seed": -1, "contestant": "*",
+                                                                  "error": "the quality runs failed (see the log)"}]}
         summary = _quality.summarise(q["runs"])
         real = [n for n in names if n in _datasets.REAL]
         generated = [n for n in names if n in _datasets.GENERATED]
@@ -107,11 +139,6 @@ def run(args: argparse.Namespace) -> dict:
             "leaderboard_generated": _quality.leaderboard(summary, generated) if generated else [],
             "real_datasets": real, "generated_datasets": generated,
         }
-    if not args.skip_speed:
-        say("speed: fit and scoring against IsolationForest")
-        results["speed"] = _speed.run_speed(plan["speed_sizes"], plan["fit_sizes"], args.threads, progress=say)
-        results["refinement"] = _speed.run_refinement(*plan["refine_rows"], args.threads, progress=say)
-        results["memory"] = _speed.run_memory(plan["memory_sizes"], args.threads, progress=say)
     results["gpu"] = _speed.gpu_section()
     say(f"GPU: {results['gpu'].get('note', 'measured')}")
 
@@ -119,13 +146,23 @@ def run(args: argparse.Namespace) -> dict:
     results["targets"] = _report.targets(results)
     out = Path(args.out)
     _write_atomic(out / "results.json", json.dumps(results, indent=1, default=float))
-    md = _report.markdown(results)
+    md = _report.markdown(results, _notes())
     md_path = Path(args.results_md) if args.results_md else (out / "RESULTS.md" if args.quick else HERE / "RESULTS.md")
     _write_atomic(md_path, md)
     print()
     print(_report.console(results))
     say(f"wrote {out / 'results.json'} and {md_path}")
     return results
+
+
+def rerender(args: argparse.Namespace) -> None:
+    """Regenerate RESULTS.md (and the targets) from a results.json."""
+    results = json.loads(Path(args.results).read_text())
+    results["targets"] = _report.targets(results)
+    md_path = Path(args.results_md) if args.results_md else HERE / "RESULTS.md"
+    _write_atomic(md_path, _report.markdown(results, _notes()))
+    print(_report.console(results))
+    print(f"wrote {md_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--note", default="", help="free text recorded in the results (e.g. machine load)")
+    r = sub.add_parser("report", help="regenerate RESULTS.md from a results.json")
+    r.add_argument("results", help="path of results.json")
+    r.add_argument("--results-md", default=None, help="where to write RESULTS.md (default: benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args)
+    elif args.command == "report":
+        rerender(args)
     return 0
 
 

@@ -33,12 +33,15 @@ def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     _contestants.PEER_EPOCHS.update(options["peer_epochs"])
     _contestants.PEER_MAX_SEEDS.update(options.get("peer_max_seeds", {}))
+    _contestants.PEER_DATASETS.update(options.get("peer_datasets", {}))
     entrants = _contestants.contestants(quick=options["quick"], sweep=options["sweep"])
     split = _datasets.load(name, seed)
     runs: list[dict] = []
     errors: list[dict] = []
     for order, contestant in enumerate(entrants):
         if contestant.max_seeds is not None and seed_index >= contestant.max_seeds:
+            continue
+        if contestant.datasets is not None and name not in contestant.datasets:
             continue
         if deadline is not None and time.time() > deadline:
             errors.append({"dataset": name, "seed": seed, "contestant": contestant.name,

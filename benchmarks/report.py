@@ -197,7 +197,7 @@ def _speed_md(results: dict) -> list[str]:
             lines.append("")
     mem = results.get("memory")
     if mem:
-        lines += ["### Peak resident memory (each in a fresh process: fit on 10,000 rows, then score)", "",
+        lines += ["### Peak resident memory (each in a fresh process: fit on 2,000 rows, then score)", "",
                   _table(["detector", "rows scored", "input MiB", "peak RSS MiB", "growth while scoring MiB"],
                          [[m["what"], f"{m['n_rows']:,}", f"{m.get('input_mib', 0):.0f}",
                            f"{m['peak_rss_mib']:.0f}" if "peak_rss_mib" in m else m.get("error", "?")[:60],
@@ -230,7 +230,9 @@ def markdown(results: dict, extra: str = "") -> str:
         f"- Versions: python {meta['python']}, torch {meta['torch']}, scikit-learn {meta['sklearn']}, "
         f"PyOD {meta['pyod']}, gananomaly {meta['gananomaly']}",
         f"- Seeds: {meta['seeds']}; PyOD epochs: {meta['peer_epochs']}; PyOD detectors limited to the first "
-        f"N seeds: {meta.get('peer_max_seeds') or 'none'}",
+        f"N seeds: {meta.get('peer_max_seeds') or 'none'}; PyOD detectors limited to data sets: "
+        f"{meta.get('peer_datasets') or 'none'} (PyOD AnoGAN's fit runs 20 Adam steps per training row, one row at "
+        "a time, and would take most of the run's time budget)",
         "- Protocol: train on normal rows only, test on held-out normal rows + anomalies (novelty setting). "
         "Peers other than IsolationForest get StandardScaler-ed input; ours standardises internally.",
         "",

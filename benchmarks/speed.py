@@ -180,14 +180,14 @@ def _run_refinement(n_rows_ours: int, n_rows_anogan: int, steps: int) -> dict:
 
 # ----------------------------------------------------------------------------- memory
 def _rss_child(what: str, n_rows: int, n_threads: int) -> dict:
-    """Runs in a fresh interpreter: fit on FIT_ROWS rows, then score ``n_rows``; report the
+    """Runs in a fresh interpreter: fit on 2,000 rows, then score ``n_rows``; report the
     peak RSS before and after scoring (``ru_maxrss``, KiB on Linux)."""
     import resource
 
     import torch
 
     torch.set_num_threads(n_threads)
-    X_fit = make_data(FIT_ROWS, seed=1)
+    X_fit = make_data(2_000, seed=1)
     X = make_data(n_rows, seed=2)
     model = _ours(epochs=1).fit(X_fit) if what == "ours" else _iforest(n_threads).fit(X_fit)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -43,13 +43,13 @@ __all__ = [
 _SLOPE = 0.2
 # The sides the estimator resizes image input to (the smallest one that holds the input,
 # capped at the largest); the networks accept any power of two from 8 up.
-SIZES = (16, 32, 64)
+SIZES = (8, 16, 32, 64)
 
 
 def network_size(height: int, width: int) -> int:
     """Side of the square images the networks see for an input of ``height x width``.
 
-    The smallest of 16, 32, 64 that is at least ``max(height, width)``; 64 for anything
+    The smallest of 8, 16, 32, 64 that is at least ``max(height, width)``; 64 for anything
     larger (large images are downsampled: GAN detectors on CPU train in reasonable time only
     at small resolutions; resize beforehand, or pass ``image_size``, to choose otherwise).
     """
@@ -87,10 +87,11 @@ def conv_spec(
     size : int
         Side of the (square) images, a power of two >= 8.
     latent_dim : int or None
-        None: 16 for 16 x 16 images, 32 for 32 x 32, 64 for 64 x 64 and larger.
+        None: the image side, between 16 and 64 (16 for 8 x 8 and 16 x 16 images).
     width : int or None
-        Channels of the widest-resolution hidden layer (doubling at every stage towards
-        ``4 x 4``). None: 32 (16 for images of 64 x 64 and larger, to keep CPU training usable).
+        Channels of the first convolution (doubling at every stage towards ``4 x 4``).
+        None: 64 for 8 x 8 images (a single stage), 32 for 16 x 16 and 32 x 32, 16 for
+        64 x 64 and larger (to keep CPU training usable).
     joint : bool
         BiGAN discriminator on ``(x, z)`` pairs.
     spectral_norm : bool
@@ -104,7 +105,7 @@ def conv_spec(
     if latent_dim is None:
         latent_dim = int(min(64, max(16, size)))
     if width is None:
-        width = 16 if size >= 64 else 32
+        width = 64 if size <= 8 else (16 if size >= 64 else 32)
     return {
         "kind": "conv",
         "channels": int(channels),

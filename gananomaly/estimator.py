@@ -104,7 +104,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         pass ``"last"`` for those). 3-D input ``(n, H, W)`` is one grey channel.
     image_size : int or None, default=None
         Side of the square images the convolutional networks see (a power of two >= 8).
-        None: the smallest of 16, 32, 64 that holds ``max(H, W)``, 64 for larger input.
+        None: the smallest of 8, 16, 32, 64 that holds ``max(H, W)``, 64 for larger input.
         Images are resized to it with bilinear interpolation (antialiased when shrinking);
         non-square images are stretched.
     device : str, default="auto"
@@ -269,8 +269,9 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         return _data.to_tensor(X, self.input_mean_, self.input_scale_)
 
     def _unscale(self, out: np.ndarray) -> np.ndarray:
-        """Network output back to the units of the data (channel-wise for images)."""
+        """Network output back to the units (and, for images, the size) of the fitted data."""
         if out.ndim == 4:
+            out = _images.resize(out, self.image_shape_[1:])
             return out * self.input_scale_[:, None, None] + self.input_mean_[:, None, None]
         return out * self.input_scale_ + self.input_mean_
 
@@ -516,8 +517,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     def reconstruct(self, X) -> np.ndarray:
         """``G(E(x))`` in the original units (no latent refinement).
 
-        For convolutional networks the images come back channel-first at the network's
-        resolution: ``(n, C, S, S)`` with ``S = arch_["size"]``.
+        For convolutional networks the images come back channel-first, resized from the
+        network's resolution to the fitted image size: ``(n, C, H, W)``.
         """
         check_is_fitted(self)
         Xv = self._validate_input(X, reset=False)

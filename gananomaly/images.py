@@ -5,7 +5,7 @@ Image arrays arrive as ``(n, H, W)`` (grey), ``(n, C, H, W)`` or ``(n, H, W, C)`
 
 * the input scaler is per channel (mean and standard deviation over every pixel of the
   training images), so a pixel's value means the same wherever it sits;
-* the convolutional networks see square images of side ``arch_["size"]`` (16, 32 or 64 by
+* the convolutional networks see square images of side ``arch_["size"]`` (8, 16, 32 or 64 by
   default; see :func:`gananomaly.conv.network_size`): inputs are resized with bilinear
   interpolation (antialiased when shrinking) after scaling;
 * ``n_features_in_`` is ``C * H * W`` of the fitted images and ``image_shape_`` is
@@ -30,6 +30,7 @@ __all__ = [
     "fit_channel_scaler",
     "to_image_tensor",
     "image_arch",
+    "resize",
     "score_batch_size",
 ]
 
@@ -170,6 +171,17 @@ def to_image_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, size: in
             "(absolute value above ~3e38); check the input's units"
         )
     return t32.contiguous()
+
+
+def resize(images: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize channel-first images ``(n, C, h, w)`` to ``hw`` (bilinear, antialiased when shrinking)."""
+    h, w = images.shape[2:]
+    if (h, w) == tuple(hw):
+        return images
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float64))
+    t = F.interpolate(t, size=tuple(int(v) for v in hw), mode="bilinear", align_corners=False,
+                      antialias=bool(h > hw[0] or w > hw[1]))
+    return t.numpy()
 
 
 def image_arch(est: Any, X: np.ndarray) -> dict[str, Any]:

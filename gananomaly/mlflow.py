@@ -198,6 +198,8 @@ def save_model(
         _CONSTRAINTS_FILE_NAME,
         _PYTHON_ENV_FILE_NAME,
         _REQUIREMENTS_FILE_NAME,
+        _generate_mlflow_version_pinning,
+        _mlflow_conda_env,
         _process_pip_requirements,
         _PythonEnv,
         _validate_env_arguments,
@@ -253,10 +255,17 @@ def save_model(
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
-    default_reqs = get_default_pip_requirements() if pip_requirements is None else None
-    conda_env, pip_reqs, pip_constraints = _process_pip_requirements(
-        default_reqs, pip_requirements, extra_pip_requirements
-    )
+    if pip_requirements is None and extra_pip_requirements is None:
+        # Our own pins come from the running environment, so MLflow's mismatch check (which
+        # scans every installed distribution, seconds on a busy machine) has nothing to find.
+        pip_reqs = [_generate_mlflow_version_pinning()] + get_default_pip_requirements()
+        pip_constraints: list[str] = []
+        conda_env = _mlflow_conda_env(additional_pip_deps=pip_reqs, install_mlflow=False)
+    else:
+        default_reqs = get_default_pip_requirements() if pip_requirements is None else None
+        conda_env, pip_reqs, pip_constraints = _process_pip_requirements(
+            default_reqs, pip_requirements, extra_pip_requirements
+        )
     with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as fh:
         yaml.safe_dump(conda_env, stream=fh, default_flow_style=False)
     if pip_constraints:

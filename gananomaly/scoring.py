@@ -120,16 +120,22 @@ def raw_scores(
     return out
 
 
+# Residuals are computed in float32, whose rounding differs by a unit in the last place
+# between kernel code paths. A spread below this fraction of the median residual is
+# rounding noise, not signal, and must not be blown up into large standardised scores.
+RELATIVE_SCALE_FLOOR = 1e-3
+
+
 def robust_stats(values: np.ndarray) -> tuple[float, float]:
-    """Median and interquartile range, with fallbacks so the scale is never zero."""
+    """Median and interquartile range, with floors so the scale is never (near) zero."""
     loc = float(np.median(values))
     q25, q75 = np.percentile(values, [25, 75])
     scale = float(q75 - q25)
-    tiny = 1e-12 * max(1.0, abs(loc))
-    if not scale > tiny:
+    floor = RELATIVE_SCALE_FLOOR * abs(loc)
+    if not scale > floor:
         scale = float(np.std(values))
-    if not scale > tiny:
-        scale = 1.0
+    if not scale > floor:
+        scale = floor if floor > 0 else 1.0
     return loc, scale
 
 

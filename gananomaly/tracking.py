@@ -299,7 +299,10 @@ def _figure(width: float = 6.0, height: float = 4.0):
     # A bare Figure renders with the Agg canvas and never touches pyplot's global state.
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    # Fixed margins: a layout engine would cost a second full draw per figure.
+    fig = Figure(figsize=(width, height), dpi=90)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9, wspace=0.3, hspace=0.3)
+    return fig
 
 
 def _plot_losses(history: dict[str, list[float]]):
@@ -415,8 +418,9 @@ def _log_image_grids(mlflow, det, Xt_eval, image_shape, n: int = 16) -> None:
             log.warning("could not log reconstructions: %s", exc)
 
 
-def _run_tracked(mlflow, model, det, X, X_eval, y, *, image, image_shape, log_model: bool, params, uri) -> None:
-    """Everything inside the active run, after it was opened."""
+def _run_tracked(mlflow, model, det, X, X_eval, y, *, image, image_shape, log_model: bool, params, uri,
+                 state: dict) -> None:
+    """Everything inside the active run, after it was opened; sets ``state["fitted"]`` after the fit."""
     mlflow.log_params(params)
     shape = _shape(X)
     mlflow.log_params({"n_samples": shape[0], "n_features": int(np.prod(shape[1:])) if len(shape) > 1 else 1,
@@ -434,6 +438,7 @@ def _run_tracked(mlflow, model, det, X, X_eval, y, *, image, image_shape, log_mo
         model.fit(X)
     finally:
         det.set_params(callbacks=user_callbacks)
+    state["fitted"] = True
     fit_s = time.perf_counter() - start
     mlflow.log_metrics({"fit_time_s": fit_s, "n_epochs": float(getattr(det, "n_epochs_", 0))})
     mlflow.set_tag("gananomaly.fitted_device", str(getattr(det, "device_", "")))
@@ -585,20 +590,19 @@ def tracked_fit(
 
         run_id = run.info.run_id
         status = "FINISHED"
-        fitted = False
+        state = {"fitted": False}
         try:
             _run_tracked(mlflow, model, det, X, X_eval, y, image=image, image_shape=image_shape,
-                         log_model=log_model, params=params, uri=uri)
+                         log_model=log_model, params=params, uri=uri, state=state)
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            fitted = hasattr(det, "offset_") and hasattr(det, "history_")
             tracking_down = isinstance(exc, Exception) and _is_tracking_error(exc)
             if not tracking_down:
                 _record_error(mlflow, run_id, exc)
             with contextlib.suppress(Exception):
                 mlflow.end_run(status)
             if tracking_down:
-                if not fitted:
+                if not state["fitted"]:
                     model.fit(X)
                 raise _unavailable(model, uri, experiment, exc) from exc
             raise

@@ -63,7 +63,7 @@ def wine(rare_class: int = 2, n_rare: int = 10, random_state: int = 0) -> pd.Dat
 
 _CHANNEL_DEVICES = {"web": "desktop", "app": "mobile", "store": "pos"}
 _TIER_AMOUNT = {"basic": (3.0, 0.25), "plus": (4.5, 0.25), "premium": (6.0, 0.25)}  # log-amount mean, std
-_COUNTRIES = ["DE", "FR", "IT", "ES", "NL"]
+_COUNTRIES = ["DE", "FR"]
 
 
 def _normal_rows(rng: np.random.RandomState, n: int) -> dict[str, np.ndarray]:
@@ -76,7 +76,7 @@ def _normal_rows(rng: np.random.RandomState, n: int) -> dict[str, np.ndarray]:
     n_items = rng.poisson(3, size=n) + 1
     duration = 30.0 * n_items + 5.0 * rng.randn(n)  # seconds; tied to the basket size
     age = np.clip(rng.normal(40, 12, size=n), 18, 90)
-    country = rng.choice(_COUNTRIES, size=n)
+    country = rng.choice(_COUNTRIES, size=n, p=[0.6, 0.4])
     return {"channel": channel, "device": device, "tier": tier, "amount": amount, "n_items": n_items,
             "duration_s": duration, "customer_age": age, "country": country}
 

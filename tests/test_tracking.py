@@ -177,6 +177,22 @@ def test_tracked_fit_leaves_caller_tracking_uri_alone(data, store, monkeypatch):
     assert fluent._active_experiment_id == active_experiment  # the caller's active experiment is untouched
 
 
+def test_tracked_fit_inside_an_active_run_is_nested(data, store):
+    mlflow.set_tracking_uri(store)
+    try:
+        with mlflow.start_run(experiment_id=MlflowClient().create_experiment("outer")) as parent:
+            _, run_id = tracked_fit(small_detector(), data[0], experiment="outer", tracking_uri=store,
+                                    log_model=False)
+            still_active = mlflow.active_run().info.run_id
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert still_active == parent.info.run_id
+    child = MlflowClient(store).get_run(run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.info.status == "FINISHED"
+    assert MlflowClient(store).get_run(parent.info.run_id).info.status == "FINISHED"
+
+
 def test_tracked_fit_pipeline_on_dataframe(data, store):
     X, X_eval, y_eval = data
     cols = ["temp", "pressure", "flow", "speed"]
@@ -380,3 +396,16 @@ def test_image_input_logs_grids_and_serves_arrays(store):
     finally:
         mlflow.set_tracking_uri(None)
     np.testing.assert_allclose(pf.predict(X_eval)["score"].to_numpy(), det.score_samples(X_eval), atol=1e-6)
+
+
+def test_demo_tracking_without_store_still_reports(data, monkeypatch, capsys):
+    from gananomaly.demo import demo_tracking
+
+    X, X_eval, y_eval = data
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = demo_tracking(small_detector(), X, X_eval, y_eval, experiment="demo", tracking_uri=uri)
+    out = capsys.readouterr().out
+    assert result["run"] is None
+    assert f"warning: MLflow tracking store {uri!r} is unreachable" in out
+    assert "(not tracked)" in out and "IsolationForest (reference)" in out
+    assert hasattr(result["detector"], "offset_")
