@@ -75,7 +75,7 @@ def _meta(args: argparse.Namespace, plan: dict) -> dict:
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "sklearn": sklearn.__version__, "pyod": pyod_version, "gananomaly": gananomaly.__version__,
         "load_average_at_start": list(os.getloadavg()),
-        "seeds": list(range(plan["seeds"])),
+        "seeds": list(range(args.seed_start, args.seed_start + plan["seeds"])),
         "peer_epochs": {k: (v if v is not None else "default") for k, v in plan["peer_epochs"].items()},
         "peer_max_seeds": {k: v for k, v in plan["peer_max_seeds"].items() if v is not None},
         "peer_datasets": {k: v for k, v in plan["peer_datasets"].items() if v is not None},
@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> dict:
         plan["peer_epochs"] = {k: args.peer_epochs for k in plan["peer_epochs"]}
     _contestants.PEER_EPOCHS.update(plan["peer_epochs"])
     names = args.datasets.split(",") if args.datasets else _datasets.names(args.quick)
-    seeds = list(range(plan["seeds"]))
+    seeds = list(range(args.seed_start, args.seed_start + plan["seeds"]))
+    if args.no_sweep:
+        plan["sweep"] = False
     started = time.monotonic()
     deadline = time.time() + 60 * args.budget_minutes if args.budget_minutes else None
 
@@ -155,10 +157,49 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def merge(parts: list[dict]) -> dict:
+    """Merge results of runs split over processes (e.g. by ``--seed-start``): quality runs
+    are united (the first part wins on duplicates) and re-aggregated; every other section
+    comes from the first part that has it."""
+    results = {k: v for k, v in parts[0].items() if k != "quality"}
+    for part in parts[1:]:
+        for key, value in part.items():
+            if key not in results and key != "quality":
+                results[key] = value
+    quality = [p["quality"] for p in parts if p.get("quality")]
+    if quality:
+        seen: set = set()
+        runs, errors, datasets = [], [], {}
+        for q in quality:
+            for r in q["runs"]:
+                key = (r["dataset"], r["seed"], r["contestant"], r["column"])
+                if key not in seen:
+                    seen.add(key)
+                    runs.append(r)
+            errors += q["errors"]
+            for d in q["datasets"]:
+                datasets.setdefault(d["name"], d)
+        done = {(r["dataset"], r["seed"], r["contestant"]) for r in runs}
+        errors = [e for e in errors if (e["dataset"], e["seed"], e["contestant"]) not in done]
+        real = list(dict.fromkeys(n for q in quality for n in q["real_datasets"]))
+        generated = list(dict.fromkeys(n for q in quality for n in q["generated_datasets"]))
+        summary = _quality.summarise(runs)
+        results["quality"] = {
+            "datasets": list(datasets.values()), "runs": runs, "errors": errors, "summary": summary,
+            "leaderboard_real": _quality.leaderboard(summary, real) if real else [],
+            "leaderboard_generated": _quality.leaderboard(summary, generated) if generated else [],
+            "real_datasets": real, "generated_datasets": generated,
+        }
+        results["meta"] = dict(results["meta"], seeds=sorted({r["seed"] for r in runs}))
+    return results
+
+
 def rerender(args: argparse.Namespace) -> None:
-    """Regenerate RESULTS.md (and the targets) from a results.json."""
-    results = json.loads(Path(args.results).read_text())
+    """Regenerate RESULTS.md (and the targets) from one or more results.json files."""
+    results = merge([json.loads(Path(p).read_text()) for p in args.results])
     results["targets"] = _report.targets(results)
+    if args.out_json:
+        _write_atomic(Path(args.out_json), json.dumps(results, indent=1, default=float))
     md_path = Path(args.results_md) if args.results_md else HERE / "RESULTS.md"
     _write_atomic(md_path, _report.markdown(results, _notes()))
     print(_report.console(results))
@@ -174,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE / "out"), help="directory for results.json (default: benchmarks/out)")
     p.add_argument("--results-md", default=None, help="where to write RESULTS.md")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the plan)")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed (to split a run over processes)")
+    p.add_argument("--no-sweep", action="store_true", help="leave out the epoch and network-size probes")
     p.add_argument("--datasets", default=None, help="comma-separated data set names (default: all, or the quick set)")
     p.add_argument("--peer-epochs", type=int, default=None, help="cap the epochs of PyOD's GAN detectors")
     p.add_argument("--budget-minutes", type=float, default=None,
@@ -186,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--note", default="", help="free text recorded in the results (e.g. machine load)")
     r = sub.add_parser("report", help="regenerate RESULTS.md from a results.json")
-    r.add_argument("results", help="path of results.json")
+    r.add_argument("results", nargs="+", help="results.json file(s); several are merged")
+    r.add_argument("--out-json", default=None, help="also write the merged results here")
     r.add_argument("--results-md", default=None, help="where to write RESULTS.md (default: benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.command == "run":

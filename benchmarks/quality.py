@@ -39,7 +39,7 @@ def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict
     runs: list[dict] = []
     errors: list[dict] = []
     for order, contestant in enumerate(entrants):
-        if contestant.max_seeds is not None and seed_index >= contestant.max_seeds:
+        if contestant.max_seeds is not None and seed >= contestant.max_seeds:
             continue
         if contestant.datasets is not None and name not in contestant.datasets:
             continue

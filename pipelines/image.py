@@ -300,6 +300,7 @@ def fit_images(
     experiment: str = "gananomaly-images",
     run_name: str | None = None,
     tracking_uri: str | None = None,
+    log_model: bool = True,
 ) -> dict[str, Any]:
     """Fit a detector on the normal images of ``source``, evaluate, log, save.
 
@@ -322,6 +323,8 @@ def fit_images(
         Log the run with :func:`gananomaly.tracking.tracked_fit` (skipped when the
         tracking module is not installed).
     experiment, run_name, tracking_uri : MLflow settings.
+    log_model : bool, default=True
+        Also log the model as an MLflow artifact (it is saved to ``model_dir`` either way).
 
     Returns
     -------
@@ -353,7 +356,7 @@ def fit_images(
             experiment=experiment, run_name=run_name, tracking_uri=tracking_uri,
             extra_params={"data.source": str(source), "data.mode": mode, "data.n_train": len(train.images),
                           "data.skipped": len(train.skipped) + (len(test.skipped) if test else 0)},
-            image_shape=tuple(train.images.shape[1:]),
+            image_shape=tuple(train.images.shape[1:]), log_model=log_model,
         )
     else:
         if mlflow:

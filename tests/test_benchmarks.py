@@ -110,3 +110,28 @@ def test_quick_run_end_to_end(tmp_path):
     assert all(m.get("peak_rss_mib", 0) > 0 for m in results["memory"]), results["memory"]
     assert results["gpu"]["measured"] in (True, False)
     assert {t["name"] for t in results["targets"]} == set(report.TARGETS)
+
+
+def test_merge_unites_runs_split_over_processes():
+    from benchmarks.__main__ import merge
+
+    runs = _fake_runs()
+    meta = {"seeds": [0, 1, 2]}
+
+    def part(rs, speed=None):
+        summary = quality.summarise(rs)
+        out = {"meta": meta, "quality": {"runs": rs, "errors": [], "summary": summary,
+                                         "datasets": [{"name": "a"}], "real_datasets": ["a", "b"],
+                                         "generated_datasets": [], "leaderboard_real": []}}
+        if speed is not None:
+            out["speed"] = speed
+        return out
+
+    first = [r for r in runs if r["seed"] < 2]
+    second = [r for r in runs if r["seed"] >= 1]  # seed 1 in both parts: counted once
+    merged = merge([part(first, speed={"score": []}), part(second)])
+    assert merged["speed"] == {"score": []}
+    assert len(merged["quality"]["runs"]) == len(runs)
+    assert merged["meta"]["seeds"] == [0, 1, 2]
+    top = merged["quality"]["leaderboard_real"][0]
+    assert top["entry"] == "ours gan/izif [combined]" and top["n_seeds"] == 3

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -116,3 +117,24 @@ def test_divergence_is_reported_with_the_epoch(blobs):
     det = GANAnomalyDetector(epochs=3, learning_rate=1e6, objective="wgan-gp", gp_weight=1e12, random_state=0)
     with pytest.raises(FloatingPointError, match=r"diverged: .* epoch \d"):
         det.fit(X)  # ... but absurd optimiser settings do
+
+
+def test_generator_collapse_is_warned_with_the_epoch(blobs, monkeypatch):
+    import gananomaly.training as training
+
+    X_train = blobs[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", training.GeneratorCollapseWarning)
+        GANAnomalyDetector(epochs=3, random_state=0).fit(X_train)  # a healthy generator: no warning
+    # A generator whose output weights are frozen at zero produces one constant sample.
+    original = training.Trainer._gan_phase
+
+    def collapsed(self):
+        with torch.no_grad():
+            self.gen.out.weight.zero_()
+            self.gen.out.weight.requires_grad_(False)
+        original(self)
+
+    monkeypatch.setattr(training.Trainer, "_gan_phase", collapsed)
+    with pytest.warns(training.GeneratorCollapseWarning, match=r"collapsed: at GAN epoch 2"):
+        GANAnomalyDetector(epochs=3, random_state=0).fit(X_train)

@@ -70,7 +70,7 @@ def test_image_input_selects_conv_networks(grey, objective, encoder):
     assert isinstance(det.discriminator_, ConvDiscriminator)
     d_mods = list(det.discriminator_.modules())
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d_mods)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in det.generator_.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in det.generator_.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in det.encoder_.modules()) or det.arch_["size"] == 8
     has_sn = any(torch.nn.utils.parametrize.is_parametrized(m) for m in d_mods)
     assert has_sn == (objective == "gan")

@@ -1,0 +1,178 @@
+"""pipelines.image: folders and arrays in, model + per-file CSV + AUROC per defect kind out."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import gananomaly
+from gananomaly.cli import main
+from pipelines.image import auroc_per_kind, fit_images, load_image_source, score_images
+
+PARAMS = {"epochs": 30, "encoder_epochs": 30, "random_state": 0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tests/test_images.py
+    yield
+    torch.set_num_threads(before)
+
+
+def _normal(rng, size=16):
+    """A smooth diagonal gradient with a little noise: every normal image looks alike."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = 100 + 5 * (yy + xx) + rng.normal(0, 3, (size, size))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _spot(rng, size=16):
+    img = _normal(rng, size).copy()
+    y, x = rng.randint(2, size - 6, 2)
+    img[y : y + 5, x : x + 5] = 255
+    return img
+
+
+def _save(arr, path, mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode=mode if arr.ndim == 2 else "RGB").save(path)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.RandomState(0)
+    for i in range(60):
+        _save(_normal(rng), root / "train" / f"n{i:03d}.png")
+    for i in range(15):
+        _save(_normal(rng), root / "test" / "normal" / f"n{i:03d}.png")
+        _save(_spot(rng), root / "test" / "spot" / f"s{i:03d}.png")
+    for i in range(10):
+        inverted = 255 - _normal(rng)
+        _save(inverted, root / "test" / "inverted" / f"v{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = fit_images(folder, out / "model", scores_csv=out / "scores.csv", params=PARAMS, mlflow=False)
+    return result, out
+
+
+def test_folder_fit_evaluates_per_kind_and_writes_outputs(folder, fitted):
+    result, out = fitted
+    det = result["model"]
+    assert det.image_shape_ == (1, 16, 16) and det.arch_["kind"] == "conv"
+    assert result["run_id"] is None and result["skipped"] == []
+    assert set(result["auroc"]) == {"spot", "inverted", "all"}
+    assert result["auroc"]["spot"] >= 0.9 and result["auroc"]["inverted"] >= 0.9, result["auroc"]
+    csv = pd.read_csv(out / "scores.csv")
+    assert len(csv) == 40
+    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "combined", "decision", "is_outlier",
+                                 "kind"]
+    assert csv["file"].iloc[0] == "test/inverted/v000.png"
+    assert set(csv["kind"]) == {"normal", "spot", "inverted"}
+    # no temporary files left behind next to the outputs
+    assert sorted(p.name for p in out.iterdir()) == ["model", "scores.csv"]
+    loaded = gananomaly.load(out / "model")
+    np.testing.assert_allclose(loaded.score_components(result["scores"].pipe(lambda _: load_image_source(
+        folder, split="test").images))["combined"], csv["combined"], rtol=0, atol=1e-9)
+
+
+def test_score_folder_and_arrays_with_saved_model(folder, fitted, tmp_path):
+    result, out = fitted
+    frame = score_images(out / "model", folder, tmp_path / "s.csv")
+    np.testing.assert_allclose(frame["combined"], result["scores"]["combined"], rtol=0, atol=1e-12)
+    assert auroc_per_kind(list(frame["kind"]), frame["combined"].to_numpy()) == result["auroc"]
+    # a plain folder (no test/ subfolder) is scored whole, RGB files are converted to grey,
+    # other sizes resized to the model's 16x16
+    plain = tmp_path / "plain"
+    rng = np.random.RandomState(3)
+    _save(np.stack([_normal(rng, 32)] * 3, axis=-1), plain / "rgb_big.png")
+    _save(_normal(rng), plain / "grey.png")
+    frame = score_images(out / "model", plain)
+    assert list(frame["file"]) == ["grey.png", "rgb_big.png"] and np.isfinite(frame["combined"]).all()
+    # arrays must match the model's channels
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 16, 16, 3)))
+    with pytest.raises(ValueError, match=r"3 channel\(s\) \(RGB\) but this detector was fitted on images with 1"):
+        score_images(out / "model", tmp_path / "rgb.npy")
+    np.save(tmp_path / "grey.npy", np.zeros((3, 16, 16)))
+    assert len(score_images(out / "model", tmp_path / "grey.npy")) == 3
+
+
+def test_corrupt_files_reported_by_name(tmp_path, caplog):
+    rng = np.random.RandomState(1)
+    for i in range(12):
+        _save(_normal(rng), tmp_path / "data" / "train" / f"n{i}.png")
+    (tmp_path / "data" / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with caplog.at_level(logging.WARNING, logger="pipelines.image"):
+        data = load_image_source(tmp_path / "data", split="train", on_error="skip")
+    assert len(data.images) == 12 and data.skipped[0][0] == "train/broken.png"
+    assert "train/broken.png" in caplog.text
+    with pytest.raises(ValueError, match=r"1 image file\(s\) could not be read: train/broken.png"):
+        load_image_source(tmp_path / "data", split="train", on_error="raise")
+
+
+def test_mixed_sizes_are_resized_with_a_warning(tmp_path, caplog):
+    rng = np.random.RandomState(2)
+    _save(_normal(rng, 16), tmp_path / "a.png")
+    _save(_normal(rng, 24), tmp_path / "b.png")
+    _save(np.stack([_normal(rng, 16)] * 3, axis=-1), tmp_path / "c.png")
+    with caplog.at_level(logging.WARNING, logger="pipelines.image"):
+        data = load_image_source(tmp_path, split="train")
+    assert data.images.shape == (3, 1, 16, 16)
+    assert "1 image(s) had another size than 16x16" in caplog.text
+    rgb = load_image_source(tmp_path, split="train", mode="rgb", size=(8, 12))
+    assert rgb.images.shape == (3, 3, 8, 12)
+    with pytest.raises(ValueError, match="mode must be 'grey' or 'rgb'"):
+        load_image_source(tmp_path, split="train", mode="cmyk")
+
+
+def test_npz_source_with_kinds(tmp_path):
+    rng = np.random.RandomState(4)
+    train = np.stack([_normal(rng) for _ in range(40)]).astype(float)
+    test = np.stack([_normal(rng) for _ in range(10)] + [255 - _normal(rng) for _ in range(10)]).astype(float)
+    np.savez(tmp_path / "d.npz", train=train[..., None], test=test[..., None],
+             test_kinds=np.array(["normal"] * 10 + ["inverted"] * 10))
+    result = fit_images(tmp_path / "d.npz", tmp_path / "m", scores_csv=tmp_path / "s.csv", params=PARAMS,
+                        mlflow=False)
+    assert result["model"].image_shape_ == (1, 16, 16)
+    assert result["auroc"]["inverted"] >= 0.9
+    assert pd.read_csv(tmp_path / "s.csv")["file"].iloc[-1] == "d.npz:test[19]"
+    with pytest.raises(ValueError, match="has no 'train' array"):
+        np.savez(tmp_path / "bad.npz", test=test)
+        fit_images(tmp_path / "bad.npz", tmp_path / "m2", mlflow=False)
+
+
+def test_cli_fit_and_score(folder, tmp_path, capsys):
+    rc = main(["image", "fit", str(folder), "--model-dir", str(tmp_path / "m"), "--scores", str(tmp_path / "f.csv"),
+               "--epochs", "5", "--param", "encoder_epochs=5", "--no-mlflow"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "AUROC spot:" in out and (tmp_path / "f.csv").is_file()
+    rc = main(["image", "score", str(tmp_path / "m"), str(folder), "--out", str(tmp_path / "s.csv")])
+    assert rc == 0 and "scored 40 images" in capsys.readouterr().out
+    pd.testing.assert_series_equal(pd.read_csv(tmp_path / "s.csv")["combined"],
+                                   pd.read_csv(tmp_path / "f.csv")["combined"])
+    rc = main(["image", "score", str(tmp_path / "m"), str(tmp_path / "missing")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["image", "fit", str(folder), "--model-dir", str(tmp_path / "m"), "--param", "nonsense"])
+    assert rc == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about a minute, nearly all of it MLflow's store setup and logging
+def test_mlflow_run_logs_per_kind_auroc(folder, tmp_path):
+    pytest.importorskip("gananomaly.tracking")
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = fit_images(folder, tmp_path / "m", params={"epochs": 3, "encoder_epochs": 3, "random_state": 0},
+                        mlflow=True, experiment="images-test", tracking_uri=uri, log_model=False)
+    assert result["run_id"] is not None
+    metrics = MlflowClient(uri).get_run(result["run_id"]).data.metrics
+    assert metrics["auroc_kind_spot"] == pytest.approx(result["auroc"]["spot"])
+    assert "auroc_combined" in metrics
