@@ -54,6 +54,21 @@ def _notes() -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _git_revision() -> str | None:
+    """The commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
+    import subprocess
+
+    try:
+        root = HERE.parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gananomaly"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) or None
+
+
 def _meta(args: argparse.Namespace, plan: dict) -> dict:
     import sklearn
     import torch
@@ -74,6 +89,7 @@ def _meta(args: argparse.Namespace, plan: dict) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "sklearn": sklearn.__version__, "pyod": pyod_version, "gananomaly": gananomaly.__version__,
+        "git": _git_revision(),
         "load_average_at_start": list(os.getloadavg()),
         "seeds": list(range(args.seed_start, args.seed_start + plan["seeds"])),
         "peer_epochs": {k: (v if v is not None else "default") for k, v in plan["peer_epochs"].items()},

@@ -230,7 +230,7 @@ def markdown(results: dict, extra: str = "") -> str:
         f"{', '.join(f'{x:.1f}' for x in meta['load_average_at_start'])}"
         + (f"; {meta['note']}" if meta.get("note") else ""),
         f"- Versions: python {meta['python']}, torch {meta['torch']}, scikit-learn {meta['sklearn']}, "
-        f"PyOD {meta['pyod']}, gananomaly {meta['gananomaly']}",
+        f"PyOD {meta['pyod']}, gananomaly {meta['gananomaly']} (commit {meta.get('git') or 'unknown'})",
         f"- Seeds: {meta['seeds']}; PyOD epochs: {meta['peer_epochs']}; PyOD detectors limited to the first "
         f"N seeds: {meta.get('peer_max_seeds') or 'none'}; PyOD detectors limited to data sets: "
         f"{meta.get('peer_datasets') or 'none'} (PyOD AnoGAN's fit runs 20 Adam steps per training row, one row at "

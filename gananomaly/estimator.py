@@ -278,9 +278,17 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     def _persist_extra(self) -> dict[str, Any]:
         """Fitted image settings for :mod:`gananomaly.persistence` (empty for 2-D input)."""
         shape = getattr(self, "image_shape_", None)
-        return {} if shape is None else {"image_shape": [int(v) for v in shape]}
+        extra = {} if shape is None else {"image_shape": [int(v) for v in shape]}
+        if getattr(self, "context_categories_", None) is not None:
+            extra["context_categories"] = list(self.context_categories_)
+        return extra
 
     def _load_extra(self, extra: dict[str, Any]) -> None:
+        cats = extra.get("context_categories")
+        if cats is not None and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)
+                                     and len(cats) == self.arch_.get("context_dim")):
+            raise ValueError(f"not a valid gananomaly model: bad context_categories {cats!r}")
+        self.context_categories_ = cats
         shape = extra.get("image_shape")
         if shape is not None:
             if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
@@ -305,13 +313,18 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, resume: bool = False):
+    def fit(self, X, y=None, *, context=None, resume: bool = False):
         """Train the GAN and the encoder on ``X`` (normal data); ``y`` is ignored.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : ignored
+        context : array-like of shape (n_samples,), default=None
+            A known condition of each row (class label, machine id, hour bucket...). The
+            GAN becomes conditional: G, D and E all receive the context (one-hot), and a
+            sample is scored against what is normal *for its context*. Scoring methods
+            then need the context of every row too. Tabular input only.
         resume : bool, default=False
             Continue from the checkpoint in ``checkpoint_dir`` (if one exists; otherwise
             start afresh). The checkpoint must come from the same data and parameters.
@@ -327,8 +340,13 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
         self.input_mean_, self.input_scale_ = self._fit_scaler(X)
+        ctx = self._encode_context(context, X, reset=True)
         self.arch_ = self._build_arch(X)  # before _to_tensor: images are resized to the networks' size
+        if ctx is not None:
+            self.arch_["context_dim"] = int(ctx.shape[1])
         Xt = self._to_tensor(X)
+        if ctx is not None:
+            Xt = torch.cat([Xt, ctx], dim=1)
         n = Xt.shape[0]
         batch_size = min(self.batch_size, n)
         n_batches = max(1, n // batch_size)
@@ -347,6 +365,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             gp_weight=self.gp_weight,
             kappa=self.kappa,
             amp_dtype=amp_dtype,
+            context_dim=0 if ctx is None else int(ctx.shape[1]),
         )
         callbacks = list(self.callbacks or ())
         for cb in callbacks:
@@ -398,6 +417,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             kappa=float(self.kappa),
             batch_size=65536 if device.type == "cuda" else 8192,
             amp_dtype=amp_dtype,
+            context_dim=cfg.context_dim,
         )
         raw = self._raw_scores(Xt)
         for name in _scoring.COMPONENTS:
@@ -412,6 +432,44 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self)
         return self
+
+    def _encode_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor | None:
+        """One-hot float32 tensor of the contexts (None without a context)."""
+        if reset:
+            self.context_categories_ = None
+        categories = getattr(self, "context_categories_", None)
+        if context is None:
+            if categories is not None:
+                raise ValueError("this detector was fitted with a context: pass context= (one value per row)")
+            return None
+        if not reset and categories is None:
+            raise ValueError("this detector was fitted without a context; do not pass context=")
+        if X.ndim != 2:
+            raise ValueError("context= is supported for tabular (2-D) input only")
+        values = np.asarray(context, dtype=object)
+        if values.ndim != 1 or values.shape[0] != X.shape[0]:
+            raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
+        if any(v is None or (isinstance(v, float) and v != v) for v in values):
+            raise ValueError("context contains missing values (None/NaN)")
+        keys = np.array([str(v) for v in values], dtype=object)
+        if reset:
+            categories = sorted(set(keys.tolist()))
+            self.context_categories_ = categories
+        index = {c: i for i, c in enumerate(categories)}
+        unknown = sorted(set(keys.tolist()) - set(index))
+        if unknown:
+            raise ValueError(f"context has values never seen in fit: {unknown[:10]}; known: {categories[:10]}")
+        onehot = torch.zeros(X.shape[0], len(categories))
+        onehot[torch.arange(X.shape[0]), torch.tensor([index[k] for k in keys])] = 1.0
+        return onehot
+
+    def _prepare(self, X, context) -> tuple[torch.Tensor, np.ndarray]:
+        """Validated scoring input as a tensor (with the context columns, if any)."""
+        check_is_fitted(self)
+        Xv = self._validate_input(X, reset=False)
+        ctx = self._encode_context(context, Xv, reset=False)
+        Xt = self._to_tensor(Xv)
+        return (Xt if ctx is None else torch.cat([Xt, ctx], dim=1)), Xv
 
     def _checkpoint_fingerprint(self, Xt: torch.Tensor, cfg: TrainConfig) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the data and every training setting."""
@@ -447,12 +505,14 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         """score_samples convention (higher = more normal) for the chosen component."""
         return -std[self.component]
 
-    def score_components(self, X, *, raw: bool = False) -> pd.DataFrame:
+    def score_components(self, X, *, context=None, raw: bool = False) -> pd.DataFrame:
         """Every anomaly score of every sample, higher = more anomalous.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        context : array-like of shape (n_samples,), default=None
+            Required when the detector was fitted with a context.
         raw : bool, default=False
             False: robustly standardised on the training data (0 = training median,
             1 = one training IQR), as used by ``score_samples``. True: the unstandardised
@@ -463,10 +523,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         DataFrame with columns ``discriminator``, ``reconstruction``, ``combined``,
         indexed like ``X`` when ``X`` is a DataFrame.
         """
-        check_is_fitted(self)
         index = X.index if isinstance(X, pd.DataFrame) else None
-        Xv = self._validate_input(X, reset=False)
-        rawv = self._raw_scores(self._to_tensor(Xv))
+        rawv = self._raw_scores(self._prepare(X, context)[0])
         std = self._standardise(rawv)
         cols = rawv if raw else std
         return pd.DataFrame(
@@ -475,54 +533,63 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             index=index,
         )
 
-    def score_samples(self, X) -> np.ndarray:
+    def score_samples(self, X, context=None) -> np.ndarray:
         """Minus the anomaly score chosen by ``component``: the lower, the more abnormal.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        context : array-like of shape (n_samples,), default=None
+            Required when the detector was fitted with a context.
 
         Returns
         -------
         ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        Xv = self._validate_input(X, reset=False)
-        return self._select(self._standardise(self._raw_scores(self._to_tensor(Xv))))
+        return self._select(self._standardise(self._raw_scores(self._prepare(X, context)[0])))
 
-    def decision_function(self, X) -> np.ndarray:
+    def fit_predict(self, X, y=None, *, context=None, **kwargs) -> np.ndarray:
+        """Fit on ``X`` and return its +1/-1 labels."""
+        return self.fit(X, context=context, **kwargs).predict(X, context)
+
+    def decision_function(self, X, context=None) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
-        return self.score_samples(X) - self.offset_
+        return self.score_samples(X, context) - self.offset_
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, context=None) -> np.ndarray:
         """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
-        decision = self.decision_function(X)
+        decision = self.decision_function(X, context)
         labels = np.ones(decision.shape[0], dtype=int)
         labels[decision < 0] = -1
         return labels
 
-    def generate(self, n_samples: int, *, random_state: Any = None) -> np.ndarray:
-        """Draw ``n_samples`` from the generator, in the original units of the data."""
+    def generate(self, n_samples: int, *, context=None, random_state: Any = None) -> np.ndarray:
+        """Draw ``n_samples`` from the generator, in the original units of the data.
+
+        A detector fitted with a context needs ``context`` (one value per sample)."""
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         rng = torch.Generator(device=self.device_).manual_seed(seed)
         z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
+        if getattr(self, "context_categories_", None) is not None or context is not None:
+            ctx = self._encode_context(context, np.empty((int(n_samples), 0)), reset=False)
+            z = torch.cat([z, ctx.to(self.device_)], dim=1)
         self.generator_.eval()
         with torch.inference_mode():
             out = self.generator_(z).float().cpu().numpy().astype(np.float64)
+        if out.ndim == 2:
+            out = out[:, : self.n_features_in_]
         return self._unscale(out)
 
-    def reconstruct(self, X) -> np.ndarray:
+    def reconstruct(self, X, context=None) -> np.ndarray:
         """``G(E(x))`` in the original units (no latent refinement).
 
         For convolutional networks the images come back channel-first, resized from the
         network's resolution to the fitted image size: ``(n, C, H, W)``.
         """
-        check_is_fitted(self)
-        Xv = self._validate_input(X, reset=False)
-        Xt = self._to_tensor(Xv)
+        Xt, Xv = self._prepare(X, context)
         self.generator_.eval(), self.encoder_.eval()
         outs = []
         bs = self._score_cfg(Xt).batch_size
@@ -532,6 +599,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                 n = min(bs, Xt.shape[0] - start)
                 outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
         out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)
+        if out.ndim == 2:
+            out = out[:, : self.n_features_in_]  # drop the context columns
         return self._unscale(out)
 
     # ------------------------------------------------------------------ persistence

@@ -25,6 +25,7 @@ def mlp_spec(
     joint: bool = False,
     spectral_norm: bool = False,
     dropout: float = 0.0,
+    context_dim: int = 0,
 ) -> dict[str, Any]:
     """Architecture spec for the MLP networks, with sizes derived from ``n_features``.
 
@@ -46,6 +47,7 @@ def mlp_spec(
         "joint": bool(joint),
         "spectral_norm": bool(spectral_norm),
         "dropout": float(dropout),
+        "context_dim": int(context_dim),
     }
 
 
@@ -131,18 +133,48 @@ class MLPDiscriminator(nn.Module):
         return self.out(self.features(x, z)).squeeze(1)
 
 
+class ConditionalGenerator(nn.Module):
+    """Generator conditioned on a known context ``c`` (one-hot), as a conditional GAN.
+
+    It works on *augmented* tensors so the training loop and scoring need no special
+    cases: the input is ``[z | c]`` and the output ``[G(z, c) | c]``; the context columns
+    pass through untouched and so never contribute to a residual."""
+
+    def __init__(self, inner: nn.Module, latent_dim: int):
+        super().__init__()
+        self.inner, self.latent_dim = inner, latent_dim
+
+    def forward(self, zc: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(zc), zc[:, self.latent_dim:]], dim=1)
+
+
+class ConditionalEncoder(nn.Module):
+    """Encoder conditioned on the context: ``[x | c] -> [E(x, c) | c]``."""
+
+    def __init__(self, inner: nn.Module, n_features: int):
+        super().__init__()
+        self.inner, self.n_features = inner, n_features
+
+    def forward(self, xc: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(xc), xc[:, self.n_features:]], dim=1)
+
+
 def build_networks(spec: dict[str, Any]) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Build ``(generator, discriminator, encoder)`` from an architecture spec."""
     kind = spec.get("kind")
     if kind == "mlp":
         d, k, h = spec["n_features"], spec["latent_dim"], list(spec["hidden_dims"])
-        gen = MLPGenerator(k, d, h)
+        c = int(spec.get("context_dim", 0))
+        # With a context, D sees [x | c] (and [z | c] for BiGAN): it judges x against what
+        # is normal for that context.
         disc = MLPDiscriminator(
-            d, h, latent_dim=k, joint=spec["joint"],
+            d + c, h, latent_dim=k + c, joint=spec["joint"],
             spectral_norm=spec["spectral_norm"], dropout=spec["dropout"],
         )
-        enc = MLPEncoder(d, k, h)
-        return gen, disc, enc
+        if c:
+            return (ConditionalGenerator(MLPGenerator(k + c, d, h), k), disc,
+                    ConditionalEncoder(MLPEncoder(d + c, k, h), d))
+        return MLPGenerator(k, d, h), disc, MLPEncoder(d, k, h)
     if kind == "conv":
         from gananomaly import conv  # image networks live in their own module
 

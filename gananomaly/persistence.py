@@ -293,6 +293,7 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         kappa=float(sc["kappa"]),
         batch_size=65536 if dev.type == "cuda" else 8192,
         amp_dtype=_data.resolve_precision(est.precision, dev),
+        context_dim=int(config["arch"].get("context_dim", 0)),
         loc={k: float(v) for k, v in sc["loc"].items()},
         scale={k: float(v) for k, v in sc["scale"].items()},
     )

@@ -41,6 +41,7 @@ class ScoreConfig:
     kappa: float = 1.0
     batch_size: int = 8192
     amp_dtype: torch.dtype | None = None
+    context_dim: int = 0
     loc: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=dict)
 
@@ -72,6 +73,8 @@ def _refine(gen, disc, x, z0, cfg: ScoreConfig) -> torch.Tensor:
         loss = (rec + cfg.kappa * feat).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.context_dim:
+            z.grad[:, -cfg.context_dim:] = 0  # the context is known: only the latent part moves
         opt.step()
     return z.detach()
 

@@ -65,6 +65,7 @@ class TrainConfig:
     gp_weight: float = 10.0
     kappa: float = 1.0
     amp_dtype: torch.dtype | None = None
+    context_dim: int = 0  # trailing one-hot context columns of X (conditional GAN)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -140,8 +141,12 @@ class Trainer:
         self.enc_epoch = 0
         self.step = 0
         n = X.shape[0]
-        self.data_std = X.flatten(1).std(0).mean().clamp_min(1e-12)
-        self.probe_z = torch.randn(min(512, max(n, 2)), latent_dim, device=X.device, generator=rng)
+        self.n_ctx = cfg.context_dim
+        self.data_std = self._sample_part(X).flatten(1).std(0).mean().clamp_min(1e-12)
+        n_probe = min(512, max(n, 2))
+        self.probe_z = torch.randn(n_probe, latent_dim, device=X.device, generator=rng)
+        if self.n_ctx:
+            self.probe_z = torch.cat([self.probe_z, X[torch.arange(n_probe) % n, -self.n_ctx:]], dim=1)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -200,8 +205,15 @@ class Trainer:
             self.checkpoint(self.state_dict())  # the finished state: a resume has nothing left to do
         return self.history
 
-    def _sample_z(self, m: int) -> torch.Tensor:
-        return torch.randn(m, self.latent_dim, device=self.X.device, generator=self.rng)
+    def _sample_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The sample columns of an augmented ``[x | c]`` tensor."""
+        return x[:, : x.shape[1] - self.n_ctx] if self.n_ctx else x
+
+    def _sample_z(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent codes for a batch; a conditional GAN's fakes get the batch's contexts, so
+        D compares real and generated samples of the same contexts."""
+        z = torch.randn(x.shape[0], self.latent_dim, device=self.X.device, generator=self.rng)
+        return torch.cat([z, x[:, -self.n_ctx:]], dim=1) if self.n_ctx else z
 
     def _d_inputs(self, x: torch.Tensor, z: torch.Tensor):
         """Real and fake inputs to D: samples alone, or (sample, code) pairs for BiGAN."""
@@ -222,10 +234,9 @@ class Trainer:
             d_count = g_count = 0
             for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device):
                 x = X[idx]
-                m = x.shape[0]
                 # Discriminator step.
                 with amp:
-                    real, fake = self._d_inputs(x, self._sample_z(m))
+                    real, fake = self._d_inputs(x, self._sample_z(x))
                     real = tuple(t.detach() for t in real)
                     fake = tuple(t.detach() for t in fake)
                     d_real, d_fake = disc_net(*real).float(), disc_net(*fake).float()
@@ -247,7 +258,7 @@ class Trainer:
                 for p in disc_net.parameters():
                     p.requires_grad_(False)
                 with amp:
-                    real, fake = self._d_inputs(x, self._sample_z(m))
+                    real, fake = self._d_inputs(x, self._sample_z(x))
                     d_fake = disc_net(*fake).float()
                     g_loss = -d_fake.mean() if wgan else bce(d_fake, torch.ones_like(d_fake))
                     e_loss = torch.zeros((), device=device)
@@ -264,7 +275,8 @@ class Trainer:
                 g_count += 1
             with torch.no_grad():
                 gen_net.eval()
-                ratio = float(gen_net(self.probe_z).float().flatten(1).std(0).mean() / self.data_std)
+                probe = self._sample_part(gen_net(self.probe_z).float())
+                ratio = float(probe.flatten(1).std(0).mean() / self.data_std)
                 gen_net.train()
             logs = {
                 "phase": "gan",

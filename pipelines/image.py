@@ -490,10 +490,10 @@ def run_image_demo(
             det = detector().fit(X_train)
             fit_s = time.perf_counter() - start
             iforest = IsolationForest(random_state=seed).fit(X_train.reshape(len(X_train), -1))
-            rows[f"digit {int(digit)}"] = row(det, iforest, X_test, y_test, fit_s)
+            name = f"digit {int(digit)}"
+            rows[name] = row(det, iforest, X_test, y_test, fit_s)
             if verbose:
-                print(f"digit {int(digit)}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[f"digit {int(digit)}"].items()),
-                      flush=True)
+                print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items()), flush=True)
         table = pd.DataFrame(rows).T
         table.loc["mean"] = table.mean()
     elif task == "texture":

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -863,8 +864,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.experiment:
         config.experiment = args.experiment
-    result = fit_tabular(config, output_dir=args.output, mlflow=False if args.no_mlflow else None,
-                         tracking_uri=args.tracking_uri)
+    try:
+        result = fit_tabular(config, output_dir=args.output, mlflow=False if args.no_mlflow else None,
+                             tracking_uri=args.tracking_uri)
+    except ConnectionError as exc:  # tracking store down: the fitted model was saved locally instead
+        print(f"gananomaly tabular fit: error: {exc} (or run with --no-mlflow)", file=sys.stderr)
+        return 1
     _print_result(result)
     return 0
 

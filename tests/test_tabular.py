@@ -228,6 +228,26 @@ def test_cli_fit_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_fit_with_tracking_server_down_exits_1_and_keeps_the_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = write_toml(tmp_path / "c.toml", f"""
+name = "down"
+[data]
+builtin = "mixed"
+options = {{ n_samples = 120 }}
+id_columns = ["order_id"]
+drop_columns = ["anomaly_kind"]
+label_column = "is_anomaly"
+[detector]
+{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
+""")
+    rc = main(["tabular", "fit", "--config", str(cfg), "--tracking-uri", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "127.0.0.1:9" in err and "--no-mlflow" in err
+    saved = list((tmp_path / "gananomaly-untracked").iterdir())
+    assert len(saved) == 1 and (saved[0] / "pipeline.json").is_file()
+
+
 # ------------------------------------------------------------------------------ MLflow
 def test_fit_logs_the_pipeline_to_mlflow(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
