@@ -199,11 +199,14 @@ def _speed_md(results: dict) -> list[str]:
             lines.append("")
     mem = results.get("memory")
     if mem:
-        lines += ["### Peak resident memory (each in a fresh process: fit on 2,000 rows, then score)", "",
+        lines += ["### Peak resident memory (each in a fresh process: fit on 2,000 rows, then score; Linux VmHWM)", "",
+                  "`growth while scoring` is the peak while scoring minus the resident size just before it "
+                  "(input array included in both).", "",
                   _table(["detector", "rows scored", "input MiB", "peak RSS MiB", "growth while scoring MiB"],
                          [[m["what"], f"{m['n_rows']:,}", f"{m.get('input_mib', 0):.0f}",
                            f"{m['peak_rss_mib']:.0f}" if "peak_rss_mib" in m else m.get("error", "?")[:60],
-                           f"{m.get('scoring_growth_mib', float('nan')):.0f}"] for m in mem]), ""]
+                           f"{m['scoring_growth_mib']:.0f}" if m.get("scoring_growth_mib") is not None else "–"]
+                          for m in mem]), ""]
     gpu = results.get("gpu") or {}
     lines += ["### GPU", ""]
     if gpu.get("measured"):

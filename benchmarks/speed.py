@@ -181,21 +181,46 @@ def _run_refinement(n_rows_ours: int, n_rows_anogan: int, steps: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- memory
+def _vm_hwm_mib() -> float:
+    """Peak resident set of this process image (``VmHWM``), MiB. Unlike ``ru_maxrss`` it
+    is not inherited from the parent across fork + exec."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("VmHWM not found in /proc/self/status")
+
+
+def _reset_hwm() -> bool:
+    """Reset the peak-RSS mark (Linux ``clear_refs`` 5); False where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def _rss_child(what: str, n_rows: int, n_threads: int) -> dict:
     """Runs in a fresh interpreter: fit on 2,000 rows, then score ``n_rows``; report the
-    peak RSS before and after scoring (``ru_maxrss``, KiB on Linux)."""
-    import resource
+    peak RSS of the whole process and the peak while scoring (Linux ``/proc``)."""
+    import gc
 
     import torch
 
     torch.set_num_threads(n_threads)
     X_fit = make_data(2_000, seed=1)
-    X = make_data(n_rows, seed=2)
     model = _ours(epochs=1).fit(X_fit) if what == "ours" else _iforest(n_threads).fit(X_fit)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    X = make_data(n_rows, seed=2)
+    gc.collect()
+    before = _vm_hwm_mib()
+    reset = _reset_hwm()
+    with open("/proc/self/status") as fh:
+        current = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
     model.score_samples(X)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"what": what, "n_rows": n_rows, "peak_rss_mib": after / 1024, "peak_rss_before_scoring_mib": before / 1024,
+    peak_scoring = _vm_hwm_mib()
+    return {"what": what, "n_rows": n_rows, "rss_before_scoring_mib": current,
+            "peak_rss_mib": max(before, peak_scoring), "peak_while_scoring_mib": peak_scoring if reset else None,
             "input_mib": X.nbytes / 2**20}
 
 
@@ -213,11 +238,14 @@ def run_memory(sizes: Sequence[int], n_threads: int, *, progress: Callable[[str]
                 rows.append({"what": what, "n_rows": int(n), "error": proc.stderr.strip()[-500:]})
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
-            row["scoring_growth_mib"] = row["peak_rss_mib"] - row["peak_rss_before_scoring_mib"]
+            if row["peak_while_scoring_mib"] is not None:
+                row["scoring_growth_mib"] = row["peak_while_scoring_mib"] - row["rss_before_scoring_mib"]
             rows.append(row)
             if progress is not None:
+                growth = row.get("scoring_growth_mib")
                 progress(f"memory {what:8s} {n:>9,d} rows: peak RSS {row['peak_rss_mib']:8.1f} MiB "
-                         f"(+{row['scoring_growth_mib']:.1f} MiB while scoring; input {row['input_mib']:.1f} MiB)")
+                         f"(+{growth if growth is not None else float('nan'):.1f} MiB while scoring; "
+                         f"input {row['input_mib']:.1f} MiB)")
     return rows
 
 

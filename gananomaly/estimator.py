@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import math
+import os
 from numbers import Integral, Real
 from typing import Any
 
@@ -17,11 +17,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from gananomaly import checkpoint as _ckpt
 from gananomaly import data as _data
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
 from gananomaly.networks import build_networks, mlp_spec
-from gananomaly import checkpoint as _ckpt
 from gananomaly.training import Callback, TrainConfig, Trainer
 
 __all__ = ["GANAnomalyDetector"]
@@ -130,6 +130,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     generator_, discriminator_, encoder_ : torch.nn.Module
     offset_ : float
     n_features_in_ : int
+        For images: ``C * H * W`` of the training images.
+    image_shape_ : tuple (C, H, W) or None
+        Channel-first shape of the training images (None for 2-D input); scoring input must
+        have the same channels and size.
     feature_names_in_ : ndarray of str (only when fitted on a DataFrame with string columns)
     history_ : dict of lists
         Per-epoch ``d_loss``, ``g_loss``, ``g_std_ratio`` and ``e_loss``.

@@ -657,6 +657,10 @@ def compare_runs(experiment: str, *, sort_by: str = "auroc_combined", tracking_u
     if max_runs < 1:
         raise ValueError(f"max_runs must be >= 1, got {max_runs}")
     uri = resolve_tracking_uri(tracking_uri)
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if db is not None and db != ":memory:" and not os.path.exists(db):
+        # Reading must not create an empty store as a side effect.
+        raise ValueError(f"no MLflow store at {uri} ({os.path.abspath(db)} does not exist)")
     _probe_http(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)

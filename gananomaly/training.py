@@ -96,8 +96,23 @@ def _check_finite(logs: dict[str, Any]) -> None:
             )
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> Iterable[torch.Tensor]:
+def _world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed, (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device,
+             rank: int = 0, world: int = 1) -> Iterable[torch.Tensor]:
     perm = torch.randperm(n, generator=gen, device=device)
+    if world > 1:
+        # Every process draws the same permutation and takes its own equal share, so
+        # each optimiser step sees world x batch_size distinct rows.
+        perm = perm[: n - n % world][rank::world]
+        n = perm.shape[0]
     # Drop a ragged tail smaller than half a batch: tiny batches make noisy D steps.
     stop = n if n <= batch_size else n - (n % batch_size if n % batch_size < batch_size // 2 else 0)
     for start in range(0, stop, batch_size):
@@ -127,6 +142,12 @@ class Trainer:
     ):
         self.gen, self.disc, self.enc = gen_net, disc_net, enc_net
         self.X, self.latent_dim, self.cfg, self.rng = X, latent_dim, cfg, rng
+        self.rank, self.world = _world()
+        # Noise differs between processes (shuffling does not): a generator of its own per rank.
+        self.z_rng = rng
+        if self.world > 1:
+            base = int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device))
+            self.z_rng = torch.Generator(device=X.device).manual_seed(base + self.rank)
         self.estimator, self.callbacks, self.progress = estimator, list(callbacks), progress
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.joint = cfg.encoder == "bigan"
@@ -160,6 +181,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_e": self.opt_e.state_dict(),
             "rng": self.rng.get_state(),
+            "z_rng": self.z_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "gan_epoch": self.gan_epoch,
             "enc_epoch": self.enc_epoch,
@@ -178,6 +200,8 @@ class Trainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_e.load_state_dict(state["opt_e"])
         self.rng.set_state(state["rng"])
+        if "z_rng" in state:
+            self.z_rng.set_state(state["z_rng"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.X.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.X.device)
@@ -188,10 +212,39 @@ class Trainer:
         if self.progress is not None:
             self.progress.update(self.gan_epoch + self.enc_epoch)
 
+    def _sync(self, opt: torch.optim.Optimizer) -> None:
+        """Data parallelism: average every gradient over the processes before the step, as
+        DistributedDataParallel does, so all replicas stay identical."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def _mean_over_ranks(self, logs: dict[str, Any]) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        keys = [k for k, v in logs.items() if isinstance(v, float)]
+        values = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=self.X.device)
+        dist.all_reduce(values)
+        for k, v in zip(keys, (values / self.world).tolist()):
+            logs[k] = v
+
     def _after_epoch(self, logs: dict[str, Any], done: int) -> None:
         for cb in self.callbacks:
             cb.on_epoch_end(self.estimator, logs)
-        if self.checkpoint is not None and self.checkpoint_every and done % self.checkpoint_every == 0:
+        if self.checkpoint is not None and self.checkpoint_every and done % self.checkpoint_every == 0 \
+                and self.rank == 0:
             self.checkpoint(self.state_dict())
 
     # ---------------------------------------------------------------- phases
@@ -201,7 +254,7 @@ class Trainer:
         if not self.joint:
             self._encoder_phase()
         self.gen.eval(), self.disc.eval(), self.enc.eval()
-        if self.checkpoint is not None and self.checkpoint_every:
+        if self.checkpoint is not None and self.checkpoint_every and self.rank == 0:
             self.checkpoint(self.state_dict())  # the finished state: a resume has nothing left to do
         return self.history
 
@@ -212,7 +265,7 @@ class Trainer:
     def _sample_z(self, x: torch.Tensor) -> torch.Tensor:
         """Latent codes for a batch; a conditional GAN's fakes get the batch's contexts, so
         D compares real and generated samples of the same contexts."""
-        z = torch.randn(x.shape[0], self.latent_dim, device=self.X.device, generator=self.rng)
+        z = torch.randn(x.shape[0], self.latent_dim, device=self.X.device, generator=self.z_rng)
         return torch.cat([z, x[:, -self.n_ctx:]], dim=1) if self.n_ctx else z
 
     def _d_inputs(self, x: torch.Tensor, z: torch.Tensor):
@@ -232,7 +285,7 @@ class Trainer:
         for epoch in range(self.gan_epoch, cfg.epochs):
             d_sum = g_sum = e_sum = 0.0
             d_count = g_count = 0
-            for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device):
+            for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device, self.rank, self.world):
                 x = X[idx]
                 # Discriminator step.
                 with amp:
@@ -245,9 +298,10 @@ class Trainer:
                     else:
                         d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
                 if wgan:
-                    d_loss = d_loss + cfg.gp_weight * _gradient_penalty(disc_net, real, fake, self.rng)
+                    d_loss = d_loss + cfg.gp_weight * _gradient_penalty(disc_net, real, fake, self.z_rng)
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
+                self._sync(self.opt_d)
                 self.opt_d.step()
                 d_sum += float(d_loss.detach())
                 d_count += 1
@@ -267,6 +321,7 @@ class Trainer:
                         e_loss = d_real.mean() if wgan else bce(d_real, torch.zeros_like(d_real))
                 self.opt_g.zero_grad(set_to_none=True)
                 (g_loss + e_loss).backward()
+                self._sync(self.opt_g)
                 self.opt_g.step()
                 for p in disc_net.parameters():
                     p.requires_grad_(True)
@@ -287,6 +342,7 @@ class Trainer:
             }
             if joint:
                 logs["e_loss"] = e_sum / max(g_count, 1)
+            self._mean_over_ranks(logs)
             _check_finite(logs)
             for key in ("d_loss", "g_loss", "g_std_ratio") + (("e_loss",) if joint else ()):
                 self.history[key].append(logs[key])
@@ -318,7 +374,7 @@ class Trainer:
         try:
             for epoch in range(self.enc_epoch, cfg.encoder_epochs):
                 total, count = 0.0, 0
-                for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device):
+                for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device, self.rank, self.world):
                     x = X[idx]
                     with amp:
                         x_hat = gen_net(enc_net(x))
@@ -329,10 +385,12 @@ class Trainer:
                             )
                     self.opt_e.zero_grad(set_to_none=True)
                     loss.backward()
+                    self._sync(self.opt_e)
                     self.opt_e.step()
                     total += float(loss.detach())
                     count += 1
                 logs = {"phase": "encoder", "epoch": epoch, "e_loss": total / max(count, 1)}
+                self._mean_over_ranks(logs)
                 _check_finite(logs)
                 self.history["e_loss"].append(logs["e_loss"])
                 self.enc_epoch = epoch + 1

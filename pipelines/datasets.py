@@ -83,21 +83,21 @@ def _normal_rows(rng: np.random.RandomState, n: int) -> dict[str, np.ndarray]:
 
 def _plant(rng: np.random.RandomState, rows: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
     """Turn the rows ``idx`` into anomalies of four kinds; returns the kind of each."""
-    kinds = np.array(["category_combination", "amount_for_tier", "duration_for_items", "numeric_range"],
+    kinds = np.array(["category_combination", "amount_range", "duration_for_items", "numeric_range"],
                      dtype=object)[np.arange(len(idx)) % 4]
     for i, kind in zip(idx, kinds):
         if kind == "category_combination":
             # every value is common on its own; the pair never occurs in normal data
             channel = rows["channel"][i]
             rows["device"][i] = rng.choice([d for c, d in _CHANNEL_DEVICES.items() if c != channel])
-        elif kind == "amount_for_tier":
-            # a premium-sized amount on a basic account (both common on their own)
+        elif kind == "amount_range":
+            # far above what any tier spends (premium: about 400), on a basic account
             rows["tier"][i] = "basic"
-            rows["amount"][i] = float(np.exp(6.0 + 0.25 * rng.randn()))
+            rows["amount"][i] = float(np.exp(7.5 + 0.25 * rng.randn()))
         elif kind == "duration_for_items":
             # a large basket checked out in a few seconds
             rows["n_items"][i] = int(rng.randint(8, 12))
-            rows["duration_s"][i] = float(rng.uniform(5, 20))
+            rows["duration_s"][i] = float(rng.uniform(1, 5))
         else:
             # customer age and basket size far outside the normal ranges
             rows["customer_age"][i] = float(rng.uniform(110, 130))
@@ -114,10 +114,9 @@ def mixed_table(n_samples: int = 2000, contamination: float = 0.05, missing_rate
     ``app``: ``mobile``, ``store``: ``pos``), the amount depends on the account tier, the checkout duration is about
     30 s per item. Anomalies break exactly one rule each, in four kinds:
     ``category_combination`` (a channel with another channel's device, e.g. a store
-    purchase from a phone),
-    ``amount_for_tier`` (a premium amount on a basic account), ``duration_for_items``
-    (a large basket checked out in seconds) and ``numeric_range`` (age and basket size far
-    outside the normal range).
+    purchase from a phone), ``amount_range`` (an amount far above every tier's, on a basic
+    account), ``duration_for_items`` (a large basket checked out in seconds) and
+    ``numeric_range`` (age and basket size far outside the normal range).
 
     Parameters
     ----------

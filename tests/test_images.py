@@ -261,7 +261,7 @@ def test_digits_combined_score_beats_isolation_forest():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_conv_cuda_bf16_autocast(grey):
+def test_conv_cuda_bf16_autocast():
     X_train, X_test, y_test = digits_one_class(5, seed=0)
     det = GANAnomalyDetector(epochs=200, device="cuda", precision="auto", random_state=0).fit(X_train)
     assert det.device_.type == "cuda" and det.score_config_.amp_dtype == torch.bfloat16
@@ -269,10 +269,16 @@ def test_conv_cuda_bf16_autocast(grey):
     auroc = roc_auc_score(y_test, det.score_components(X_test)["combined"])
     assert auroc >= 0.95
     full = det.score_samples(X_test)
-    np.testing.assert_allclose(det.score_samples(X_test[:7]), full[:7], rtol=0, atol=1e-6)
+    # bf16 kernels may differ between batch shapes: close, not bit-identical (that is promised on CPU)
+    np.testing.assert_allclose(det.score_samples(X_test[:7]), full[:7], rtol=0, atol=1e-2)
     X_rgb = np.random.RandomState(0).rand(256, 3, 32, 32)
     rgb = GANAnomalyDetector(epochs=1, device="cuda", random_state=0).fit(X_rgb)
     assert np.isfinite(rgb.score_samples(X_rgb)).all()
+    from pipelines.image import conv_throughput
+
+    table = conv_throughput((32, 64), n_images=512, device="cuda", repeats=2)
+    assert set(table["device"]) == {"cuda:0"} and set(table["precision"]) == {"torch.bfloat16"}
+    assert (table["score_images_per_s"].astype(float) > 0).all()
 
 
 def test_conv_throughput_reports_images_per_second():

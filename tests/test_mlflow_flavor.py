@@ -43,7 +43,11 @@ def pipeline(data):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    """One SQLite store per module; the module runs in its directory so artifacts land there."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield f"sqlite:///{root}/mlflow.db"
 
 
 @pytest.fixture

@@ -300,7 +300,7 @@ def test_builtin_tables_have_ids_and_labels():
     assert bc.sample_id.is_unique
     mt = mixed_table(400, contamination=0.05)
     assert int(mt.is_anomaly.sum()) == 20 and mt.order_id.is_unique
-    assert set(mt.anomaly_kind) == {"normal", "category_combination", "amount_for_tier", "duration_for_items",
+    assert set(mt.anomaly_kind) == {"normal", "category_combination", "amount_range", "duration_for_items",
                                     "numeric_range"}
     # the planted category pair never occurs among normal rows
     normal = mt[mt.is_anomaly == 0]

@@ -43,9 +43,16 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    # One SQLite store per module: creating the schema takes seconds.
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+def store(tmp_path_factory):
+    """One SQLite store per module (creating the schema takes seconds).
+
+    Experiments created by module-scoped fixtures put their artifacts under the working
+    directory of that moment (``./mlruns``), so the module runs inside the store's directory.
+    """
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield f"sqlite:///{root}/mlflow.db"
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +105,9 @@ def test_tracked_fit_returns_fitted_model_and_finished_run(tracked, store, data)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "first"
     assert run.data.tags["team"] == "qa"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    artifacts = MlflowClient(store).get_experiment(run.info.experiment_id).artifact_location
+    assert repo not in artifacts  # tests never write into the repository's ./mlruns
 
 
 def test_tracked_fit_logs_every_param_and_the_data(tracked, store, data):
@@ -337,6 +347,9 @@ def test_compare_runs_bad_input(compared, store):
         compare_runs("nope", tracking_uri=store)
     with pytest.raises(ValueError, match="available: .*auroc_combined"):
         compare_runs("compare", tracking_uri=store, sort_by="accuracy")
+    with pytest.raises(ValueError, match="no MLflow store at sqlite:///missing.db"):
+        compare_runs("compare", tracking_uri="sqlite:///missing.db")
+    assert not os.path.exists("missing.db")
 
 
 def test_runs_compare_cli(compared, store, capsys):
