@@ -285,6 +285,9 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         extra = {} if shape is None else {"image_shape": [int(v) for v in shape]}
         if getattr(self, "context_categories_", None) is not None:
             extra["context_categories"] = list(self.context_categories_)
+        if getattr(self, "context_mean_", None) is not None:
+            extra["context_mean"] = [float(v) for v in self.context_mean_]
+            extra["context_scale"] = [float(v) for v in self.context_scale_]
         return extra
 
     def _load_extra(self, extra: dict[str, Any]) -> None:
@@ -293,6 +296,14 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                                      and len(cats) == self.arch_.get("context_dim")):
             raise ValueError(f"not a valid gananomaly model: bad context_categories {cats!r}")
         self.context_categories_ = cats
+        mean, scale = extra.get("context_mean"), extra.get("context_scale")
+        if mean is not None:
+            if not (isinstance(mean, list) and isinstance(scale, list) and len(mean) == len(scale)
+                    == self.arch_.get("context_dim") and all(isinstance(v, (int, float)) for v in mean + scale)):
+                raise ValueError("not a valid gananomaly model: bad context_mean/context_scale")
+            self.context_mean_, self.context_scale_ = np.asarray(mean, float), np.asarray(scale, float)
+        else:
+            self.context_mean_ = self.context_scale_ = None
         shape = extra.get("image_shape")
         if shape is not None:
             if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
@@ -438,18 +449,23 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         return self
 
     def _encode_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor | None:
-        """One-hot float32 tensor of the contexts (None without a context)."""
+        """Context columns as a float32 tensor (None without a context): one-hot for a 1-D
+        categorical context, standardised values for a 2-D numeric one."""
         if reset:
             self.context_categories_ = None
+            self.context_mean_ = self.context_scale_ = None
         categories = getattr(self, "context_categories_", None)
+        continuous = getattr(self, "context_mean_", None) is not None
         if context is None:
-            if categories is not None:
+            if categories is not None or continuous:
                 raise ValueError("this detector was fitted with a context: pass context= (one value per row)")
             return None
-        if not reset and categories is None:
+        if not reset and categories is None and not continuous:
             raise ValueError("this detector was fitted without a context; do not pass context=")
         if X.ndim != 2:
             raise ValueError("context= is supported for tabular (2-D) input only")
+        if (reset and np.ndim(context) == 2) or continuous:
+            return self._encode_numeric_context(context, X, reset=reset)
         values = np.asarray(context, dtype=object)
         if values.ndim != 1 or values.shape[0] != X.shape[0]:
             raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
@@ -466,6 +482,23 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         onehot = torch.zeros(X.shape[0], len(categories))
         onehot[torch.arange(X.shape[0]), torch.tensor([index[k] for k in keys])] = 1.0
         return onehot
+
+    def _encode_numeric_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor:
+        """A numeric condition per row, e.g. the coarser image of a Laplacian pyramid."""
+        try:
+            values = np.asarray(context, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a 2-D context must be numeric: {exc}") from exc
+        if values.ndim != 2 or values.shape[0] != X.shape[0]:
+            raise ValueError(f"context must have one row per sample ({X.shape[0]}), got shape {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("context contains NaN or infinity")
+        if reset:
+            self.context_mean_, self.context_scale_ = _data.fit_scaler(values)
+        elif values.shape[1] != self.context_mean_.shape[0]:
+            raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with "
+                             f"{self.context_mean_.shape[0]}")
+        return _data.to_tensor(values, self.context_mean_, self.context_scale_)
 
     def _prepare(self, X, context) -> tuple[torch.Tensor, np.ndarray]:
         """Validated scoring input as a tensor (with the context columns, if any)."""
@@ -577,7 +610,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         rng = torch.Generator(device=self.device_).manual_seed(seed)
         z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
-        if getattr(self, "context_categories_", None) is not None or context is not None:
+        if (getattr(self, "context_categories_", None) is not None or context is not None
+                or getattr(self, "context_mean_", None) is not None):
             ctx = self._encode_context(context, np.empty((int(n_samples), 0)), reset=False)
             z = torch.cat([z, ctx.to(self.device_)], dim=1)
         self.generator_.eval()

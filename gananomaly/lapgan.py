@@ -1,0 +1,190 @@
+"""Multi-scale image scoring with a Laplacian pyramid of GANs (coarse to fine, as LAPGAN).
+
+An image ``I`` of side ``S`` (a power of two) is decomposed into a Gaussian pyramid
+``G_0 = I, G_{k+1} = down(G_k)`` and its Laplacian bands ``h_k = G_k - up(G_{k+1})``. The
+coarsest level ``G_L`` gets an unconditional GAN; every finer level ``k`` gets a GAN that
+generates the band ``h_k`` *conditioned on the upsampled coarser image* ``up(G_{k+1})``.
+Each level is scored by its own detector, so a defect shows up at the scale where it lives:
+wrong coarse structure at the coarse levels, wrong fine texture at the fine ones.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from gananomaly.estimator import GANAnomalyDetector
+
+__all__ = ["LaplacianPyramidDetector", "laplacian_pyramid"]
+
+
+def _down(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 2)
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def laplacian_pyramid(images: np.ndarray, levels: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """``[(band, condition), ...]`` from fine to coarse: for level ``k < levels - 1`` the band
+    ``h_k`` and its condition ``up(G_{k+1})``; the last entry is ``(G_L, None)``.
+
+    ``images``: ``(n, C, S, S)`` with ``S`` divisible by ``2 ** (levels - 1)``.
+    """
+    g = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    out: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for _ in range(levels - 1):
+        coarse = _down(g)
+        cond = _up(coarse)
+        out.append(((g - cond).numpy(), cond.numpy()))
+        g = coarse
+    out.append((g.numpy(), None))
+    return out
+
+
+def _as_images(X: Any) -> np.ndarray:
+    arr = np.asarray(X)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"images must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (n, H, W) or (n, C, H, W) with C in (1, 3), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError("no images (0 samples)")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("images contain NaN or infinity")
+    return arr
+
+
+class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
+    """A GAN anomaly detector per Laplacian-pyramid level, fine levels conditioned on the
+    coarser image.
+
+    Parameters
+    ----------
+    levels : int, default=3
+        Pyramid levels (the coarsest image has side ``size / 2 ** (levels - 1)``).
+    size : int or None, default=None
+        Side the images are resized to (a multiple of ``2 ** (levels - 1)``); None keeps
+        square inputs whose side qualifies.
+    epochs, latent_dim, hidden_dims, batch_size, weight :
+        Passed to each level's :class:`GANAnomalyDetector`.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+    random_state : int, RandomState or None, default=None
+
+    Attributes
+    ----------
+    detectors_ : list of GANAnomalyDetector, fine to coarse
+    level_stats_ : list of (median, IQR) of each level's training score
+    offset_ : float
+    """
+
+    def __init__(self, *, levels: int = 3, size: int | None = None, epochs: Any = 30, latent_dim: int | None = None,
+                 hidden_dims: tuple[int, ...] | None = None, batch_size: int = 64, weight: float = 0.1,
+                 contamination: Any = "auto", device: str = "auto", random_state: Any = None):
+        self.levels = levels
+        self.size = size
+        self.epochs = epochs
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.batch_size = batch_size
+        self.weight = weight
+        self.contamination = contamination
+        self.device = device
+        self.random_state = random_state
+
+    def _resize(self, X: np.ndarray) -> np.ndarray:
+        side = self.size if self.size is not None else X.shape[2]
+        if X.shape[2:] != (side, side):
+            if self.size is None:
+                raise ValueError(f"images of shape {X.shape[2:]} are not square: set size=")
+            t = torch.from_numpy(X.astype(np.float32))
+            X = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False).numpy().astype(np.float64)
+        return X
+
+    def fit(self, X, y=None):
+        """Fit one detector per pyramid level on normal images ``X``."""
+        if not isinstance(self.levels, Integral) or self.levels < 1:
+            raise ValueError(f"levels must be an int >= 1, got {self.levels!r}")
+        X = self._resize(_as_images(X))
+        side = X.shape[2]
+        if side % (2 ** (self.levels - 1)):
+            raise ValueError(f"image side {side} is not divisible by 2**(levels-1) = {2 ** (self.levels - 1)}")
+        if X.shape[0] < 2:
+            raise ValueError("need at least 2 images to fit")
+        self.image_shape_ = X.shape[1:]
+        rng = check_random_state(self.random_state)
+        self.detectors_ = []
+        for band, cond in laplacian_pyramid(X, self.levels):
+            det = GANAnomalyDetector(
+                epochs=self.epochs, latent_dim=self.latent_dim, hidden_dims=self.hidden_dims,
+                batch_size=self.batch_size, weight=self.weight, device=self.device, network="mlp",
+                random_state=int(rng.randint(np.iinfo(np.int32).max)),
+            )
+            flat = band.reshape(len(band), -1)
+            det.fit(flat, context=None if cond is None else cond.reshape(len(cond), -1))
+            self.detectors_.append(det)
+        per_level = self._level_scores(X)
+        self.level_stats_ = []
+        for col in per_level.T:
+            q25, q50, q75 = np.percentile(col, [25, 50, 75])
+            self.level_stats_.append((float(q50), float(max(q75 - q25, 1e-12))))
+        train = self._combine(per_level)
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(-train, [25, 75])
+            self.offset_ = float(q1 - 1.5 * (q3 - q1))
+        else:
+            if not (isinstance(self.contamination, float) and 0 < self.contamination <= 0.5):
+                raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
+            self.offset_ = float(np.percentile(-train, 100 * self.contamination))
+        return self
+
+    def _level_scores(self, X: np.ndarray) -> np.ndarray:
+        cols = []
+        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, self.levels)):
+            flat = band.reshape(len(band), -1)
+            ctx = None if cond is None else cond.reshape(len(cond), -1)
+            cols.append(det.score_components(flat, context=ctx)["combined"].to_numpy())
+        return np.stack(cols, axis=1)
+
+    def _combine(self, per_level: np.ndarray) -> np.ndarray:
+        z = [(per_level[:, k] - loc) / scale for k, (loc, scale) in enumerate(self.level_stats_)]
+        return np.mean(z, axis=0)
+
+    def _check(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = self._resize(_as_images(X))
+        if X.shape[1:] != tuple(self.image_shape_):
+            raise ValueError(f"images must have shape (C, H, W) = {tuple(self.image_shape_)} after resizing, "
+                             f"got {X.shape[1:]}")
+        return X
+
+    def score_components(self, X) -> pd.DataFrame:
+        """Anomaly score per level (``level_0`` = finest band ... ``level_{L}`` = coarsest
+        image, each standardised on the training data) and their mean ``combined``; higher
+        = more anomalous."""
+        per_level = self._level_scores(self._check(X))
+        z = {f"level_{k}": (per_level[:, k] - loc) / scale for k, (loc, scale) in enumerate(self.level_stats_)}
+        df = pd.DataFrame(z)
+        df["combined"] = df.mean(axis=1)
+        return df
+
+    def score_samples(self, X) -> np.ndarray:
+        return -self.score_components(X)["combined"].to_numpy()
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        return np.where(self.decision_function(X) < 0, -1, 1)
