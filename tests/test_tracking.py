@@ -146,6 +146,8 @@ def test_tracked_fit_logs_evaluation_per_component(tracked, store, data):
     assert metrics["f1_combined"] == pytest.approx(table.loc["combined", "f1"], abs=1e-12)
     assert "f1_reconstruction" not in metrics  # F1 only where the threshold applies
     assert metrics["fit_time_s"] > 0
+    # the generator's Parzen-window log-likelihood of held-out normal rows (finite, bandwidth > 0)
+    assert np.isfinite(metrics["parzen_log_likelihood"]) and metrics["parzen_bandwidth"] > 0
 
 
 def test_tracked_fit_logs_plots_and_model(tracked, store, data):
