@@ -102,8 +102,8 @@ def _quality_matrix(q: dict, names: Sequence[str], main_only: bool) -> tuple[lis
         vals = [cells[n]["auroc_mean"] for n in names if n in cells]
         aps = [cells[n]["auprc_mean"] for n in names if n in cells]
         fits = [cells[n]["fit_s_median"] for n in names if n in cells]
-        row = [entry] + [f"{cells[n]['auroc_mean']:.3f} ± {cells[n]['auroc_std']:.3f}" if n in cells else "–"
-                         for n in names]
+        row = [entry] + [f"{cells[n]['auroc_mean']:.3f} ± {cells[n]['auroc_std']:.3f} ({cells[n]['n_seeds']})"
+                         if n in cells else "–" for n in names]
         complete = len(vals) == len(names) and vals
         row += [f"{sum(vals) / len(vals):.3f}" if complete else "–", f"{sum(aps) / len(aps):.3f}" if complete else "–",
                 f"{sorted(fits)[len(fits) // 2]:.1f}" if fits else "–"]
@@ -122,7 +122,7 @@ def _quality_md(results: dict) -> list[str]:
         if not names:
             continue
         header, rows = _quality_matrix(q, names, main_only=True)
-        lines += [f"### {title}: AUROC mean ± std over seeds", "", _table(header, rows), ""]
+        lines += [f"### {title}: AUROC mean ± std over seeds (number of seeds)", "", _table(header, rows), ""]
     for title, key in (("real data", "leaderboard_real"), ("generated data", "leaderboard_generated")):
         board = q.get(key) or []
         if board:

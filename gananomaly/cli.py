@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--input", required=True, help="training data (normal rows)")
     fit.add_argument("--output", required=True, help="model directory to write (replaced atomically)")
     fit.add_argument("--epochs", default="auto")
-    fit.add_argument("--objective", default="gan", choices=["gan", "wgan-gp"])
+    fit.add_argument("--objective", default="auto", choices=["auto", "gan", "wgan-gp"])
     fit.add_argument("--encoder", default="izif", choices=["izif", "bigan"])
     fit.add_argument("--contamination", default="auto")
     fit.add_argument("--seed", type=int, default=0)

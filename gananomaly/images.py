@@ -199,7 +199,7 @@ def image_arch(est: Any, X: np.ndarray) -> dict[str, Any]:
     return conv_spec(
         c, int(size), est.latent_dim, width,
         joint=est.encoder == "bigan",
-        spectral_norm=est.objective == "gan",
+        spectral_norm=est.objective_ == "gan",
         dropout=est.dropout,
     )
 

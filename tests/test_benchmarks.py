@@ -73,7 +73,7 @@ def test_report_renders_partial_results():
     assert by_name["cpu_scoring"]["status"] == "n/a"
     md = report.markdown(results)
     assert "not measured: no GPU in this session" in md
-    assert "0.910 ± 0.008" in md
+    assert "0.910 ± 0.008 (3)" in md
     assert "IsolationForest" in report.console(results)
 
 
