@@ -610,7 +610,7 @@ def tracked_fit(
             _run_tracked(mlflow, model, det, X, X_eval, y, image=image, image_shape=image_shape,
                          log_model=log_model, params=params, uri=uri, state=state)
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = "FAILED"  # an exception or an interrupt (SIGINT): never left RUNNING
             tracking_down = isinstance(exc, Exception) and _is_tracking_error(exc)
             if not tracking_down:
                 _record_error(mlflow, run_id, exc)

@@ -256,6 +256,23 @@ def test_failed_fit_ends_run_failed_and_reraises(data, store):
     assert mlflow.active_run() is None
 
 
+def test_sigint_during_fit_ends_run_failed(data, store):
+    import signal
+
+    class Interrupt(gananomaly.Callback):
+        def on_epoch_end(self, estimator, logs):
+            if logs["epoch"] == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C delivered to this process
+
+    with pytest.raises(KeyboardInterrupt):
+        tracked_fit(small_detector(callbacks=(Interrupt(),)), data[0], experiment="sigint", tracking_uri=store)
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "KeyboardInterrupt" in runs[0].data.tags["gananomaly.error"]
+    assert mlflow.active_run() is None
+
+
 def test_eval_arguments_validated_before_any_run(data, store):
     X, X_eval, y_eval = data
     with pytest.raises(ValueError, match="X_eval and y_eval"):
