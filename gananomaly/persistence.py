@@ -65,7 +65,7 @@ def _jsonable_params(est) -> dict[str, Any]:
 def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ValueError(f"cannot save model to {str(path)!r}: directory {str(parent)!r} does not exist")
+        raise ValueError(f"cannot save model to {str(path)!r}: {str(parent)!r} is not an existing directory")
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"cannot save model to {str(path)!r}: {str(parent)!r} is not writable")
     return parent

@@ -56,8 +56,27 @@ def test_unfitted_and_wrong_objects_are_refused(tmp_path):
 
 
 def test_unwritable_or_missing_parent(tmp_path, fitted_blobs):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="not an existing directory"):
         fitted_blobs.save(tmp_path / "nope" / "model")
+    # a parent that is a file (root ignores permission bits, so this is the unwritable case)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not an existing directory"):
+        fitted_blobs.save(blocker / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):
+    import pandas as pd
+
+    from pipelines.batch_score import score_file
+
+    fitted_blobs.save(tmp_path / "m")
+    pd.DataFrame(blobs[1]).rename(columns=str).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "blocker").write_text("x")
+    with pytest.raises(ValueError, match="--output: directory .* does not exist"):
+        score_file(str(tmp_path / "m"), tmp_path / "in.csv", tmp_path / "blocker" / "out.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "in.csv", "m"]
 
 
 def test_load_errors(tmp_path, fitted_blobs):
