@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gananomaly._atomic import atomic_open
 
 __all__ = ["CheckpointStore", "tensor_digest", "CHECKPOINT_NAME"]
 
@@ -47,17 +48,8 @@ class CheckpointStore:
 
     def save(self, state: dict[str, Any]) -> None:
         payload = {"format": _FORMAT, "fingerprint": self.fingerprint, "state": state}
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.path, "wb") as fh:
+            torch.save(payload, fh)
 
     def load(self, device: torch.device) -> dict[str, Any] | None:
         """The saved state, or None when there is no checkpoint yet."""

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from gananomaly._atomic import atomic_open
 
 __all__ = [
     "ImageSet",
@@ -257,16 +258,8 @@ def _write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, newline="") as fh:
+        df.to_csv(fh, index=False)
     return path
 
 
