@@ -179,6 +179,16 @@ def _require(cond: bool, path: Path, what: str) -> None:
         raise ValueError(f"{str(path)!r} is not a valid gananomaly model: {what}")
 
 
+def _check_format_version(config: dict, path: Path) -> None:
+    version = config.get("format_version")
+    _require(isinstance(version, int), path, "format_version missing")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"model at {str(path)!r} has format version {version}, newer than this gananomaly "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade gananomaly to load it"
+        )
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``config.json`` of a saved model."""
     path = Path(path)
@@ -193,13 +203,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {CONFIG_NAME} ({exc})") from exc
     _require(isinstance(config, dict) and config.get("format") == FORMAT_NAME, path,
              f"{CONFIG_NAME} does not describe a gananomaly model")
-    version = config.get("format_version")
-    _require(isinstance(version, int), path, "format_version missing")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"model at {str(path)!r} has format version {version}, newer than this gananomaly "
-            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade gananomaly to load it"
-        )
+    _check_format_version(config, path)
     for key, typ in (("params", dict), ("arch", dict), ("fitted", dict), ("history", dict)):
         _require(isinstance(config.get(key), typ), path, f"{key!r} missing or not a {typ.__name__}")
     fitted = config["fitted"]
@@ -316,13 +320,7 @@ def _load_pipeline(path: Path, *, device: str):
         raise ValueError(f"{str(path)!r} is not a valid gananomaly model: corrupt {PIPELINE_CONFIG} ({exc})") from exc
     _require(isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("kind") == "pipeline",
              path, f"{PIPELINE_CONFIG} does not describe a gananomaly pipeline")
-    version = meta.get("format_version")
-    _require(isinstance(version, int), path, "format_version missing")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"model at {str(path)!r} has format version {version}, newer than this gananomaly "
-            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade gananomaly to load it"
-        )
+    _check_format_version(meta, path)
     detector = load(path / DETECTOR_DIR, device=device)
     prep_path = path / PREPROCESSING_NAME
     _require(prep_path.is_file(), path, f"missing {PREPROCESSING_NAME}")
