@@ -35,7 +35,7 @@ QUICK = {
 FULL = {
     "seeds": 5, "speed_sizes": (1_000, 10_000, 100_000, 1_000_000), "fit_sizes": (1_000, 10_000),
     "memory_sizes": (100_000, 1_000_000), "refine_rows": (10_000, 50),
-    "peer_epochs": {"ALAD": 50, "AnoGAN": 100, "MO_GAAL": None}, "peer_max_seeds": {"AnoGAN": 2},
+    "peer_epochs": {"ALAD": 50, "AnoGAN": 100, "MO_GAAL": None}, "peer_max_seeds": {},
     "peer_datasets": {"AnoGAN": list(_datasets.REAL)}, "sweep": True,
 }
 
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> dict:
 
     def quality_job() -> None:
         options = {"quick": bool(args.quick), "sweep": plan["sweep"], "peer_epochs": plan["peer_epochs"],
-                   "peer_max_seeds": plan["peer_max_seeds"], "peer_datasets": plan["peer_datasets"]}
+                   "peer_max_seeds": plan["peer_max_seeds"], "peer_datasets": plan["peer_datasets"],
+                   "only": args.contestants.split(",") if args.contestants else None}
         n_entrants = len(_contestants.contestants(quick=args.quick, sweep=plan["sweep"]))
         say(f"quality: {len(names)} data sets x {len(seeds)} seeds x {n_entrants} contestants, {args.jobs} worker(s)")
         quality_out.update(_quality.run_quality(names, seeds, options, jobs=args.jobs, progress=say,
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-start", type=int, default=0, help="first seed (to split a run over processes)")
     p.add_argument("--no-sweep", action="store_true", help="leave out the epoch and network-size probes")
     p.add_argument("--datasets", default=None, help="comma-separated data set names (default: all, or the quick set)")
+    p.add_argument("--contestants", default=None,
+                   help="comma-separated name fragments: run only contestants whose name contains one "
+                        "(e.g. 'ours,IsolationForest'); to split a run, merged with 'report'")
     p.add_argument("--peer-epochs", type=int, default=None, help="cap the epochs of PyOD's GAN detectors")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="skip the remaining quality fits once this much time has passed (recorded as skipped)")

@@ -35,6 +35,9 @@ def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict
     _contestants.PEER_MAX_SEEDS.update(options.get("peer_max_seeds", {}))
     _contestants.PEER_DATASETS.update(options.get("peer_datasets", {}))
     entrants = _contestants.contestants(quick=options["quick"], sweep=options["sweep"])
+    only = options.get("only")
+    if only:
+        entrants = [c for c in entrants if any(key.lower() in c.name.lower() for key in only)]
     split = _datasets.load(name, seed)
     runs: list[dict] = []
     errors: list[dict] = []

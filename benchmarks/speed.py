@@ -101,6 +101,9 @@ def _run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int,
             progress(f"fit {n:>9,d} rows: ours {ours_s:7.2f}s (CPU {ours_cpu_s:.1f}s)  IsolationForest {if_s:6.2f}s")
     X_fit = make_data(FIT_ROWS, seed=1)
     ours = _ours(epochs=1).fit(X_fit)  # scoring speed does not depend on how long it trained
+    # The knob that trades speed: half the default hidden width (quality in the sweep).
+    half = max(8, ours.arch_["hidden_dims"][0] // 2)
+    ours_half = _ours(epochs=1, hidden_dims=(half, half)).fit(X_fit)
     iforest = _iforest(n_threads).fit(X_fit)
     score_rows = []
     for n in sizes:
@@ -109,8 +112,11 @@ def _run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int,
         ours.score_samples(X[: min(n, 1000)])  # warm-up: first-call allocations
         ours_s = _timed(lambda X=X: ours.score_samples(X), repeats)
         if_s = _timed(lambda X=X: iforest.score_samples(X), repeats)
+        ours_half.score_samples(X[: min(n, 1000)])
+        half_s = _timed(lambda X=X: ours_half.score_samples(X), repeats)
         row = {"n_rows": int(n), "ours_rows_per_s": n / ours_s, "iforest_rows_per_s": n / if_s,
-               "ratio_ours_over_iforest": if_s / ours_s, "repeats": repeats}
+               "ratio_ours_over_iforest": if_s / ours_s, "repeats": repeats,
+               "ours_half_width_rows_per_s": n / half_s, "ratio_half_width_over_iforest": if_s / half_s}
         score_rows.append(row)
         if progress is not None:
             progress(f"score {n:>9,d} rows: ours {n / ours_s:12,.0f} rows/s  IsolationForest {n / if_s:12,.0f} rows/s"

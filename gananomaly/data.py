@@ -54,15 +54,23 @@ def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
+# Rows standardised per step: the float64 intermediate stays small whatever the input size.
+_CHUNK_ROWS = 65536
+
+
 def to_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     """Standardise and convert to a float32 CPU tensor (always a copy: input arrays may be
-    read-only memory maps and are never modified)."""
-    Z = (np.asarray(X, dtype=np.float64) - mean) / scale
-    with np.errstate(over="ignore", invalid="ignore"):
-        Z32 = Z.astype(np.float32)
-    if not np.isfinite(Z32).all():
-        raise ValueError(
-            "X contains values too large for float32 after standardisation "
-            "(absolute value above ~3e38); check the input's units"
-        )
-    return torch.from_numpy(np.ascontiguousarray(Z32))
+    read-only memory maps and are never modified). Works in row chunks, so the only full
+    copy of the input is the float32 result."""
+    X = np.asarray(X)
+    out = np.empty(X.shape, dtype=np.float32)
+    for start in range(0, X.shape[0], _CHUNK_ROWS):
+        Z = (np.asarray(X[start : start + _CHUNK_ROWS], dtype=np.float64) - mean) / scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[start : start + _CHUNK_ROWS] = Z
+        if not np.isfinite(out[start : start + _CHUNK_ROWS]).all():
+            raise ValueError(
+                "X contains values too large for float32 after standardisation "
+                "(absolute value above ~3e38); check the input's units"
+            )
+    return torch.from_numpy(out)

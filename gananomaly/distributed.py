@@ -1,8 +1,10 @@
 """Data-parallel training across processes, GPUs and nodes.
 
-Launch with torchrun; every process loads the same data, trains on its own share of each
-epoch, and averages gradients with the others after every backward pass (NCCL on GPUs,
-gloo on CPU), so all replicas hold identical weights. Rank 0 writes the model::
+Launch with torchrun; every process loads the same data and trains on its own share of each
+epoch. The networks being trained are wrapped in DistributedDataParallel, which averages
+gradients over the processes during every backward pass (NCCL on GPUs, gloo on CPU) and
+broadcasts rank 0's buffers, so all replicas hold identical weights (checked at the end by
+comparing a digest of every tensor). Rank 0 writes the model::
 
     torchrun --nproc_per_node=4 -m gananomaly.distributed --input X.npy --output model/
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 \\
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objective", default="auto", choices=["auto", "gan", "wgan-gp"])
+    parser.add_argument("--encoder", default="izif", choices=["izif", "bigan"])
     parser.add_argument("--backend", default=None, help="nccl or gloo (default: nccl with CUDA, else gloo)")
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
@@ -61,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         X = _read_numeric(args.input)
         det = GANAnomalyDetector(
             epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
-            batch_size=args.batch_size, random_state=args.seed,
+            batch_size=args.batch_size, random_state=args.seed, objective=args.objective, encoder=args.encoder,
             device=f"cuda:{local_rank}" if cuda else "cpu",
         ).fit(X)
         digest = weights_digest(det)
@@ -71,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeError(f"replicas diverged: weight digests {digests}")
         if dist.get_rank() == 0:
             det.save(args.output)
-            print(f"trained on {dist.get_world_size()} processes ({backend}); weights {digest[:12]}; "
+            print(f"trained on {dist.get_world_size()} processes ({backend}, DistributedDataParallel); "
+                  f"weights {digest[:12]} on every rank; "
                   f"saved to {args.output}")
     finally:
         dist.destroy_process_group()

@@ -30,7 +30,7 @@ from gananomaly._version import __version__
 __all__ = ["save", "load", "save_model", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "TRUSTED_TYPES"]
 
 FORMAT_NAME = "gananomaly"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _NETS = {"generator_": "generator", "discriminator_": "discriminator", "encoder_": "encoder"}
@@ -146,6 +146,8 @@ def _write_detector(est, out: Path) -> None:
     tensors["input.mean"] = torch.from_numpy(np.ascontiguousarray(est.input_mean_, dtype=np.float64))
     tensors["input.scale"] = torch.from_numpy(np.ascontiguousarray(est.input_scale_, dtype=np.float64))
     sc = est.score_config_
+    tensors["score.latent_loc"] = torch.from_numpy(np.ascontiguousarray(sc.latent_loc, dtype=np.float64))
+    tensors["score.latent_precision"] = torch.from_numpy(np.ascontiguousarray(sc.latent_precision, dtype=np.float64))
     names = getattr(est, "feature_names_in_", None)
     config = {
         "format": FORMAT_NAME,
@@ -275,7 +277,7 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
                              f"the architecture ({str(exc).splitlines()[0]})") from exc
         net.to(dev).eval()
         setattr(est, attr, net)
-    for key in ("input.mean", "input.scale"):
+    for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_precision"):
         _require(key in tensors, path, f"tensor {key!r} missing")
     est.input_mean_ = tensors["input.mean"].numpy().astype(np.float64)
     est.input_scale_ = tensors["input.scale"].numpy().astype(np.float64)
@@ -300,7 +302,13 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         context_dim=int(config["arch"].get("context_dim", 0)),
         loc={k: float(v) for k, v in sc["loc"].items()},
         scale={k: float(v) for k, v in sc["scale"].items()},
+        latent_loc=tensors["score.latent_loc"].numpy().astype(np.float64),
+        latent_precision=tensors["score.latent_precision"].numpy().astype(np.float64),
     )
+    k = est.score_config_.latent_loc.shape
+    _require(len(k) == 1 and est.score_config_.latent_precision.shape == (k[0], k[0])
+             and k[0] == int(config["arch"].get("latent_dim", -1)), path,
+             "latent statistics do not match the latent dimension")
     for name in _scoring.COMPONENTS:
         _require(name in est.score_config_.loc and name in est.score_config_.scale, path,
                  f"score statistics for {name!r} missing")

@@ -9,6 +9,13 @@ Two raw signals per sample, both residuals (higher = more anomalous):
   the discriminator (feature matching, never the output logit). For a BiGAN
   discriminator ``f`` sees the pair ``(., z)``.
 
+and a third that reads the code itself:
+
+* ``latent``: the squared Mahalanobis distance of ``z`` from the codes of the training
+  data (Ledoit-Wolf covariance). The residuals only see how far ``x`` lies *off* the
+  generator's manifold; a sample *on* the manifold but in a region normal data never
+  reaches (an extrapolated code) is caught here.
+
 Each is standardised with a robust location/scale measured once on the training data
 (median and interquartile range), so the combination weight means the same thing on every
 data set and no statistic ever depends on the batch being scored.
@@ -23,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "COMPONENTS"]
+__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "fit_latent", "COMPONENTS"]
 
-COMPONENTS = ("discriminator", "reconstruction")
+COMPONENTS = ("discriminator", "reconstruction", "latent")
 
 # Rows are fed to the networks in blocks padded to a multiple of this many rows. CPU
 # matrix kernels pick their blocking from the number of rows; padding makes a row's score
@@ -44,6 +51,14 @@ class ScoreConfig:
     context_dim: int = 0
     loc: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=dict)
+    # Location and precision matrix of the training codes (float64), set by fit_latent.
+    latent_loc: np.ndarray | None = None
+    latent_precision: np.ndarray | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_latent_cache", None)  # derived: rebuilt on first use
+        return state
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -87,10 +102,19 @@ def raw_scores(
     device: torch.device,
     cfg: ScoreConfig,
 ) -> dict[str, np.ndarray]:
-    """Unstandardised component scores for ``X`` (a CPU tensor), computed in batches."""
+    """Unstandardised component scores for ``X`` (a CPU tensor), computed in batches.
+
+    Before :func:`fit_latent` has stored the statistics of the training codes, ``latent``
+    is absent and ``codes`` (the latent part of every row's ``z``, float64) is returned
+    instead, for :func:`fit_latent`.
+    """
     for net in (gen, disc, enc):
         net.eval()  # dropout and batch-norm statistics are never live at scoring time
-    out = {name: np.empty(X.shape[0], dtype=np.float64) for name in COMPONENTS}
+    have_latent = cfg.latent_precision is not None
+    out = {name: np.empty(X.shape[0], dtype=np.float64) for name in COMPONENTS if name != "latent"}
+    codes: list[np.ndarray] = []
+    if have_latent:
+        out["latent"] = np.empty(X.shape[0], dtype=np.float64)
     amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
            if cfg.amp_dtype is not None else contextlib.nullcontext())
     refine = cfg.n_refine_steps > 0
@@ -114,13 +138,61 @@ def raw_scores(
                         rec, feat = _residuals(gen, disc, x, z, cfg.joint)
                 else:
                     with torch.inference_mode():
-                        rec, feat = _residuals(gen, disc, x, enc(x).float(), cfg.joint)
+                        z = enc(x).float()
+                        rec, feat = _residuals(gen, disc, x, z, cfg.joint)
             out["reconstruction"][start : start + n] = rec[:n].double().cpu().numpy()
             out["discriminator"][start : start + n] = feat[:n].double().cpu().numpy()
+            # The latent part of z (a conditional model's z ends with the known context).
+            code = z[:n, : z.shape[1] - cfg.context_dim].detach()
+            if have_latent:
+                out["latent"][start : start + n] = latent_distance(code, cfg)
+            else:
+                codes.append(code.double().cpu().numpy())
     finally:
         for p, flag in zip(params, grad_flags):
             p.requires_grad_(flag)
+    if not have_latent:
+        out["codes"] = np.concatenate(codes) if codes else np.empty((0, 0))
     return out
+
+
+def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
+    """Squared Mahalanobis distance (float64) of each row of ``codes`` from the training
+    codes: ``sum_j ((z - loc) . L_j)^2`` with ``precision = L @ L.T``.
+
+    Computed in numpy, one column of ``L`` at a time, with element-wise products and
+    row sums: unlike a matrix-multiply kernel, whose blocking can depend on where a row
+    sits in the batch, these give a row the same bits in any batch.
+    """
+    cache = cfg.__dict__.get("_latent_cache")
+    if cache is None or cache[0] is not cfg.latent_precision:
+        chol = np.linalg.cholesky(cfg.latent_precision)
+        cache = (cfg.latent_precision, np.ascontiguousarray(chol.T))
+        cfg.__dict__["_latent_cache"] = cache
+    cols = cache[1]
+    d = codes.double().cpu().numpy() - cfg.latent_loc
+    out = np.zeros(d.shape[0], dtype=np.float64)
+    for col in cols:
+        out += np.square((d * col).sum(axis=1))
+    return out
+
+
+def fit_latent(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> None:
+    """Fit the location and (Ledoit-Wolf shrunk) precision of the training codes in
+    ``raw["codes"]`` into ``cfg``, and replace the codes by the ``latent`` scores."""
+    from sklearn.covariance import LedoitWolf
+
+    codes = raw.pop("codes")
+    lw = LedoitWolf(assume_centered=False).fit(codes)
+    cfg.latent_loc = np.ascontiguousarray(lw.location_, dtype=np.float64)
+    cov = lw.covariance_
+    k = cov.shape[0]
+    # A ridge keeps the precision finite when the codes do not vary (constant data, a
+    # collapsed encoder); codes are on the scale of the generator's N(0, I) prior.
+    cov = cov + 1e-6 * max(float(np.trace(cov)) / k, 1.0) * np.eye(k)
+    precision = np.linalg.inv(cov)
+    cfg.latent_precision = np.ascontiguousarray((precision + precision.T) / 2, dtype=np.float64)
+    raw["latent"] = latent_distance(torch.from_numpy(codes), cfg)
 
 
 # Residuals are computed in float32, whose rounding differs by a unit in the last place
@@ -146,6 +218,8 @@ def standardise(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> dict[str, np.nd
     return {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
 
 
-def combine(std: dict[str, np.ndarray], weight: float) -> np.ndarray:
-    """AnoGAN's weighting: ``(1 - weight) * reconstruction + weight * discriminator``."""
-    return (1.0 - weight) * std["reconstruction"] + weight * std["discriminator"]
+def combine(std: dict[str, np.ndarray], weight: float, latent_weight: float = 0.0) -> np.ndarray:
+    """AnoGAN's weighting of the latent-space signal against the discriminator's:
+    ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator``."""
+    latent = std["reconstruction"] + latent_weight * std["latent"] if latent_weight else std["reconstruction"]
+    return (1.0 - weight) * latent + weight * std["discriminator"]

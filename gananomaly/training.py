@@ -74,15 +74,19 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _gradient_penalty(disc: nn.Module, real: tuple, fake: tuple, gen: torch.Generator) -> torch.Tensor:
-    """WGAN-GP penalty on random interpolates of real and fake inputs (pairs for BiGAN)."""
+def _interpolates(real: tuple, fake: tuple, gen: torch.Generator) -> tuple:
+    """Random points between real and fake inputs (pairs for BiGAN), for WGAN-GP."""
     n = real[0].shape[0]
-    inputs = []
+    out = []
     for r, f in zip(real, fake):
         alpha = torch.rand((n,) + (1,) * (r.dim() - 1), device=r.device, generator=gen)
-        inputs.append((alpha * r.detach() + (1 - alpha) * f.detach()).requires_grad_(True))
-    out = disc(*inputs)
-    grads = torch.autograd.grad(out.sum(), inputs, create_graph=True)
+        out.append((alpha * r + (1 - alpha) * f).requires_grad_(True))
+    return tuple(out)
+
+
+def _gradient_penalty(d_out: torch.Tensor, inputs: tuple) -> torch.Tensor:
+    """WGAN-GP penalty: (||grad_x D(x)|| - 1)^2 at the interpolates ``inputs``."""
+    grads = torch.autograd.grad(d_out.sum(), inputs, create_graph=True)
     norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads) + 1e-12)
     return ((norm - 1.0) ** 2).mean()
 
@@ -148,6 +152,19 @@ class Trainer:
         if self.world > 1:
             base = int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device))
             self.z_rng = torch.Generator(device=X.device).manual_seed(base + self.rank)
+        # Data parallelism: the networks being trained are wrapped in DistributedDataParallel,
+        # which averages their gradients over the processes during backward (NCCL on GPUs,
+        # gloo on CPU) and broadcasts rank 0's buffers (batch-norm statistics, spectral-norm
+        # vectors) at every forward, so the replicas stay identical. Each wrapper runs exactly
+        # one forward per backward; frozen networks and detached samples use the plain
+        # modules.
+        self.d_train, self.g_train, self.e_train = disc_net, gen_net, enc_net
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [X.device.index] if X.device.type == "cuda" else None
+            self.d_train, self.g_train, self.e_train = (DDP(net, device_ids=ids)
+                                                        for net in (disc_net, gen_net, enc_net))
         self.estimator, self.callbacks, self.progress = estimator, list(callbacks), progress
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.joint = cfg.encoder == "bigan"
@@ -212,23 +229,6 @@ class Trainer:
         if self.progress is not None:
             self.progress.update(self.gan_epoch + self.enc_epoch)
 
-    def _sync(self, opt: torch.optim.Optimizer) -> None:
-        """Data parallelism: average every gradient over the processes before the step, as
-        DistributedDataParallel does, so all replicas stay identical."""
-        if self.world == 1:
-            return
-        import torch.distributed as dist
-
-        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-
     def _mean_over_ranks(self, logs: dict[str, Any]) -> None:
         if self.world == 1:
             return
@@ -268,12 +268,40 @@ class Trainer:
         z = torch.randn(x.shape[0], self.latent_dim, device=self.X.device, generator=self.z_rng)
         return torch.cat([z, x[:, -self.n_ctx:]], dim=1) if self.n_ctx else z
 
-    def _d_inputs(self, x: torch.Tensor, z: torch.Tensor):
+    def _d_inputs(self, x: torch.Tensor, z: torch.Tensor, gen: nn.Module, enc: nn.Module):
         """Real and fake inputs to D: samples alone, or (sample, code) pairs for BiGAN."""
-        fake_x = self.gen(z)
+        fake_x = gen(z)
         if self.joint:
-            return (x, self.enc(x)), (fake_x, z)
+            return (x, enc(x)), (fake_x, z)
         return (x,), (fake_x,)
+
+    def _d_step(self, x: torch.Tensor, amp) -> torch.Tensor:
+        """One discriminator (critic) update; returns its loss. Real, fake and (WGAN-GP)
+        interpolated inputs go through D in one forward pass: one forward per backward,
+        as DistributedDataParallel requires."""
+        cfg, n = self.cfg, x.shape[0]
+        with torch.no_grad(), amp:
+            real, fake = self._d_inputs(x, self._sample_z(x), self.gen, self.enc)
+        real = tuple(t.float() for t in real)
+        fake = tuple(t.float() for t in fake)
+        parts = [real, fake]
+        if self.wgan:
+            inter = _interpolates(real, fake, self.z_rng)
+            parts.append(inter)
+        inputs = tuple(torch.cat(group) for group in zip(*parts))
+        # The critic of WGAN-GP runs in float32: its gradient penalty differentiates twice.
+        with (contextlib.nullcontext() if self.wgan else amp):
+            out = self.d_train(*inputs).float()
+        d_real, d_fake = out[:n], out[n : 2 * n]
+        if self.wgan:
+            d_loss = d_fake.mean() - d_real.mean() + cfg.gp_weight * _gradient_penalty(out[2 * n :], inter)
+        else:
+            bce = F.binary_cross_entropy_with_logits
+            d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        return d_loss.detach()
 
     def _gan_phase(self) -> None:
         cfg, X, device = self.cfg, self.X, self.X.device
@@ -287,23 +315,7 @@ class Trainer:
             d_count = g_count = 0
             for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device, self.rank, self.world):
                 x = X[idx]
-                # Discriminator step.
-                with amp:
-                    real, fake = self._d_inputs(x, self._sample_z(x))
-                    real = tuple(t.detach() for t in real)
-                    fake = tuple(t.detach() for t in fake)
-                    d_real, d_fake = disc_net(*real).float(), disc_net(*fake).float()
-                    if wgan:
-                        d_loss = d_fake.mean() - d_real.mean()
-                    else:
-                        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-                if wgan:
-                    d_loss = d_loss + cfg.gp_weight * _gradient_penalty(disc_net, real, fake, self.z_rng)
-                self.opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                self._sync(self.opt_d)
-                self.opt_d.step()
-                d_sum += float(d_loss.detach())
+                d_sum += float(self._d_step(x, amp))
                 d_count += 1
                 self.step += 1
                 if self.step % cfg.d_steps:
@@ -312,7 +324,7 @@ class Trainer:
                 for p in disc_net.parameters():
                     p.requires_grad_(False)
                 with amp:
-                    real, fake = self._d_inputs(x, self._sample_z(x))
+                    real, fake = self._d_inputs(x, self._sample_z(x), self.g_train, self.e_train)
                     d_fake = disc_net(*fake).float()
                     g_loss = -d_fake.mean() if wgan else bce(d_fake, torch.ones_like(d_fake))
                     e_loss = torch.zeros((), device=device)
@@ -321,7 +333,6 @@ class Trainer:
                         e_loss = d_real.mean() if wgan else bce(d_real, torch.zeros_like(d_real))
                 self.opt_g.zero_grad(set_to_none=True)
                 (g_loss + e_loss).backward()
-                self._sync(self.opt_g)
                 self.opt_g.step()
                 for p in disc_net.parameters():
                     p.requires_grad_(True)
@@ -377,7 +388,7 @@ class Trainer:
                 for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device, self.rank, self.world):
                     x = X[idx]
                     with amp:
-                        x_hat = gen_net(enc_net(x))
+                        x_hat = gen_net(self.e_train(x))
                         loss = F.mse_loss(x_hat.float(), x)
                         if cfg.kappa:
                             loss = loss + cfg.kappa * F.mse_loss(
@@ -385,7 +396,6 @@ class Trainer:
                             )
                     self.opt_e.zero_grad(set_to_none=True)
                     loss.backward()
-                    self._sync(self.opt_e)
                     self.opt_e.step()
                     total += float(loss.detach())
                     count += 1

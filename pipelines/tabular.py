@@ -824,7 +824,7 @@ def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: s
     Returns
     -------
     DataFrame with ``id_column`` (if given), ``discriminator``, ``reconstruction``,
-    ``combined`` (higher = more anomalous), ``score`` (``score_samples``: higher = more
+    ``latent``, ``combined`` (higher = more anomalous), ``score`` (``score_samples``: higher = more
     normal) and ``label`` (+1 inlier, -1 outlier).
     """
     from pipelines.batch_score import load_model, score_frame

@@ -35,8 +35,8 @@ def _fake_runs() -> list[dict]:
     runs = []
     for ds in ("a", "b"):
         for seed in range(3):
-            for name, family, column, auroc in (("ours gan/izif", "ours", "combined", 0.9),
-                                                ("ours gan/izif", "ours", "reconstruction", 0.8),
+            for name, family, column, auroc in (("ours wgan-gp/izif", "ours", "combined", 0.9),
+                                                ("ours wgan-gp/izif", "ours", "reconstruction", 0.8),
                                                 ("IsolationForest", "sklearn", "score", 0.7)):
                 runs.append({"dataset": ds, "seed": seed, "contestant": name, "family": family, "column": column,
                              "main": column in ("combined", "score"), "auroc": auroc + 0.01 * seed,
@@ -46,12 +46,12 @@ def _fake_runs() -> list[dict]:
 
 def test_summary_and_leaderboard():
     summary = quality.summarise(_fake_runs())
-    row = next(s for s in summary if s["dataset"] == "a" and s["entry"] == "ours gan/izif [combined]")
+    row = next(s for s in summary if s["dataset"] == "a" and s["entry"] == "ours wgan-gp/izif [combined]")
     assert row["n_seeds"] == 3
     assert row["auroc_mean"] == pytest.approx(0.91)
     assert row["auroc_std"] == pytest.approx(np.std([0.9, 0.91, 0.92]))
     board = quality.leaderboard(summary, ["a", "b"])
-    assert [r["entry"] for r in board] == ["ours gan/izif [combined]", "ours gan/izif [reconstruction]",
+    assert [r["entry"] for r in board] == ["ours wgan-gp/izif [combined]", "ours wgan-gp/izif [reconstruction]",
                                            "IsolationForest"]
     assert quality.leaderboard(summary, ["a", "missing"]) == []
 
@@ -93,8 +93,9 @@ def test_quick_run_end_to_end(tmp_path):
         assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["auprc"] <= 1.0
         assert r["fit_s"] >= 0
     contestants = {r["contestant"] for r in q["runs"]}
-    assert {"ours gan/izif", "IsolationForest", "LOF(novelty)", "OneClassSVM"} <= contestants
-    ours_bc = [s for s in q["summary"] if s["dataset"] == "breast_cancer" and s["entry"] == "ours gan/izif [combined]"]
+    assert {"ours wgan-gp/izif", "IsolationForest", "LOF(novelty)", "OneClassSVM"} <= contestants
+    ours_bc = [s for s in q["summary"]
+               if s["dataset"] == "breast_cancer" and s["entry"] == "ours wgan-gp/izif [combined]"]
     assert ours_bc and ours_bc[0]["auroc_mean"] > 0.6  # well above chance on the demo data
     assert ours_bc[0]["n_seeds"] >= 2
 
@@ -134,4 +135,4 @@ def test_merge_unites_runs_split_over_processes():
     assert len(merged["quality"]["runs"]) == len(runs)
     assert merged["meta"]["seeds"] == [0, 1, 2]
     top = merged["quality"]["leaderboard_real"][0]
-    assert top["entry"] == "ours gan/izif [combined]" and top["n_seeds"] == 3
+    assert top["entry"] == "ours wgan-gp/izif [combined]" and top["n_seeds"] == 3

@@ -21,11 +21,14 @@ def test_sklearn_contract(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("component", ["discriminator", "reconstruction", "combined"])
-def test_blobs_far_outliers_every_component(blobs, fitted_blobs, component):
+# The latent distance alone models the codes of three blobs as one Gaussian: a weaker
+# detector of far outliers on its own, a help in the combination.
+@pytest.mark.parametrize("component,floor", [("discriminator", 0.95), ("reconstruction", 0.95), ("latent", 0.85),
+                                             ("combined", 0.95)])
+def test_blobs_far_outliers_every_component(blobs, fitted_blobs, component, floor):
     _, X_test, y_test = blobs
     comps = fitted_blobs.score_components(X_test)
-    assert roc_auc_score(y_test, comps[component]) >= 0.95
+    assert roc_auc_score(y_test, comps[component]) >= floor
 
 
 @pytest.mark.parametrize("objective,encoder", [("gan", "izif"), ("gan", "bigan"), ("wgan-gp", "bigan")])
@@ -70,7 +73,7 @@ def test_contamination_sets_training_outlier_fraction(blobs, contamination):
     np.testing.assert_array_equal(labels, det.predict(X_train))
 
 
-@pytest.mark.parametrize("component", ["discriminator", "reconstruction"])
+@pytest.mark.parametrize("component", ["discriminator", "reconstruction", "latent"])
 def test_component_parameter_selects_score(blobs, fitted_blobs, component):
     X_train, X_test, _ = blobs
     det = clone(fitted_blobs).set_params(component=component).fit(X_train)
@@ -81,25 +84,71 @@ def test_component_parameter_selects_score(blobs, fitted_blobs, component):
 def test_components_are_standardised_on_training_data(blobs, fitted_blobs):
     X_train, _, _ = blobs
     comps = fitted_blobs.score_components(X_train)
-    for name in ("discriminator", "reconstruction"):
+    for name in ("discriminator", "reconstruction", "latent"):
         q25, q50, q75 = np.percentile(comps[name], [25, 50, 75])
         assert abs(q50) < 1e-9 and abs((q75 - q25) - 1) < 1e-9
     raw = fitted_blobs.score_components(X_train, raw=True)
-    assert (raw[["discriminator", "reconstruction"]] >= 0).all().all()  # residuals
+    assert (raw[["discriminator", "reconstruction", "latent"]] >= 0).all().all()  # residuals, distances
 
 
-@pytest.mark.parametrize("n_refine_steps", [0, 5])
-def test_row_score_independent_of_batch_and_order(blobs, n_refine_steps):
+def test_latent_score_is_mahalanobis_distance_of_the_codes(blobs, fitted_blobs):
+    """``latent`` is the squared Mahalanobis distance of E(x) from the training codes,
+    with the location and (shrunk) covariance estimated on the training rows."""
+    from sklearn.covariance import LedoitWolf
+
+    X_train, X_test, _ = blobs
+    det = fitted_blobs
+    with torch.no_grad():
+        codes = {name: det.encoder_(det._to_tensor(X)).double().numpy() for name, X in
+                 (("train", X_train), ("test", X_test))}
+    lw = LedoitWolf().fit(codes["train"])
+    expected = lw.mahalanobis(codes["test"])
+    got = det.score_components(X_test, raw=True)["latent"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # about chi-square with latent_dim degrees of freedom on the training rows
+    k = det.arch_["latent_dim"]
+    assert 0.5 * k < det.score_components(X_train, raw=True)["latent"].mean() < 1.5 * k
+
+
+def test_latent_term_improves_iris_over_the_two_term_score():
+    """Iris (setosa + versicolor normal, virginica anomalies): virginica continues the
+    versicolor cloud, so its rows are close to the generator's manifold and the residuals
+    alone rank them poorly. Over five seeds the latent term lifts the mean AUROC (benchmark:
+    0.84 -> 0.92); both scores come from the same fits."""
+    from benchmarks.datasets import iris
+
+    with_latent, two_term = [], []
+    for seed in range(5):
+        split = iris(seed)
+        det = GANAnomalyDetector(random_state=seed).fit(split.X_train)
+        comps = det.score_components(split.X_test)
+        with_latent.append(roc_auc_score(split.y_test, comps["combined"]))
+        two_term.append(roc_auc_score(split.y_test, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"]))
+    assert np.mean(with_latent) >= 0.88, with_latent
+    assert np.mean(with_latent) >= np.mean(two_term) + 0.03, (with_latent, two_term)
+    X_test = split.X_test
+    # latent_weight=0 is AnoGAN's two-term score, computed from the same components
+    plain = det.set_params(latent_weight=0.0).score_components(X_test)["combined"]
+    np.testing.assert_allclose(plain, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"], atol=1e-12)
+
+
+# Without refinement a row gets the same bits in any batch. The refinement's backward
+# pass runs matrix kernels whose rounding can depend on a row's position in the block:
+# its codes move by a float32 unit in the last place, which the latent distance carries
+# into the scores at about 1e-7 relative; any statistic taken over the batch would move
+# them by orders of magnitude more.
+@pytest.mark.parametrize("n_refine_steps,tol", [(0, 1e-9), (5, 1e-6)])
+def test_row_score_independent_of_batch_and_order(blobs, n_refine_steps, tol):
     """No statistic depends on the batch: a row scores the same alone, in any batch, in any order."""
     X_train, X_test, _ = blobs
     det = GANAnomalyDetector(epochs=5, n_refine_steps=n_refine_steps, random_state=0).fit(X_train)
     full = det.score_samples(X_test)
     alone = np.array([det.score_samples(X_test[i : i + 1])[0] for i in range(0, len(X_test), 7)])
-    np.testing.assert_allclose(alone, full[::7], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(alone, full[::7], rtol=tol, atol=tol)
     perm = np.random.RandomState(1).permutation(len(X_test))
-    np.testing.assert_allclose(det.score_samples(X_test[perm]), full[perm], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(det.score_samples(X_test[perm]), full[perm], rtol=tol, atol=tol)
     # a batch made only of outliers is not rescaled to look normal
-    np.testing.assert_allclose(det.score_samples(X_test[200:]), full[200:], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(det.score_samples(X_test[200:]), full[200:], rtol=tol, atol=tol)
 
 
 def test_refinement_lowers_reconstruction_residual(blobs):

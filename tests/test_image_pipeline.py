@@ -73,8 +73,8 @@ def test_folder_fit_evaluates_per_kind_and_writes_outputs(folder, fitted):
     assert result["auroc"]["spot"] >= 0.9 and result["auroc"]["inverted"] >= 0.9, result["auroc"]
     csv = pd.read_csv(out / "scores.csv")
     assert len(csv) == 40
-    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "combined", "decision", "is_outlier",
-                                 "kind"]
+    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "latent", "combined", "decision",
+                                 "is_outlier", "kind"]
     assert csv["file"].iloc[0] == "test/inverted/v000.png"
     assert set(csv["kind"]) == {"normal", "spot", "inverted"}
     # no temporary files left behind next to the outputs

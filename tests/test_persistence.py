@@ -25,7 +25,7 @@ def test_save_load_scores_identically(tmp_path, blobs, fitted_blobs):
     assert loaded.get_params() == {**fitted_blobs.get_params(), "callbacks": None}
     assert loaded.history_ == fitted_blobs.history_
     config = json.loads((path / CONFIG_NAME).read_text())
-    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == 1
+    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == 2
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp(tmp_path, blobs, fitted_blobs):
