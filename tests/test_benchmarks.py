@@ -136,3 +136,28 @@ def test_merge_unites_runs_split_over_processes():
     assert merged["meta"]["seeds"] == [0, 1, 2]
     top = merged["quality"]["leaderboard_real"][0]
     assert top["entry"] == "ours wgan-gp/izif [combined]" and top["n_seeds"] == 3
+
+
+def test_contestant_filter_runs_only_the_named_detectors():
+    """``--contestants``: a run split by detector runs each one in exactly one part."""
+    options = {"quick": True, "sweep": False, "peer_epochs": {}, "only": ["isolationforest", "LOF"]}
+    out = quality.run_quality(["wine"], [0], options, jobs=1)
+    assert {r["contestant"] for r in out["runs"]} == {"IsolationForest", "LOF(novelty)"}
+    assert not out["errors"]
+    assert all(0.5 < r["auroc"] <= 1.0 for r in out["runs"])
+
+
+def test_lapgan_report_pairs_both_models_per_task(tmp_path):
+    from benchmarks.lapgan import _write_md
+
+    rows = [{"task": t, "anomaly": a, "model": m, "auroc_mean": v, "auroc_std": 0.01, "seconds_per_fit": s}
+            for t, a, m, v, s in (("digits:0", "other digits", "conv (single scale)", 0.99, 9.0),
+                                  ("digits:0", "other digits", "LAPGAN (3 levels)", 0.97, 2.0),
+                                  ("texture", "spot", "conv (single scale)", 0.9, 30.0),
+                                  ("texture", "spot", "LAPGAN (3 levels)", 0.8, 5.0))]
+    path = tmp_path / "LAPGAN.md"
+    _write_md(path, rows, seeds=3, started="now")
+    text = path.read_text()
+    assert "| digits:0 | other digits | 0.990 ± 0.010 | 0.970 ± 0.010 | 9.0 | 2.0 |" in text
+    assert "| texture | spot | 0.900 ± 0.010 | 0.800 ± 0.010 | 30.0 | 5.0 |" in text
+    assert "seeds 0-2" in text and not list(tmp_path.glob(".*tmp"))
