@@ -92,7 +92,8 @@ def _write_md(path: Path, rows: list[dict], seeds: int, started: str) -> None:
              "- Models: `GANAnomalyDetector()` defaults (conv networks, minimax GAN) against "
              "`LaplacianPyramidDetector(levels=3, epochs=30)`; the same images, the same seeds.",
              "- Tasks: digits one-class (8x8, one digit normal, every other digit an anomaly); texture defects "
-             "(32x32, 400 normal training images; 100 normal + 30 per defect kind in the test set).", "",
+             "(32x32, 400 normal training images; 100 normal + 30 per defect kind in the test set).",
+             "- Seconds per fit are wall-clock on a shared machine: compare the two columns of one row.", "",
              "| task | anomaly | single-scale conv AUROC | LAPGAN AUROC | conv s/fit | LAPGAN s/fit |",
              "|---|---|---|---|---|---|"]
     by = {(r["task"], r["anomaly"], r["model"].split(" ")[0]): r for r in rows}
