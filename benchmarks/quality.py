@@ -23,11 +23,22 @@ def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict
     """All contestants on one (data set, seed): runs in a worker process or in-process."""
     import torch
 
+    # One thread per fit: the data sets are small, and one single-threaded worker per core
+    # avoids oversubscription. Restored afterwards: an in-process run must not leave the
+    # caller's torch with another thread count.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_task(name, seed, first_seed, options, deadline)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: float | None) -> dict:
+    import torch
+
     from benchmarks import contestants as _contestants
 
-    # One thread per fit: the data sets are small, and one single-threaded worker per core
-    # avoids oversubscription; the thread count changes no score.
-    torch.set_num_threads(1)
     # The first optimiser of a process imports torch._dynamo (seconds): pay it before any
     # fit is timed.
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])

@@ -125,7 +125,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     precision : {"auto", "fp32", "bf16"}, default="auto"
         ``"auto"``: bf16 autocast on CUDA, fp32 on CPU.
     random_state : int, RandomState instance or None, default=None
-        Seeds weights, noise and shuffling. The same int gives identical scores on CPU.
+        Seeds weights, noise and shuffling. The same int gives identical scores on CPU
+        with the same number of torch threads (``torch.get_num_threads()``).
     verbose : int, default=0
         > 0 shows a progress bar (on a terminal) and logs per-epoch losses at INFO.
     checkpoint_dir : str or None, default=None

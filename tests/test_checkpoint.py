@@ -46,7 +46,9 @@ def test_sigkilled_fit_resumes_to_the_same_model(tmp_path, blobs, uninterrupted,
     X_train, X_test, _ = blobs
     np.save(tmp_path / "X.npy", X_train)
     ckpt = tmp_path / "ckpt"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "X.npy"), str(ckpt), phase, str(epoch)])
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same rounding as this process
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "X.npy"), str(ckpt), phase, str(epoch)],
+                          env=env)
     assert proc.returncode == -signal.SIGKILL
     state = torch.load(ckpt / CHECKPOINT_NAME, weights_only=True)["state"]
     # at most one checkpoint interval (2 epochs) was lost
@@ -94,8 +96,11 @@ def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
     ckpt, model = tmp_path / "ckpt", tmp_path / "model"
     args = ["--input", str(tmp_path / "X.npy"), "--epochs", "40", "--seed", "0",
             "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"]
+    # The killed fit and its in-process continuation must use the same number of threads:
+    # matrix kernels round differently with another thread count.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "gananomaly.cli", "fit", *args, "--output", str(model)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.time() + 120
         while not (ckpt / CHECKPOINT_NAME).exists() and time.time() < deadline and proc.poll() is None:
