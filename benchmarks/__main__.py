@@ -33,7 +33,7 @@ QUICK = {
     "peer_max_seeds": {"AnoGAN": 1}, "peer_datasets": {"AnoGAN": ["wine"]}, "sweep": False,
 }
 FULL = {
-    "seeds": 5, "speed_sizes": (1_000, 10_000, 100_000, 1_000_000), "fit_sizes": (1_000, 10_000),
+    "seeds": 5, "speed_sizes": (1_000, 10_000, 100_000, 1_000_000), "fit_sizes": (1_000, 10_000, 100_000),
     "memory_sizes": (100_000, 1_000_000), "refine_rows": (10_000, 50),
     "peer_epochs": {"ALAD": None, "AnoGAN": None, "MO_GAAL": None}, "peer_max_seeds": {},
     "peer_datasets": {"AnoGAN": list(_datasets.REAL)}, "sweep": True,
