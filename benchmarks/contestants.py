@@ -82,9 +82,9 @@ REFINE_STEPS = 10
 
 
 def _auto_epochs(n_rows: int, batch_size: int = 64) -> int:
-    """The estimator's ``epochs="auto"`` rule (about 500 discriminator steps, 10-300 epochs)."""
+    """The estimator's ``epochs="auto"`` rule (about 500 discriminator steps, 10-500 epochs)."""
     n_batches = max(1, n_rows // min(batch_size, n_rows))
-    return int(min(300, max(10, -(-500 // n_batches))))
+    return int(min(500, max(10, -(-500 // n_batches))))
 
 
 def _auto_width(n_features: int) -> int:
