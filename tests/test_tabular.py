@@ -47,6 +47,24 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
+# The [detector] section of a config with the TINY settings.
+TINY_TOML = "[detector]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+
+
+def mixed_config(path: Path, name: str, n_samples: int) -> Path:
+    """A labelled config on the built-in mixed table with the TINY detector."""
+    return write_toml(path, f"""
+name = "{name}"
+[data]
+builtin = "mixed"
+options = {{ n_samples = {n_samples} }}
+id_columns = ["order_id"]
+drop_columns = ["anomaly_kind"]
+label_column = "is_anomaly"
+{TINY_TOML}
+""")
+
+
 # ------------------------------------------------------------------------------ configs
 def test_example_configs_load_and_describe_their_data():
     cancer = load_config(CONFIGS / "breast_cancer.toml")
@@ -181,8 +199,7 @@ name = "orders"
 path = "data/orders.csv"
 id_columns = ["order_id"]
 drop_columns = ["anomaly_kind"]
-[detector]
-{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
+{TINY_TOML}
 [mlflow]
 enabled = false
 """)
@@ -195,17 +212,7 @@ enabled = false
 
 # ------------------------------------------------------------------------------ CLI
 def test_cli_fit_then_score(tmp_path, capsys):
-    cfg = write_toml(tmp_path / "c.toml", f"""
-name = "cli"
-[data]
-builtin = "mixed"
-options = {{ n_samples = 240 }}
-id_columns = ["order_id"]
-drop_columns = ["anomaly_kind"]
-label_column = "is_anomaly"
-[detector]
-{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
-""")
+    cfg = mixed_config(tmp_path / "c.toml", "cli", 240)
     rc = main(["tabular", "fit", "--config", str(cfg), "--no-mlflow", "--output", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert rc == 0
@@ -231,17 +238,7 @@ def test_cli_fit_bad_config_exits_2_naming_the_key(tmp_path, capsys):
 
 def test_cli_fit_with_tracking_server_down_exits_1_and_keeps_the_model(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = write_toml(tmp_path / "c.toml", f"""
-name = "down"
-[data]
-builtin = "mixed"
-options = {{ n_samples = 120 }}
-id_columns = ["order_id"]
-drop_columns = ["anomaly_kind"]
-label_column = "is_anomaly"
-[detector]
-{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())}
-""")
+    cfg = mixed_config(tmp_path / "c.toml", "down", 120)
     rc = main(["tabular", "fit", "--config", str(cfg), "--tracking-uri", "http://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert rc == 1 and "127.0.0.1:9" in err and "--no-mlflow" in err
