@@ -105,8 +105,10 @@ def _robust(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray]:
     """Score columns with ``steps`` of batched latent refinement on the fitted ``det``.
 
-    The components are re-standardised on the training rows with the same refinement,
-    exactly what a fit with ``n_refine_steps=steps`` stores.
+    The components are re-standardised on the training rows with the same refinement, as a
+    fit with ``n_refine_steps=steps`` would store them; the latent distance keeps the
+    location and covariance of this fit's unrefined codes (such a fit would estimate them
+    from the refined codes).
     """
     cfg = det.score_config_
     before = cfg.n_refine_steps

@@ -147,7 +147,7 @@ def _write_detector(est, out: Path) -> None:
     tensors["input.scale"] = torch.from_numpy(np.ascontiguousarray(est.input_scale_, dtype=np.float64))
     sc = est.score_config_
     tensors["score.latent_loc"] = torch.from_numpy(np.ascontiguousarray(sc.latent_loc, dtype=np.float64))
-    tensors["score.latent_precision"] = torch.from_numpy(np.ascontiguousarray(sc.latent_precision, dtype=np.float64))
+    tensors["score.latent_factor"] = torch.from_numpy(np.ascontiguousarray(sc.latent_factor, dtype=np.float64))
     names = getattr(est, "feature_names_in_", None)
     config = {
         "format": FORMAT_NAME,
@@ -277,7 +277,7 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
                              f"the architecture ({str(exc).splitlines()[0]})") from exc
         net.to(dev).eval()
         setattr(est, attr, net)
-    for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_precision"):
+    for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_factor"):
         _require(key in tensors, path, f"tensor {key!r} missing")
     est.input_mean_ = tensors["input.mean"].numpy().astype(np.float64)
     est.input_scale_ = tensors["input.scale"].numpy().astype(np.float64)
@@ -303,10 +303,10 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         loc={k: float(v) for k, v in sc["loc"].items()},
         scale={k: float(v) for k, v in sc["scale"].items()},
         latent_loc=tensors["score.latent_loc"].numpy().astype(np.float64),
-        latent_precision=tensors["score.latent_precision"].numpy().astype(np.float64),
+        latent_factor=tensors["score.latent_factor"].numpy().astype(np.float64),
     )
     k = est.score_config_.latent_loc.shape
-    _require(len(k) == 1 and est.score_config_.latent_precision.shape == (k[0], k[0])
+    _require(len(k) == 1 and est.score_config_.latent_factor.shape == (k[0], k[0])
              and k[0] == int(config["arch"].get("latent_dim", -1)), path,
              "latent statistics do not match the latent dimension")
     for name in _scoring.COMPONENTS:

@@ -51,14 +51,10 @@ class ScoreConfig:
     context_dim: int = 0
     loc: dict[str, float] = field(default_factory=dict)
     scale: dict[str, float] = field(default_factory=dict)
-    # Location and precision matrix of the training codes (float64), set by fit_latent.
+    # Location of the training codes and the transposed Cholesky factor ``L.T`` of their
+    # precision matrix (``precision = L @ L.T``), float64, set by fit_latent.
     latent_loc: np.ndarray | None = None
-    latent_precision: np.ndarray | None = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_latent_cache", None)  # derived: rebuilt on first use
-        return state
+    latent_factor: np.ndarray | None = None
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +106,7 @@ def raw_scores(
     """
     for net in (gen, disc, enc):
         net.eval()  # dropout and batch-norm statistics are never live at scoring time
-    have_latent = cfg.latent_precision is not None
+    have_latent = cfg.latent_factor is not None
     out = {name: np.empty(X.shape[0], dtype=np.float64) for name in COMPONENTS if name != "latent"}
     codes: list[np.ndarray] = []
     if have_latent:
@@ -164,15 +160,9 @@ def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
     row sums: unlike a matrix-multiply kernel, whose blocking can depend on where a row
     sits in the batch, these give a row the same bits in any batch.
     """
-    cache = cfg.__dict__.get("_latent_cache")
-    if cache is None or cache[0] is not cfg.latent_precision:
-        chol = np.linalg.cholesky(cfg.latent_precision)
-        cache = (cfg.latent_precision, np.ascontiguousarray(chol.T))
-        cfg.__dict__["_latent_cache"] = cache
-    cols = cache[1]
     d = codes.double().cpu().numpy() - cfg.latent_loc
     out = np.zeros(d.shape[0], dtype=np.float64)
-    for col in cols:
+    for col in cfg.latent_factor:
         out += np.square((d * col).sum(axis=1))
     return out
 
@@ -191,7 +181,8 @@ def fit_latent(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> None:
     # collapsed encoder); codes are on the scale of the generator's N(0, I) prior.
     cov = cov + 1e-6 * max(float(np.trace(cov)) / k, 1.0) * np.eye(k)
     precision = np.linalg.inv(cov)
-    cfg.latent_precision = np.ascontiguousarray((precision + precision.T) / 2, dtype=np.float64)
+    precision = (precision + precision.T) / 2
+    cfg.latent_factor = np.ascontiguousarray(np.linalg.cholesky(precision).T, dtype=np.float64)
     raw["latent"] = latent_distance(torch.from_numpy(codes), cfg)
 
 
