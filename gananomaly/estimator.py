@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from numbers import Integral, Real
 from typing import Any
@@ -19,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gananomaly import checkpoint as _ckpt
 from gananomaly import data as _data
+from gananomaly import defaults as _defaults
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
 from gananomaly.networks import build_networks, mlp_spec
@@ -46,19 +46,20 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     * ``latent``: squared Mahalanobis distance of the code ``z`` from the codes of the
       training data (catches samples on the generator's manifold but where normal data
       never lies, which the residuals cannot see);
+    * ``knn``: mean distance of D's inner features of ``x`` to those of its 5 nearest
+      training rows (a non-parametric density in the space the discriminator learned);
 
     and their combination
-    ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator``.
+    ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator
+    + knn_weight * knn``.
     ``score_samples`` returns minus the chosen score, so higher means more normal, exactly
     as :class:`sklearn.ensemble.IsolationForest`.
 
     Parameters
     ----------
     objective : {"auto", "gan", "wgan-gp"}, default="auto"
-        ``"auto"``: ``"wgan-gp"`` for tabular input (our benchmark, 5 seeds: mean AUROC 0.964
-        vs 0.935 on the real data sets, 0.887 vs 0.896 on the generated ones) and
-        ``"gan"`` for images (the convolutional defaults were tuned with it) and for fits
-        with a ``context``.
+        ``"auto"``: ``"gan"`` (see :func:`gananomaly.defaults.auto_objective`; chosen on
+        held-out generator fidelity and detection side by side, benchmarks/NOTES.md).
         ``"gan"``: the minimax game with the non-saturating generator loss and
         ``d_steps`` discriminator steps per generator step, spectral normalisation in D.
         ``"wgan-gp"``: Wasserstein critic with gradient penalty ``gp_weight``.
@@ -67,7 +68,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         ``||x - G(E(x))||^2 + kappa * ||f(x) - f(G(E(x)))||^2`` (f-AnoGAN).
         ``"bigan"``: the encoder is trained jointly with G against a discriminator that
         sees ``(x, z)`` pairs (EGBAD/ALAD).
-    component : {"combined", "reconstruction", "discriminator", "latent"}, default="combined"
+    component : {"combined", "reconstruction", "discriminator", "latent", "knn"}, default="combined"
         The score behind ``score_samples``/``decision_function``/``predict``.
     weight : float in [0, 1], default=0.1
         Weight of the discriminator term in the combined score (AnoGAN's lambda).
@@ -76,16 +77,36 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         AnoGAN's two-term score. Our benchmark (5 seeds): 0.5 raised iris from 0.83 to
         0.96 AUROC and generated local anomalies from 0.92 to 0.95, and left breast cancer,
         wine and digits within 0.003.
+    knn_weight : float >= 0, default=1.0
+        Weight of the ``knn`` component (mean distance of D's features of ``x`` to those of
+        its 5 nearest training rows) added to the combined score. 0 leaves it out.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected proportion of outliers. A float sets ``offset_`` to that percentile of
         the training scores. ``"auto"`` uses Tukey's fence on the training scores:
         ``offset_ = Q1 - 1.5 * IQR`` of ``score_samples`` on the training data.
     epochs : int or "auto", default="auto"
-        GAN training epochs. ``"auto"`` gives about 500 discriminator steps: at least
-        10 epochs, at most 500 (a data set smaller than two batches gets 500 epochs of one
-        step each).
+        GAN training epochs. ``"auto"``: up to ``gananomaly.defaults.MAX_GAN_STEPS``
+        discriminator steps, stopped early when the generator's fidelity on held-out rows
+        stops improving (see ``early_stopping``). An int trains exactly that many epochs.
     encoder_epochs : int or None, default=None
-        Epochs of izif encoder training (None: same as ``epochs``).
+        Epochs of izif encoder training (None: about ``gananomaly.defaults.ENCODER_STEPS``
+        steps, at most as many epochs as the GAN trained).
+    validation_fraction : float in [0, 0.5), default=0.1
+        Share of the training rows held out (never trained on) to measure how well the
+        generator learned the data: k-NN precision/recall, density/coverage and the Parzen
+        log-likelihood gap (:mod:`gananomaly.fidelity`), recorded in ``history_`` and
+        ``fidelity_``. With fewer than ``gananomaly.defaults.MIN_VALIDATION_ROWS`` held-out
+        rows nothing is held out and fidelity is measured against the training rows.
+        0 turns fidelity measurement (and early stopping) off.
+    early_stopping : bool or "auto", default="auto"
+        Stop the GAN phase after ``n_iter_no_change`` fidelity measurements without
+        improvement and keep the generator (and discriminator) of the best measurement.
+        ``"auto"``: on when ``epochs="auto"``.
+    n_iter_no_change : int or None, default=None
+        Patience of early stopping in measurements (None: ``gananomaly.defaults.PATIENCE``).
+    max_time : float or None, default=None
+        Wall-clock budget of the GAN phase in seconds. Fits that hit it are not
+        reproducible from ``random_state`` alone.
     batch_size : int, default=64
     latent_dim : int or None, default=None
         None: about half the number of features, between 2 and 64.
@@ -151,7 +172,17 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         have the same channels and size.
     feature_names_in_ : ndarray of str (only when fitted on a DataFrame with string columns)
     history_ : dict of lists
-        Per-epoch ``d_loss``, ``g_loss``, ``g_std_ratio`` and ``e_loss``.
+        Per-epoch ``d_loss``, ``g_loss``, ``g_std_ratio`` and ``e_loss``; per fidelity
+        measurement ``fidelity_epoch`` (the GAN epoch measured), ``precision``, ``recall``,
+        ``density``, ``coverage`` and ``fidelity``.
+    fidelity_ : dict
+        Fidelity of the final generator on the held-out rows: ``precision``, ``recall``,
+        ``density``, ``coverage``, ``fidelity``, ``parzen_ll``, ``parzen_ll_real``,
+        ``parzen_gap`` (nats per row, generated minus real samples), ``n_rows``,
+        ``held_out`` (1.0 when measured on held-out rows, 0.0 on training rows) and
+        ``best_epoch``. Empty with ``validation_fraction=0``.
+    n_epochs_ : int
+        GAN epochs trained.
     device_ : torch.device
     arch_ : dict
         The architecture spec (rebuilds the networks on load).
@@ -162,12 +193,17 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "objective": [StrOptions({"auto", "gan", "wgan-gp"})],
         "encoder": [StrOptions({"izif", "bigan"})],
-        "component": [StrOptions({"combined", "reconstruction", "discriminator", "latent"})],
+        "component": [StrOptions({"combined", "reconstruction", "discriminator", "latent", "knn"})],
         "weight": [Interval(Real, 0, 1, closed="both")],
         "latent_weight": [Interval(Real, 0, None, closed="left")],
+        "knn_weight": [Interval(Real, 0, None, closed="left")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "encoder_epochs": [None, Interval(Integral, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 0.5, closed="left")],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "n_iter_no_change": [None, Interval(Integral, 1, None, closed="left")],
+        "max_time": [None, Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "latent_dim": [None, Interval(Integral, 1, None, closed="left")],
         "hidden_dims": [None, tuple, list],
@@ -199,9 +235,14 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         component: str = "combined",
         weight: float = 0.1,
         latent_weight: float = 0.5,
+        knn_weight: float = 1.0,
         contamination: str | float = "auto",
         epochs: int | str = "auto",
         encoder_epochs: int | None = None,
+        validation_fraction: float = 0.1,
+        early_stopping: bool | str = "auto",
+        n_iter_no_change: int | None = None,
+        max_time: float | None = None,
         batch_size: int = 64,
         latent_dim: int | None = None,
         hidden_dims: tuple[int, ...] | None = None,
@@ -229,9 +270,14 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         self.component = component
         self.weight = weight
         self.latent_weight = latent_weight
+        self.knn_weight = knn_weight
         self.contamination = contamination
         self.epochs = epochs
         self.encoder_epochs = encoder_epochs
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.max_time = max_time
         self.batch_size = batch_size
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
@@ -302,6 +348,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         shape = getattr(self, "image_shape_", None)
         extra = {} if shape is None else {"image_shape": [int(v) for v in shape]}
         extra["objective"] = self.objective_
+        extra["fidelity"] = {k: float(v) for k, v in getattr(self, "fidelity_", {}).items()}
         if getattr(self, "context_categories_", None) is not None:
             extra["context_categories"] = list(self.context_categories_)
         if getattr(self, "context_mean_", None) is not None:
@@ -314,6 +361,11 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         if objective not in ("gan", "wgan-gp"):
             raise ValueError(f"not a valid gananomaly model: bad objective {objective!r}")
         self.objective_ = objective
+        fidelity = extra.get("fidelity", {})
+        if not (isinstance(fidelity, dict) and len(fidelity) <= 32
+                and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in fidelity.items())):
+            raise ValueError("not a valid gananomaly model: bad fidelity (a dict of numbers expected)")
+        self.fidelity_ = {k: float(v) for k, v in fidelity.items()}
         cats = extra.get("context_categories")
         if cats is not None and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)
                                      and len(cats) == self.arch_.get("context_dim")):
@@ -378,12 +430,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
         self.input_mean_, self.input_scale_ = self._fit_scaler(X)
-        # "auto": WGAN-GP for plain tables (our benchmark's winner); the minimax GAN for images
-        # (the conv defaults were tuned with it) and for conditional fits, whose generator must
-        # learn how samples depend on the context (with one G step per five critic steps the
-        # WGAN-GP generator had not, and missed the contextual anomalies).
-        plain_table = X.ndim == 2 and context is None
-        self.objective_ = self.objective if self.objective != "auto" else ("wgan-gp" if plain_table else "gan")
+        self.objective_ = (self.objective if self.objective != "auto"
+                           else _defaults.auto_objective(image=X.ndim == 4, conditional=context is not None))
         ctx = self._encode_context(context, X, reset=True)
         self.arch_ = self._build_arch(X)  # before _to_tensor: images are resized to the networks' size
         if ctx is not None:
@@ -392,19 +440,22 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         if ctx is not None:
             Xt = torch.cat([Xt, ctx], dim=1)
         n = Xt.shape[0]
-        batch_size = min(self.batch_size, n)
-        n_batches = max(1, n // batch_size)
-        # About 500 critic steps. (A cap of 300 epochs used to cut data sets of one batch
-        # short: iris, 70 rows, got 300 steps and 0.915 +- 0.067 AUROC over 5 seeds; with
-        # 500 it gets 0.959 +- 0.025; wine and digits, also one batch, did not move.)
-        epochs = (int(min(500, max(10, math.ceil(500 / n_batches)))) if self.epochs == "auto"
-                  else int(self.epochs))
+        X_fit, X_val, held_out = self._validation_split(Xt, seed)
+        batch_size = min(self.batch_size, X_fit.shape[0])
+        n_batches = max(1, X_fit.shape[0] // batch_size)
+        epochs, eval_every = _defaults.training_budget(n_batches, self.epochs, image=self.arch_["kind"] == "conv")
+        early = self.epochs == "auto" if self.early_stopping == "auto" else bool(self.early_stopping)
+        early = early and X_val is not None
         wgan = self.objective_ == "wgan-gp"
         cfg = TrainConfig(
             objective=self.objective_,
             encoder=self.encoder,
             epochs=epochs,
-            encoder_epochs=epochs if self.encoder_epochs is None else int(self.encoder_epochs),
+            encoder_epochs=None if self.encoder_epochs is None else int(self.encoder_epochs),
+            eval_every=eval_every,
+            patience=(int(self.n_iter_no_change or _defaults.PATIENCE)) if early else 0,
+            keep_best=early,
+            max_time=None if self.max_time is None else float(self.max_time),
             batch_size=batch_size,
             d_steps=self.d_steps if self.d_steps is not None else (5 if wgan else 1),
             learning_rate=self.learning_rate if self.learning_rate is not None else (1e-4 if wgan else 2e-4),
@@ -432,15 +483,18 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             if self.verbose:
                 from tqdm.auto import tqdm
 
-                total = epochs + (0 if self.encoder == "bigan" else cfg.encoder_epochs)
+                enc_total = (_defaults.encoder_epochs(epochs, n_batches) if cfg.encoder_epochs is None
+                             else cfg.encoder_epochs)
+                total = epochs + (0 if self.encoder == "bigan" else enc_total)
                 progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
             try:
                 store = _ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg)) \
                     if self.checkpoint_dir is not None else None
-                trainer = Trainer(gen, disc, enc, Xt.to(device), self.arch_["latent_dim"], cfg, rng,
+                trainer = Trainer(gen, disc, enc, X_fit.to(device), self.arch_["latent_dim"], cfg, rng,
                                   estimator=self, callbacks=callbacks, progress=progress,
                                   checkpoint=store.save if store is not None else None,
-                                  checkpoint_every=self.checkpoint_every)
+                                  checkpoint_every=self.checkpoint_every,
+                                  X_val=None if X_val is None else X_val.to(device))
                 if resume:
                     if store is None:
                         raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
@@ -456,7 +510,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         self.generator_, self.discriminator_, self.encoder_ = gen, disc, enc
         self.device_ = device
         self.history_ = history
-        self.n_epochs_ = epochs
+        self.n_epochs_ = trainer.gan_epoch
+        self.fidelity_ = trainer.fidelity_report()
+        if self.fidelity_:
+            self.fidelity_["held_out"] = 1.0 if held_out else 0.0
         self.score_config_ = _scoring.ScoreConfig(
             joint=self.encoder == "bigan",
             n_refine_steps=int(self.n_refine_steps),
@@ -468,6 +525,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         )
         raw = self._raw_scores(Xt)
         _scoring.fit_latent(raw, self.score_config_)
+        _scoring.fit_knn(raw, self.score_config_, seed)
         for name in _scoring.COMPONENTS:
             if not np.isfinite(raw[name]).all():
                 raise FloatingPointError(f"the trained model gives non-finite {name} scores on the training data")
@@ -480,6 +538,24 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self)
         return self
+
+    def _validation_split(self, Xt: torch.Tensor, seed: int):
+        """``(rows to train on, rows to measure fidelity on, held_out)``.
+
+        A random ``validation_fraction`` of the rows is held out when that gives at least
+        ``MIN_VALIDATION_ROWS`` rows; otherwise every row is trained on and fidelity is
+        measured on (a sample of) the training rows. At most ``MAX_VALIDATION_ROWS`` rows
+        are measured."""
+        n = Xt.shape[0]
+        if self.validation_fraction == 0:
+            return Xt, None, False
+        perm = torch.from_numpy(np.random.RandomState(seed).permutation(n))
+        n_val = int(round(self.validation_fraction * n))
+        cap = _defaults.MAX_VALIDATION_ROWS
+        if n_val >= _defaults.MIN_VALIDATION_ROWS and n - n_val >= 2:
+            val_idx, fit_idx = perm[:n_val], perm[n_val:].sort().values
+            return Xt[fit_idx], Xt[val_idx[:cap]], True
+        return Xt, Xt[perm[:cap]], False
 
     def _encode_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor | None:
         """Context columns as a float32 tensor (None without a context): one-hot for a 1-D
@@ -568,7 +644,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         std = _scoring.standardise(raw, self.score_config_)
-        std["combined"] = _scoring.combine(std, self.weight, self.latent_weight)
+        std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self.knn_weight)
         return std
 
     def _select(self, std: dict[str, np.ndarray]) -> np.ndarray:
@@ -590,7 +666,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
 
         Returns
         -------
-        DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``,
+        DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``,
         ``combined``, indexed like ``X`` when ``X`` is a DataFrame.
         """
         index = X.index if isinstance(X, pd.DataFrame) else None
@@ -599,7 +675,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         cols = rawv if raw else std
         return pd.DataFrame(
             {"discriminator": cols["discriminator"], "reconstruction": cols["reconstruction"],
-             "latent": cols["latent"], "combined": std["combined"]},
+             "latent": cols["latent"], "knn": cols["knn"], "combined": std["combined"]},
             index=index,
         )
 

@@ -12,7 +12,7 @@ Nothing is pickled: loading reads JSON, safetensors and allow-listed skops only.
 As a pyfunc (``mlflow.pyfunc.load_model(uri).predict(df)``, and ``mlflow models serve``) the
 model returns a DataFrame with one row per input row and the columns
 
-* ``discriminator``, ``reconstruction``, ``latent``, ``combined``: the anomaly scores of
+* ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined``: the anomaly scores of
   :meth:`GANAnomalyDetector.score_components` (higher = more anomalous);
 * ``score``: :meth:`GANAnomalyDetector.score_samples` (higher = more normal);
 * ``label``: :meth:`GANAnomalyDetector.predict` (+1 inlier, -1 outlier).
@@ -31,7 +31,7 @@ import pandas as pd
 __all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "get_default_pip_requirements", "save_model", "log_model", "load_model"]
 
 FLAVOR_NAME = "gananomaly"
-OUTPUT_COLUMNS = ("discriminator", "reconstruction", "latent", "combined", "score", "label")
+OUTPUT_COLUMNS = ("discriminator", "reconstruction", "latent", "knn", "combined", "score", "label")
 _MODEL_DIR = "model"
 
 
@@ -83,7 +83,7 @@ def score_frame(model, X) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``combined`` (higher = more
+    DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more
     anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
     """
     prep, det = _split(model)
@@ -97,6 +97,7 @@ def score_frame(model, X) -> pd.DataFrame:
         "discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
         "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
         "latent": comps["latent"].to_numpy(dtype=np.float64),
+        "knn": comps["knn"].to_numpy(dtype=np.float64),
         "combined": comps["combined"].to_numpy(dtype=np.float64),
         "score": score,
         "label": label,

@@ -34,10 +34,12 @@ def mlp_spec(
     the input width (at least 2, at most 64) and the two hidden layers are about four
     times the input width (between 32 and 256 units).
     """
+    from gananomaly import defaults
+
     if latent_dim is None:
-        latent_dim = int(min(64, max(2, n_features // 2)))
+        latent_dim = defaults.auto_latent_dim(n_features)
     if hidden_dims is None:
-        width = int(min(256, max(32, 4 * n_features)))
+        width = defaults.auto_width(n_features)
         hidden_dims = (width, width)
     return {
         "kind": "mlp",

@@ -30,7 +30,7 @@ from gananomaly._version import __version__
 __all__ = ["save", "load", "save_model", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "TRUSTED_TYPES"]
 
 FORMAT_NAME = "gananomaly"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _NETS = {"generator_": "generator", "discriminator_": "discriminator", "encoder_": "encoder"}
@@ -148,6 +148,7 @@ def _write_detector(est, out: Path) -> None:
     sc = est.score_config_
     tensors["score.latent_loc"] = torch.from_numpy(np.ascontiguousarray(sc.latent_loc, dtype=np.float64))
     tensors["score.latent_factor"] = torch.from_numpy(np.ascontiguousarray(sc.latent_factor, dtype=np.float64))
+    tensors["score.knn_bank"] = torch.from_numpy(np.ascontiguousarray(sc.knn_bank, dtype=np.float32))
     names = getattr(est, "feature_names_in_", None)
     config = {
         "format": FORMAT_NAME,
@@ -277,7 +278,11 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
                              f"the architecture ({str(exc).splitlines()[0]})") from exc
         net.to(dev).eval()
         setattr(est, attr, net)
-    for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_factor"):
+    if config["format_version"] < FORMAT_VERSION:
+        raise ValueError(f"model at {str(path)!r} has format version {config['format_version']}, written by an "
+                         f"older gananomaly that lacks the knn score statistics; refit it with this version "
+                         f"(format {FORMAT_VERSION})")
+    for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_factor", "score.knn_bank"):
         _require(key in tensors, path, f"tensor {key!r} missing")
     est.input_mean_ = tensors["input.mean"].numpy().astype(np.float64)
     est.input_scale_ = tensors["input.scale"].numpy().astype(np.float64)
@@ -304,7 +309,11 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         scale={k: float(v) for k, v in sc["scale"].items()},
         latent_loc=tensors["score.latent_loc"].numpy().astype(np.float64),
         latent_factor=tensors["score.latent_factor"].numpy().astype(np.float64),
+        knn_bank=np.ascontiguousarray(tensors["score.knn_bank"].numpy(), dtype=np.float32),
     )
+    bank = est.score_config_.knn_bank.shape
+    _require(len(bank) == 2 and bank[0] >= 1 and bank[1] == int(getattr(nets[1], "feature_dim", bank[1])),
+             path, "knn bank does not match the discriminator's feature size")
     k = est.score_config_.latent_loc.shape
     _require(len(k) == 1 and est.score_config_.latent_factor.shape == (k[0], k[0])
              and k[0] == int(config["arch"].get("latent_dim", -1)), path,

@@ -16,6 +16,11 @@ and a third that reads the code itself:
   generator's manifold; a sample *on* the manifold but in a region normal data never
   reaches (an extrapolated code) is caught here.
 
+and a fourth that reads D's learned features:
+
+* ``knn``: the mean distance of ``f(x)`` to the features of its ``k`` nearest training rows
+  (a non-parametric density in the space D learned; several modes need no Gaussian).
+
 Each is standardised with a robust location/scale measured once on the training data
 (median and interquartile range), so the combination weight means the same thing on every
 data set and no statistic ever depends on the batch being scored.
@@ -30,9 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "fit_latent", "COMPONENTS"]
+__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "fit_latent", "fit_knn",
+           "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS"]
 
-COMPONENTS = ("discriminator", "reconstruction", "latent")
+COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
+# ``knn``: mean distance to this many nearest training rows in D's feature space...
+KNN_NEIGHBOURS = 5
+# ...among at most this many training rows (a seeded sample of them; stored with the model).
+KNN_BANK_ROWS = 8192
+# Rows per block of the k-NN distance computation (bounds its memory to block x bank).
+_KNN_BLOCK = 256
 
 # Rows are fed to the networks in blocks padded to a multiple of this many rows. CPU
 # matrix kernels pick their blocking from the number of rows; padding makes a row's score
@@ -55,6 +67,9 @@ class ScoreConfig:
     # precision matrix (``precision = L @ L.T``), float64, set by fit_latent.
     latent_loc: np.ndarray | None = None
     latent_factor: np.ndarray | None = None
+    # D's features of (a sample of) the training rows, float32, set by fit_knn.
+    knn_bank: np.ndarray | None = None
+    knn_k: int = KNN_NEIGHBOURS
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -65,11 +80,15 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((m - n,) + tuple(x.shape[1:]))])
 
 
-def _residuals(gen: nn.Module, disc: nn.Module, x: torch.Tensor, z: torch.Tensor, joint: bool):
+def _residuals(gen: nn.Module, disc: nn.Module, x: torch.Tensor, z: torch.Tensor, joint: bool,
+               with_features: bool = False):
     x_hat = gen(z).float()
     rec = (x - x_hat).flatten(1).pow(2).mean(1)
     zz = z if joint else None
-    feat = (disc.features(x, zz).float() - disc.features(x_hat, zz).float()).flatten(1).pow(2).mean(1)
+    fx = disc.features(x, zz).float()
+    feat = (fx - disc.features(x_hat, zz).float()).flatten(1).pow(2).mean(1)
+    if with_features:
+        return rec, feat, fx.flatten(1)
     return rec, feat
 
 
@@ -107,10 +126,14 @@ def raw_scores(
     for net in (gen, disc, enc):
         net.eval()  # dropout and batch-norm statistics are never live at scoring time
     have_latent = cfg.latent_factor is not None
-    out = {name: np.empty(X.shape[0], dtype=np.float64) for name in COMPONENTS if name != "latent"}
+    have_knn = cfg.knn_bank is not None
+    out = {name: np.empty(X.shape[0], dtype=np.float64) for name in ("discriminator", "reconstruction")}
     codes: list[np.ndarray] = []
+    features: list[np.ndarray] = []
     if have_latent:
         out["latent"] = np.empty(X.shape[0], dtype=np.float64)
+    if have_knn:
+        out["knn"] = np.empty(X.shape[0], dtype=np.float64)
     amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
            if cfg.amp_dtype is not None else contextlib.nullcontext())
     refine = cfg.n_refine_steps > 0
@@ -131,11 +154,11 @@ def raw_scores(
                     with torch.enable_grad():
                         z = _refine(gen, disc, x, z, cfg)
                     with torch.no_grad():
-                        rec, feat = _residuals(gen, disc, x, z, cfg.joint)
+                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True)
                 else:
                     with torch.inference_mode():
                         z = enc(x).float()
-                        rec, feat = _residuals(gen, disc, x, z, cfg.joint)
+                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True)
             out["reconstruction"][start : start + n] = rec[:n].double().cpu().numpy()
             out["discriminator"][start : start + n] = feat[:n].double().cpu().numpy()
             # The latent part of z (a conditional model's z ends with the known context).
@@ -144,12 +167,61 @@ def raw_scores(
                 out["latent"][start : start + n] = latent_distance(code, cfg)
             else:
                 codes.append(code.double().cpu().numpy())
+            fx = fx[:n].detach().float().cpu().numpy()
+            if have_knn:
+                out["knn"][start : start + n] = knn_distance(fx, cfg)
+            else:
+                features.append(fx)
     finally:
         for p, flag in zip(params, grad_flags):
             p.requires_grad_(flag)
     if not have_latent:
         out["codes"] = np.concatenate(codes) if codes else np.empty((0, 0))
+    if not have_knn:
+        out["features"] = np.concatenate(features) if features else np.empty((0, 0), dtype=np.float32)
     return out
+
+
+def _knn_block(rows: np.ndarray, bank: torch.Tensor, k: int, exclude: np.ndarray | None) -> np.ndarray:
+    """Mean distance of each row to its ``k`` nearest bank rows; ``exclude[i]`` is the bank
+    index of row ``i`` itself (or -1), left out so a training row is not its own neighbour.
+    The distances are computed pair by pair (no matrix-multiply expansion), so a row gets
+    the same bits in any batch."""
+    d = torch.cdist(torch.from_numpy(rows).double(), bank, compute_mode="donot_use_mm_for_euclid_dist")
+    if exclude is not None:
+        own = np.flatnonzero(exclude >= 0)
+        d[torch.from_numpy(own), torch.from_numpy(exclude[own])] = float("inf")
+    k = min(k, bank.shape[0] - (1 if exclude is not None else 0))
+    return d.topk(max(k, 1), dim=1, largest=False).values.mean(1).numpy()
+
+
+def knn_distance(features: np.ndarray, cfg: ScoreConfig, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Mean distance (float64) of each row's discriminator features to the ``cfg.knn_k``
+    nearest training rows' features: a non-parametric density in the space D learned to
+    tell real data from generated data, which handles several modes where one Gaussian
+    cannot."""
+    bank = torch.from_numpy(cfg.knn_bank).double()
+    out = np.empty(features.shape[0], dtype=np.float64)
+    for start in range(0, features.shape[0], _KNN_BLOCK):
+        ex = None if exclude is None else exclude[start : start + _KNN_BLOCK]
+        out[start : start + _KNN_BLOCK] = _knn_block(features[start : start + _KNN_BLOCK], bank, cfg.knn_k, ex)
+    return out
+
+
+def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
+    """Keep (a seeded sample of at most :data:`KNN_BANK_ROWS`) training rows' features as
+    the k-NN bank in ``cfg``, and replace ``raw["features"]`` by the training rows' ``knn``
+    scores, each computed without the row itself."""
+    features = raw.pop("features")
+    n = features.shape[0]
+    if n > KNN_BANK_ROWS:
+        idx = np.sort(np.random.RandomState(seed).choice(n, KNN_BANK_ROWS, replace=False))
+    else:
+        idx = np.arange(n)
+    cfg.knn_bank = np.ascontiguousarray(features[idx], dtype=np.float32)
+    exclude = np.full(n, -1, dtype=np.int64)
+    exclude[idx] = np.arange(idx.shape[0])
+    raw["knn"] = knn_distance(features, cfg, exclude)
 
 
 def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
@@ -209,8 +281,12 @@ def standardise(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> dict[str, np.nd
     return {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
 
 
-def combine(std: dict[str, np.ndarray], weight: float, latent_weight: float = 0.0) -> np.ndarray:
-    """AnoGAN's weighting of the latent-space signal against the discriminator's:
-    ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator``."""
+def combine(std: dict[str, np.ndarray], weight: float, latent_weight: float = 0.0,
+            knn_weight: float = 0.0) -> np.ndarray:
+    """AnoGAN's weighting of the latent-space signal against the discriminator's, plus the
+    k-NN density term:
+    ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator
+    + knn_weight * knn``."""
     latent = std["reconstruction"] + latent_weight * std["latent"] if latent_weight else std["reconstruction"]
-    return (1.0 - weight) * latent + weight * std["discriminator"]
+    out = (1.0 - weight) * latent + weight * std["discriminator"]
+    return out + knn_weight * std["knn"] if knn_weight else out

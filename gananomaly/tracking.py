@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from gananomaly.fidelity import FIDELITY_KEYS
 from gananomaly.training import Callback
 
 __all__ = [
@@ -132,7 +133,9 @@ def _probe_http(uri: str, timeout: float = 5.0) -> None:
 class MLflowCallback(Callback):
     """Log per-epoch losses of a fit to an MLflow run as step metrics.
 
-    Metrics are named ``<phase>/<loss>``: ``gan/d_loss``, ``gan/g_loss``, ``gan/g_std_ratio``
+    Metrics are named ``<phase>/<loss>``: ``gan/d_loss``, ``gan/g_loss``, ``gan/g_std_ratio``,
+    the held-out fidelity measures ``gan/precision``, ``gan/recall``, ``gan/density``,
+    ``gan/coverage`` and ``gan/fidelity`` at the epochs where they were measured,
     (and ``gan/e_loss`` for ``encoder="bigan"``) and ``encoder/e_loss`` for the izif encoder
     phase; the step is the epoch within its phase. Non-finite values are skipped.
 
@@ -178,7 +181,7 @@ class MLflowCallback(Callback):
         phase = logs.get("phase", "gan")
         step = int(logs.get("epoch", 0))
         now = int(time.time() * 1000)
-        for key in ("d_loss", "g_loss", "e_loss", "g_std_ratio"):
+        for key in ("d_loss", "g_loss", "e_loss", "g_std_ratio", *FIDELITY_KEYS):
             value = logs.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._pending.append(Metric(f"{phase}/{key}", float(value), now, step))
@@ -315,6 +318,10 @@ def _plot_losses(history: dict[str, list[float]]):
     ratio = history.get("g_std_ratio") or []
     if ratio:
         ax_gan.plot(np.arange(len(ratio)), ratio, label="g_std_ratio", linestyle="--")
+    fid = history.get("fidelity") or []
+    if fid:
+        ax_gan.plot(history.get("fidelity_epoch") or np.arange(len(fid)), fid, label="held-out fidelity",
+                    linestyle=":", marker=".")
     ax_gan.set(title="GAN", xlabel="epoch", ylabel="loss")
     ax_gan.legend()
     e_loss = history.get("e_loss") or []
@@ -456,6 +463,10 @@ def _run_tracked(mlflow, model, det, X, X_eval, y, *, image, image_shape, log_mo
     state["fitted"] = True
     fit_s = time.perf_counter() - start
     mlflow.log_metrics({"fit_time_s": fit_s, "n_epochs": float(getattr(det, "n_epochs_", 0))})
+    fidelity = {f"fidelity_{k}" if k != "fidelity" else "fidelity": float(v)
+                for k, v in (getattr(det, "fidelity_", None) or {}).items() if math.isfinite(float(v))}
+    if fidelity:
+        mlflow.log_metrics(fidelity)
     mlflow.set_tag("gananomaly.fitted_device", str(getattr(det, "device_", "")))
     mlflow.log_figure(_plot_losses(det.history_), "plots/loss_curves.png")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Callback", "TrainConfig", "Trainer", "train", "GeneratorCollapseWarning"]
+from gananomaly import defaults as _defaults
+from gananomaly.fidelity import FIDELITY_KEYS, WARN_FIDELITY, GeneratorFidelityWarning, manifold_metrics
+
+__all__ = ["Callback", "TrainConfig", "Trainer", "train", "GeneratorCollapseWarning", "GeneratorFidelityWarning"]
 
 # Generated samples spreading less than this fraction of the data's spread mean collapse.
 COLLAPSE_RATIO = 0.02
@@ -57,7 +61,7 @@ class TrainConfig:
     objective: str = "gan"
     encoder: str = "izif"
     epochs: int = 100
-    encoder_epochs: int = 100
+    encoder_epochs: int | None = 100  # None: the defaults rule, from the GAN epochs trained
     batch_size: int = 64
     d_steps: int = 1
     learning_rate: float = 2e-4
@@ -66,6 +70,14 @@ class TrainConfig:
     kappa: float = 1.0
     amp_dtype: torch.dtype | None = None
     context_dim: int = 0  # trailing one-hot context columns of X (conditional GAN)
+    # Fidelity on held-out rows (needs X_val): measured every ``eval_every`` GAN epochs.
+    eval_every: int = 1
+    # Stop after this many evaluations without a better fidelity (0: never stop early).
+    patience: int = 0
+    # Restore the generator (and discriminator) of the best evaluation at the end.
+    keep_best: bool = False
+    # Wall-clock budget of the GAN phase in seconds (None: none). Not deterministic.
+    max_time: float | None = None
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -143,6 +155,7 @@ class Trainer:
         progress: Any = None,
         checkpoint: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_every: int = 0,
+        X_val: torch.Tensor | None = None,
     ):
         self.gen, self.disc, self.enc = gen_net, disc_net, enc_net
         self.X, self.latent_dim, self.cfg, self.rng = X, latent_dim, cfg, rng
@@ -185,6 +198,18 @@ class Trainer:
         self.probe_z = torch.randn(n_probe, latent_dim, device=X.device, generator=rng)
         if self.n_ctx:
             self.probe_z = torch.cat([self.probe_z, X[torch.arange(n_probe) % n, -self.n_ctx:]], dim=1)
+        # Fidelity probe: fixed noise (with the held-out rows' own contexts), so every
+        # evaluation compares generators, not noise draws.
+        self.X_val = X_val
+        if X_val is not None:
+            self.val_z = torch.randn(X_val.shape[0], latent_dim, device=X.device, generator=rng)
+            if self.n_ctx:
+                self.val_z = torch.cat([self.val_z, X_val[:, -self.n_ctx:]], dim=1)
+            for key in ("fidelity_epoch",) + FIDELITY_KEYS:
+                self.history[key] = []
+        self.best: dict[str, Any] | None = None  # {"score", "epoch", "bad", "states"}
+        self.gan_done = False
+        self.gan_seconds = 0.0
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -204,7 +229,12 @@ class Trainer:
             "enc_epoch": self.enc_epoch,
             "step": self.step,
             "history": {k: list(v) for k, v in self.history.items()},
+            "gan_done": self.gan_done,
+            "gan_seconds": self.gan_seconds,
         }
+        if self.best is not None:
+            state["best"] = {"score": self.best["score"], "epoch": self.best["epoch"], "bad": self.best["bad"],
+                             "states": self.best["states"]}
         if self.X.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.X.device)
         return state
@@ -226,6 +256,11 @@ class Trainer:
         self.enc_epoch = int(state["enc_epoch"])
         self.step = int(state["step"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+        self.gan_done = bool(state.get("gan_done", False))
+        self.gan_seconds = float(state.get("gan_seconds", 0.0))
+        best = state.get("best")
+        self.best = None if best is None else {"score": float(best["score"]), "epoch": int(best["epoch"]),
+                                               "bad": int(best["bad"]), "states": best["states"]}
         if self.progress is not None:
             self.progress.update(self.gan_epoch + self.enc_epoch)
 
@@ -311,6 +346,9 @@ class Trainer:
         bce = F.binary_cross_entropy_with_logits
         gen_net.train(), disc_net.train(), enc_net.train(joint)
         for epoch in range(self.gan_epoch, cfg.epochs):
+            if self.gan_done:
+                break
+            started = time.perf_counter()
             d_sum = g_sum = e_sum = 0.0
             d_count = g_count = 0
             for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device, self.rank, self.world):
@@ -358,10 +396,83 @@ class Trainer:
             for key in ("d_loss", "g_loss", "g_std_ratio") + (("e_loss",) if joint else ()):
                 self.history[key].append(logs[key])
             self.gan_epoch = epoch + 1
+            self.gan_seconds += time.perf_counter() - started
+            out_of_time = cfg.max_time is not None and self.gan_seconds >= cfg.max_time
+            if self.X_val is not None and (self.gan_epoch % cfg.eval_every == 0 or self.gan_epoch == cfg.epochs
+                                           or out_of_time):
+                self._evaluate(logs)
+            if out_of_time:
+                self.gan_done = True
             if self.progress is not None:
                 self.progress.update(1)
                 self.progress.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
             self._after_epoch(logs, self.gan_epoch)
+        self._finish_gan_phase()
+
+    def _evaluate(self, logs: dict[str, Any]) -> None:
+        """Fidelity of the current generator on the held-out rows; remember the best one and
+        end the phase after ``patience`` evaluations without improvement."""
+        cfg = self.cfg
+        with torch.no_grad():
+            self.gen.eval()
+            fake = self._sample_part(self.gen(self.val_z).float())
+            self.gen.train()
+        metrics = manifold_metrics(self._sample_part(self.X_val), fake)
+        self.history["fidelity_epoch"].append(self.gan_epoch - 1)
+        for key in FIDELITY_KEYS:
+            self.history[key].append(metrics[key])
+            logs[key] = metrics[key]
+        score = metrics["fidelity"]
+        if self.best is None or score > self.best["score"] + 1e-6:
+            nets = {"generator": self.gen, "discriminator": self.disc}
+            if self.joint:
+                nets["encoder"] = self.enc
+            states = {k: {n: t.detach().clone() for n, t in net.state_dict().items()} for k, net in nets.items()}
+            self.best = {"score": score, "epoch": self.gan_epoch - 1, "bad": 0, "states": states}
+        else:
+            self.best["bad"] += 1
+            if cfg.patience and self.best["bad"] >= cfg.patience:
+                self.gan_done = True
+
+    def fidelity_report(self) -> dict[str, float]:
+        """Fidelity of the current generator on the held-out rows, with the Parzen
+        log-likelihood gap against as many real training rows (empty without ``X_val``)."""
+        if self.X_val is None:
+            return {}
+        from gananomaly.fidelity import parzen_gap
+
+        with torch.no_grad():
+            self.gen.eval()
+            fake = self._sample_part(self.gen(self.val_z).float())
+        real_val = self._sample_part(self.X_val)
+        report = manifold_metrics(real_val, fake)
+        if real_val.shape[0] >= 4 and bool(torch.isfinite(fake).all()):
+            reference = self._sample_part(self.X[: fake.shape[0]])
+            report.update(parzen_gap(reference, fake, real_val))
+        report["n_rows"] = float(real_val.shape[0])
+        if self.best is not None:
+            report["best_epoch"] = float(self.best["epoch"])
+        return report
+
+    def _finish_gan_phase(self) -> None:
+        self.gan_done = True
+        if self.cfg.keep_best and self.best is not None:
+            nets = {"generator": self.gen, "discriminator": self.disc, "encoder": self.enc}
+            for key, state in self.best["states"].items():
+                nets[key].load_state_dict(state)
+        if self.X_val is not None and self.history["fidelity"]:
+            final = self.best["score"] if self.cfg.keep_best and self.best is not None else self.history["fidelity"][-1]
+            if final < WARN_FIDELITY:
+                i = self.history["fidelity"].index(final) if final in self.history["fidelity"] else -1
+                warnings.warn(
+                    f"the generator has not learned the normal data: on held-out rows its samples reach "
+                    f"fidelity {final:.2f} (coverage {self.history['coverage'][i]:.2f}, density "
+                    f"{self.history['density'][i]:.2f}; real samples score about 1). Its scores then act as "
+                    "a distance, not a learned density. Train longer (epochs='auto' or more epochs, a larger "
+                    "max_time), use objective='gan', or lower learning_rate.",
+                    GeneratorFidelityWarning,
+                    stacklevel=5,
+                )
         ratios = self.history["g_std_ratio"]
         if ratios and ratios[-1] < COLLAPSE_RATIO:
             warnings.warn(
@@ -377,13 +488,18 @@ class Trainer:
         plus ``kappa`` times the discriminator-feature residual of ``G(E(x))``."""
         cfg, X = self.cfg, self.X
         gen_net, disc_net, enc_net = self.gen, self.disc, self.enc
+        n_epochs = cfg.encoder_epochs
+        if n_epochs is None:
+            n_batches = max(1, (X.shape[0] // self.world) // cfg.batch_size)
+            n_epochs = _defaults.encoder_epochs(self.gan_epoch, n_batches)
+        self.encoder_epochs = n_epochs
         gen_net.eval(), disc_net.eval(), enc_net.train()
         frozen = [p for net in (gen_net, disc_net) for p in net.parameters()]
         for p in frozen:
             p.requires_grad_(False)
         amp = _autocast(X.device, cfg.amp_dtype)
         try:
-            for epoch in range(self.enc_epoch, cfg.encoder_epochs):
+            for epoch in range(self.enc_epoch, n_epochs):
                 total, count = 0.0, 0
                 for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device, self.rank, self.world):
                     x = X[idx]

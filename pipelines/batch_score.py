@@ -4,7 +4,7 @@
 input in chunks of ``--chunk-rows`` rows (pyarrow ``ParquetFile.iter_batches``, pandas
 ``read_csv(chunksize=...)``), so memory stays bounded by the chunk size whatever the file
 size, and writes one row per scored input row: the ID column (when given),
-``discriminator``, ``reconstruction``, ``latent``, ``combined`` (higher = more anomalous), ``score``
+``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more anomalous), ``score``
 (``score_samples``: higher = more normal) and ``label`` (+1 inlier, -1 outlier).
 
 Atomic output and resume
@@ -66,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("discriminator", "reconstruction", "latent", "combined", "score", "label")
+SCORE_COLUMNS = ("discriminator", "reconstruction", "latent", "knn", "combined", "score", "label")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gananomaly-batch-score"
 MANIFEST_VERSION = 1
@@ -183,6 +183,7 @@ def score_prepared(model, X) -> pd.DataFrame:
     return pd.DataFrame({"discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
                          "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
                          "latent": comps["latent"].to_numpy(dtype=np.float64),
+                         "knn": comps["knn"].to_numpy(dtype=np.float64),
                          "combined": comps["combined"].to_numpy(dtype=np.float64),
                          "score": score, "label": label})
 

@@ -266,7 +266,7 @@ def _write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 def _score_frame(det, data: ImageSet) -> pd.DataFrame:
     comps = det.score_components(data.images)
     frame = pd.DataFrame({"file": data.names})
-    for col in ("discriminator", "reconstruction", "latent", "combined"):
+    for col in ("discriminator", "reconstruction", "latent", "knn", "combined"):
         frame[col] = comps[col].to_numpy()
     decision = det.score_samples(data.images) - det.offset_
     frame["decision"] = decision
@@ -309,7 +309,7 @@ def fit_images(
         Layout of array sources (see :class:`gananomaly.GANAnomalyDetector`).
     scores_csv : path, optional
         Per-file scores of the test images (columns ``file``, ``discriminator``,
-        ``reconstruction``, ``latent``, ``combined``, ``decision``, ``is_outlier`` and ``kind`` when
+        ``reconstruction``, ``latent``, ``knn``, ``combined``, ``decision``, ``is_outlier`` and ``kind`` when
         labelled). Needs test images.
     params : dict, optional
         :class:`gananomaly.GANAnomalyDetector` parameters (default ``random_state=0``).

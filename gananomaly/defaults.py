@@ -1,0 +1,68 @@
+"""Every "auto" rule of the detector, in one place (the benchmarks import them too).
+
+Measurements behind these choices are in ``benchmarks/NOTES.md``.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "MAX_GAN_STEPS", "EVAL_STEPS", "PATIENCE", "ENCODER_STEPS", "MIN_VALIDATION_ROWS", "MAX_VALIDATION_ROWS",
+    "auto_objective", "auto_width", "auto_latent_dim", "training_budget", "encoder_epochs",
+]
+
+# Upper bound on discriminator steps of an ``epochs="auto"`` fit; training normally stops
+# earlier, when the held-out fidelity stops improving.
+MAX_GAN_STEPS = 12000
+# Convolutional (image) fits: about this many discriminator steps.
+IMAGE_GAN_STEPS = 500
+# Fidelity is measured about every this many discriminator steps...
+EVAL_STEPS = 250
+# ...and training stops after this many measurements without a better generator.
+PATIENCE = 8
+# Encoder (izif) training: about this many steps, at most as many epochs as the GAN had.
+ENCODER_STEPS = 3000
+# Fewer held-out rows than this make the k-NN fidelity measures meaningless: the fidelity
+# is then measured against (a sample of) the training rows instead.
+MIN_VALIDATION_ROWS = 20
+# At most this many rows (and as many generated rows) enter a fidelity measurement.
+MAX_VALIDATION_ROWS = 1000
+
+
+def auto_objective(image: bool, conditional: bool) -> str:
+    """``objective="auto"``: the minimax GAN (non-saturating loss, spectral norm in D)."""
+    return "gan"
+
+
+def auto_width(n_features: int) -> int:
+    """Default hidden width of the MLPs: 4 x n_features, between 32 and 256."""
+    return int(min(256, max(32, 4 * n_features)))
+
+
+def auto_latent_dim(n_features: int) -> int:
+    """Default latent size: about half the number of features, between 2 and 64."""
+    return int(min(64, max(2, n_features // 2)))
+
+
+def training_budget(n_batches: int, epochs, image: bool = False) -> tuple[int, int]:
+    """``(max_epochs, eval_every)`` of a fit with ``n_batches`` batches per epoch.
+
+    ``epochs="auto"``: up to :data:`MAX_GAN_STEPS` discriminator steps for tables,
+    fidelity measured about every :data:`EVAL_STEPS` steps; convolutional image fits cost
+    far more per step and keep about :data:`IMAGE_GAN_STEPS` steps (10 to 500 epochs). An
+    explicit ``epochs`` is the exact number of epochs, with the same evaluation rhythm.
+    """
+    n_batches = max(1, int(n_batches))
+    eval_every = max(1, round(EVAL_STEPS / n_batches))
+    if epochs == "auto" and image:
+        max_epochs = int(min(500, max(10, math.ceil(IMAGE_GAN_STEPS / n_batches))))
+        return max_epochs, min(eval_every, max_epochs)
+    if epochs == "auto":
+        return int(math.ceil(MAX_GAN_STEPS / n_batches)), eval_every
+    return int(epochs), min(eval_every, int(epochs))
+
+
+def encoder_epochs(gan_epochs: int, n_batches: int) -> int:
+    """Default izif encoder epochs: about :data:`ENCODER_STEPS` steps, at most ``gan_epochs``."""
+    return int(max(1, min(gan_epochs, math.ceil(ENCODER_STEPS / max(1, n_batches)))))

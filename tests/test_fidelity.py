@@ -1,0 +1,150 @@
+"""Generator fidelity: the measures themselves, and that the default detector's generator
+learns multi-modal and correlated data (floors a collapsed or narrow generator fails)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gananomaly import GANAnomalyDetector
+from gananomaly.fidelity import (
+    GeneratorFidelityWarning,
+    expected_coverage,
+    manifold_metrics,
+    mode_coverage,
+    parzen_gap,
+)
+
+RING_CENTERS = np.c_[2 * np.cos(2 * np.pi * np.arange(8) / 8), 2 * np.sin(2 * np.pi * np.arange(8) / 8)]
+
+
+def ring(n, seed):
+    """8 Gaussian modes (sd 0.2) on a circle of radius 2."""
+    rng = np.random.RandomState(seed)
+    return RING_CENTERS[rng.randint(8, size=n)] + 0.2 * rng.randn(n, 2)
+
+
+def correlated(n, seed, d=6):
+    rng = np.random.RandomState(123)
+    a = rng.randn(d, d) / np.sqrt(d)
+    cov = a @ a.T + 0.05 * np.eye(d)
+    return np.random.RandomState(seed).multivariate_normal(np.zeros(d), cov, size=n)
+
+
+# ---- the measures, on samples whose answer is known -----------------------------------------
+
+def test_real_samples_score_as_a_perfect_generator():
+    m = manifold_metrics(ring(1000, 0), ring(1000, 1))
+    assert m["precision"] > 0.9 and m["recall"] > 0.9
+    assert 0.8 < m["density"] < 1.2
+    assert m["coverage"] > expected_coverage() - 0.08
+    assert m["fidelity"] > 0.85
+
+
+def test_collapsed_and_partial_generators_score_low():
+    real = ring(1000, 0)
+    blob = 0.1 * np.random.RandomState(1).randn(1000, 2)  # the old default's centre blob
+    m = manifold_metrics(real, blob)
+    assert m["precision"] < 0.05 and m["coverage"] < 0.05 and m["fidelity"] < 0.1
+    half = ring(4000, 2)
+    half = half[np.arctan2(half[:, 1], half[:, 0]) > -0.4][:1000]  # about 4 of 8 modes
+    m = manifold_metrics(real, half)
+    assert m["precision"] > 0.9  # realistic samples...
+    assert 0.35 < m["coverage"] < 0.65  # ...of half of the data
+    noise = np.random.RandomState(3).uniform(-6, 6, size=(1000, 2))
+    m = manifold_metrics(real, noise)
+    assert m["density"] < 0.3 and m["fidelity"] < 0.5  # spread everywhere: low density
+
+
+def test_mode_coverage_and_parzen_gap():
+    real = ring(2000, 0)
+    assert mode_coverage(real, RING_CENTERS, 0.6)["modes"] == 8
+    one = RING_CENTERS[[0]] + 0.2 * np.random.RandomState(1).randn(2000, 2)
+    cov = mode_coverage(one, RING_CENTERS, 0.6)
+    assert cov["modes"] == 1 and cov["largest_share"] > 0.99
+    held = ring(1000, 5)
+    assert abs(parzen_gap(ring(2000, 3), ring(2000, 4), held)["parzen_gap"]) < 0.15
+    assert parzen_gap(ring(2000, 3), one, held)["parzen_gap"] < -3
+
+
+def test_metrics_validate_input():
+    with pytest.raises(ValueError, match="features"):
+        manifold_metrics(np.zeros((10, 2)), np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="at least 2"):
+        manifold_metrics(np.zeros((1, 2)), np.zeros((10, 2)))
+    nan = manifold_metrics(ring(20, 0), np.full((20, 2), np.nan))
+    assert all(np.isnan(v) for v in nan.values())
+
+
+# ---- the default detector learns the data -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ring_fit_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det = GANAnomalyDetector(random_state=0).fit(ring(2000, 0))
+    return det, caught
+
+
+@pytest.fixture(scope="module")
+def ring_fit(ring_fit_warnings):
+    return ring_fit_warnings[0]
+
+
+def test_default_generator_covers_every_mode_of_the_ring(ring_fit):
+    """The default used to cover 2 of 8 modes with a blob near the centre (Parzen gap about
+    -20 nats); a generator that learned the ring covers all 8 and puts most samples on them."""
+    samples = ring_fit.generate(4000, random_state=1)
+    cov = mode_coverage(samples, RING_CENTERS, 0.6)
+    assert cov["modes"] == 8, cov
+    assert cov["high_quality"] > 0.75 and cov["largest_share"] < 0.25, cov
+    np.testing.assert_allclose(samples.std(0), [1.43, 1.43], rtol=0.15)
+    gap = parzen_gap(ring(2000, 3), samples[:2000], ring(1000, 4))["parzen_gap"]
+    assert gap > -0.6, gap
+
+
+def test_fidelity_is_recorded_and_the_best_generator_kept(ring_fit):
+    h, f = ring_fit.history_, ring_fit.fidelity_
+    assert len(h["fidelity"]) == len(h["fidelity_epoch"]) >= 3
+    for key in ("precision", "recall", "density", "coverage"):
+        assert len(h[key]) == len(h["fidelity"])
+    assert f["held_out"] == 1.0 and f["n_rows"] == 200
+    # the generator kept is the best measured one (same probe noise: the same value)
+    assert f["fidelity"] == pytest.approx(max(h["fidelity"]), abs=1e-12)
+    assert h["fidelity_epoch"][int(np.argmax(h["fidelity"]))] == f["best_epoch"]
+    # training improved on its start: the first measurement is far below the best
+    assert h["fidelity"][0] < f["fidelity"] - 0.2
+    assert f["fidelity"] > 0.8 and f["coverage"] > 0.75
+
+
+def test_correlated_gaussian_parzen_gap_is_small():
+    """The old default's generator was 23.6 nats short of real samples on this kind of data."""
+    det = GANAnomalyDetector(random_state=0).fit(correlated(3000, 0))
+    gap = parzen_gap(correlated(2000, 1), det.generate(2000, random_state=2), correlated(1000, 2))["parzen_gap"]
+    assert gap > -1.5, gap
+    assert det.fidelity_["fidelity"] > 0.8
+
+
+def test_an_untrained_generator_is_warned_about():
+    X = ring(600, 0)
+    with pytest.warns(GeneratorFidelityWarning, match="has not learned the normal data"):
+        det = GANAnomalyDetector(epochs=1, learning_rate=1e-6, random_state=0).fit(X)
+    assert det.fidelity_["fidelity"] < 0.5
+
+
+def test_a_trained_generator_is_not_warned_about(ring_fit_warnings):
+    assert not [w for w in ring_fit_warnings[1] if issubclass(w.category, GeneratorFidelityWarning)]
+
+
+def test_validation_fraction_zero_and_small_data():
+    X = ring(120, 0)
+    det = GANAnomalyDetector(epochs=3, validation_fraction=0.0, random_state=0).fit(X)
+    assert det.fidelity_ == {} and "fidelity" not in det.history_
+    # 12 held-out rows are too few: fidelity is measured on the training rows instead
+    det = GANAnomalyDetector(epochs=3, random_state=0).fit(X)
+    assert det.fidelity_["held_out"] == 0.0 and det.fidelity_["n_rows"] == 120
+
+
+def test_max_time_ends_the_gan_phase():
+    det = GANAnomalyDetector(max_time=0.5, random_state=0).fit(ring(2000, 0))
+    assert 1 <= det.n_epochs_ < 100
