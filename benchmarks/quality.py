@@ -62,7 +62,9 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                            "error": "skipped: time budget of the run exhausted"})
             continue
         try:
-            cols, fit_s = contestant.run(split, seed)
+            out = contestant.run(split, seed)
+            cols, fit_s = out[0], out[1]
+            extra = out[2] if len(out) > 2 else {}
         except Exception as exc:  # a peer failing must not stop the benchmark
             log.debug("contestant failed", exc_info=True)
             errors.append({"dataset": name, "seed": seed, "contestant": contestant.name,
@@ -81,6 +83,12 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                 "auprc": float(average_precision_score(split.y_test, scores)),
                 "fit_s": float(fit_s),
             }
+            fid = extra.get("fidelity") or {}
+            for key in ("fidelity", "coverage", "density", "precision", "recall", "parzen_gap"):
+                if key in fid:
+                    run[f"gen_{key}"] = float(fid[key])
+            if "epochs" in extra:
+                run["epochs"] = int(extra["epochs"])
             runs.append(run)
             if run["main"] and first_main is None:
                 first_main = run
@@ -166,6 +174,10 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             "auprc_mean": float(ap.mean()), "auprc_std": float(ap.std()),
             "fit_s_median": float(np.median([r["fit_s"] for r in rs])),
         })
+        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_parzen_gap", "epochs"):
+            vals = [r[key] for r in rs if key in r]
+            if vals:
+                out[-1][key] = float(np.mean(vals))
     return out
 
 

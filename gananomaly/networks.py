@@ -29,10 +29,9 @@ def mlp_spec(
 ) -> dict[str, Any]:
     """Architecture spec for the MLP networks, with sizes derived from ``n_features``.
 
-    The defaults keep the networks small enough to train in seconds on two CPU cores while
-    leaving the generator room to model curved manifolds: the latent space is about half
-    the input width (at least 2, at most 64) and the two hidden layers are about four
-    times the input width (between 32 and 256 units).
+    The defaults (:func:`gananomaly.defaults.auto_latent_dim`, :func:`~gananomaly.defaults.auto_width`)
+    give the generator as many latent dimensions as features (at most 64) and two hidden
+    layers of about four times the input width (between 128 and 256 units).
     """
     from gananomaly import defaults
 
@@ -106,9 +105,11 @@ class MLPDiscriminator(nn.Module):
         joint: bool = False,
         spectral_norm: bool = False,
         dropout: float = 0.0,
+        context_dim: int = 0,
     ):
         super().__init__()
         self.joint = joint
+        self.context_dim = context_dim
         if joint:
             half = max(8, hidden_dims[0] // 2)
             self.x_branch = _stack([n_features, hidden_dims[0]], sn=spectral_norm, dropout=dropout)
@@ -123,6 +124,12 @@ class MLPDiscriminator(nn.Module):
         out = nn.Linear(feat_dim, 1)
         self.out = _sn(out) if spectral_norm else out
         self.feature_dim = feat_dim
+        if context_dim:
+            # Projection discriminator (Miyato & Koyama 2018): the context's embedding is
+            # matched against the features, so D must judge x *for its context*; with the
+            # context only concatenated to the input, D (and so G) can ignore it.
+            embed = nn.Linear(context_dim, feat_dim, bias=False)
+            self.embed = _sn(embed) if spectral_norm else embed
 
     def features(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if self.joint:
@@ -132,7 +139,11 @@ class MLPDiscriminator(nn.Module):
         return self.body(x)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out(self.features(x, z)).squeeze(1)
+        h = self.features(x, z)
+        out = self.out(h).squeeze(1)
+        if self.context_dim:
+            out = out + (self.embed(x[:, -self.context_dim:]) * h).sum(1)
+        return out
 
 
 class ConditionalGenerator(nn.Module):
@@ -171,7 +182,7 @@ def build_networks(spec: dict[str, Any]) -> tuple[nn.Module, nn.Module, nn.Modul
         # is normal for that context.
         disc = MLPDiscriminator(
             d + c, h, latent_dim=k + c, joint=spec["joint"],
-            spectral_norm=spec["spectral_norm"], dropout=spec["dropout"],
+            spectral_norm=spec["spectral_norm"], dropout=spec["dropout"], context_dim=c,
         )
         if c:
             return (ConditionalGenerator(MLPGenerator(k + c, d, h), k), disc,

@@ -182,20 +182,23 @@ def raw_scores(
     return out
 
 
-def _knn_block(rows: np.ndarray, bank: torch.Tensor, k: int, exclude: np.ndarray | None) -> np.ndarray:
-    """Mean distance of each row to its ``k`` nearest bank rows; ``exclude[i]`` is the bank
-    index of row ``i`` itself (or -1), left out so a training row is not its own neighbour.
-    The distances are computed pair by pair (no matrix-multiply expansion), so a row gets
-    the same bits in any batch."""
+def _knn_block(rows: np.ndarray, bank: torch.Tensor, k: int) -> np.ndarray:
+    """Mean distance of each row to its ``k`` nearest bank rows, leaving out one bank row
+    at distance exactly 0 (the row itself, for a training row: its score at scoring time
+    then equals the leave-one-out value its statistics were fitted with; duplicates of it
+    still count). The distances are computed pair by pair (no matrix-multiply expansion),
+    so a row gets the same bits in any batch."""
+    m = bank.shape[0]
+    k = max(1, min(k, m - 1))
     d = torch.cdist(torch.from_numpy(rows).double(), bank, compute_mode="donot_use_mm_for_euclid_dist")
-    if exclude is not None:
-        own = np.flatnonzero(exclude >= 0)
-        d[torch.from_numpy(own), torch.from_numpy(exclude[own])] = float("inf")
-    k = min(k, bank.shape[0] - (1 if exclude is not None else 0))
-    return d.topk(max(k, 1), dim=1, largest=False).values.mean(1).numpy()
+    near = d.topk(min(k + 1, m), dim=1, largest=False).values
+    if near.shape[1] <= k:  # a one-row bank
+        return near.mean(1).numpy()
+    own = near[:, 0] == 0
+    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1)).numpy()
 
 
-def knn_distance(features: np.ndarray, cfg: ScoreConfig, exclude: np.ndarray | None = None) -> np.ndarray:
+def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     """Mean distance (float64) of each row's discriminator features to the ``cfg.knn_k``
     nearest training rows' features: a non-parametric density in the space D learned to
     tell real data from generated data, which handles several modes where one Gaussian
@@ -203,15 +206,14 @@ def knn_distance(features: np.ndarray, cfg: ScoreConfig, exclude: np.ndarray | N
     bank = torch.from_numpy(cfg.knn_bank).double()
     out = np.empty(features.shape[0], dtype=np.float64)
     for start in range(0, features.shape[0], _KNN_BLOCK):
-        ex = None if exclude is None else exclude[start : start + _KNN_BLOCK]
-        out[start : start + _KNN_BLOCK] = _knn_block(features[start : start + _KNN_BLOCK], bank, cfg.knn_k, ex)
+        out[start : start + _KNN_BLOCK] = _knn_block(features[start : start + _KNN_BLOCK], bank, cfg.knn_k)
     return out
 
 
 def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
     """Keep (a seeded sample of at most :data:`KNN_BANK_ROWS`) training rows' features as
     the k-NN bank in ``cfg``, and replace ``raw["features"]`` by the training rows' ``knn``
-    scores, each computed without the row itself."""
+    scores (each row leaving itself out, as scoring it again does)."""
     features = raw.pop("features")
     n = features.shape[0]
     if n > KNN_BANK_ROWS:
@@ -219,9 +221,7 @@ def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
     else:
         idx = np.arange(n)
     cfg.knn_bank = np.ascontiguousarray(features[idx], dtype=np.float32)
-    exclude = np.full(n, -1, dtype=np.int64)
-    exclude[idx] = np.arange(idx.shape[0])
-    raw["knn"] = knn_distance(features, cfg, exclude)
+    raw["knn"] = knn_distance(features, cfg)
 
 
 def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:

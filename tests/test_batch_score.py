@@ -22,7 +22,7 @@ from pipelines.tabular import TabularConfig, fit_tabular, model_schema, prepare_
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"epochs": 3, "hidden_dims": (16,), "latent_dim": 4, "random_state": 0, "device": "cpu"}
-COLUMNS = ["order_id", "discriminator", "reconstruction", "latent", "combined", "score", "label"]
+COLUMNS = ["order_id", "discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
 
 
 @pytest.fixture(scope="module")

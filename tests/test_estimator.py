@@ -84,11 +84,11 @@ def test_component_parameter_selects_score(blobs, fitted_blobs, component):
 def test_components_are_standardised_on_training_data(blobs, fitted_blobs):
     X_train, _, _ = blobs
     comps = fitted_blobs.score_components(X_train)
-    for name in ("discriminator", "reconstruction", "latent"):
+    for name in ("discriminator", "reconstruction", "latent", "knn"):
         q25, q50, q75 = np.percentile(comps[name], [25, 50, 75])
         assert abs(q50) < 1e-9 and abs((q75 - q25) - 1) < 1e-9
     raw = fitted_blobs.score_components(X_train, raw=True)
-    assert (raw[["discriminator", "reconstruction", "latent"]] >= 0).all().all()  # residuals, distances
+    assert (raw[["discriminator", "reconstruction", "latent", "knn"]] >= 0).all().all()  # residuals, distances
 
 
 def test_latent_score_is_mahalanobis_distance_of_the_codes(blobs, fitted_blobs):
@@ -110,25 +110,100 @@ def test_latent_score_is_mahalanobis_distance_of_the_codes(blobs, fitted_blobs):
     assert 0.5 * k < det.score_components(X_train, raw=True)["latent"].mean() < 1.5 * k
 
 
-def test_latent_term_improves_iris_over_the_two_term_score():
+def test_knn_score_is_the_mean_distance_to_training_rows_in_d_feature_space(blobs, fitted_blobs):
+    """``knn``: mean distance of D's features of x to those of its 5 nearest training rows;
+    a training row is never its own neighbour."""
+    from sklearn.neighbors import NearestNeighbors
+
+    X_train, X_test, _ = blobs
+    det = fitted_blobs
+    with torch.no_grad():
+        feats = {name: det.discriminator_.features(det._to_tensor(X)).double().numpy() for name, X in
+                 (("train", X_train), ("test", X_test))}
+    nn = NearestNeighbors(n_neighbors=6).fit(feats["train"])
+    raw_test = det.score_components(X_test, raw=True)["knn"].to_numpy()
+    np.testing.assert_allclose(raw_test, nn.kneighbors(feats["test"], n_neighbors=5)[0].mean(1), rtol=1e-5)
+    # a training row leaves itself out, at fit time and when scored again, so predict() on
+    # the training data reproduces the contamination the offset was set for
+    raw_train = det.score_components(X_train, raw=True)["knn"].to_numpy()
+    np.testing.assert_allclose(raw_train, nn.kneighbors(feats["train"])[0][:, 1:].mean(1), rtol=1e-5)
+    assert det.score_config_.loc["knn"] == pytest.approx(np.median(raw_train), rel=1e-12)
+
+
+def test_combine_formula_and_weights(blobs, fitted_blobs):
+    from gananomaly.scoring import combine
+
+    rng = np.random.RandomState(0)
+    std = {k: rng.randn(50) for k in ("discriminator", "reconstruction", "latent", "knn")}
+    np.testing.assert_allclose(
+        combine(std, 0.2, 0.5, 3.0),
+        0.8 * (std["reconstruction"] + 0.5 * std["latent"]) + 0.2 * std["discriminator"] + 3.0 * std["knn"])
+    np.testing.assert_allclose(combine(std, 1.0), std["discriminator"])
+    np.testing.assert_allclose(combine(std, 0.0), std["reconstruction"])
+    # the estimator's combined column follows its weights, component by component
+    _, X_test, _ = blobs
+    det = clone(fitted_blobs)
+    det.__dict__.update({k: v for k, v in fitted_blobs.__dict__.items() if k.endswith("_")})
+    comps = det.score_components(X_test)
+    for weight, lw, kw in ((0.1, 0.5, 3.0), (0.5, 0.0, 0.0), (0.0, 1.0, 1.0)):
+        det.set_params(weight=weight, latent_weight=lw, knn_weight=kw)
+        np.testing.assert_allclose(det.score_components(X_test)["combined"],
+                                   (1 - weight) * (comps["reconstruction"] + lw * comps["latent"])
+                                   + weight * comps["discriminator"] + kw * comps["knn"], atol=1e-10)
+
+
+def test_trained_encoder_and_generator_beat_untrained_ones(blobs):
+    """Training must improve on its starting point: the encoder's reconstruction residual
+    and the generator's fidelity both beat the same networks before any step."""
+    X_train, _, _ = blobs
+    trained = GANAnomalyDetector(epochs=60, random_state=0).fit(X_train)
+    untrained = GANAnomalyDetector(epochs=1, encoder_epochs=0, learning_rate=1e-9, random_state=0).fit(X_train)
+    rec = trained.score_components(X_train, raw=True)["reconstruction"].median()
+    rec0 = untrained.score_components(X_train, raw=True)["reconstruction"].median()
+    assert rec < 0.5 * rec0, (rec, rec0)
+    assert trained.fidelity_["fidelity"] > untrained.fidelity_["fidelity"] + 0.4
+
+
+def test_gradient_penalty_holds_the_critic_near_unit_gradient(blobs):
+    """WGAN-GP's penalty keeps ||grad_x D|| near 1 between real and generated rows; without
+    it the critic's gradients grow without bound. (A zeroed penalty used to pass every test.)"""
+    X_train, _, _ = blobs
+
+    def grad_norm(gp):
+        det = GANAnomalyDetector(objective="wgan-gp", gp_weight=gp, epochs=60, encoder_epochs=1,
+                                 validation_fraction=0.0, random_state=0).fit(X_train)
+        x = det._to_tensor(X_train[:256])
+        fake = torch.from_numpy(det._to_tensor(det.generate(256, random_state=1)).numpy())
+        alpha = torch.rand(256, 1, generator=torch.Generator().manual_seed(0))
+        inter = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
+        g, = torch.autograd.grad(det.discriminator_(inter).sum(), inter)
+        return float(g.norm(dim=1).mean())
+
+    with_gp, without = grad_norm(10.0), grad_norm(0.0)
+    assert abs(with_gp - 1) < 0.25, with_gp
+    assert without > 1.5 * with_gp, (with_gp, without)
+
+
+def test_latent_and_knn_terms_improve_iris_over_the_two_term_score():
     """Iris (setosa + versicolor normal, virginica anomalies): virginica continues the
     versicolor cloud, so its rows are close to the generator's manifold and the residuals
-    alone rank them poorly. Over five seeds the latent term lifts the mean AUROC (benchmark:
-    0.83 -> 0.96); both scores come from the same fits."""
+    alone rank them poorly; the code's distance and the k-NN density in D's feature space
+    see them. Both scores come from the same fits."""
     from benchmarks.datasets import iris
 
-    with_latent, two_term = [], []
-    for seed in range(5):
+    combined, two_term = [], []
+    for seed in range(3):
         split = iris(seed)
         det = GANAnomalyDetector(random_state=seed).fit(split.X_train)
         comps = det.score_components(split.X_test)
-        with_latent.append(roc_auc_score(split.y_test, comps["combined"]))
+        combined.append(roc_auc_score(split.y_test, comps["combined"]))
         two_term.append(roc_auc_score(split.y_test, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"]))
-    assert np.mean(with_latent) >= 0.88, with_latent
-    assert np.mean(with_latent) >= np.mean(two_term) + 0.03, (with_latent, two_term)
+    print("iris combined", combined, "two-term", two_term)
+    assert np.mean(combined) >= 0.93, combined
+    assert np.mean(combined) >= np.mean(two_term) + 0.02, (combined, two_term)
     X_test = split.X_test
-    # latent_weight=0 is AnoGAN's two-term score, computed from the same components
-    plain = det.set_params(latent_weight=0.0).score_components(X_test)["combined"]
+    # latent_weight=0 and knn_weight=0 give AnoGAN's two-term score from the same components
+    plain = det.set_params(latent_weight=0.0, knn_weight=0.0).score_components(X_test)["combined"]
     np.testing.assert_allclose(plain, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"], atol=1e-12)
 
 
@@ -221,10 +296,8 @@ def test_generator_did_not_collapse(fitted_blobs, blobs):
     ratio = gan.generate(500, random_state=0).std(0).mean() / X_train.std(0).mean()
     assert ratio > 0.5
     assert gan.history_["g_std_ratio"][-1] > 0.5
-    # the default (WGAN-GP for tables) gets one generator step per five critic steps: its
-    # generator is still narrow after a short fit, but never collapsed to a point
-    assert fitted_blobs.objective_ == "wgan-gp"
-    assert fitted_blobs.history_["g_std_ratio"][-1] > 0.02
+    # "auto" is the minimax GAN for tables too
+    assert fitted_blobs.objective_ == "gan"
 
 
 # ---- integration with scikit-learn -------------------------------------------------------

@@ -73,7 +73,7 @@ def test_folder_fit_evaluates_per_kind_and_writes_outputs(folder, fitted):
     assert result["auroc"]["spot"] >= 0.9 and result["auroc"]["inverted"] >= 0.9, result["auroc"]
     csv = pd.read_csv(out / "scores.csv")
     assert len(csv) == 40
-    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "latent", "combined", "decision",
+    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "latent", "knn", "combined", "decision",
                                  "is_outlier", "kind"]
     assert csv["file"].iloc[0] == "test/inverted/v000.png"
     assert set(csv["kind"]) == {"normal", "spot", "inverted"}

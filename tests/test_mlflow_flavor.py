@@ -102,9 +102,9 @@ def test_pyfunc_predict_matches_estimator(detector, data, tmp_path):
     gm.save_model(detector, tmp_path / "m", input_example=data[0][:3])
     pf = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     out = pf.predict(pd.DataFrame(data[1]))
-    assert list(out.columns) == ["discriminator", "reconstruction", "latent", "combined", "score", "label"]
+    assert list(out.columns) == ["discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
     comps = detector.score_components(data[1])
-    for col in ("discriminator", "reconstruction", "latent", "combined"):
+    for col in ("discriminator", "reconstruction", "latent", "knn", "combined"):
         np.testing.assert_allclose(out[col].to_numpy(), comps[col].to_numpy(), atol=1e-9)
     np.testing.assert_allclose(out["score"].to_numpy(), detector.score_samples(data[1]), atol=1e-9)
     np.testing.assert_array_equal(out["label"].to_numpy(), detector.predict(data[1]))
@@ -112,7 +112,7 @@ def test_pyfunc_predict_matches_estimator(detector, data, tmp_path):
     # A numpy input gives the same answer.
     np.testing.assert_allclose(pf.predict(data[1])["score"].to_numpy(), out["score"].to_numpy(), atol=0)
     sig = pf.metadata.signature
-    assert sig.outputs.input_names() == ["discriminator", "reconstruction", "latent", "combined", "score", "label"]
+    assert sig.outputs.input_names() == ["discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
 
 
 def test_pyfunc_pipeline_uses_feature_names(pipeline, data, tmp_path):

@@ -93,7 +93,7 @@ def test_spark_udf_scores_equal_local_scores(spark, logged):
         mlflow.set_tracking_uri(None)
     out = (sdf.withColumn("s", udf(struct(*schema.columns)))
            .select("order_id", "s.*").toPandas().set_index("order_id").loc[df["order_id"]])
-    assert list(out.columns) == ["discriminator", "reconstruction", "latent", "combined", "score", "label"]
+    assert list(out.columns) == ["discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
     assert sdf.rdd.getNumPartitions() == 2
     np.testing.assert_allclose(out["score"].to_numpy(), local, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(out["label"].to_numpy(), local_label)

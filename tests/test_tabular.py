@@ -146,11 +146,11 @@ def test_fit_splits_normal_rows_saves_and_reloads(fitted):
     n_normal, n_anom = int((df.is_anomaly == 0).sum()), int(df.is_anomaly.sum())
     assert result.n_train == n_normal - int(np.ceil(0.3 * n_normal))
     assert result.n_test == n_normal - result.n_train + n_anom
-    assert set(result.metrics.index) == {"discriminator", "reconstruction", "latent", "combined"}
+    assert set(result.metrics.index) == {"discriminator", "reconstruction", "latent", "knn", "combined"}
     assert 0.0 <= result.auroc <= 1.0
     # held-out scores carry the ID and the truth; anomalies are all held out
     ts = result.test_scores
-    assert list(ts.columns) == ["order_id", "discriminator", "reconstruction", "latent", "combined", "score", "label",
+    assert list(ts.columns) == ["order_id", "discriminator", "reconstruction", "latent", "knn", "combined", "score", "label",
                                 "y_true"]
     assert int(ts.y_true.sum()) == n_anom
     summary = json.loads((out / "metrics.json").read_text())
@@ -223,7 +223,7 @@ def test_cli_fit_then_score(tmp_path, capsys):
                "--input", str(inp), "--output", str(tmp_path / "s.csv"), "--chunk-rows", "40"])
     assert rc == 0
     scores = pd.read_csv(tmp_path / "s.csv")
-    assert list(scores.columns) == ["order_id", "discriminator", "reconstruction", "latent", "combined", "score",
+    assert list(scores.columns) == ["order_id", "discriminator", "reconstruction", "latent", "knn", "combined", "score",
                                     "label"]
     assert len(scores) == 90 and set(scores.label) <= {-1, 1}
 

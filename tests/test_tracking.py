@@ -140,7 +140,7 @@ def test_tracked_fit_logs_evaluation_per_component(tracked, store, data):
     _, X_eval, y_eval = data
     metrics = MlflowClient(store).get_run(run_id).data.metrics
     table = evaluate_detector(det, X_eval, y_eval)
-    for comp in ("discriminator", "reconstruction", "latent", "combined"):
+    for comp in ("discriminator", "reconstruction", "latent", "knn", "combined"):
         assert metrics[f"auroc_{comp}"] == pytest.approx(table.loc[comp, "auroc"], abs=1e-12)
         assert metrics[f"auprc_{comp}"] == pytest.approx(table.loc[comp, "auprc"], abs=1e-12)
     assert metrics["f1_combined"] == pytest.approx(table.loc["combined", "f1"], abs=1e-12)
