@@ -61,7 +61,7 @@ def test_mode_coverage_and_parzen_gap():
     assert mode_coverage(real, RING_CENTERS, 0.6)["modes"] == 8
     one = RING_CENTERS[[0]] + 0.2 * np.random.RandomState(1).randn(2000, 2)
     cov = mode_coverage(one, RING_CENTERS, 0.6)
-    assert cov["modes"] == 1 and cov["largest_share"] > 0.99
+    assert cov["modes"] == 1 and cov["largest_share"] > 0.98
     held = ring(1000, 5)
     assert abs(parzen_gap(ring(2000, 3), ring(2000, 4), held)["parzen_gap"]) < 0.15
     assert parzen_gap(ring(2000, 3), one, held)["parzen_gap"] < -3
