@@ -20,7 +20,7 @@ IMAGE_GAN_STEPS = 500
 # Fidelity is measured about every this many discriminator steps...
 EVAL_STEPS = 250
 # ...and training stops after this many measurements without a better generator.
-PATIENCE = 8
+PATIENCE = 16
 # Encoder (izif) training: about this many steps, at most as many epochs as the GAN had.
 ENCODER_STEPS = 3000
 # Fewer held-out rows than this make the k-NN fidelity measures meaningless: the fidelity

@@ -42,9 +42,10 @@ COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
 # ``knn``: mean distance to this many nearest training rows in D's feature space...
 KNN_NEIGHBOURS = 5
 # ...among at most this many training rows (a seeded sample of them; stored with the model).
-KNN_BANK_ROWS = 8192
-# Rows per block of the k-NN distance computation (bounds its memory to block x bank).
-_KNN_BLOCK = 256
+KNN_BANK_ROWS = 4096
+# A bank row this close (squared, relative to the row's squared norm) is the row itself:
+# float32 rounding of |a|^2 + |b|^2 - 2ab leaves about 1e-7 of |a|^2 where a == b.
+_SELF_TOLERANCE = 1e-5
 
 # Rows are fed to the networks in blocks padded to a multiple of this many rows. CPU
 # matrix kernels pick their blocking from the number of rows; padding makes a row's score
@@ -182,20 +183,22 @@ def raw_scores(
     return out
 
 
-def _knn_block(rows: np.ndarray, bank: torch.Tensor, k: int) -> np.ndarray:
-    """Mean distance of each row to its ``k`` nearest bank rows, leaving out one bank row
-    at distance exactly 0 (the row itself, for a training row: its score at scoring time
-    then equals the leave-one-out value its statistics were fitted with; duplicates of it
-    still count). The distances are computed pair by pair (no matrix-multiply expansion),
-    so a row gets the same bits in any batch."""
+def _knn_block(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean distance of each of ``ROW_BLOCK`` rows to its ``k`` nearest bank rows, leaving
+    out one bank row at (numerically) zero distance: the row itself, for a training row, so
+    that scoring it again gives the leave-one-out value its statistics were fitted with
+    (duplicates of it still count). Squared distances come from one matrix product per
+    fixed-size block, so a row gets the same bits in any batch."""
     m = bank.shape[0]
     k = max(1, min(k, m - 1))
-    d = torch.cdist(torch.from_numpy(rows).double(), bank, compute_mode="donot_use_mm_for_euclid_dist")
-    near = d.topk(min(k + 1, m), dim=1, largest=False).values
+    rows_sq = rows.pow(2).sum(1, keepdim=True)
+    d2 = (rows_sq + bank_sq[None, :] - 2.0 * rows @ bank.T).clamp_min_(0.0)
+    near = d2.topk(min(k + 1, m), dim=1, largest=False).values
     if near.shape[1] <= k:  # a one-row bank
-        return near.mean(1).numpy()
-    own = near[:, 0] == 0
-    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1)).numpy()
+        return near.sqrt().mean(1)
+    own = near[:, 0] <= _SELF_TOLERANCE * (rows_sq[:, 0] + 1e-12)
+    near = near.sqrt()
+    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1))
 
 
 def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
@@ -203,11 +206,14 @@ def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     nearest training rows' features: a non-parametric density in the space D learned to
     tell real data from generated data, which handles several modes where one Gaussian
     cannot."""
-    bank = torch.from_numpy(cfg.knn_bank).double()
-    out = np.empty(features.shape[0], dtype=np.float64)
-    for start in range(0, features.shape[0], _KNN_BLOCK):
-        out[start : start + _KNN_BLOCK] = _knn_block(features[start : start + _KNN_BLOCK], bank, cfg.knn_k)
-    return out
+    bank = torch.from_numpy(cfg.knn_bank)
+    bank_sq = bank.pow(2).sum(1)
+    rows = _pad(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    out = torch.empty(rows.shape[0], dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, rows.shape[0], ROW_BLOCK):
+            out[start : start + ROW_BLOCK] = _knn_block(rows[start : start + ROW_BLOCK], bank, bank_sq, cfg.knn_k)
+    return out[: features.shape[0]].double().numpy()
 
 
 def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:

@@ -122,11 +122,11 @@ def test_knn_score_is_the_mean_distance_to_training_rows_in_d_feature_space(blob
                  (("train", X_train), ("test", X_test))}
     nn = NearestNeighbors(n_neighbors=6).fit(feats["train"])
     raw_test = det.score_components(X_test, raw=True)["knn"].to_numpy()
-    np.testing.assert_allclose(raw_test, nn.kneighbors(feats["test"], n_neighbors=5)[0].mean(1), rtol=1e-5)
+    np.testing.assert_allclose(raw_test, nn.kneighbors(feats["test"], n_neighbors=5)[0].mean(1), rtol=1e-4)
     # a training row leaves itself out, at fit time and when scored again, so predict() on
     # the training data reproduces the contamination the offset was set for
     raw_train = det.score_components(X_train, raw=True)["knn"].to_numpy()
-    np.testing.assert_allclose(raw_train, nn.kneighbors(feats["train"])[0][:, 1:].mean(1), rtol=1e-5)
+    np.testing.assert_allclose(raw_train, nn.kneighbors(feats["train"])[0][:, 1:].mean(1), rtol=1e-4)
     assert det.score_config_.loc["knn"] == pytest.approx(np.median(raw_train), rel=1e-12)
 
 

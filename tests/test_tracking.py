@@ -131,6 +131,15 @@ def test_tracked_fit_logs_losses_per_epoch(tracked, store):
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         assert [m.step for m in history] == list(range(EPOCHS)), key
         np.testing.assert_allclose([m.value for m in history], det.history_[hist_key][:EPOCHS], rtol=1e-12)
+    # held-out fidelity: a step metric at every measured epoch, and the final generator's values
+    for key in ("fidelity", "coverage", "density", "precision", "recall"):
+        history = sorted(client.get_metric_history(run_id, f"gan/{key}"), key=lambda m: m.step)
+        assert [m.step for m in history] == det.history_["fidelity_epoch"], key
+        np.testing.assert_allclose([m.value for m in history], det.history_[key], rtol=1e-12)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["fidelity"] == pytest.approx(det.fidelity_["fidelity"], abs=1e-12)
+    for key in ("coverage", "parzen_gap", "n_rows"):
+        assert metrics[f"fidelity_{key}"] == pytest.approx(det.fidelity_[key], abs=1e-12)
 
 
 def test_tracked_fit_logs_evaluation_per_component(tracked, store, data):
