@@ -42,7 +42,7 @@ COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
 # ``knn``: mean distance to this many nearest training rows in D's feature space...
 KNN_NEIGHBOURS = 5
 # ...among at most this many training rows (a seeded sample of them; stored with the model).
-KNN_BANK_ROWS = 4096
+KNN_BANK_ROWS = 2048
 # A bank row this close (squared, relative to the row's squared norm) is the row itself:
 # float32 rounding of |a|^2 + |b|^2 - 2ab leaves about 1e-7 of |a|^2 where a == b.
 _SELF_TOLERANCE = 1e-5
