@@ -64,7 +64,9 @@ def _patches(image: np.ndarray, n: int, size: int, rng: np.random.RandomState) -
     return np.stack([image[r : r + size, c : c + size] for r, c in zip(rows, cols)])
 
 
-def _plant(patch: np.ndarray, kind: str, rng: np.random.RandomState, foreign: np.ndarray) -> np.ndarray:
+def _plant(patch: np.ndarray, kind: str, rng: np.random.RandomState, foreign: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The patch with a defect of ``kind`` planted, and the defect's mask."""
     out = patch.copy()
     size = patch.shape[0]
     yy, xx = np.mgrid[0:size, 0:size]
@@ -84,13 +86,17 @@ def _plant(patch: np.ndarray, kind: str, rng: np.random.RandomState, foreign: np
         side = size // 3
         y0, x0 = rng.randint(0, size - side + 1, 2)
         out[y0 : y0 + side, x0 : x0 + side] += rng.normal(0, 0.2, (side, side))
+        mask = np.zeros((size, size), dtype=bool)
+        mask[y0 : y0 + side, x0 : x0 + side] = True
     elif kind == "foreign":
         side = size // 2
         y0, x0 = rng.randint(0, size - side + 1, 2)
         out[y0 : y0 + side, x0 : x0 + side] = foreign[:side, :side]
+        mask = np.zeros((size, size), dtype=bool)
+        mask[y0 : y0 + side, x0 : x0 + side] = True
     else:  # pragma: no cover - kinds are validated by the caller
         raise ValueError(kind)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0), mask
 
 
 def texture_defects(
@@ -100,7 +106,8 @@ def texture_defects(
     n_per_defect: int = 50,
     size: int = 32,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_masks: bool = False,
+):
     """Texture inspection task from :func:`sklearn.datasets.load_sample_images`.
 
     Normal images are grey ``size x size`` patches of ``china.jpg``: training patches come
@@ -116,6 +123,9 @@ def texture_defects(
     X_test : ndarray of shape (n_test_normal + 4 * n_per_defect, size, size)
     kinds : ndarray of str, shape (n_test,)
         ``"normal"`` or the defect kind of each test image.
+    masks : ndarray of bool, shape (n_test, size, size)
+        Only with ``return_masks=True``: the planted defect's pixels (all False on normal
+        images), for pixel-level evaluation of anomaly maps.
     """
     from sklearn.datasets import load_sample_images
 
@@ -126,9 +136,14 @@ def texture_defects(
     held_out = china[:, split:]
     test = [_patches(held_out, n_test_normal, size, rng)]
     kinds = ["normal"] * n_test_normal
+    masks = [np.zeros((n_test_normal, size, size), dtype=bool)]
     for kind in TEXTURE_DEFECTS:
         base = _patches(held_out, n_per_defect, size, rng)
         foreign = _patches(flower, n_per_defect, size, rng)
-        test.append(np.stack([_plant(p, kind, rng, f) for p, f in zip(base, foreign)]))
+        planted = [_plant(p, kind, rng, f) for p, f in zip(base, foreign)]
+        test.append(np.stack([img for img, _ in planted]))
+        masks.append(np.stack([m for _, m in planted]))
         kinds += [kind] * n_per_defect
+    if return_masks:
+        return train, np.concatenate(test), np.asarray(kinds), np.concatenate(masks)
     return train, np.concatenate(test), np.asarray(kinds)

@@ -440,3 +440,19 @@ def test_cuda_fit_bf16_keeps_auroc(cancer):
     assert abs(auc_bf16 - auc_fp32) <= 0.03
     restored = pickle.loads(pickle.dumps(gpu))
     np.testing.assert_allclose(restored.score_samples(X_test), gpu.score_samples(X_test), atol=1e-6)
+
+
+def test_anomaly_map_of_a_table_points_at_the_broken_feature(blobs, fitted_blobs):
+    """For tables the map is one value per feature: shifting one feature of normal rows
+    makes that feature's residual the largest in most of them."""
+    _, X_test, y_test = blobs
+    normal = X_test[y_test == 0][:100]
+    hits = []
+    for j in range(normal.shape[1]):
+        broken = normal.copy()
+        broken[:, j] += 4.0
+        maps = fitted_blobs.anomaly_map(broken, component="reconstruction")
+        assert maps.shape == broken.shape
+        hits.append(np.mean(maps.argmax(1) == j))
+    print("hits", hits)
+    assert np.mean(hits) >= 0.7, hits

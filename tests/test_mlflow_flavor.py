@@ -112,7 +112,8 @@ def test_pyfunc_predict_matches_estimator(detector, data, tmp_path):
     # A numpy input gives the same answer.
     np.testing.assert_allclose(pf.predict(data[1])["score"].to_numpy(), out["score"].to_numpy(), atol=0)
     sig = pf.metadata.signature
-    assert sig.outputs.input_names() == ["discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
+    assert sig.outputs.input_names() == ["discriminator", "reconstruction", "latent", "knn", "combined", "score",
+                                         "label"]
 
 
 def test_pyfunc_pipeline_uses_feature_names(pipeline, data, tmp_path):

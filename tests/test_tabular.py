@@ -150,8 +150,8 @@ def test_fit_splits_normal_rows_saves_and_reloads(fitted):
     assert 0.0 <= result.auroc <= 1.0
     # held-out scores carry the ID and the truth; anomalies are all held out
     ts = result.test_scores
-    assert list(ts.columns) == ["order_id", "discriminator", "reconstruction", "latent", "knn", "combined", "score", "label",
-                                "y_true"]
+    assert list(ts.columns) == ["order_id", "discriminator", "reconstruction", "latent", "knn", "combined", "score",
+                                "label", "y_true"]
     assert int(ts.y_true.sum()) == n_anom
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["n_train"] == result.n_train
