@@ -183,8 +183,17 @@ def names(quick: bool = False) -> list[str]:
     return list(QUICK) if quick else [*REAL, *GENERATED]
 
 
+# ``NAME@split0``: data set NAME with the split of seed 0 for every seed, so that the seed
+# moves only the models (the std over seeds is then the model's own, not the split's).
+FIXED_SPLIT = "@split0"
+
+
 def load(name: str, seed: int) -> Split:
-    """The split of data set ``name`` for ``seed``."""
+    """The split of data set ``name`` for ``seed`` (``NAME@split0``: always seed 0's split)."""
+    if name.endswith(FIXED_SPLIT):
+        split = load(name[: -len(FIXED_SPLIT)], 0)
+        split.name = name
+        return split
     if name in REAL:
         return REAL[name](seed)
     if name in GENERATED:

@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"trained on {dist.get_world_size()} processes ({backend}, DistributedDataParallel); "
                   f"weights {digest[:12]} on every rank; "
                   f"saved to {args.output}")
+        # Every rank waits for rank 0's save: a rank that tears gloo down while its peer is
+        # still working can abort at exit ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0

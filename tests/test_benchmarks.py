@@ -31,6 +31,28 @@ def test_unknown_dataset_is_named():
         datasets.load("nope", 0)
 
 
+def test_fixed_split_alias_moves_only_the_model_seed():
+    a, b = datasets.load("iris@split0", 3), datasets.load("iris", 0)
+    np.testing.assert_array_equal(a.X_train, b.X_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.name == "iris@split0"
+    assert not np.array_equal(datasets.load("iris", 3).X_train, b.X_train)
+
+
+def test_std_target_uses_the_fixed_split_rows_when_present():
+    runs = _fake_runs()
+    for r in [dict(r) for r in runs if r["dataset"] == "a"]:
+        r["dataset"] = "a@split0"
+        r["auroc"] = 0.95 + 0.001 * r["seed"]
+        runs.append(r)
+    summary = quality.summarise(runs)
+    res = {"quality": {"summary": summary, "leaderboard_real": quality.leaderboard(summary, ["a", "b"]),
+                       "real_datasets": ["a", "b"], "generated_datasets": [], "runs": runs, "errors": []}}
+    std = next(t for t in report.targets(res) if t["name"] == "auroc_std")
+    assert std["status"] == "met" and "split fixed" in std["measured"]
+    assert "Model seeds only" in "\n".join(report._fixed_split_md(res["quality"]))
+
+
 def _fake_runs() -> list[dict]:
     runs = []
     for ds in ("a", "b"):

@@ -15,7 +15,9 @@ pyspark = pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):  # pragma: no cover - machine setup
     pytest.skip("Spark needs Java (no java on PATH, JAVA_HOME unset)", allow_module_level=True)
 
-RESULT_TYPE = "discriminator double, reconstruction double, latent double, combined double, score double, label long"
+RESULT_TYPE = (
+    "discriminator double, reconstruction double, latent double, knn double, combined double, score double, label long"
+)
 TINY = {"epochs": 3, "hidden_dims": [16], "latent_dim": 4, "random_state": 0, "device": "cpu"}
 
 
