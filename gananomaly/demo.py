@@ -58,6 +58,7 @@ def run_demo(epochs="auto", seed: int = 0, tracking: bool = True, experiment: st
     iforest = IsolationForest(random_state=seed).fit(X_train)
     table.loc["IsolationForest (reference)"] = evaluate_scores(y_test, -iforest.score_samples(X_test))
     print(f"fit: {fit_s:.1f} s on {detector.device_}")
+    _print_fidelity(detector)
     print(table.round(4).to_string())
     return {"table": table, "detector": detector, "run": run_info}
 
@@ -112,6 +113,7 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
     table.loc["IsolationForest (reference)"] = evaluate_scores(y_test, -iforest.score_samples(X_test))
     if run_id is None:
         print(f"fit: {elapsed:.1f} s on {detector.device_} (not tracked)")
+        _print_fidelity(detector)
         print(table.round(4).to_string())
         return {"table": table, "detector": detector, "run": None}
     import mlflow
@@ -120,6 +122,7 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
     fit_s = run.data.metrics.get("fit_time_s", float("nan"))
     model_uri = run.data.tags.get("gananomaly.model_uri")
     print(f"fit: {fit_s:.1f} s on {detector.device_} (tracked fit with logging: {elapsed:.1f} s)")
+    _print_fidelity(detector)
     print(table.round(4).to_string())
     print(f"MLflow run {run_id} in experiment {experiment!r} at {uri}")
     if model_uri:
@@ -132,3 +135,13 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
         print(f"open the MLflow UI: mlflow ui --backend-store-uri {uri}{where}, then browse http://127.0.0.1:5000")
     return {"table": table, "detector": detector,
             "run": {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "model_uri": model_uri}}
+
+
+def _print_fidelity(detector) -> None:
+    """What the generator learned, measured on the held-out normal rows."""
+    f = getattr(detector, "fidelity_", None) or {}
+    if f:
+        where = "held-out" if f.get("held_out") else "training"
+        print(f"generator fidelity on {int(f['n_rows'])} {where} rows after {detector.n_epochs_} epochs: "
+              f"{f['fidelity']:.3f} (precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
+              f"density {f['density']:.3f}, coverage {f['coverage']:.3f}); real samples score about 1")
