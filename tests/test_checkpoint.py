@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gananomaly
-from gananomaly import GANAnomalyDetector
+from gananomaly import Callback, GANAnomalyDetector
 from gananomaly.checkpoint import CHECKPOINT_NAME
 from gananomaly.cli import main
 
@@ -143,3 +143,31 @@ def test_generator_collapse_is_warned_with_the_epoch(blobs, monkeypatch):
     monkeypatch.setattr(training.Trainer, "_gan_phase", collapsed)
     with pytest.warns(training.GeneratorCollapseWarning, match=r"collapsed: at GAN epoch 2"):
         GANAnomalyDetector(epochs=3, random_state=0).fit(X_train)
+
+
+def test_resume_with_early_stopping_keeps_the_best_generator(tmp_path, blobs, monkeypatch):
+    """The best generator so far, the patience count and the stop decision are part of the
+    checkpoint: an interrupted fit that stops early resumes to the model an uninterrupted fit
+    makes (same stopping epoch, same kept generator, same scores)."""
+    import gananomaly.defaults as defaults
+
+    monkeypatch.setattr(defaults, "EVAL_STEPS", 18)  # measure every 2 epochs of 9 batches
+    X_train, X_test, _ = blobs
+    params = dict(epochs=80, encoder_epochs=2, early_stopping=True, n_iter_no_change=3, hidden_dims=(16, 16),
+                  random_state=0)
+    full = GANAnomalyDetector(**params).fit(X_train)
+    assert full.n_epochs_ < 80  # it did stop early...
+    assert full.fidelity_["fidelity"] == pytest.approx(max(full.history_["fidelity"]), abs=1e-12)  # ...kept the best
+
+    class StopAt(Callback):
+        def on_epoch_end(self, estimator, logs):
+            if logs["phase"] == "gan" and logs["epoch"] == full.n_epochs_ - 3:
+                raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        GANAnomalyDetector(**params, checkpoint_dir=str(ckpt), checkpoint_every=2, callbacks=[StopAt()]).fit(X_train)
+    det = GANAnomalyDetector(**params, checkpoint_dir=str(ckpt), checkpoint_every=2).fit(X_train, resume=True)
+    assert det.n_epochs_ == full.n_epochs_
+    assert det.history_ == full.history_ and det.fidelity_ == full.fidelity_
+    np.testing.assert_array_equal(det.score_samples(X_test), full.score_samples(X_test))
