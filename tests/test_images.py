@@ -294,12 +294,16 @@ def test_conv_throughput_reports_images_per_second():
 def test_anomaly_map_lights_up_planted_defects():
     """Per-pixel maps at the input's size; the planted defect's pixels rank above the rest of
     their image (a map that ignored the defect, or pointed elsewhere, sits near 0.5)."""
+    from gananomaly.fidelity import GeneratorFidelityWarning
     from gananomaly.metrics import pro_score
     from pipelines.image_data import texture_defects
 
     X_train, X_test, kinds, masks = texture_defects(n_train=300, n_test_normal=40, n_per_defect=20, size=16,
                                                     seed=0, return_masks=True)
-    det = GANAnomalyDetector(epochs=20, random_state=0).fit(X_train)
+    # 20 epochs leave the conv generator far from the patches: the fit says so
+    with pytest.warns(GeneratorFidelityWarning, match="has not learned"):
+        det = GANAnomalyDetector(epochs=20, random_state=0).fit(X_train)
+    assert det.fidelity_["fidelity"] < 0.5 and det.history_["fidelity"]
     for component in ("reconstruction", "discriminator", "combined"):
         maps = det.anomaly_map(X_test, component=component)
         assert maps.shape == X_test.shape and np.isfinite(maps).all() and (maps >= 0).all()
