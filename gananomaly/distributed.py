@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.barrier()  # every rank waits for rank 0's save
         # DistributedDataParallel's reducer stays alive through hooks on the parameters of
         # the trained networks; freed only at interpreter exit, after the process group is
-        # gone, it aborted the process ("terminate called without an active exception", about
-        # 1 run in 6). Free the networks, and with them the reducer, while the group exists.
+        # gone, it could abort the process ("terminate called without an active exception").
+        # Free the networks, and with them the reducer, while the group exists.
         del det
         gc.collect()
         dist.barrier()

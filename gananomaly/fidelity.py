@@ -37,7 +37,7 @@ __all__ = [
 NEIGHBOURS = 5
 FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "fidelity")
 # Below this fidelity on held-out rows the generator has not learned the normal data: real
-# samples score near 1, a generator that covers half the modes about 0.6, a collapsed one ~0.
+# samples score near 1, a collapsed generator near 0.
 WARN_FIDELITY = 0.5
 
 
