@@ -599,8 +599,11 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     chunk_rows = int(chunk_rows)
     in_path = Path(input)
     out_path = Path(output)
+    if in_path.is_dir() or (in_path.is_file() and in_path.suffix.lower() in (".npy", ".npz")):
+        return _score_image_source(model, in_path, out_path, chunk_rows=chunk_rows, resume=resume,
+                                   output_format=output_format, progress=progress, start_time=start_time)
     if not in_path.is_file():
-        raise FileNotFoundError(f"--input: no such file {str(in_path)!r}")
+        raise FileNotFoundError(f"--input: no such file or folder {str(in_path)!r}")
     in_format = file_format(in_path, input_format)
     out_format = file_format(out_path, output_format)
     if out_path.exists() and out_path.resolve() == in_path.resolve():
@@ -691,6 +694,95 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     stats.update({"output": str(out_path), "extra_columns": extra, "chunks": n_chunks, "chunks_reused": reused,
                   "seconds": seconds, "rows_per_s": total.rows_scored / seconds if seconds > 0 else float("nan"),
                   "model_id": model_id})
+    return stats
+
+
+def _score_image_source(model, in_path: Path, out_path: Path, *, chunk_rows: int, resume: bool,
+                        output_format: str | None, progress: bool | None, start_time: float) -> dict[str, Any]:
+    """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model: the
+    table schema (``file``, the components, ``score``, ``label``), ``chunk_rows`` files read
+    at a time (memory bounded by one chunk of images), parts committed per chunk so an
+    interrupted run resumes, the output written whole or not at all."""
+    import hashlib
+
+    from sklearn.pipeline import Pipeline
+
+    from pipelines.image import _list_images, load_image_files, load_image_source
+
+    out_format = file_format(out_path, output_format)
+    out_dir = out_path.parent if str(out_path.parent) else Path(".")
+    if not out_dir.is_dir():
+        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
+    if out_path.is_dir():
+        raise ValueError(f"--output {str(out_path)!r} is a directory")
+    model, model_id = load_model(model)
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    shape = getattr(det, "image_shape_", None)
+    if shape is None:
+        raise ValueError(f"--input {str(in_path)!r} holds images, but the model was fitted on a table: "
+                         "pass a CSV or Parquet file")
+    mode = "grey" if shape[0] == 1 else "rgb"
+    if in_path.is_dir():
+        files = _list_images(in_path)
+        if not files:
+            raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
+        names = [str(f.relative_to(in_path)) for f in files]
+        chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
+        array = None
+    else:
+        data = load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
+        if data is None or len(data.names) == 0:
+            raise ValueError(f"--input: no images in {str(in_path)!r}")
+        names, array = data.names, data
+        chunks = [list(range(k, min(k + chunk_rows, len(names)))) for k in range(0, len(names), chunk_rows)]
+    stat = in_path.stat()
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
+                "input_files": hashlib.sha256("\n".join(names).encode()).hexdigest(), "n_images": len(names),
+                "input_mtime_ns": None if in_path.is_dir() else stat.st_mtime_ns, "chunk_rows": chunk_rows,
+                "model_id": model_id}
+    work = out_dir / f"{out_path.name}.parts"
+    _prepare_workdir(work, manifest, resume)
+    total, reused = ScoreReport(), 0
+    bar = _progress(len(names), progress, f"scoring {in_path.name}")
+    try:
+        for k, chunk in enumerate(chunks):
+            part, meta = _part_paths(work, k)
+            if meta.is_file() and part.is_file():
+                with open(meta, encoding="utf-8") as fh:
+                    report = ScoreReport.from_dict(json.load(fh))
+                reused += 1
+            else:
+                if array is None:
+                    data = load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path)
+                    images, chunk_names, skipped = data.images, data.names, data.skipped
+                else:
+                    images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []
+                if len(chunk_names):
+                    scores = score_prepared(model, images)
+                else:
+                    scores = score_prepared(model, np.empty((0,) + tuple(shape)))
+                scores.insert(0, "file", pd.Series(chunk_names, dtype=object))
+                report = ScoreReport(rows_read=len(chunk), rows_scored=len(chunk_names), n_skipped=len(skipped))
+                for name, reason in skipped:
+                    log.warning("%s: skipped %s (%s)", in_path, name, reason)
+                _write_part(part, scores)
+                _write_json_atomic(meta, report.to_dict())
+            total.add(report)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    if total.rows_scored == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ValueError(f"{in_path}: none of its {total.rows_read} images could be read")
+    tmp = work / f".{out_path.name}.tmp"
+    _concat_parts([_part_paths(work, k)[0] for k in range(len(chunks))], tmp, out_format)
+    os.replace(tmp, out_path)
+    _fsync_dir(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start_time
+    stats = total.to_dict()
+    stats.update({"output": str(out_path), "chunks": len(chunks), "chunks_reused": reused, "seconds": seconds,
+                  "rows_per_s": total.rows_scored / seconds if seconds > 0 else float("nan"), "model_id": model_id})
     return stats
 
 

@@ -176,3 +176,38 @@ def test_mlflow_run_logs_per_kind_auroc(folder, tmp_path):
     metrics = MlflowClient(uri).get_run(result["run_id"]).data.metrics
     assert metrics["auroc_kind_spot"] == pytest.approx(result["auroc"]["spot"])
     assert "auroc_combined" in metrics
+
+
+def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitted, tmp_path):
+    """`gananomaly score --input FOLDER` scores images with the table schema (file, the
+    components, score higher = more normal, label +1/-1), in chunks of files, atomically;
+    a chunked run equals a one-chunk run and `score_samples`/`predict` on the same images."""
+    from pipelines.batch_score import score_file
+    from pipelines.image import _list_images, load_image_files
+
+    _, out = fitted
+    model_dir = out / "model"
+    test_dir = folder / "test"
+    out_csv = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(model_dir), "--input", str(test_dir), "--output", str(out_csv)]) == 0
+    got = pd.read_csv(out_csv)
+    assert list(got.columns) == ["file", "discriminator", "reconstruction", "latent", "knn", "combined", "score",
+                                 "label"]
+    assert len(got) == 40 and got["file"].iloc[0] == "inverted/v000.png"
+    det = gananomaly.load(model_dir)
+    data = load_image_files(_list_images(test_dir), mode="grey", size=(16, 16), root=test_dir)
+    np.testing.assert_allclose(got["score"], det.score_samples(data.images), rtol=1e-12)
+    np.testing.assert_array_equal(got["label"], det.predict(data.images))
+    stats = score_file(model_dir, test_dir, tmp_path / "chunked.parquet", chunk_rows=7)
+    assert stats["chunks"] == 6 and stats["rows_scored"] == 40
+    chunked = pd.read_parquet(tmp_path / "chunked.parquet")
+    pd.testing.assert_frame_equal(chunked, got, check_exact=False, rtol=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked.parquet", "scores.csv"]  # no parts left
+    # a table model refuses a folder with a message that says what to pass
+    from gananomaly import GANAnomalyDetector
+
+    table = GANAnomalyDetector(epochs=1, random_state=0).fit(np.random.RandomState(0).randn(50, 3))
+    with pytest.raises(ValueError, match="fitted on a table"):
+        score_file(table, test_dir, tmp_path / "x.csv")
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        score_file(model_dir, tmp_path / "missing", tmp_path / "x.csv")
