@@ -957,7 +957,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``gananomaly score`` and ``gananomaly tabular score``."""
     parser.add_argument("--model", required=True,
                         help="model directory (gananomaly save) or MLflow model URI (runs:/..., models:/...)")
-    parser.add_argument("--input", required=True, help="input .csv or .parquet file; for an image model a folder of image files, .npy or .npz")
+    parser.add_argument("--input", required=True,
+                        help="input .csv or .parquet file; for an image model a folder of image files, .npy or .npz")
     parser.add_argument("--output", required=True, help="output .csv or .parquet file (written atomically)")
     parser.add_argument("--id-column", default=None, help="input column copied to the output")
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk (memory bound, resume unit)")
