@@ -166,9 +166,32 @@ def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tup
         if refine:
             cols.update(_refined_columns(det, split, refine))
         extra = {"fidelity": dict(det.fidelity_), "epochs": int(det.n_epochs_)}
+        if split.name.startswith("gen_"):
+            extra["fidelity"].update(_mode_coverage(det, seed))
         return cols, fit_s, extra
 
     return run
+
+
+def _mode_coverage(det: Any, seed: int, n_samples: int = 3000) -> dict[str, float]:
+    """Mode coverage of the generator on the generated data sets' mixture: each sample is
+    assigned to the component of highest likelihood and counts as on it when its squared
+    Mahalanobis distance is below the chi-square 99 % quantile; a component is covered when
+    it holds at least a quarter of its fair share of samples."""
+    from scipy.stats import chi2
+
+    from benchmarks.datasets import mixture_modes
+
+    means, covs = mixture_modes()
+    samples = det.generate(n_samples, random_state=seed)
+    d2 = np.stack([np.einsum("ij,jk,ik->i", samples - m, np.linalg.inv(c), samples - m) for m, c in zip(means, covs)],
+                  axis=1)
+    logdet = np.array([np.linalg.slogdet(c)[1] for c in covs])
+    nearest = np.argmin(d2 + logdet[None, :], axis=1)
+    on_mode = d2[np.arange(n_samples), nearest] <= chi2.ppf(0.99, means.shape[1])
+    counts = np.bincount(nearest[on_mode], minlength=len(means))
+    return {"modes_covered": float((counts >= 0.25 * n_samples / len(means)).sum()),
+            "on_mode": float(on_mode.mean())}
 
 
 # ----------------------------------------------------------------------------- sklearn

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
 
-__all__ = ["Split", "REAL", "GENERATED", "QUICK", "load", "names"]
+__all__ = ["Split", "REAL", "GENERATED", "QUICK", "load", "names", "mixture_modes"]
 
 TEST_FRACTION = 0.3
 
@@ -156,6 +156,13 @@ def _generated(kind: str, seed: int) -> Split:
     y_test = np.r_[np.zeros(N_TEST_NORMAL, dtype=int), np.ones(N_ANOMALIES, dtype=int)]
     return Split(f"gen_{kind}", train, X_test, y_test,
                  f"{N_COMPONENTS}-component correlated Gaussian mixture in {N_FEATURES}-D; anomalies: {text}")
+
+
+def mixture_modes() -> tuple[np.ndarray, np.ndarray]:
+    """Means and covariances of the normal mixture of the generated data sets (the same for
+    every seed), for mode coverage of a generator."""
+    means, covs, _ = _mixture(0)
+    return means, covs
 
 
 def _gen(kind: str) -> Callable[[int], Split]:

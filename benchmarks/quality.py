@@ -84,7 +84,8 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                 "fit_s": float(fit_s),
             }
             fid = extra.get("fidelity") or {}
-            for key in ("fidelity", "coverage", "density", "precision", "recall", "parzen_gap"):
+            for key in ("fidelity", "coverage", "density", "precision", "recall", "parzen_gap", "modes_covered",
+                        "on_mode"):
                 if key in fid:
                     run[f"gen_{key}"] = float(fid[key])
             if "epochs" in extra:
@@ -174,7 +175,8 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             "auprc_mean": float(ap.mean()), "auprc_std": float(ap.std()),
             "fit_s_median": float(np.median([r["fit_s"] for r in rs])),
         })
-        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_parzen_gap", "epochs"):
+        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_parzen_gap", "gen_modes_covered",
+                    "gen_on_mode", "epochs"):
             vals = [r[key] for r in rs if key in r]
             if vals:
                 out[-1][key] = float(np.mean(vals))

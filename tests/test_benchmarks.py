@@ -53,6 +53,22 @@ def test_std_target_uses_the_fixed_split_rows_when_present():
     assert "Model seeds only" in "\n".join(report._fixed_split_md(res["quality"]))
 
 
+def test_mode_coverage_counts_the_mixture_modes_a_generator_reaches():
+    from benchmarks.contestants import _mode_coverage
+
+    class Sampler:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def generate(self, n, random_state=None):
+            return self.rows[:n]
+
+    real = datasets.load("gen_local", 1).X_train
+    assert _mode_coverage(Sampler(real), 0, 500) == {"modes_covered": 3.0, "on_mode": pytest.approx(0.984, abs=0.02)}
+    blob = np.repeat(real.mean(0, keepdims=True), 500, axis=0)  # a collapsed generator
+    assert _mode_coverage(Sampler(blob), 0, 500)["modes_covered"] == 1.0
+
+
 def _fake_runs() -> list[dict]:
     runs = []
     for ds in ("a", "b"):
