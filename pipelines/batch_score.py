@@ -605,14 +605,9 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     if not in_path.is_file():
         raise FileNotFoundError(f"--input: no such file or folder {str(in_path)!r}")
     in_format = file_format(in_path, input_format)
-    out_format = file_format(out_path, output_format)
     if out_path.exists() and out_path.resolve() == in_path.resolve():
         raise ValueError(f"--output {str(out_path)!r} is the input file")
-    out_dir = out_path.parent if str(out_path.parent) else Path(".")
-    if not out_dir.is_dir():
-        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
-    if out_path.is_dir():
-        raise ValueError(f"--output {str(out_path)!r} is a directory")
+    out_format, out_dir = _check_output(out_path, output_format)
 
     model, model_id = load_model(model)
     schema = model_schema(model)
@@ -697,6 +692,17 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     return stats
 
 
+def _check_output(out_path: Path, output_format: str | None) -> tuple[str, Path]:
+    """The output's format and directory; refuses a missing directory or a directory path."""
+    out_format = file_format(out_path, output_format)
+    out_dir = out_path.parent if str(out_path.parent) else Path(".")
+    if not out_dir.is_dir():
+        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
+    if out_path.is_dir():
+        raise ValueError(f"--output {str(out_path)!r} is a directory")
+    return out_format, out_dir
+
+
 def _score_image_source(model, in_path: Path, out_path: Path, *, chunk_rows: int, resume: bool,
                         output_format: str | None, progress: bool | None, start_time: float) -> dict[str, Any]:
     """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model: the
@@ -709,12 +715,7 @@ def _score_image_source(model, in_path: Path, out_path: Path, *, chunk_rows: int
 
     from pipelines.image import _list_images, load_image_files, load_image_source
 
-    out_format = file_format(out_path, output_format)
-    out_dir = out_path.parent if str(out_path.parent) else Path(".")
-    if not out_dir.is_dir():
-        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
-    if out_path.is_dir():
-        raise ValueError(f"--output {str(out_path)!r} is a directory")
+    out_format, out_dir = _check_output(out_path, output_format)
     model, model_id = load_model(model)
     det = model.steps[-1][1] if isinstance(model, Pipeline) else model
     shape = getattr(det, "image_shape_", None)
