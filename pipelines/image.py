@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -394,8 +395,10 @@ def score_images(
     *,
     on_error: str = "skip",
     channels: str = "auto",
+    maps_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Score image files or arrays with a saved model; optionally write the per-file CSV.
+    """Score image files or arrays with a saved model; optionally write the per-file CSV and,
+    with ``maps_dir``, one heat-map overlay PNG per image (see :func:`write_map_overlays`).
 
     Image files are converted to the model's colour mode (C = 1: grey, 3: RGB) and resized
     to its image size. Array sources (``.npy``; the ``test`` array of an ``.npz``) must
@@ -419,9 +422,46 @@ def score_images(
     if data is None:
         raise ValueError(f"no images to score in {str(src)!r}")
     frame = _score_frame(det, data)
+    if maps_dir is not None:
+        write_map_overlays(det, data, maps_dir)
     if out_csv is not None:
         _write_csv_atomic(frame, out_csv)
     return frame
+
+
+# Map values (in units of a typical training pixel's reconstruction residual) at which the
+# overlay is fully red.
+OVERLAY_SATURATION = 10.0
+
+
+def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batch: int = 256) -> list[Path]:
+    """Write, per image, ``<maps_dir>/<name>.png``: the image in grey with its anomaly map
+    (:meth:`GANAnomalyDetector.anomaly_map`) laid over it in red, at the image's size. The map
+    keeps its scale across images (1 = a typical training pixel; red saturates at
+    :data:`OVERLAY_SATURATION`), so a brighter overlay means a more anomalous region. Each file
+    is written atomically; images are mapped ``batch`` at a time."""
+    from PIL import Image
+
+    root = Path(maps_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start in range(0, len(data.names), batch):
+        images = data.images[start : start + batch]
+        maps = det.anomaly_map(images)
+        grey = images.mean(axis=1)
+        lo = grey.reshape(len(grey), -1).min(1)[:, None, None]
+        hi = grey.reshape(len(grey), -1).max(1)[:, None, None]
+        grey = (grey - lo) / np.maximum(hi - lo, 1e-12)
+        alpha = 0.7 * np.clip(maps / OVERLAY_SATURATION, 0.0, 1.0)
+        rgb = np.stack([grey * (1 - alpha) + alpha, grey * (1 - alpha), grey * (1 - alpha)], axis=-1)
+        for name, pixels in zip(data.names[start : start + batch], rgb):
+            safe = re.sub(r"[^\w./-]", "_", name).lstrip("/").replace("..", "_")
+            path = (root / safe).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(path, "wb") as fh:
+                Image.fromarray((255 * pixels).round().astype(np.uint8), mode="RGB").save(fh, format="PNG")
+            written.append(path)
+    return written
 
 
 # ---------------------------------------------------------------------------------- demo
@@ -601,7 +641,8 @@ def _cli_fit(args: argparse.Namespace) -> int:
 
 
 def _cli_score(args: argparse.Namespace) -> int:
-    frame = score_images(args.model_dir, args.data, args.out, on_error=args.on_error, channels=args.channels)
+    frame = score_images(args.model_dir, args.data, args.out, on_error=args.on_error, channels=args.channels,
+                         maps_dir=args.maps)
     print(f"scored {len(frame)} images; {int(frame['is_outlier'].sum())} flagged as outliers"
           + (f"; scores written to {args.out}" if args.out else ""))
     if args.out is None:
@@ -659,6 +700,8 @@ def register_cli(subparsers) -> None:
     score.add_argument("model_dir")
     score.add_argument("data", help="folder of images (its test/ subfolder if present), .npy or .npz")
     score.add_argument("--out", default=None, help="CSV to write (default: print the table)")
+    score.add_argument("--maps", default=None, metavar="DIR",
+                       help="write one heat-map overlay PNG per image into DIR (anomaly map in red)")
     common(score)
     score.set_defaults(func=_cli_score)
 

@@ -211,3 +211,26 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
         score_file(table, test_dir, tmp_path / "x.csv")
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         score_file(model_dir, tmp_path / "missing", tmp_path / "x.csv")
+
+
+def test_image_score_writes_heat_map_overlays(folder, fitted, tmp_path):
+    """`gananomaly image score --maps DIR`: one overlay PNG per image at its size, and on the
+    images with a planted spot the overlay is redder on the spot than around it."""
+    _, out = fitted
+    maps = tmp_path / "maps"
+    assert main(["image", "score", str(out / "model"), str(folder), "--out", str(tmp_path / "s.csv"),
+                 "--maps", str(maps)]) == 0
+    pngs = sorted(maps.rglob("*.png"))
+    assert len(pngs) == 40 and not list(maps.rglob("*.tmp"))
+    inside, outside = [], []
+    for p in pngs:
+        img = np.asarray(Image.open(p), dtype=float)
+        assert img.shape == (16, 16, 3)
+        if p.parent.name == "spot":
+            spot = np.asarray(Image.open(folder / "test" / "spot" / p.name)) == 255  # the planted 5x5 block
+            red = img[..., 0] - img[..., 1]
+            inside.append(red[spot].mean())
+            outside.append(red[~spot].mean())
+    assert len(inside) == 15
+    print("spot redder inside:", np.mean(np.array(inside) > np.array(outside)), np.mean(inside), np.mean(outside))
+    assert np.mean(np.array(inside) > np.array(outside)) >= 0.8, (inside, outside)
