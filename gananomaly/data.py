@@ -74,3 +74,27 @@ def to_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tenso
                 "(absolute value above ~3e38); check the input's units"
             )
     return torch.from_numpy(out)
+
+
+def read_numeric(path: str):
+    """A numeric table from .npy, .npz (first array), .csv or .parquet; a ValueError names
+    the file and what is wrong with it."""
+    import pandas as pd
+
+    lower = str(path).lower()
+    if lower.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    if lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return data[data.files[0]]
+    if lower.endswith(".csv"):
+        df = pd.read_csv(path)
+    elif lower.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(path)
+    else:
+        raise ValueError(f"--input {str(path)!r}: unsupported file type (use .npy, .npz, .csv or .parquet)")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise ValueError(f"--input {str(path)!r}: non-numeric columns {bad[:5]}; use `gananomaly tabular fit` "
+                         "for mixed-type tables")
+    return df

@@ -40,7 +40,7 @@ def weights_digest(detector) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gananomaly.cli import _read_numeric
+    from gananomaly.data import read_numeric
     from gananomaly.estimator import GANAnomalyDetector
 
     parser = argparse.ArgumentParser(prog="python -m gananomaly.distributed")
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
     try:
-        X = _read_numeric(args.input)
+        X = read_numeric(args.input)
         det = GANAnomalyDetector(
             epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
             batch_size=args.batch_size, random_state=args.seed, objective=args.objective, encoder=args.encoder,

@@ -723,6 +723,6 @@ def register_cli(subparsers) -> None:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    from gananomaly.cli import main
+    from pipelines.cli import main
 
     sys.exit(main(["image", *sys.argv[1:]]))

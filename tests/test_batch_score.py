@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import pipelines.batch_score as bs
-from gananomaly.cli import main
 from pipelines.batch_score import score_file, score_frame
+from pipelines.cli import main
 from pipelines.datasets import mixed_table
 from pipelines.tabular import TabularConfig, fit_tabular, model_schema, prepare_frame
 
@@ -190,7 +190,7 @@ def test_resume_after_sigkill_scores_every_row_exactly_once(model, table, expect
     out = tmp_path / "scores.parquet"
     work = Path(f"{out}.parts")
     env = dict(os.environ, **{bs.THROTTLE_ENV: "0.4", "PYTHONPATH": str(REPO)})
-    cmd = [sys.executable, "-m", "gananomaly.cli", "score", "--model", str(model_dir), "--input", str(inp),
+    cmd = [sys.executable, "-m", "pipelines.cli", "score", "--model", str(model_dir), "--input", str(inp),
            "--output", str(out), "--id-column", "order_id", "--chunk-rows", "25"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

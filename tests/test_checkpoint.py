@@ -13,7 +13,7 @@ import torch
 import gananomaly
 from gananomaly import Callback, GANAnomalyDetector
 from gananomaly.checkpoint import CHECKPOINT_NAME
-from gananomaly.cli import main
+from pipelines.cli import main
 
 PARAMS = dict(epochs=8, encoder_epochs=4, hidden_dims=(16, 16), random_state=0)
 
@@ -99,7 +99,7 @@ def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
     # The killed fit and its in-process continuation must use the same number of threads:
     # matrix kernels round differently with another thread count.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "gananomaly.cli", "fit", *args, "--output", str(model)],
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", *args, "--output", str(model)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.time() + 120

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import gananomaly
-from gananomaly.cli import main
+from pipelines.cli import main
 from pipelines.image import auroc_per_kind, fit_images, load_image_source, score_images
 
 PARAMS = {"epochs": 30, "encoder_epochs": 30, "random_state": 0}

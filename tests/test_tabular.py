@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import gananomaly
-from gananomaly.cli import main
+from pipelines.cli import main
 from pipelines.datasets import breast_cancer, mixed_table, wine
 from pipelines.tabular import (
     ModelSchema,

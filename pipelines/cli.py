@@ -1,4 +1,5 @@
-"""The ``gananomaly`` command.
+"""The ``gananomaly`` command (the top layer: it drives the library and the pipelines;
+nothing in the library imports it).
 
 Subcommands live next to the code they drive: every module listed in ``_COMMAND_MODULES``
 exposes ``register_cli(subparsers)`` that adds its own subcommands, each setting
@@ -12,6 +13,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+from gananomaly.data import read_numeric
 
 __all__ = ["main", "build_parser"]
 
@@ -35,30 +38,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_numeric(path: str):
-    """A numeric table from .npy, .npz (first array), .csv or .parquet."""
-    import numpy as np
-    import pandas as pd
-
-    lower = path.lower()
-    if lower.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return data[data.files[0]]
-    if lower.endswith(".csv"):
-        df = pd.read_csv(path)
-    elif lower.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(path)
-    else:
-        raise CLIError(f"--input {path!r}: unsupported file type (use .npy, .npz, .csv or .parquet)")
-    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise CLIError(f"--input {path!r}: non-numeric columns {bad[:5]}; use `gananomaly tabular fit` "
-                       "for mixed-type tables")
-    return df
-
-
 def _fit(args: argparse.Namespace) -> int:
     import os
 
@@ -66,7 +45,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"--input {args.input!r} does not exist")
-    X = _read_numeric(args.input)
+    X = read_numeric(args.input)
     det = GANAnomalyDetector(
         objective=args.objective, encoder=args.encoder,
         epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
