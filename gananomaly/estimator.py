@@ -750,39 +750,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"component must be 'combined', 'reconstruction' or 'discriminator', got {component!r}")
         Xt, _ = self._prepare(X, context)
         cfg = self.score_config_
-        bs = min(self._score_cfg(Xt).batch_size, 1024)
-        gen, disc, enc = self.generator_, self.discriminator_, self.encoder_
-        for net in (gen, disc, enc):
-            net.eval()
-        n_feat = Xt.shape[1] - cfg.context_dim if Xt.dim() == 2 else None
-        rec_maps, disc_maps = [], []
-        params = [p for net in (gen, disc, enc) for p in net.parameters()]
-        flags = [p.requires_grad for p in params]
-        try:
-            for p in params:
-                p.requires_grad_(False)
-            for start in range(0, Xt.shape[0], bs):
-                x = _scoring._pad(Xt[start : start + bs]).to(self.device_)
-                n = min(bs, Xt.shape[0] - start)
-                with torch.no_grad():
-                    z = enc(x).float()
-                    x_hat = gen(z).float()
-                x_in = x.clone().requires_grad_(True)
-                zz = z if cfg.joint else None
-                with torch.enable_grad():
-                    feat = (disc.features(x_in, zz).float() - disc.features(x_hat, zz).float()).pow(2).sum()
-                    (grad,) = torch.autograd.grad(feat, x_in)
-                rec = (x - x_hat).pow(2)
-                if rec.dim() == 4:  # mean over channels
-                    rec, grad = rec.mean(1), grad.abs().mean(1)
-                else:  # drop the context columns
-                    rec, grad = rec[:, :n_feat], grad[:, :n_feat].abs()
-                rec_maps.append(rec[:n].detach().double().cpu())
-                disc_maps.append(grad[:n].detach().double().cpu())
-        finally:
-            for p, flag in zip(params, flags):
-                p.requires_grad_(flag)
-        rec_map, disc_map = torch.cat(rec_maps).numpy(), torch.cat(disc_maps).numpy()
+        rec_map, disc_map = _scoring.residual_maps(self.generator_, self.discriminator_, self.encoder_, Xt,
+                                                   self.device_, cfg, min(self._score_cfg(Xt).batch_size, 1024))
         if rec_map.ndim == 3 and tuple(rec_map.shape[1:]) != tuple(self.image_shape_[1:]):
             rec_map = _images.resize(rec_map[:, None], self.image_shape_[1:])[:, 0]
             disc_map = _images.resize(disc_map[:, None], self.image_shape_[1:])[:, 0]

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "robust_stats", "standardise", "combine", "fit_latent", "fit_knn",
+__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "frozen", "robust_stats", "standardise", "combine",
+           "fit_latent", "fit_knn",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -71,6 +72,21 @@ class ScoreConfig:
     # D's features of (a sample of) the training rows, float32, set by fit_knn.
     knn_bank: np.ndarray | None = None
     knn_k: int = KNN_NEIGHBOURS
+
+
+@contextlib.contextmanager
+def frozen(*nets: nn.Module):
+    """No parameter of ``nets`` requires grad inside the block (gradients then flow to
+    inputs or codes only); every flag is restored afterwards, whatever happens."""
+    params = [p for net in nets for p in net.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -138,12 +154,7 @@ def raw_scores(
     amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
            if cfg.amp_dtype is not None else contextlib.nullcontext())
     refine = cfg.n_refine_steps > 0
-    params = [p for net in (gen, disc, enc) for p in net.parameters()]
-    grad_flags = [p.requires_grad for p in params]
-    try:
-        if refine:
-            for p in params:
-                p.requires_grad_(False)
+    with frozen(gen, disc, enc) if refine else contextlib.nullcontext():
         for start in range(0, X.shape[0], cfg.batch_size):
             chunk = X[start : start + cfg.batch_size]
             n = chunk.shape[0]
@@ -173,14 +184,44 @@ def raw_scores(
                 out["knn"][start : start + n] = knn_distance(fx, cfg)
             else:
                 features.append(fx)
-    finally:
-        for p, flag in zip(params, grad_flags):
-            p.requires_grad_(flag)
     if not have_latent:
         out["codes"] = np.concatenate(codes) if codes else np.empty((0, 0))
     if not have_knn:
         out["features"] = np.concatenate(features) if features else np.empty((0, 0), dtype=np.float32)
     return out
+
+
+def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
+                  cfg: ScoreConfig, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-input residual maps of ``X`` (float64, on the networks' grid): the squared
+    reconstruction residual, and the magnitude of the gradient of the discriminator-feature
+    residual with respect to each input (the feature residual brought back to the input).
+    Images are averaged over channels; a table's context columns are dropped. Rows are
+    padded into blocks as for scoring and never influence each other."""
+    for net in (gen, disc, enc):
+        net.eval()
+    n_feat = X.shape[1] - cfg.context_dim if X.dim() == 2 else None
+    rec_maps, disc_maps = [], []
+    with frozen(gen, disc, enc):
+        for start in range(0, X.shape[0], batch_size):
+            x = _pad(X[start : start + batch_size]).to(device)
+            n = min(batch_size, X.shape[0] - start)
+            with torch.no_grad():
+                z = enc(x).float()
+                x_hat = gen(z).float()
+            x_in = x.clone().requires_grad_(True)
+            zz = z if cfg.joint else None
+            with torch.enable_grad():
+                feat = (disc.features(x_in, zz).float() - disc.features(x_hat, zz).float()).pow(2).sum()
+                (grad,) = torch.autograd.grad(feat, x_in)
+            rec = (x - x_hat).pow(2)
+            if rec.dim() == 4:  # mean over channels
+                rec, grad = rec.mean(1), grad.abs().mean(1)
+            else:  # drop the context columns
+                rec, grad = rec[:, :n_feat], grad[:, :n_feat].abs()
+            rec_maps.append(rec[:n].detach().double().cpu())
+            disc_maps.append(grad[:n].detach().double().cpu())
+    return torch.cat(rec_maps).numpy(), torch.cat(disc_maps).numpy()
 
 
 def _knn_block(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int) -> torch.Tensor:

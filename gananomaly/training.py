@@ -413,11 +413,7 @@ class Trainer:
         """Fidelity of the current generator on the held-out rows; remember the best one and
         end the phase after ``patience`` evaluations without improvement."""
         cfg = self.cfg
-        with torch.no_grad():
-            self.gen.eval()
-            fake = self._sample_part(self.gen(self.val_z).float())
-            self.gen.train()
-        metrics = manifold_metrics(self._sample_part(self.X_val), fake)
+        metrics = manifold_metrics(self._sample_part(self.X_val), self._probe_samples())
         self.history["fidelity_epoch"].append(self.gan_epoch - 1)
         for key in FIDELITY_KEYS:
             self.history[key].append(metrics[key])
@@ -434,6 +430,16 @@ class Trainer:
             if cfg.patience and self.best["bad"] >= cfg.patience:
                 self.gan_done = True
 
+    def _probe_samples(self) -> torch.Tensor:
+        """The generator's samples of the fixed fidelity probe noise (eval mode, no grad),
+        leaving the generator in the mode it was in."""
+        was_training = self.gen.training
+        with torch.no_grad():
+            self.gen.eval()
+            fake = self._sample_part(self.gen(self.val_z).float())
+        self.gen.train(was_training)
+        return fake
+
     def fidelity_report(self) -> dict[str, float]:
         """Fidelity of the current generator on the held-out rows, with the Parzen
         log-likelihood gap against as many real training rows (empty without ``X_val``)."""
@@ -441,9 +447,7 @@ class Trainer:
             return {}
         from gananomaly.fidelity import parzen_gap
 
-        with torch.no_grad():
-            self.gen.eval()
-            fake = self._sample_part(self.gen(self.val_z).float())
+        fake = self._probe_samples()
         real_val = self._sample_part(self.X_val)
         report = manifold_metrics(real_val, fake)
         if real_val.shape[0] >= 4 and bool(torch.isfinite(fake).all()):
@@ -460,10 +464,12 @@ class Trainer:
             nets = {"generator": self.gen, "discriminator": self.disc, "encoder": self.enc}
             for key, state in self.best["states"].items():
                 nets[key].load_state_dict(state)
-        if self.X_val is not None and self.history["fidelity"]:
-            final = self.best["score"] if self.cfg.keep_best and self.best is not None else self.history["fidelity"][-1]
+        fid = self.history.get("fidelity") or []
+        if fid:
+            # the measurement of the generator that is kept
+            i = fid.index(self.best["score"]) if self.cfg.keep_best and self.best is not None else len(fid) - 1
+            final = fid[i]
             if final < WARN_FIDELITY:
-                i = self.history["fidelity"].index(final) if final in self.history["fidelity"] else -1
                 warnings.warn(
                     f"the generator has not learned the normal data: on held-out rows its samples reach "
                     f"fidelity {final:.2f} (coverage {self.history['coverage'][i]:.2f}, density "
@@ -492,7 +498,6 @@ class Trainer:
         if n_epochs is None:
             n_batches = max(1, (X.shape[0] // self.world) // cfg.batch_size)
             n_epochs = _defaults.encoder_epochs(self.gan_epoch, n_batches)
-        self.encoder_epochs = n_epochs
         gen_net.eval(), disc_net.eval(), enc_net.train()
         frozen = [p for net in (gen_net, disc_net) for p in net.parameters()]
         for p in frozen:
