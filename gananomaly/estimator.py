@@ -77,9 +77,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         AnoGAN's two-term score. Our benchmark (5 seeds): 0.5 raised iris from 0.83 to
         0.96 AUROC and generated local anomalies from 0.92 to 0.95, and left breast cancer,
         wine and digits within 0.003.
-    knn_weight : float >= 0, default=3.0
+    knn_weight : float >= 0 or "auto", default="auto"
         Weight of the ``knn`` component (mean distance of D's features of ``x`` to those of
         its 5 nearest training rows) added to the combined score. 0 leaves it out.
+        ``"auto"``: 3 for tables, 0 for images (:func:`gananomaly.defaults.auto_knn_weight`).
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected proportion of outliers. A float sets ``offset_`` to that percentile of
         the training scores. ``"auto"`` uses Tukey's fence on the training scores:
@@ -196,7 +197,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         "component": [StrOptions({"combined", "reconstruction", "discriminator", "latent", "knn"})],
         "weight": [Interval(Real, 0, 1, closed="both")],
         "latent_weight": [Interval(Real, 0, None, closed="left")],
-        "knn_weight": [Interval(Real, 0, None, closed="left")],
+        "knn_weight": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "encoder_epochs": [None, Interval(Integral, 0, None, closed="left")],
@@ -235,7 +236,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         component: str = "combined",
         weight: float = 0.1,
         latent_weight: float = 0.5,
-        knn_weight: float = 3.0,
+        knn_weight: float | str = "auto",
         contamination: str | float = "auto",
         epochs: int | str = "auto",
         encoder_epochs: int | None = None,
@@ -523,6 +524,9 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             amp_dtype=amp_dtype,
             context_dim=cfg.context_dim,
         )
+        if self.arch_["kind"] == "conv":
+            self.score_config_.map_scale = _scoring.fit_map_scale(gen, enc, Xt, device,
+                                                                  self._score_cfg(Xt).batch_size)
         raw = self._raw_scores(Xt)
         _scoring.fit_latent(raw, self.score_config_)
         _scoring.fit_knn(raw, self.score_config_, seed)
@@ -644,8 +648,13 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         std = _scoring.standardise(raw, self.score_config_)
-        std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self.knn_weight)
+        std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self._knn_weight())
         return std
+
+    def _knn_weight(self) -> float:
+        if self.knn_weight == "auto":
+            return _defaults.auto_knn_weight(self.arch_["kind"] == "conv")
+        return float(self.knn_weight)
 
     def _select(self, std: dict[str, np.ndarray]) -> np.ndarray:
         """score_samples convention (higher = more normal) for the chosen component."""
@@ -733,14 +742,17 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     def anomaly_map(self, X, context=None, *, component: str = "combined") -> np.ndarray:
         """Where each sample is anomalous: a map per image, or a value per feature of a table.
 
-        * ``"reconstruction"``: the squared residual ``(x - G(E(x)))**2`` per pixel (mean over
-          channels) or per feature, in standardised units;
+        * ``"reconstruction"``: for images, the map the reconstruction score pools: the
+          squared residual ``x - G(E(x))`` in two bands (its fine detail, and all of it), mean
+          over channels, each divided by its training mean at that pixel and summed (a typical
+          training pixel is about 2); for tables, the squared residual per feature in
+          standardised units;
         * ``"discriminator"``: the feature-matching residual ``||f(x) - f(G(E(x)))||**2``
           brought back to the input: the magnitude of its gradient with respect to each pixel
           (feature) of ``x``, so the map shows which inputs D's features react to;
         * ``"combined"``: ``(1 - weight) * R + weight * D`` with ``R`` the reconstruction map
-          divided by the training median of the reconstruction score (1 is a typical training
-          pixel) and ``D`` the discriminator map rescaled to the same row's mean of ``R``:
+          in units of a typical training pixel (for tables: divided by the training median of
+          the reconstruction score) and ``D`` the discriminator map rescaled to the same row's mean of ``R``:
           every row on its own scale, never a statistic of the batch.
 
         Images come back at the fitted image size, ``(n, H, W)``; tables as ``(n, n_features)``.
@@ -762,7 +774,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         # Each row on its own scale (never a statistic of the batch): the reconstruction map
         # in units of the training median; the discriminator map spreads the same row's mean
         # level over the inputs D's features react to.
-        rec_rel = rec_map / max(cfg.loc["reconstruction"], 1e-12)
+        if cfg.map_scale is not None:  # images: each of the two bands is 1 at a typical training pixel
+            rec_rel = rec_map / 2.0
+        else:
+            rec_rel = rec_map / max(cfg.loc["reconstruction"], 1e-12)
         axes = tuple(range(1, rec_map.ndim))
         level = rec_rel.mean(axis=axes, keepdims=True)
         disc_rel = disc_map / np.maximum(disc_map.mean(axis=axes, keepdims=True), 1e-12) * level

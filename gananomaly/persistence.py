@@ -30,7 +30,7 @@ from gananomaly._version import __version__
 __all__ = ["save", "load", "save_model", "FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "TRUSTED_TYPES"]
 
 FORMAT_NAME = "gananomaly"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _NETS = {"generator_": "generator", "discriminator_": "discriminator", "encoder_": "encoder"}
@@ -149,6 +149,8 @@ def _write_detector(est, out: Path) -> None:
     tensors["score.latent_loc"] = torch.from_numpy(np.ascontiguousarray(sc.latent_loc, dtype=np.float64))
     tensors["score.latent_factor"] = torch.from_numpy(np.ascontiguousarray(sc.latent_factor, dtype=np.float64))
     tensors["score.knn_bank"] = torch.from_numpy(np.ascontiguousarray(sc.knn_bank, dtype=np.float32))
+    if sc.map_scale is not None:
+        tensors["score.map_scale"] = torch.from_numpy(np.ascontiguousarray(sc.map_scale, dtype=np.float32))
     names = getattr(est, "feature_names_in_", None)
     config = {
         "format": FORMAT_NAME,
@@ -278,10 +280,15 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
                              f"the architecture ({str(exc).splitlines()[0]})") from exc
         net.to(dev).eval()
         setattr(est, attr, net)
-    if config["format_version"] < FORMAT_VERSION:
+    image = config["arch"].get("kind") == "conv"
+    # Format 3 differs from 4 only in the image score (4 adds the residual map statistics).
+    if config["format_version"] < (FORMAT_VERSION if image else 3):
+        lacks = "the image map statistics" if image else "the knn score statistics"
         raise ValueError(f"model at {str(path)!r} has format version {config['format_version']}, written by an "
-                         f"older gananomaly that lacks the knn score statistics; refit it with this version "
+                         f"older gananomaly that lacks {lacks}; refit it with this version "
                          f"(format {FORMAT_VERSION})")
+    if image:
+        _require("score.map_scale" in tensors, path, "tensor 'score.map_scale' missing")
     for key in ("input.mean", "input.scale", "score.latent_loc", "score.latent_factor", "score.knn_bank"):
         _require(key in tensors, path, f"tensor {key!r} missing")
     est.input_mean_ = tensors["input.mean"].numpy().astype(np.float64)
@@ -311,6 +318,12 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         latent_factor=tensors["score.latent_factor"].numpy().astype(np.float64),
         knn_bank=np.ascontiguousarray(tensors["score.knn_bank"].numpy(), dtype=np.float32),
     )
+    if image:
+        scale = tensors["score.map_scale"].numpy()
+        side = int(config["arch"]["size"])
+        _require(scale.shape == (2, side, side) and bool(np.isfinite(scale).all()) and bool((scale > 0).all()),
+                 path, f"image map statistics must be positive finite numbers of shape (2, {side}, {side})")
+        est.score_config_.map_scale = np.ascontiguousarray(scale, dtype=np.float32)
     bank = est.score_config_.knn_bank.shape
     _require(len(bank) == 2 and bank[0] >= 1 and bank[1] == int(getattr(nets[1], "feature_dim", bank[1])),
              path, "knn bank does not match the discriminator's feature size")

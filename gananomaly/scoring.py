@@ -2,9 +2,13 @@
 
 Two raw signals per sample, both residuals (higher = more anomalous):
 
-* ``reconstruction``: ``mean((x - G(z))**2)`` over features (pixels), with ``z = E(x)``,
-  optionally refined by a few batched gradient steps on ``z`` (AnoGAN's latent search,
-  every row at once).
+* ``reconstruction``: ``mean((x - G(z))**2)`` over features, with ``z = E(x)``, optionally
+  refined by a few batched gradient steps on ``z`` (AnoGAN's latent search, every row at
+  once). For images it is read from a residual *map* instead (see :func:`image_maps`): the
+  residual in two bands (fine detail and the whole residual), each divided by its mean at
+  that pixel over the training images, pooled over small windows; the score is the mean of
+  the highest windows. A defect covering 1 % of an image moves this score; a mean over every
+  pixel would drown it.
 * ``discriminator``: ``mean((f(x) - f(G(z)))**2)`` where ``f`` is the last hidden layer of
   the discriminator (feature matching, never the output logit). For a BiGAN
   discriminator ``f`` sees the pair ``(., z)``.
@@ -33,17 +37,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "frozen", "robust_stats", "standardise", "combine",
-           "fit_latent", "fit_knn",
-           "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS"]
+__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "image_maps", "fit_map_scale", "frozen", "robust_stats",
+           "standardise", "combine", "fit_latent", "fit_knn",
+           "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
 # ``knn``: mean distance to this many nearest training rows in D's feature space...
 KNN_NEIGHBOURS = 5
 # ...among at most this many training rows (a seeded sample of them; stored with the model).
 KNN_BANK_ROWS = 2048
+# Image reconstruction score: the residual map is averaged over windows of this side...
+MAP_WINDOW = 4
+# ...and the score is the mean of this fraction of the windows (the highest ones).
+MAP_TOP_FRACTION = 0.02
 # A bank row this close (squared, relative to the row's squared norm) is the row itself:
 # float32 rounding of |a|^2 + |b|^2 - 2ab leaves about 1e-7 of |a|^2 where a == b.
 _SELF_TOLERANCE = 1e-5
@@ -72,6 +81,9 @@ class ScoreConfig:
     # D's features of (a sample of) the training rows, float32, set by fit_knn.
     knn_bank: np.ndarray | None = None
     knn_k: int = KNN_NEIGHBOURS
+    # Images: mean of each residual band at each pixel over the training images, float32,
+    # shape (2, size, size), set by fit_map_scale.
+    map_scale: np.ndarray | None = None
 
 
 @contextlib.contextmanager
@@ -98,15 +110,65 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
 
 
 def _residuals(gen: nn.Module, disc: nn.Module, x: torch.Tensor, z: torch.Tensor, joint: bool,
-               with_features: bool = False):
+               with_features: bool = False, map_cfg: ScoreConfig | None = None):
+    """Reconstruction and discriminator-feature residuals per row (and D's features of
+    ``x``). With ``map_cfg`` holding image map statistics, the reconstruction residual is
+    the pooled map score instead of the mean over pixels."""
     x_hat = gen(z).float()
-    rec = (x - x_hat).flatten(1).pow(2).mean(1)
+    if map_cfg is not None and map_cfg.map_scale is not None:
+        rec = _pooled_score(image_maps(x, x_hat, map_cfg))
+    else:
+        rec = (x - x_hat).flatten(1).pow(2).mean(1)
     zz = z if joint else None
     fx = disc.features(x, zz).float()
     feat = (fx - disc.features(x_hat, zz).float()).flatten(1).pow(2).mean(1)
     if with_features:
         return rec, feat, fx.flatten(1)
     return rec, feat
+
+
+def _bands(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Squared residual of images in two bands, ``(n, 2, H, W)``, mean over channels: its
+    fine detail (the residual minus its 3x3 local mean) and the whole residual. Noise and
+    thin lines live in the first, missing or foreign structure in the second."""
+    r = (x - x_hat).float()
+    local = F.avg_pool2d(F.pad(r, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return torch.stack([(r - local).pow(2).mean(1), r.pow(2).mean(1)], dim=1)
+
+
+def image_maps(x: torch.Tensor, x_hat: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
+    """The per-pixel anomaly map of images ``(n, H, W)``: both residual bands, each divided
+    by its training mean at that pixel, summed (a typical training pixel is about 2)."""
+    scale = torch.from_numpy(cfg.map_scale).to(x.device)
+    return (_bands(x, x_hat) / scale).sum(1)
+
+
+def _pooled_score(maps: torch.Tensor) -> torch.Tensor:
+    """Mean of the highest :data:`MAP_TOP_FRACTION` of the ``MAP_WINDOW``-averaged map."""
+    k = min(MAP_WINDOW, maps.shape[-1])
+    windows = F.avg_pool2d(maps[:, None], k, stride=1).flatten(1)
+    top = max(1, int(round(MAP_TOP_FRACTION * windows.shape[1])))
+    return windows.topk(top, dim=1).values.mean(1)
+
+
+def fit_map_scale(gen: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
+                  batch_size: int) -> np.ndarray:
+    """The mean of each residual band at each pixel over the images ``X`` (the training
+    images), accumulated batch by batch in float64, for ``ScoreConfig.map_scale``."""
+    for net in (gen, enc):
+        net.eval()
+    total = None
+    with torch.inference_mode():
+        for start in range(0, X.shape[0], batch_size):
+            chunk = X[start : start + batch_size]
+            x = _pad(chunk).to(device)
+            bands = _bands(x, gen(enc(x)).float())[: chunk.shape[0]].double().sum(0).cpu()
+            total = bands if total is None else total + bands
+    mean = (total / max(X.shape[0], 1)).numpy()
+    # A pixel the generator always reproduces exactly would divide by zero: floor each band
+    # at a small fraction of its mean over the image.
+    floor = np.maximum(1e-3 * mean.mean(axis=(1, 2), keepdims=True), 1e-12)
+    return np.ascontiguousarray(np.maximum(mean, floor), dtype=np.float32)
 
 
 def _refine(gen, disc, x, z0, cfg: ScoreConfig) -> torch.Tensor:
@@ -166,11 +228,11 @@ def raw_scores(
                     with torch.enable_grad():
                         z = _refine(gen, disc, x, z, cfg)
                     with torch.no_grad():
-                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True)
+                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True, cfg)
                 else:
                     with torch.inference_mode():
                         z = enc(x).float()
-                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True)
+                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True, cfg)
             out["reconstruction"][start : start + n] = rec[:n].double().cpu().numpy()
             out["discriminator"][start : start + n] = feat[:n].double().cpu().numpy()
             # The latent part of z (a conditional model's z ends with the known context).
@@ -194,7 +256,8 @@ def raw_scores(
 def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
                   cfg: ScoreConfig, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-input residual maps of ``X`` (float64, on the networks' grid): the squared
-    reconstruction residual, and the magnitude of the gradient of the discriminator-feature
+    reconstruction residual (for images with map statistics: :func:`image_maps`, the map
+    the reconstruction score pools), and the magnitude of the gradient of the discriminator-feature
     residual with respect to each input (the feature residual brought back to the input).
     Images are averaged over channels; a table's context columns are dropped. Rows are
     padded into blocks as for scoring and never influence each other."""
@@ -216,7 +279,8 @@ def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
                 (grad,) = torch.autograd.grad(feat, x_in)
             rec = (x - x_hat).pow(2)
             if rec.dim() == 4:  # mean over channels
-                rec, grad = rec.mean(1), grad.abs().mean(1)
+                rec = image_maps(x, x_hat, cfg) if cfg.map_scale is not None else rec.mean(1)
+                grad = grad.abs().mean(1)
             else:  # drop the context columns
                 rec, grad = rec[:, :n_feat], grad[:, :n_feat].abs()
             rec_maps.append(rec[:n].detach().double().cpu())

@@ -25,7 +25,7 @@ def test_save_load_scores_identically(tmp_path, blobs, fitted_blobs):
     assert loaded.get_params() == {**fitted_blobs.get_params(), "callbacks": None}
     assert loaded.history_ == fitted_blobs.history_
     config = json.loads((path / CONFIG_NAME).read_text())
-    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 3
+    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 4
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp(tmp_path, blobs, fitted_blobs):
@@ -105,7 +105,7 @@ def test_load_errors(tmp_path, fitted_blobs):
     with pytest.raises(ValueError, match="newer"):
         gananomaly.load(path)
     # an older format (no knn statistics): refused with a message that says to refit
-    config["format_version"] = FORMAT_VERSION - 1
+    config["format_version"] = 2
     (path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="older gananomaly.*refit"):
         gananomaly.load(path)
