@@ -6,6 +6,7 @@ coarsest level ``G_L`` gets an unconditional GAN; every finer level ``k`` gets a
 generates the band ``h_k`` *conditioned on the upsampled coarser image* ``up(G_{k+1})``.
 Each level is scored by its own detector, so a defect shows up at the scale where it lives:
 wrong coarse structure at the coarse levels, wrong fine texture at the fine ones.
+:meth:`LaplacianPyramidDetector.anomaly_map` shows where, level by level or combined.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from gananomaly.estimator import GANAnomalyDetector
+from gananomaly.images import resize
 
 __all__ = ["LaplacianPyramidDetector", "laplacian_pyramid"]
+
+_MAP_COMPONENTS = ("combined", "reconstruction", "discriminator")
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +91,8 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
     ----------
     detectors_ : list of GANAnomalyDetector, fine to coarse
     level_stats_ : list of (median, IQR) of each level's training score
+    level_map_stats_ : list of dict, component -> (median, IQR) of each level's training map
+        pixels (see :meth:`anomaly_map`)
     offset_ : float
     """
 
@@ -140,6 +146,7 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         for col in per_level.T:
             q25, q50, q75 = np.percentile(col, [25, 50, 75])
             self.level_stats_.append((float(q50), float(max(q75 - q25, 1e-12))))
+        self.level_map_stats_ = self._map_stats(X, rng)
         train = self._combine(per_level)
         if self.contamination == "auto":
             q1, q3 = np.percentile(-train, [25, 75])
@@ -157,6 +164,30 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
             ctx = None if cond is None else cond.reshape(len(cond), -1)
             cols.append(det.score_components(flat, context=ctx)["combined"].to_numpy())
         return np.stack(cols, axis=1)
+
+    # Pixels' map statistics come from at most this many training images: enough for a
+    # median and an IQR, and fitting does not grow by a map pass over a large training set.
+    _MAP_STATS_IMAGES = 256
+
+    def _map_stats(self, X: np.ndarray, rng: np.random.RandomState) -> list[dict[str, tuple[float, float]]]:
+        """Per level and map component, the (median, IQR) of the training maps' pixels."""
+        if len(X) > self._MAP_STATS_IMAGES:
+            X = X[np.sort(rng.choice(len(X), self._MAP_STATS_IMAGES, replace=False))]
+        stats: list[dict[str, tuple[float, float]]] = [{} for _ in self.detectors_]
+        for component in _MAP_COMPONENTS:
+            for k, level_map in enumerate(self._raw_level_maps(X, component)):
+                q25, q50, q75 = np.percentile(level_map, [25, 50, 75])
+                stats[k][component] = (float(q50), float(max(q75 - q25, 1e-12)))
+        return stats
+
+    def _raw_level_maps(self, X: np.ndarray, component: str) -> list[np.ndarray]:
+        """Each level detector's own map of its band, ``(n, side_k, side_k)`` (mean over channels)."""
+        maps = []
+        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, self.levels)):
+            flat = band.reshape(len(band), -1)
+            ctx = None if cond is None else cond.reshape(len(cond), -1)
+            maps.append(det.anomaly_map(flat, context=ctx, component=component).reshape(band.shape).mean(axis=1))
+        return maps
 
     def _combine(self, per_level: np.ndarray) -> np.ndarray:
         z = [(per_level[:, k] - loc) / scale for k, (loc, scale) in enumerate(self.level_stats_)]
@@ -179,6 +210,44 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         df = pd.DataFrame(z)
         df["combined"] = df.mean(axis=1)
         return df
+
+    def anomaly_map(self, X, component: str = "combined", per_level: bool = False):
+        """Where each image is anomalous, level by level of the pyramid.
+
+        Each level detector maps its own band (:meth:`GANAnomalyDetector.anomaly_map` with
+        that ``component``, mean over channels), and the map is standardised as the level
+        scores are: minus the median and divided by the IQR of the level's training map
+        pixels, so 0 is a typical training pixel at every level and 1 one training IQR above.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W) or (n, C, H, W)
+        component : {"combined", "reconstruction", "discriminator"}, default="combined"
+        per_level : bool, default=False
+            False: one map per image at the input's size ``(n, H, W)``: every level's
+            standardised map resized (bilinear) to ``(H, W)``, then their mean (as the
+            ``combined`` score is the mean of the standardised level scores).
+            True: a list with one array per level, fine to coarse as ``detectors_``
+            (``level_0`` = finest band ... last = coarsest image), each
+            ``(n, side_k, side_k)`` at that level's own resolution
+            (``side_k = side / 2 ** k``, ``side`` the image side after resizing to ``size``).
+
+        Returns
+        -------
+        ndarray of shape (n, H, W), or list of ndarray when ``per_level=True``
+        """
+        if component not in _MAP_COMPONENTS:
+            raise ValueError(f"component must be one of {_MAP_COMPONENTS}, got {component!r}")
+        check_is_fitted(self)
+        if not hasattr(self, "level_map_stats_"):
+            raise ValueError("this detector was fitted without map statistics: fit it again to get anomaly maps")
+        original = _as_images(X).shape[2:]
+        X = self._check(X)
+        maps = [(m - self.level_map_stats_[k][component][0]) / self.level_map_stats_[k][component][1]
+                for k, m in enumerate(self._raw_level_maps(X, component))]
+        if per_level:
+            return maps
+        return np.mean([resize(m[:, None], original)[:, 0] for m in maps], axis=0)
 
     def score_samples(self, X) -> np.ndarray:
         return -self.score_components(X)["combined"].to_numpy()

@@ -1,4 +1,4 @@
-"""Image pipeline: image folders or arrays -> preprocessing -> detector -> MLflow -> model + score CSV.
+"""Image pipeline: image folders or arrays -> preprocessing -> detector -> MLflow -> model + score table.
 
 Inputs
 ------
@@ -23,9 +23,11 @@ Inputs
 Scoring uses the model's own colour mode and size: image files are converted and resized
 to them; arrays must already match (a wrong channel count or size is a clear error).
 
-Outputs: the model directory (:func:`gananomaly.persistence.save`), a CSV with one row per
-test file (written to a temporary name and renamed into place), AUROC per defect kind
-when labels are present, and an MLflow run (:func:`gananomaly.tracking.tracked_fit`).
+Outputs: the model directory (:func:`gananomaly.persistence.save`), a CSV or Parquet table
+with one row per test file in the schema of ``gananomaly score`` (:func:`score_table`;
+written to a temporary name and renamed into place), AUROC per defect kind when labels
+are present, and an MLflow run (:func:`gananomaly.tracking.tracked_fit`) with a grid of
+the most anomalous test images' heat-map overlays (:func:`top_anomaly_grid`).
 
 Command line: ``gananomaly image fit|score|demo|throughput`` (see ``--help``); from Python:
 :func:`fit_images`, :func:`score_images`, :func:`run_image_demo`, :func:`conv_throughput`.
@@ -54,6 +56,10 @@ __all__ = [
     "load_image_source",
     "fit_images",
     "score_images",
+    "score_table",
+    "overlay_pixels",
+    "write_map_overlays",
+    "top_anomaly_grid",
     "auroc_per_kind",
     "run_image_demo",
     "conv_throughput",
@@ -254,26 +260,39 @@ def auroc_per_kind(kinds: list[str], anomaly_score: np.ndarray) -> dict[str, flo
     return out
 
 
-def _write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def _table_format(path: str | os.PathLike) -> str:
+    """``"csv"`` or ``"parquet"`` from the output's name; refuses a missing directory before any work."""
+    from pipelines.tabular import file_format
+
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
-    with atomic_open(path, newline="") as fh:
-        df.to_csv(fh, index=False)
+    return file_format(path)
+
+
+def _write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` as CSV or Parquet (by the name's suffix), whole or not at all."""
+    path = Path(path)
+    if _table_format(path) == "parquet":
+        with atomic_open(path, "wb") as fh:
+            df.to_parquet(fh, index=False)
+    else:
+        with atomic_open(path, newline="") as fh:
+            df.to_csv(fh, index=False)
     return path
 
 
-def _score_frame(det, data: ImageSet) -> pd.DataFrame:
-    comps = det.score_components(data.images)
-    frame = pd.DataFrame({"file": data.names})
-    for col in ("discriminator", "reconstruction", "latent", "knn", "combined"):
-        frame[col] = comps[col].to_numpy()
-    decision = det.score_samples(data.images) - det.offset_
-    frame["decision"] = decision
-    frame["is_outlier"] = decision < 0
-    if data.kinds is not None:
-        frame["kind"] = data.kinds
+def score_table(det, data: ImageSet) -> pd.DataFrame:
+    """The per-image score table, the schema of ``gananomaly score`` for images: ``file``, then
+    :func:`pipelines.batch_score.score_prepared`'s columns (``discriminator``,
+    ``reconstruction``, ``latent``, ``knn``, ``combined``: higher = more anomalous; ``score`` =
+    ``score_samples``, higher = more normal; ``label`` = ``predict``, +1/-1). One pass through
+    the networks per image."""
+    from pipelines.batch_score import score_prepared
+
+    frame = score_prepared(det, data.images)
+    frame.insert(0, "file", pd.Series(data.names, dtype=object))
     return frame
 
 
@@ -309,14 +328,17 @@ def fit_images(
     channels : {"auto", "first", "last"}
         Layout of array sources (see :class:`gananomaly.GANAnomalyDetector`).
     scores_csv : path, optional
-        Per-file scores of the test images (columns ``file``, ``discriminator``,
-        ``reconstruction``, ``latent``, ``knn``, ``combined``, ``decision``, ``is_outlier`` and ``kind`` when
-        labelled). Needs test images.
+        Per-file scores of the test images, the table of :func:`score_table` (the schema of
+        ``gananomaly score``), CSV or Parquet by the suffix (``.csv``, ``.parquet``/``.pq``),
+        written atomically. Needs test images.
     params : dict, optional
         :class:`gananomaly.GANAnomalyDetector` parameters (default ``random_state=0``).
     mlflow : bool, default=True
         Log the run with :func:`gananomaly.tracking.tracked_fit` (skipped when the
-        tracking module is not installed).
+        tracking module is not installed), plus ``auroc_kind_<kind>`` metrics and, when there
+        are test images, the artifacts ``anomaly_maps/top_anomalies.png`` (see
+        :func:`top_anomaly_grid`) and ``anomaly_maps/top_anomalies.json`` (its tiles' files and
+        scores, most anomalous first).
     experiment, run_name, tracking_uri : MLflow settings.
     log_model : bool, default=True
         Also log the model as an MLflow artifact (it is saved to ``model_dir`` either way).
@@ -334,6 +356,10 @@ def fit_images(
     if size is None and Path(source).is_dir():
         size = tuple(train.images.shape[2:])  # test images are resized to the training size
     test = load_image_source(source, split="test", mode=mode, size=size, on_error=on_error, channels=channels)
+    if scores_csv is not None:
+        if test is None:
+            raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r}")
+        _table_format(scores_csv)  # a bad name fails before the fit, not after
     kw = {"random_state": 0, **(params or {}), "channels": "first"}
     det = GANAnomalyDetector(**kw)
     labelled = test is not None and test.kinds is not None and len(set(test.kinds)) > 1 \
@@ -362,30 +388,39 @@ def fit_images(
     aurocs: dict[str, float] = {}
     scores = None
     if test is not None:
-        scores = _score_frame(det, test)
+        scores = score_table(det, test)
         if labelled:
             aurocs = auroc_per_kind(test.kinds, scores["combined"].to_numpy())
-            if run_id is not None:
-                _log_kind_metrics(run_id, aurocs, tracking_uri)
         if scores_csv is not None:
-            _write_csv_atomic(scores, scores_csv)
-    elif scores_csv is not None:
-        raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r}")
+            _write_table_atomic(scores, scores_csv)
+        if run_id is not None:
+            _log_run_outputs(run_id, tracking_uri, det, test, scores, aurocs)
     return {"model": det, "model_dir": Path(model_dir), "run_id": run_id, "auroc": aurocs, "scores": scores,
             "skipped": train.skipped + (test.skipped if test else []), "fit_seconds": fit_seconds}
 
 
-def _log_kind_metrics(run_id: str, aurocs: dict[str, float], tracking_uri: str | None) -> None:
+def _log_run_outputs(run_id: str, tracking_uri: str | None, det, test: ImageSet, scores: pd.DataFrame,
+                     aurocs: dict[str, float]) -> None:
+    """Add to the finished run: ``auroc_kind_<kind>`` metrics and the grid of the most
+    anomalous test images' overlays with its JSON index."""
+    from mlflow import MlflowClient
+
+    from gananomaly.tracking import resolve_tracking_uri
+
+    # The fit and the model are done: a metric or a picture is not worth failing for.
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
     try:
-        from mlflow import MlflowClient
-
-        from gananomaly.tracking import resolve_tracking_uri
-
-        client = MlflowClient(resolve_tracking_uri(tracking_uri))
         for kind, value in aurocs.items():
             client.log_metric(run_id, f"auroc_kind_{kind}", value)
-    except Exception as exc:  # the fit and the model are done; a metric is not worth failing for
+    except Exception as exc:
         log.warning("could not log per-kind AUROC to MLflow run %s: %s", run_id, exc)
+    try:
+        grid, tiles = top_anomaly_grid(det, test, scores["score"].to_numpy())
+        client.log_image(run_id, grid, "anomaly_maps/top_anomalies.png")
+        client.log_dict(run_id, {"tiles": tiles, "tile_shape": list(grid_tile_shape(test.images.shape[2:])),
+                                 "gap": GRID_GAP}, "anomaly_maps/top_anomalies.json")
+    except Exception as exc:
+        log.warning("could not log the anomaly-map grid to MLflow run %s: %s", run_id, exc)
 
 
 def score_images(
@@ -397,16 +432,30 @@ def score_images(
     channels: str = "auto",
     maps_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Score image files or arrays with a saved model; optionally write the per-file CSV and,
+    """Score image files or arrays with a saved model; optionally write the per-file table and,
     with ``maps_dir``, one heat-map overlay PNG per image (see :func:`write_map_overlays`).
 
     Image files are converted to the model's colour mode (C = 1: grey, 3: RGB) and resized
     to its image size. Array sources (``.npy``; the ``test`` array of an ``.npz``) must
     already have the model's channels and size. A folder with a ``test/`` subfolder is
-    scored on ``test/`` (with its labels); any other folder whole.
+    scored on ``test/``; any other folder whole.
+
+    Returns
+    -------
+    DataFrame
+        :func:`score_table`: the columns of ``gananomaly score`` for images, in its order.
+        ``out_csv`` gets the same table, CSV or Parquet by its suffix, written atomically.
     """
+    return _score_images(model_dir, source, out_csv, on_error=on_error, channels=channels, maps_dir=maps_dir)[0]
+
+
+def _score_images(model_dir, source, out_csv, *, on_error: str, channels: str,
+                  maps_dir) -> tuple[pd.DataFrame, ImageSet]:
+    """:func:`score_images`, also returning the images it read (with their labels, if any)."""
     import gananomaly
 
+    if out_csv is not None:
+        _table_format(out_csv)
     det = gananomaly.load(model_dir)
     shape = getattr(det, "image_shape_", None)
     if shape is None:
@@ -421,12 +470,12 @@ def score_images(
         data = load_image_source(src, split="test" if src.suffix == ".npz" else "train", channels=channels)
     if data is None:
         raise ValueError(f"no images to score in {str(src)!r}")
-    frame = _score_frame(det, data)
+    frame = score_table(det, data)
     if maps_dir is not None:
         write_map_overlays(det, data, maps_dir)
     if out_csv is not None:
-        _write_csv_atomic(frame, out_csv)
-    return frame
+        _write_table_atomic(frame, out_csv)
+    return frame, data
 
 
 # Map values (in units of a typical training pixel's reconstruction residual) at which the
@@ -434,12 +483,27 @@ def score_images(
 OVERLAY_SATURATION = 10.0
 
 
+def overlay_pixels(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """``(n, H, W, 3)`` RGB in [0, 1]: each image ``(n, C, H, W)`` in grey (stretched to its own
+    range) with its anomaly map ``(n, H, W)`` laid over it in red. The map keeps its scale
+    across images (1 = a typical training pixel; red saturates at :data:`OVERLAY_SATURATION`),
+    so a brighter overlay means a more anomalous region."""
+    grey = images.mean(axis=1)
+    lo = grey.reshape(len(grey), -1).min(1)[:, None, None]
+    hi = grey.reshape(len(grey), -1).max(1)[:, None, None]
+    grey = (grey - lo) / np.maximum(hi - lo, 1e-12)
+    alpha = 0.7 * np.clip(maps / OVERLAY_SATURATION, 0.0, 1.0)
+    return np.stack([grey * (1 - alpha) + alpha, grey * (1 - alpha), grey * (1 - alpha)], axis=-1)
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    return (255 * pixels).round().astype(np.uint8)
+
+
 def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batch: int = 256) -> list[Path]:
-    """Write, per image, ``<maps_dir>/<name>.png``: the image in grey with its anomaly map
-    (:meth:`GANAnomalyDetector.anomaly_map`) laid over it in red, at the image's size. The map
-    keeps its scale across images (1 = a typical training pixel; red saturates at
-    :data:`OVERLAY_SATURATION`), so a brighter overlay means a more anomalous region. Each file
-    is written atomically; images are mapped ``batch`` at a time."""
+    """Write, per image, ``<maps_dir>/<name>.png``: :func:`overlay_pixels` of the image and its
+    anomaly map (:meth:`GANAnomalyDetector.anomaly_map`), at the image's size. Each file is
+    written atomically; images are mapped ``batch`` at a time."""
     from PIL import Image
 
     root = Path(maps_dir)
@@ -447,21 +511,69 @@ def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batc
     written = []
     for start in range(0, len(data.names), batch):
         images = data.images[start : start + batch]
-        maps = det.anomaly_map(images)
-        grey = images.mean(axis=1)
-        lo = grey.reshape(len(grey), -1).min(1)[:, None, None]
-        hi = grey.reshape(len(grey), -1).max(1)[:, None, None]
-        grey = (grey - lo) / np.maximum(hi - lo, 1e-12)
-        alpha = 0.7 * np.clip(maps / OVERLAY_SATURATION, 0.0, 1.0)
-        rgb = np.stack([grey * (1 - alpha) + alpha, grey * (1 - alpha), grey * (1 - alpha)], axis=-1)
+        rgb = overlay_pixels(images, det.anomaly_map(images))
         for name, pixels in zip(data.names[start : start + batch], rgb):
             safe = re.sub(r"[^\w./-]", "_", name).lstrip("/").replace("..", "_")
             path = (root / safe).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(path, "wb") as fh:
-                Image.fromarray((255 * pixels).round().astype(np.uint8), mode="RGB").save(fh, format="PNG")
+                Image.fromarray(_to_uint8(pixels), mode="RGB").save(fh, format="PNG")
             written.append(path)
     return written
+
+
+#: Most tiles in :func:`top_anomaly_grid`; tiles are enlarged (nearest neighbour, by a whole
+#: factor) until their longer side reaches :data:`GRID_TILE_MIN` pixels, and :data:`GRID_GAP`
+#: black pixels separate them.
+GRID_MAX_TILES = 16
+GRID_TILE_MIN = 64
+GRID_GAP = 2
+
+
+def grid_tile_shape(hw: tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of one tile of :func:`top_anomaly_grid` for images of size ``hw``."""
+    factor = max(1, -(-GRID_TILE_MIN // max(hw)))
+    return int(hw[0]) * factor, int(hw[1]) * factor
+
+
+def top_anomaly_grid(det, data: ImageSet, score: np.ndarray, *, n: int = GRID_MAX_TILES
+                     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The overlays (:func:`overlay_pixels`) of the ``n`` most anomalous images, tiled in a grid.
+
+    Parameters
+    ----------
+    det : fitted detector with ``anomaly_map``
+    data : ImageSet
+    score : ndarray of shape (n_images,)
+        ``score_samples`` of ``data.images`` (higher = more normal); the lowest come first.
+    n : int, default=16
+
+    Returns
+    -------
+    grid : ndarray of uint8, shape (rows * th + (rows - 1) * gap, cols * tw + (cols - 1) * gap, 3)
+        ``cols = ceil(sqrt(k))`` and ``rows = ceil(k / cols)`` for ``k = min(n, n_images)``
+        tiles, each of :func:`grid_tile_shape`, filled row by row, most anomalous first.
+    tiles : list of dict
+        Per tile, in that order: ``file``, ``score``, ``row``, ``col``.
+    """
+    order = np.argsort(score, kind="stable")[: max(0, min(int(n), len(score)))]
+    k = len(order)
+    if k == 0:
+        raise ValueError("no images to tile")
+    images = data.images[order]
+    rgb = _to_uint8(overlay_pixels(images, det.anomaly_map(images)))
+    th, tw = grid_tile_shape(images.shape[2:])
+    factor = th // images.shape[2]
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = -(-k // cols)
+    grid = np.zeros((rows * th + (rows - 1) * GRID_GAP, cols * tw + (cols - 1) * GRID_GAP, 3), dtype=np.uint8)
+    tiles = []
+    for i, (idx, pixels) in enumerate(zip(order, rgb)):
+        r, c = divmod(i, cols)
+        y, x = r * (th + GRID_GAP), c * (tw + GRID_GAP)
+        grid[y : y + th, x : x + tw] = pixels.repeat(factor, axis=0).repeat(factor, axis=1)
+        tiles.append({"file": data.names[idx], "score": float(score[idx]), "row": r, "col": c})
+    return grid, tiles
 
 
 # ---------------------------------------------------------------------------------- demo
@@ -641,14 +753,14 @@ def _cli_fit(args: argparse.Namespace) -> int:
 
 
 def _cli_score(args: argparse.Namespace) -> int:
-    frame = score_images(args.model_dir, args.data, args.out, on_error=args.on_error, channels=args.channels,
-                         maps_dir=args.maps)
-    print(f"scored {len(frame)} images; {int(frame['is_outlier'].sum())} flagged as outliers"
+    frame, data = _score_images(args.model_dir, args.data, args.out, on_error=args.on_error, channels=args.channels,
+                                maps_dir=args.maps)
+    print(f"scored {len(frame)} images; {int((frame['label'] == -1).sum())} flagged as outliers"
           + (f"; scores written to {args.out}" if args.out else ""))
     if args.out is None:
         print(frame.to_string(index=False))
-    if "kind" in frame.columns:
-        for kind, value in auroc_per_kind(list(frame["kind"]), frame["combined"].to_numpy()).items():
+    if data.kinds is not None:
+        for kind, value in auroc_per_kind(data.kinds, frame["combined"].to_numpy()).items():
             print(f"AUROC {kind}: {value:.4f}")
     return 0
 
@@ -684,7 +796,7 @@ def register_cli(subparsers) -> None:
     fit.add_argument("--mode", choices=("grey", "rgb"), default="grey", help="colour conversion of image files")
     fit.add_argument("--size", type=int, nargs="+", metavar="N",
                      help="resize image files to N x N (or H W); default: the first training image's size")
-    fit.add_argument("--scores", help="write per-file test scores to this CSV")
+    fit.add_argument("--scores", help="write per-file test scores to this .csv or .parquet file")
     fit.add_argument("--epochs", default=None, help="GAN epochs (default: auto)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--param", action="append", metavar="KEY=VALUE",
@@ -696,10 +808,10 @@ def register_cli(subparsers) -> None:
     common(fit)
     fit.set_defaults(func=_cli_fit)
 
-    score = sub.add_parser("score", help="score images with a saved model; per-file CSV")
+    score = sub.add_parser("score", help="score images with a saved model; per-file table")
     score.add_argument("model_dir")
     score.add_argument("data", help="folder of images (its test/ subfolder if present), .npy or .npz")
-    score.add_argument("--out", default=None, help="CSV to write (default: print the table)")
+    score.add_argument("--out", default=None, help=".csv or .parquet file to write (default: print the table)")
     score.add_argument("--maps", default=None, metavar="DIR",
                        help="write one heat-map overlay PNG per image into DIR (anomaly map in red)")
     common(score)

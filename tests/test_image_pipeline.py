@@ -1,6 +1,8 @@
 """pipelines.image: folders and arrays in, model + per-file CSV + AUROC per defect kind out."""
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +12,18 @@ from PIL import Image
 
 import gananomaly
 from pipelines.cli import main
-from pipelines.image import auroc_per_kind, fit_images, load_image_source, score_images
+from pipelines.image import (
+    GRID_GAP,
+    auroc_per_kind,
+    fit_images,
+    load_image_source,
+    overlay_pixels,
+    score_images,
+)
 
 PARAMS = {"epochs": 30, "encoder_epochs": 30, "random_state": 0}
+#: The columns `gananomaly score` writes for images (asserted against the table job below).
+IMAGE_TABLE = ["file", "discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,22 +84,64 @@ def test_folder_fit_evaluates_per_kind_and_writes_outputs(folder, fitted):
     assert result["auroc"]["spot"] >= 0.9 and result["auroc"]["inverted"] >= 0.9, result["auroc"]
     csv = pd.read_csv(out / "scores.csv")
     assert len(csv) == 40
-    assert list(csv.columns) == ["file", "discriminator", "reconstruction", "latent", "knn", "combined", "decision",
-                                 "is_outlier", "kind"]
+    assert list(csv.columns) == IMAGE_TABLE == list(result["scores"].columns)
     assert csv["file"].iloc[0] == "test/inverted/v000.png"
-    assert set(csv["kind"]) == {"normal", "spot", "inverted"}
     # no temporary files left behind next to the outputs
     assert sorted(p.name for p in out.iterdir()) == ["model", "scores.csv"]
+    # the columns are the estimator's own outputs: score = score_samples, label = predict
+    images = load_image_source(folder, split="test").images
     loaded = gananomaly.load(out / "model")
-    np.testing.assert_allclose(loaded.score_components(result["scores"].pipe(lambda _: load_image_source(
-        folder, split="test").images))["combined"], csv["combined"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(loaded.score_components(images)["combined"], csv["combined"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(csv["score"], det.score_samples(images), rtol=0, atol=1e-9)
+    assert csv["label"].dtype == np.int64 and set(csv["label"]) <= {1, -1}
+    np.testing.assert_array_equal(csv["label"], det.predict(images))
+    assert (csv["label"] == -1).any() and (csv["label"] == 1).any()  # the threshold separates something here
+
+
+def test_image_tables_have_one_schema_and_one_pass(folder, fitted, tmp_path, monkeypatch):
+    """`image fit --scores`, `image score --out` and the table job `gananomaly score` write the
+    same columns in the same order, with the same values; scoring runs the networks once per image."""
+    result, out = fitted
+    assert main(["score", "--model", str(out / "model"), "--input", str(folder / "test"),
+                 "--output", str(tmp_path / "job.csv")]) == 0
+    job = pd.read_csv(tmp_path / "job.csv")
+    # count the rows through the encoder of the model score_images loads
+    encoded, loaded = [], []
+    load = gananomaly.load
+
+    def counting_load(path):
+        loaded.append(load(path))
+        loaded[0].encoder_.register_forward_hook(lambda module, args, output: encoded.append(len(output)))
+        return loaded[0]
+
+    monkeypatch.setattr(gananomaly, "load", counting_load)
+    frame = score_images(out / "model", folder, tmp_path / "s.parquet")
+    table_pass = sum(encoded)
+    encoded.clear()
+    loaded[0].score_samples(load_image_source(folder, split="test").images)
+    assert table_pass == sum(encoded) > 0  # the networks see each image once, as one score_samples call
+    fit_csv = pd.read_csv(out / "scores.csv")
+    written = pd.read_parquet(tmp_path / "s.parquet")
+    assert list(job.columns) == list(frame.columns) == list(written.columns) == list(fit_csv.columns) == IMAGE_TABLE
+    pd.testing.assert_frame_equal(written.astype({"file": object}), frame)
+    # same rows as the table job (its file names are relative to the folder it was given)
+    assert list(frame["file"]) == ["test/" + f for f in job["file"]]
+    pd.testing.assert_frame_equal(frame.drop(columns="file"), job.drop(columns="file"), check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(fit_csv.drop(columns="file"), job.drop(columns="file"), check_exact=False,
+                                  rtol=1e-9)
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        score_images(out / "model", folder, tmp_path / "s.txt")
+    with pytest.raises(ValueError, match="does not exist"):
+        score_images(out / "model", folder, tmp_path / "missing" / "s.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.csv", "s.parquet"]
 
 
 def test_score_folder_and_arrays_with_saved_model(folder, fitted, tmp_path):
     result, out = fitted
     frame = score_images(out / "model", folder, tmp_path / "s.csv")
     np.testing.assert_allclose(frame["combined"], result["scores"]["combined"], rtol=0, atol=1e-12)
-    assert auroc_per_kind(list(frame["kind"]), frame["combined"].to_numpy()) == result["auroc"]
+    kinds = load_image_source(folder, split="test").kinds
+    assert auroc_per_kind(kinds, frame["combined"].to_numpy()) == result["auroc"]
     # a plain folder (no test/ subfolder) is scored whole, RGB files are converted to grey,
     # other sizes resized to the model's 16x16
     plain = tmp_path / "plain"
@@ -155,7 +208,9 @@ def test_cli_fit_and_score(folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "AUROC spot:" in out and (tmp_path / "f.csv").is_file()
     rc = main(["image", "score", str(tmp_path / "m"), str(folder), "--out", str(tmp_path / "s.csv")])
-    assert rc == 0 and "scored 40 images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    flagged = int((pd.read_csv(tmp_path / "s.csv")["label"] == -1).sum())
+    assert rc == 0 and f"scored 40 images; {flagged} flagged as outliers" in out and "AUROC spot:" in out
     pd.testing.assert_series_equal(pd.read_csv(tmp_path / "s.csv")["combined"],
                                    pd.read_csv(tmp_path / "f.csv")["combined"])
     rc = main(["image", "score", str(tmp_path / "m"), str(tmp_path / "missing")])
@@ -173,9 +228,30 @@ def test_mlflow_run_logs_per_kind_auroc(folder, tmp_path):
     result = fit_images(folder, tmp_path / "m", params={"epochs": 3, "encoder_epochs": 3, "random_state": 0},
                         mlflow=True, experiment="images-test", tracking_uri=uri, log_model=False)
     assert result["run_id"] is not None
-    metrics = MlflowClient(uri).get_run(result["run_id"]).data.metrics
+    client = MlflowClient(uri)
+    metrics = client.get_run(result["run_id"]).data.metrics
     assert metrics["auroc_kind_spot"] == pytest.approx(result["auroc"]["spot"])
     assert "auroc_combined" in metrics
+    # the grid of the 16 most anomalous test images' overlays, and its index
+    local = Path(client.download_artifacts(result["run_id"], "anomaly_maps", str(tmp_path / "art")))
+    assert sorted(p.name for p in local.iterdir()) == ["top_anomalies.json", "top_anomalies.png"]
+    index = json.loads((local / "top_anomalies.json").read_text())
+    scores = result["scores"].sort_values("score", kind="stable")
+    assert [t["file"] for t in index["tiles"]] == list(scores["file"][:16])
+    assert [t["score"] for t in index["tiles"]] == pytest.approx(list(scores["score"][:16]))
+    assert index["tile_shape"] == [64, 64]  # 16x16 images enlarged 4 times
+    with Image.open(local / "top_anomalies.png") as png:
+        assert png.format == "PNG" and png.mode == "RGB"
+        assert png.size == (4 * 64 + 3 * GRID_GAP, 4 * 64 + 3 * GRID_GAP)  # 4 x 4 tiles
+        grid = np.asarray(png)
+    # each tile is the overlay of the file the index names, in reading order
+    det, test = result["model"], load_image_source(folder, split="test")
+    for tile in index["tiles"]:
+        image = test.images[test.names.index(tile["file"])][None]
+        want = np.round(255 * overlay_pixels(image, det.anomaly_map(image))[0]).astype(np.uint8)
+        y, x = tile["row"] * (64 + GRID_GAP), tile["col"] * (64 + GRID_GAP)
+        np.testing.assert_array_equal(grid[y : y + 64 : 4, x : x + 64 : 4], want)
+    assert [(t["row"], t["col"]) for t in index["tiles"]] == [divmod(i, 4) for i in range(16)]
 
 
 def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitted, tmp_path):

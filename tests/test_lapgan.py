@@ -2,9 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from gananomaly.lapgan import LaplacianPyramidDetector, laplacian_pyramid
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: one thread is fastest, and safe on a busy machine
+    yield
+    torch.set_num_threads(before)
 
 
 def make_images(n, rng, *, texture=0.1, coarse_defect=False):
@@ -65,3 +74,48 @@ def test_contract_and_bad_input(fitted):
         LaplacianPyramidDetector(levels=4).fit(np.zeros((4, 1, 12, 12)))
     with pytest.raises(ValueError, match="NaN"):
         fitted.score_samples(np.full((2, 1, 16, 16), np.nan))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a 10-epoch generator is not meant to be faithful
+def test_anomaly_map_puts_a_planted_spot_above_the_rest():
+    """Maps per level and combined: shapes, the combination, and a planted bright (or dark)
+    disk ranks its pixels above the rest of the image. Measured on one CPU thread (5 model
+    seeds, 3 data seeds): pixel AUROC 0.986-0.991; a random map gets about 0.5."""
+    from gananomaly.images import resize
+    from gananomaly.metrics import pixel_auroc
+    from pipelines.image_data import texture_defects
+
+    X_train, X_test, kinds, masks = texture_defects(n_train=200, n_test_normal=10, n_per_defect=20, size=16, seed=0,
+                                                    return_masks=True)
+    det = LaplacianPyramidDetector(levels=3, epochs=10, hidden_dims=(64, 64), random_state=0).fit(X_train)
+    spot = kinds == "spot"
+    maps = det.anomaly_map(X_test[spot])
+    levels = det.anomaly_map(X_test[spot], per_level=True)
+    rec = det.anomaly_map(X_test[spot][:3, None], component="reconstruction")
+    assert maps.shape == (20, 16, 16) and np.isfinite(maps).all()
+    assert [m.shape for m in levels] == [(20, 16, 16), (20, 8, 8), (20, 4, 4)]
+    assert all(np.isfinite(m).all() for m in levels)
+    # the combined map is the mean of the levels' maps brought to the input size
+    np.testing.assert_allclose(maps, np.mean([resize(m[:, None], (16, 16))[:, 0] for m in levels], axis=0))
+    # each level is standardised on its training map: a typical normal pixel is near 0
+    normal = det.anomaly_map(X_test[kinds == "normal"], per_level=True)
+    assert all(abs(np.median(m)) < 1.0 for m in normal)
+    assert rec.shape == (3, 16, 16) and not np.allclose(rec, maps[:3])
+    auc = pixel_auroc(masks[spot], maps)
+    chance = pixel_auroc(masks[spot], np.random.RandomState(0).rand(*maps.shape))
+    print(f"spot pixel AUROC {auc:.3f} (random map {chance:.3f})")
+    assert auc >= 0.9 and chance < 0.6
+    with pytest.raises(ValueError, match="component"):
+        det.anomaly_map(X_test[:2], component="latent")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # two epochs on noise: only the shapes matter
+def test_anomaly_map_comes_back_at_the_input_size(fitted):
+    """With ``size=`` the images are resized for the pyramid; the map returns to the input's size."""
+    rng = np.random.RandomState(3)
+    det = LaplacianPyramidDetector(levels=2, size=8, epochs=2, hidden_dims=(16,), random_state=0)
+    det.fit(rng.rand(40, 1, 12, 12))
+    assert det.anomaly_map(rng.rand(3, 12, 12)).shape == (3, 12, 12)
+    assert [m.shape for m in det.anomaly_map(rng.rand(3, 12, 12), per_level=True)] == [(3, 8, 8), (3, 4, 4)]
+    # the module's detector, fitted on 16x16 images, maps them at 16x16
+    assert fitted.anomaly_map(make_images(2, rng), component="discriminator").shape == (2, 16, 16)
