@@ -159,6 +159,7 @@ class Trainer:
     ):
         self.gen, self.disc, self.enc = gen_net, disc_net, enc_net
         self.X, self.latent_dim, self.cfg, self.rng = X, latent_dim, cfg, rng
+        self.channels_last = X.dim() == 4 and X.device.type == "cpu"
         self.rank, self.world = _world()
         # Noise differs between processes (shuffling does not): a generator of its own per rank.
         self.z_rng = rng
@@ -283,11 +284,29 @@ class Trainer:
             self.checkpoint(self.state_dict())
 
     # ---------------------------------------------------------------- phases
+    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The training rows ``idx``; image batches in the networks' memory format."""
+        x = self.X[idx]
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _set_memory_format(self, fmt: torch.memory_format) -> None:
+        for net in (self.gen, self.disc, self.enc):
+            net.to(memory_format=fmt)
+
     def run(self) -> dict[str, list[float]]:
-        """Train the networks in place; return the per-epoch history."""
-        self._gan_phase()
-        if not self.joint:
-            self._encoder_phase()
+        """Train the networks in place; return the per-epoch history.
+
+        Convolutional networks on the CPU train in channels-last memory format (the CPU
+        convolution kernels run faster on it) and are returned in the default format."""
+        if self.channels_last:
+            self._set_memory_format(torch.channels_last)
+        try:
+            self._gan_phase()
+            if not self.joint:
+                self._encoder_phase()
+        finally:
+            if self.channels_last:
+                self._set_memory_format(torch.contiguous_format)
         self.gen.eval(), self.disc.eval(), self.enc.eval()
         if self.checkpoint is not None and self.checkpoint_every and self.rank == 0:
             self.checkpoint(self.state_dict())  # the finished state: a resume has nothing left to do
@@ -352,7 +371,7 @@ class Trainer:
             d_sum = g_sum = e_sum = 0.0
             d_count = g_count = 0
             for idx in _batches(X.shape[0], cfg.batch_size, self.rng, device, self.rank, self.world):
-                x = X[idx]
+                x = self._batch(idx)
                 d_sum += float(self._d_step(x, amp))
                 d_count += 1
                 self.step += 1
@@ -507,7 +526,7 @@ class Trainer:
             for epoch in range(self.enc_epoch, n_epochs):
                 total, count = 0.0, 0
                 for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device, self.rank, self.world):
-                    x = X[idx]
+                    x = self._batch(idx)
                     with amp:
                         x_hat = gen_net(self.e_train(x))
                         loss = F.mse_loss(x_hat.float(), x)
