@@ -703,11 +703,16 @@ def _check_output(out_path: Path, output_format: str | None) -> tuple[str, Path]
     return out_format, out_dir
 
 
+# Decoded images held at once by a folder-scoring job (bytes of float64 pixels).
+IMAGE_CHUNK_BYTES = 256 * 2**20
+
+
 def _score_image_source(model, in_path: Path, out_path: Path, *, chunk_rows: int, resume: bool,
                         output_format: str | None, progress: bool | None, start_time: float) -> dict[str, Any]:
     """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model: the
     table schema (``file``, the components, ``score``, ``label``), ``chunk_rows`` files read
-    at a time (memory bounded by one chunk of images), parts committed per chunk so an
+    at a time, at most :data:`IMAGE_CHUNK_BYTES` of decoded pixels (memory bounded by one
+    chunk of images; an array file is read whole), parts committed per chunk so an
     interrupted run resumes, the output written whole or not at all."""
     import hashlib
 
@@ -723,6 +728,8 @@ def _score_image_source(model, in_path: Path, out_path: Path, *, chunk_rows: int
         raise ValueError(f"--input {str(in_path)!r} holds images, but the model was fitted on a table: "
                          "pass a CSV or Parquet file")
     mode = "grey" if shape[0] == 1 else "rgb"
+    # A chunk of decoded images (float64) stays within IMAGE_CHUNK_BYTES, whatever --chunk-rows says.
+    chunk_rows = int(min(chunk_rows, max(1, IMAGE_CHUNK_BYTES // (8 * int(np.prod(shape))))))
     if in_path.is_dir():
         files = _list_images(in_path)
         if not files:

@@ -310,3 +310,25 @@ def test_image_score_writes_heat_map_overlays(folder, fitted, tmp_path):
     assert len(inside) == 15
     print("spot redder inside:", np.mean(np.array(inside) > np.array(outside)), np.mean(inside), np.mean(outside))
     assert np.mean(np.array(inside) > np.array(outside)) >= 0.8, (inside, outside)
+
+
+def test_folder_scoring_decodes_a_bounded_number_of_images_at_a_time(folder, fitted, tmp_path, monkeypatch):
+    """A folder is streamed: no call decodes more images than fit in the job's byte budget
+    (here lowered to 10 images' worth), whatever --chunk-rows asks, and every file is
+    scored once. Memory is bounded by the chunk, not by the folder."""
+    import pipelines.batch_score as bs
+    import pipelines.image as image
+
+    _, out = fitted
+    seen = []
+    real = image.load_image_files
+
+    def spy(files, *args, **kwargs):
+        seen.append(len(files))
+        return real(files, *args, **kwargs)
+
+    monkeypatch.setattr(image, "load_image_files", spy)
+    monkeypatch.setattr(bs, "IMAGE_CHUNK_BYTES", 10 * 8 * 16 * 16)  # ten 16x16 grey images as float64
+    stats = bs.score_file(out / "model", folder / "test", tmp_path / "s.parquet", chunk_rows=50_000)
+    assert max(seen) == 10 and sum(seen) == 40 and stats["rows_scored"] == 40
+    assert pd.read_parquet(tmp_path / "s.parquet")["file"].is_unique
