@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "resolve_precision", "to_tensor", "fit_scaler"]
+__all__ = ["resolve_device", "resolve_precision", "to_tensor", "fit_scaler", "scale_moments", "MAX_STANDARDISED"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -46,11 +48,67 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def fit_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation (constant features get scale 1)."""
-    mean = X.mean(axis=0, dtype=np.float64)
-    scale = X.std(axis=0, dtype=np.float64)
-    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+# Standardised inputs are clipped to +-this many scales: a value further out is an anomaly
+# whatever its size, and the networks' float32 arithmetic stays finite (1e20 in a column of
+# unit scale would otherwise overflow to an infinite score).
+MAX_STANDARDISED = 1e6
+# A feature whose spread is below this fraction of its largest magnitude is constant (a
+# relative test: data in tiny units is not constant).
+CONSTANT_RELATIVE = 1e-9
+# A feature whose standard deviation exceeds this many robust scales (IQR / 1.349) has its
+# scale set by a few extreme values: every ordinary value then standardises to about zero.
+EXTREME_SPREAD = 1e4
+# Rows of the (seeded) sample the robust scale is measured on.
+_ROBUST_SAMPLE_ROWS = 100_000
+
+
+def _names(names, idx) -> str:
+    idx = list(idx)
+    shown = [repr(str(names[i])) if names is not None else str(int(i)) for i in idx[:10]]
+    return ", ".join(shown) + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
+
+
+def scale_moments(X: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, std, peak)`` over ``axis`` in float64, computed on the data divided by its
+    largest magnitude so that no square overflows (a 1e300 cell gives a finite std)."""
+    peak = np.abs(X).max(axis=axis).astype(np.float64)
+    unit = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+    shape = [1] * X.ndim
+    keep = [d for d in range(X.ndim) if d not in (axis if isinstance(axis, tuple) else (axis,))]
+    for d, n in zip(keep, unit.shape):
+        shape[d] = n
+    scaled = np.asarray(X, dtype=np.float64) / unit.reshape(shape)
+    return scaled.mean(axis=axis) * unit, scaled.std(axis=axis) * unit, peak
+
+
+def fit_scaler(X: np.ndarray, names=None, what: str = "column") -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation.
+
+    Constant features (spread below :data:`CONSTANT_RELATIVE` of their largest magnitude)
+    get scale 1 and a warning naming them; so does a feature whose scale is set by a few
+    extreme values (a likely data error), and training data whose rows are all identical.
+    """
+    mean, scale, peak = scale_moments(X, 0)
+    constant = ~(scale > CONSTANT_RELATIVE * peak) | (peak == 0)
+    scale[constant] = 1.0
+    if constant.all():
+        warnings.warn(f"every training row is identical (all {X.shape[1]} {what}s constant): every sample will "
+                      "get the same score except where it differs from that one row; check the training data",
+                      UserWarning, stacklevel=3)
+    elif constant.any():
+        warnings.warn(f"{what}s constant in the training data (scale set to 1; any other value there scores as "
+                      f"anomalous): {_names(names, np.flatnonzero(constant))}", UserWarning, stacklevel=3)
+    sample = X if X.shape[0] <= _ROBUST_SAMPLE_ROWS else \
+        X[np.sort(np.random.RandomState(0).choice(X.shape[0], _ROBUST_SAMPLE_ROWS, replace=False))]
+    q25, q75 = np.percentile(sample, [25, 75], axis=0)
+    robust = (q75 - q25) / 1.349
+    extreme = ~constant & (robust > 0) & (scale > EXTREME_SPREAD * robust)
+    if extreme.any():
+        cols = np.flatnonzero(extreme)
+        warnings.warn(f"{what}s whose scale is set by a few extreme values (standard deviation above "
+                      f"{EXTREME_SPREAD:g} times the interquartile spread; largest magnitude "
+                      f"{peak[cols[0]]:.3g}): {_names(names, cols)}; their ordinary values will barely count. "
+                      "Check them for data errors or unit mix-ups", UserWarning, stacklevel=3)
     return mean, scale
 
 
@@ -61,18 +119,14 @@ _CHUNK_ROWS = 65536
 def to_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> torch.Tensor:
     """Standardise and convert to a float32 CPU tensor (always a copy: input arrays may be
     read-only memory maps and are never modified). Works in row chunks, so the only full
-    copy of the input is the float32 result."""
+    copy of the input is the float32 result. Values beyond :data:`MAX_STANDARDISED` scales
+    are clipped there."""
     X = np.asarray(X)
     out = np.empty(X.shape, dtype=np.float32)
     for start in range(0, X.shape[0], _CHUNK_ROWS):
-        Z = (np.asarray(X[start : start + _CHUNK_ROWS], dtype=np.float64) - mean) / scale
-        with np.errstate(over="ignore", invalid="ignore"):
-            out[start : start + _CHUNK_ROWS] = Z
-        if not np.isfinite(out[start : start + _CHUNK_ROWS]).all():
-            raise ValueError(
-                "X contains values too large for float32 after standardisation "
-                "(absolute value above ~3e38); check the input's units"
-            )
+        with np.errstate(over="ignore"):
+            Z = (np.asarray(X[start : start + _CHUNK_ROWS], dtype=np.float64) - mean) / scale
+        out[start : start + _CHUNK_ROWS] = np.clip(Z, -MAX_STANDARDISED, MAX_STANDARDISED)
     return torch.from_numpy(out)
 
 

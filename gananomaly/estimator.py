@@ -330,7 +330,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         """Per-feature location/scale for 2-D input, per-channel for images."""
         if X.ndim == 4:
             return _images.fit_channel_scaler(X)
-        return _data.fit_scaler(X)
+        return _data.fit_scaler(X, getattr(self, "feature_names_in_", None))
 
     def _to_tensor(self, X: np.ndarray) -> torch.Tensor:
         if X.ndim == 4:
@@ -607,7 +607,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         if not np.isfinite(values).all():
             raise ValueError("context contains NaN or infinity")
         if reset:
-            self.context_mean_, self.context_scale_ = _data.fit_scaler(values)
+            self.context_mean_, self.context_scale_ = _data.fit_scaler(values, what="context column")
         elif values.shape[1] != self.context_mean_.shape[0]:
             raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with "
                              f"{self.context_mean_.shape[0]}")

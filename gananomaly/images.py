@@ -15,6 +15,7 @@ Image arrays arrive as ``(n, H, W)`` (grey), ``(n, C, H, W)`` or ``(n, H, W, C)`
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from gananomaly.conv import conv_spec, network_size
+from gananomaly.data import CONSTANT_RELATIVE, MAX_STANDARDISED, scale_moments
 
 __all__ = [
     "is_image_input",
@@ -144,10 +146,14 @@ def validate_images(est: Any, X: Any, *, reset: bool) -> np.ndarray:
 
 
 def fit_channel_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation over all training pixels (a constant channel gets scale 1)."""
-    mean = X.mean(axis=(0, 2, 3), dtype=np.float64)
-    scale = X.std(axis=(0, 2, 3), dtype=np.float64)
-    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    """Per-channel mean and standard deviation over all training pixels (a constant channel
+    gets scale 1 and a warning; no square overflows, see :func:`gananomaly.data.scale_moments`)."""
+    mean, scale, peak = scale_moments(X, (0, 2, 3))
+    constant = ~(scale > CONSTANT_RELATIVE * peak) | (peak == 0)
+    if constant.any():
+        warnings.warn(f"image channel(s) {np.flatnonzero(constant).tolist()} constant over every training pixel "
+                      "(scale set to 1); check the training images", UserWarning, stacklevel=3)
+    scale[constant] = 1.0
     return mean, scale
 
 
@@ -155,22 +161,17 @@ def to_image_tensor(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, size: in
     """Standardise per channel and resize to ``size x size``; a float32 CPU tensor ``(n, C, size, size)``.
 
     Each image is resized on its own (bilinear, antialiased when shrinking), so a row's
-    tensor never depends on the other rows.
+    tensor never depends on the other rows. Values beyond
+    :data:`gananomaly.data.MAX_STANDARDISED` scales are clipped there.
     """
-    Z = (np.asarray(X, dtype=np.float64) - mean[:, None, None]) / scale[:, None, None]
+    with np.errstate(over="ignore"):
+        Z = (np.asarray(X, dtype=np.float64) - mean[:, None, None]) / scale[:, None, None]
     t = torch.from_numpy(np.ascontiguousarray(Z))
     h, w = t.shape[2:]
     if (h, w) != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=bool(h > size or w > size))
-    with np.errstate(over="ignore", invalid="ignore"):
-        t32 = t.float()
-    if not torch.isfinite(t32).all():
-        raise ValueError(
-            "X contains values too large for float32 after standardisation "
-            "(absolute value above ~3e38); check the input's units"
-        )
-    return t32.contiguous()
+    return t.clamp(-MAX_STANDARDISED, MAX_STANDARDISED).float().contiguous()
 
 
 def resize(images: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -31,6 +31,10 @@ __all__ = ["Callback", "TrainConfig", "Trainer", "train", "GeneratorCollapseWarn
 
 # Generated samples spreading less than this fraction of the data's spread mean collapse.
 COLLAPSE_RATIO = 0.02
+# ...or diverged, when they spread more than this many times as much as the data, or when
+# the minimax discriminator's loss falls below this (it wins outright).
+EXPLOSION_RATIO = 100.0
+DIVERGED_D_LOSS = 1e-6
 
 
 class GeneratorCollapseWarning(UserWarning):
@@ -499,11 +503,32 @@ class Trainer:
                     stacklevel=5,
                 )
         ratios = self.history["g_std_ratio"]
-        if ratios and ratios[-1] < COLLAPSE_RATIO:
+        if not ratios:
+            return
+        # the epoch of the generator that is kept
+        kept = min(self.best["epoch"], len(ratios) - 1) if self.cfg.keep_best and self.best is not None \
+            else len(ratios) - 1
+        if ratios[kept] < COLLAPSE_RATIO:
             warnings.warn(
-                f"the generator may have collapsed: at GAN epoch {len(ratios) - 1} its samples spread "
-                f"{ratios[-1]:.3g} times as much as the training data (below {COLLAPSE_RATIO}); "
+                f"the generator may have collapsed: at GAN epoch {kept} its samples spread "
+                f"{ratios[kept]:.3g} times as much as the training data (below {COLLAPSE_RATIO}); "
                 "scores may be unreliable; try objective='wgan-gp', more epochs or a lower learning_rate",
+                GeneratorCollapseWarning,
+                stacklevel=4,
+            )
+        elif ratios[kept] > EXPLOSION_RATIO:
+            warnings.warn(
+                f"training diverged: at GAN epoch {kept} the generator's samples spread {ratios[kept]:.3g} "
+                f"times as much as the training data (above {EXPLOSION_RATIO:g}); scores are unreliable; "
+                f"lower learning_rate (now {self.cfg.learning_rate:g})",
+                GeneratorCollapseWarning,
+                stacklevel=4,
+            )
+        elif not self.wgan and self.history["d_loss"][kept] < DIVERGED_D_LOSS:
+            warnings.warn(
+                f"training diverged: at GAN epoch {kept} the discriminator tells every generated row from "
+                f"the real ones (loss {self.history['d_loss'][kept]:.3g}), so the generator gets no "
+                f"gradient; scores are unreliable; lower learning_rate (now {self.cfg.learning_rate:g})",
                 GeneratorCollapseWarning,
                 stacklevel=4,
             )

@@ -391,8 +391,49 @@ def test_bad_score_input(fitted_blobs):
         fitted_blobs.score_samples(np.full((2, 5), np.nan))
     with pytest.raises(ValueError, match="0 sample"):
         fitted_blobs.score_samples(np.empty((0, 5)))
-    with pytest.raises(ValueError, match="too large for float32"):
-        fitted_blobs.score_samples(np.full((2, 5), 1e300))
+    # values far beyond the training range are anomalies whatever their size: finite, outlying scores
+    huge = np.zeros((3, 5))
+    huge[0, 0], huge[1, 1] = 1e20, 1e300
+    scores = fitted_blobs.score_samples(huge)
+    assert np.isfinite(scores).all() and list(fitted_blobs.predict(huge)[:2]) == [-1, -1]
+    assert scores[0] < fitted_blobs.offset_ - 1e3 and scores[1] < fitted_blobs.offset_ - 1e3
+
+
+def test_training_data_that_would_erase_or_fake_a_column_is_named():
+    """Scaling cannot overflow (a 1e300 cell used to make the scale inf and erase its column:
+    a 1000-sigma value there then scored as normal), the constant-column test is relative
+    (data in units of 1e-13 is not constant), and bad training data gets a warning naming
+    the columns."""
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.randn(300, 4), columns=["a", "b", "c", "d"])
+    bad = X.copy()
+    bad.iloc[5, 2] = 1e300
+    with pytest.warns(UserWarning, match=r"scale is set by a few extreme values.*'c'"):
+        det = GANAnomalyDetector(epochs=3, random_state=0).fit(bad)
+    assert np.isfinite(det.input_scale_).all() and np.isfinite(det.score_samples(X)).all()
+    # tiny units: the same model as in unit units, up to rounding
+    tiny = GANAnomalyDetector(epochs=3, random_state=0).fit(X * 1e-13)
+    unit = GANAnomalyDetector(epochs=3, random_state=0).fit(X)
+    np.testing.assert_allclose(tiny.input_scale_ * 1e13, unit.input_scale_, rtol=1e-9)
+    assert np.corrcoef(tiny.score_samples(X * 1e-13), unit.score_samples(X))[0, 1] > 0.999
+    # a constant column, and all-identical rows
+    const = X.assign(b=7.0)
+    with pytest.warns(UserWarning, match=r"constant in the training data.*'b'"):
+        GANAnomalyDetector(epochs=1, random_state=0).fit(const)
+    with pytest.warns(UserWarning, match="every training row is identical"):
+        GANAnomalyDetector(epochs=1, random_state=0).fit(np.ones((50, 3)))
+
+
+def test_diverged_training_is_reported():
+    """A learning rate that blows the generator up (its samples spread ~1e6-1e12 times the
+    data's) or lets the discriminator win outright is named as divergence, not only as low fidelity."""
+    from gananomaly.training import GeneratorCollapseWarning
+
+    X = np.random.RandomState(0).randn(300, 5)
+    with pytest.warns(GeneratorCollapseWarning, match="training diverged"):
+        GANAnomalyDetector(objective="gan", learning_rate=10.0, epochs=10, random_state=0).fit(X)
 
 
 @pytest.mark.parametrize(
