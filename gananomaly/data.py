@@ -58,6 +58,8 @@ CONSTANT_RELATIVE = 1e-9
 # A feature whose standard deviation exceeds this many robust scales (IQR / 1.349) has its
 # scale set by a few extreme values: every ordinary value then standardises to about zero.
 EXTREME_SPREAD = 1e4
+# Elements (float64) per step of the scaler's passes over the data.
+_CHUNK_ELEMENTS = 1 << 22
 # Rows of the (seeded) sample the robust scale is measured on.
 _ROBUST_SAMPLE_ROWS = 100_000
 
@@ -69,16 +71,27 @@ def _names(names, idx) -> str:
 
 
 def scale_moments(X: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mean, std, peak)`` over ``axis`` in float64, computed on the data divided by its
-    largest magnitude so that no square overflows (a 1e300 cell gives a finite std)."""
-    peak = np.abs(X).max(axis=axis).astype(np.float64)
+    """``(mean, std, peak)`` over ``axis`` (which includes axis 0) in float64, computed on
+    the data divided by its largest magnitude so that no square overflows (a 1e300 cell
+    gives a finite std), in row chunks (no full copy of ``X``)."""
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    peak = np.abs(X).max(axis=axes).astype(np.float64)
     unit = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
     shape = [1] * X.ndim
-    keep = [d for d in range(X.ndim) if d not in (axis if isinstance(axis, tuple) else (axis,))]
-    for d, n in zip(keep, unit.shape):
+    for d, n in zip([d for d in range(X.ndim) if d not in axes], unit.shape):
         shape[d] = n
-    scaled = np.asarray(X, dtype=np.float64) / unit.reshape(shape)
-    return scaled.mean(axis=axis) * unit, scaled.std(axis=axis) * unit, peak
+    unit_b = unit.reshape(shape)
+    count = X.size // max(unit.size, 1)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, X[:1].size))
+
+    def total(f):
+        return sum(f(np.asarray(X[i : i + chunk], dtype=np.float64) / unit_b).sum(axis=axes)
+                   for i in range(0, X.shape[0], chunk))
+
+    mean = total(lambda s: s) / count
+    mean_b = mean.reshape(shape)
+    var = total(lambda s: np.square(s - mean_b)) / count
+    return mean * unit, np.sqrt(var) * unit, peak
 
 
 def fit_scaler(X: np.ndarray, names=None, what: str = "column") -> tuple[np.ndarray, np.ndarray]:
