@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -79,42 +80,44 @@ def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "in.csv", "m"]
 
 
+def _copy(src, dst, edit=None):
+    """A copy of the saved model ``src`` at ``dst``, its config changed by ``edit(config)``."""
+    shutil.copytree(src, dst)
+    if edit is not None:
+        config = json.loads((dst / CONFIG_NAME).read_text())
+        edit(config)
+        (dst / CONFIG_NAME).write_text(json.dumps(config))
+    return dst
+
+
 def test_load_errors(tmp_path, fitted_blobs):
     with pytest.raises(FileNotFoundError, match="no gananomaly model"):
         gananomaly.load(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a valid gananomaly model"):
         gananomaly.load(tmp_path / "empty")
-    path = tmp_path / "model"
-    fitted_blobs.save(path)
+    saved = tmp_path / "model"
+    fitted_blobs.save(saved)
     # truncated weights
+    path = _copy(saved, tmp_path / "truncated")
     data = (path / WEIGHTS_NAME).read_bytes()
     (path / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt model.safetensors"):
         gananomaly.load(path)
     # corrupt config
-    fitted_blobs.save(path)
+    path = _copy(saved, tmp_path / "corrupt")
     (path / CONFIG_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="corrupt config.json"):
         gananomaly.load(path)
     # newer format
-    fitted_blobs.save(path)
-    config = json.loads((path / CONFIG_NAME).read_text())
-    config["format_version"] = 99
-    (path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="newer"):
-        gananomaly.load(path)
+        gananomaly.load(_copy(saved, tmp_path / "newer", lambda c: c.update(format_version=99)))
     # an older format (no knn statistics): refused with a message that says to refit
-    config["format_version"] = 2
-    (path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="older gananomaly.*refit"):
-        gananomaly.load(path)
+        gananomaly.load(_copy(saved, tmp_path / "older", lambda c: c.update(format_version=2)))
     # config tampered with an invalid parameter
-    config["format_version"] = 1
-    config["params"]["objective"] = "evil"
-    (path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="objective"):
-        gananomaly.load(path)
+        gananomaly.load(_copy(saved, tmp_path / "evil", lambda c: c["params"].update(objective="evil")))
 
 
 class _Boom:

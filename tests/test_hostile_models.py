@@ -1,0 +1,328 @@
+"""Damaged or hostile model files: every one is refused with a ValueError naming the model and
+the key or tensor at fault, before anything large is allocated, or loads and scores finitely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import gananomaly
+from gananomaly import GANAnomalyDetector, persistence
+from gananomaly.persistence import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    return rng.randn(60, 4), rng.randn(20, 4)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = GANAnomalyDetector(epochs=2, encoder_epochs=2, random_state=0).fit(data[0])
+    path = tmp_path_factory.mktemp("hostile") / "model"
+    det.save(path)
+    return path, det.score_samples(data[1])
+
+
+def _copy(saved, tmp_path: Path, name: str = "m") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(saved[0], dst)
+    return dst
+
+
+def _edit_config(path: Path, edit) -> Path:
+    config = json.loads((path / CONFIG_NAME).read_text())
+    edit(config)
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    return path
+
+
+def _edit_weights(path: Path, edit, *, fix_digest: bool = True) -> Path:
+    """Rewrite the weights; with ``fix_digest`` also the digest (an author who forges both)."""
+    tensors = load_file(path / WEIGHTS_NAME)
+    edit(tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path / WEIGHTS_NAME)
+    if fix_digest:
+        digest = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()
+        _edit_config(path, lambda c: c.update({DIGEST_KEY: digest}))
+    return path
+
+
+def _refused(path: Path, match: str) -> ValueError:
+    with pytest.raises(ValueError, match=match) as info:
+        gananomaly.load(path)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def _set(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        config = config[key]
+    config[last] = value
+
+
+# ------------------------------------------------------------------ silently wrong scores
+
+
+@pytest.mark.parametrize("name,edit,match", [
+    ("broadcast_scale", lambda t: t.update({"input.scale": torch.ones(1, dtype=torch.float64)}),
+     r"input.scale.*shape \(1,\), expected \(4\)"),
+    ("negative_scale", lambda t: t.update({"input.scale": -t["input.scale"]}), r"input.scale.*positive"),
+    ("zero_scale", lambda t: t.update({"input.scale": 0 * t["input.scale"]}), r"input.scale.*positive"),
+    ("nan_latent_factor", lambda t: t["score.latent_factor"].__setitem__((0, 0), float("nan")),
+     r"score.latent_factor.*non-finite"),
+    ("inf_weight", lambda t: t["generator.out.weight"].__setitem__((0, 0), float("inf")),
+     r"generator.out.weight.*non-finite"),
+    ("float32_scaler", lambda t: t.update({"input.mean": t["input.mean"].float()}), r"input.mean.*dtype F32"),
+    ("wrong_generator_shape", lambda t: t.update({"generator.out.weight": torch.zeros(4, 7)}),
+     r"generator.out.weight.*shape"),
+    ("extra_tensor", lambda t: t.update({"evil.payload": torch.zeros(3)}), r"evil.payload.*not a tensor"),
+    ("missing_tensor", lambda t: t.pop("score.knn_bank"), r"score.knn_bank.*missing"),
+    ("huge_knn_bank", lambda t: t.update({"score.knn_bank": torch.zeros(5000, t["score.knn_bank"].shape[1])}),
+     r"knn bank.*rows"),
+])
+def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
+    _refused(_edit_weights(_copy(saved, tmp_path), edit), match)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("fitted.score_config.scale.latent", float("nan"), r"scale.latent.*finite"),
+    ("fitted.score_config.scale.knn", -1.0, r"scale.knn.*positive"),
+    ("fitted.score_config.scale.knn", 0, r"scale.knn.*positive"),
+    ("fitted.score_config.loc.discriminator", "0.1", r"loc.discriminator.*must be a number"),
+    ("fitted.score_config.loc.discriminator", float("inf"), r"loc.discriminator.*finite"),
+    ("fitted.offset_", float("nan"), r"offset_.*finite"),
+    ("fitted.offset_", float("-inf"), r"offset_.*finite"),
+    ("fitted.offset_", True, r"offset_.*must be a number"),
+    ("fitted.score_config.kappa", float("nan"), r"kappa.*finite"),
+    ("fitted.score_config.refine_lr", 0.0, r"refine_lr.*positive"),
+    ("fitted.score_config.joint", True, r"score_config.joint.*arch.joint"),
+    ("fitted.score_config.n_refine_steps", 1_000_000_000, r"n_refine_steps.*between 0 and 10000"),
+    ("fitted.score_config.n_refine_steps", 5.0, r"n_refine_steps.*integer"),
+    ("params.n_refine_steps", 1_000_000_000, r"params.n_refine_steps.*between"),
+    ("params.epochs", True, r"params.epochs.*boolean"),
+    ("params.latent_weight", float("inf"), r"params.latent_weight.*finite"),
+    ("params.objective", "evil", r"objective"),
+    ("params.evil", 1, r"params.evil.*not a known key"),
+    ("params.callbacks", None, r"params.callbacks.*not a known key"),
+    ("evil", 1, r"'evil' is not a known key"),
+    ("fitted.evil", 1, r"fitted.evil.*not a known key"),
+    ("fitted.score_config.evil", 1, r"score_config.evil.*not a known key"),
+    ("fitted.score_config.loc.evil", 1, r"loc.evil.*not a known key"),
+    ("fitted.extra.evil", 1, r"extra.evil.*not a known key"),
+    ("arch.evil", 1, r"arch.evil.*not a known key"),
+    ("format_version", -7, r"format_version.*positive integer"),
+    ("format_version", 2.0, r"format_version.*must be an integer, got a number 2.0"),
+    ("format_version", "4", r"format_version.*must be an integer"),
+    ("fitted.feature_names_in_", ["a", "b"], r"feature_names_in_.*between 4 and 4 entries"),
+    ("fitted.feature_names_in_", ["a", "a", "b", "c"], r"feature_names_in_.*repeat"),
+    ("fitted.n_features_in_", 4.0, r"n_features_in_.*integer"),
+    ("fitted.n_features_in_", 5, r"n_features_in_.*arch.n_features"),
+    ("arch.n_features", 5, r"n_features_in_.*arch.n_features"),
+    ("arch.joint", 1, r"arch.joint.*true or false"),
+    ("arch.kind", "lstm", r"arch.kind"),
+    ("arch.hidden_dims", [-5, 128], r"hidden_dims\[0\].*between 1 and"),
+    ("arch.hidden_dims", [], r"hidden_dims.*entries"),
+    ("arch.hidden_dims", [128, 128.0], r"hidden_dims\[1\].*integer"),
+    ("arch.latent_dim", -1, r"latent_dim.*between"),
+    ("arch.latent_dim", 5, r"tensor 'generator.body.0.weight'.*shape \(128, 4\), expected \(128, 5\)"),
+    ("arch.hidden_dims", [64, 64], r"shape"),
+    ("arch.hidden_dims", [200000, 200000], r"parameters, more than"),
+    ("history.d_loss", "x", r"history.d_loss.*list"),
+    ("history", [], r"history.*JSON object"),
+    ("fitted.extra.objective", "evil", r"extra.objective.*one of"),
+    ("fitted.extra.image_shape", [True, 2, 2], r"image_shape\[0\].*integer"),
+    (DIGEST_KEY, "0" * 63, r"weights_sha256.*64"),
+    ("library_version", 7, r"library_version.*string"),
+])
+def test_tampered_config_is_refused(saved, tmp_path, key, value, match):
+    _refused(_edit_config(_copy(saved, tmp_path), lambda c: _set(c, key, value)), match)
+
+
+def test_refusals_are_fast_and_allocate_nothing(saved, tmp_path):
+    """A few-KB config asking for 3 x 15000 x 15000 weights (2.7 GB) or a billion refinement
+    steps is refused in well under a second, before the networks are built."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i, (key, value) in enumerate([("arch.hidden_dims", [15000, 15000]),
+                                      ("fitted.score_config.n_refine_steps", 1_000_000_000)]):
+        path = _edit_config(_copy(saved, tmp_path, f"m{i}"), lambda c, k=key, v=value: _set(c, k, v))
+        start = time.perf_counter()
+        _refused(path, "parameters, more than|n_refine_steps")
+        assert time.perf_counter() - start < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 300 * 1024  # KiB: far below 2.7 GB
+
+
+def test_deeply_nested_config_is_a_clean_error(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    text = (path / CONFIG_NAME).read_text()
+    (path / CONFIG_NAME).write_text(text.replace('"history": {', '"history": {"deep": ' + "[" * 200000 + "]" * 200000
+                                                 + ", ", 1))
+    _refused(path, "corrupt config.json.*nested too deeply")
+    (path / CONFIG_NAME).write_text(text.replace('"history": {', '"history": {"deep": [' + "[" * 50 + "]" * 50
+                                                 + "], ", 1))
+    _refused(path, r"history.deep\[0\].*must be a number")
+
+
+def test_oversized_files_are_refused_before_reading(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    with open(path / WEIGHTS_NAME, "ab") as fh:
+        fh.truncate((path / WEIGHTS_NAME).stat().st_size + 64 * 2**20)  # sparse: costs no disk
+    _refused(path, "model.safetensors.*larger than")
+
+
+# ----------------------------------------------------------------------- checksums
+
+
+def test_a_flipped_bit_in_the_weights_is_a_checksum_mismatch(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    data = bytearray((path / WEIGHTS_NAME).read_bytes())
+    data[-5] ^= 0x01  # a bit of a knn-bank float: still finite, shapes unchanged
+    (path / WEIGHTS_NAME).write_bytes(bytes(data))
+    _refused(path, "model.safetensors checksum mismatch")
+
+
+def test_every_single_byte_flip_in_the_weights_is_refused(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    good = (path / WEIGHTS_NAME).read_bytes()
+    rng = np.random.RandomState(0)
+    for pos in rng.choice(len(good), 40, replace=False):
+        data = bytearray(good)
+        data[pos] ^= 1 << rng.randint(8)
+        (path / WEIGHTS_NAME).write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="not a valid gananomaly model"):
+            gananomaly.load(path)
+
+
+def test_the_digest_is_required_from_format_4_and_format_3_tables_still_load(saved, tmp_path, data):
+    path = _edit_config(_copy(saved, tmp_path), lambda c: c.pop(DIGEST_KEY))
+    _refused(path, "weights_sha256.*missing.*save the model again")
+    _edit_config(path, lambda c: c.update(format_version=3))
+    np.testing.assert_array_equal(gananomaly.load(path).score_samples(data[1]), saved[1])
+
+
+def test_pipeline_preprocessing_is_checksummed(tmp_path, data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(epochs=2, encoder_epochs=2, random_state=0))
+        pipe.fit(data[0])
+    persistence.save(pipe, tmp_path / "p")
+    np.testing.assert_array_equal(gananomaly.load(tmp_path / "p").score_samples(data[1]), pipe.score_samples(data[1]))
+    prep = tmp_path / "p" / persistence.PREPROCESSING_NAME
+    raw = bytearray(prep.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    prep.write_bytes(bytes(raw))
+    _refused(tmp_path / "p", "preprocessing.skops checksum mismatch")
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+def test_save_refuses_to_replace_what_is_not_a_model(saved, tmp_path):
+    det = gananomaly.load(saved[0])
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("precious")
+    with pytest.raises(ValueError, match="not a gananomaly model"):
+        det.save(blocker)
+    assert blocker.read_text() == "precious"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "data.csv").write_text("1,2,3")
+    with pytest.raises(ValueError, match="not a gananomaly model; refusing"):
+        det.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["data.csv"]
+    # another library's model laid out like ours (config.json + model.safetensors)
+    other = tmp_path / "hf"
+    other.mkdir()
+    (other / CONFIG_NAME).write_text('{"model_type": "bert"}')
+    (other / WEIGHTS_NAME).write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a gananomaly model"):
+        det.save(other)
+    assert (other / CONFIG_NAME).read_text() == '{"model_type": "bert"}'
+    # an empty directory and an existing model are replaced
+    (tmp_path / "empty").mkdir()
+    det.save(tmp_path / "empty")
+    det.save(tmp_path / "empty")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "folder", "hf", "notes.txt"]
+
+
+def test_concurrent_saves_and_loads_of_one_path(saved, tmp_path, data):
+    """Writers racing on one path all succeed and leave one whole model; a reader meanwhile
+    always finds a whole model (old or new), never a missing or mixed one."""
+    base = gananomaly.load(saved[0])
+    models = []
+    for shift in range(3):
+        m = gananomaly.load(saved[0])
+        m.offset_ = base.offset_ + shift  # tell them apart by the offset
+        models.append(m)
+    path = tmp_path / "m"
+    models[0].save(path)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(m):
+        try:
+            for _ in range(8):
+                m.save(path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read():
+        while not stop.is_set():
+            try:
+                assert gananomaly.load(path).offset_ in {m.offset_ for m in models}
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(m,)) for m in models]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reader.join()
+    swaps = _exchange_supported(tmp_path)
+    assert not [e for e in errors if swaps or not isinstance(e, FileNotFoundError)], errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary directories left
+    assert gananomaly.load(path).offset_ in {m.offset_ for m in models}
+
+
+def _exchange_supported(tmp_path: Path) -> bool:
+    a, b = tmp_path / ".xa", tmp_path / ".xb"
+    a.mkdir()
+    b.mkdir()
+    try:
+        return persistence._exchange(a, b)
+    finally:
+        a.rmdir()
+        b.rmdir()
+
+
+def test_a_model_that_would_not_load_back_is_not_saved(saved, tmp_path):
+    det = gananomaly.load(saved[0])
+    det.offset_ = float("nan")
+    with pytest.raises(ValueError, match="would not load back.*offset_"):
+        det.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
