@@ -1,14 +1,27 @@
-"""Training checkpoints: written atomically, loaded without pickles.
+"""Training checkpoints: written atomically, verified by a digest, loaded without pickles.
 
 A checkpoint is one file, ``checkpoint.pt``, holding the trainer's state (weights,
 optimiser moments, RNG states, epochs done, history) and a fingerprint of the data and
-parameters. It is saved with ``torch.save`` and read with ``torch.load(weights_only=True)``,
-which only rebuilds tensors and plain containers, never arbitrary objects.
+parameters. Its layout is a header line, ``gananomaly-checkpoint 2 sha256=<64 hex digits>``,
+then the payload written by ``torch.save``; the digest covers the payload. It is read with
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers, never
+arbitrary objects.
+
+A resume refuses a checkpoint whose digest does not match (a flipped bit would otherwise
+resume silently into a different model), one of another format, and one written for other
+data or parameters, with a :class:`ValueError` naming the file. Refusing is the safer of the
+two choices: starting over instead would quietly discard hours of training on a file that
+may only be unreadable for a moment, and the user, told why, can delete the file (the fit
+then starts over) or point ``checkpoint_dir`` elsewhere.
+
+Temporary files a killed process left behind (``.checkpoint.pt.*.tmp``) are removed when a
+fit opens its checkpoint directory; one fit at a time uses a directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +30,12 @@ import torch
 
 from gananomaly._atomic import atomic_open
 
-__all__ = ["CheckpointStore", "tensor_digest", "CHECKPOINT_NAME"]
+__all__ = ["CheckpointStore", "tensor_digest", "read_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-_FORMAT = 1
+_FORMAT = 2
+_MAGIC = b"gananomaly-checkpoint %d sha256=" % _FORMAT
+_HEADER_LEN = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -28,6 +43,52 @@ def tensor_digest(t: torch.Tensor) -> str:
     h = hashlib.sha256(repr(tuple(t.shape)).encode())
     h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    body = buf.getvalue()
+    return _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The payload of the checkpoint file ``path`` (``format``, ``fingerprint``, ``state``),
+    after its digest has been verified.
+
+    Raises
+    ------
+    ValueError
+        The file is not a gananomaly checkpoint of this format, its digest does not match
+        (damaged), or it holds anything but tensors and plain containers.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data.startswith(_MAGIC) or data[_HEADER_LEN - 1 : _HEADER_LEN] != b"\n":
+        older = data.startswith(b"PK") or data.startswith(b"gananomaly-checkpoint ")
+        raise ValueError(
+            f"{str(path)!r} is not a gananomaly training checkpoint of format {_FORMAT}"
+            + (" (it was written by another gananomaly version)" if older else "")
+            + "; delete it to start the fit over, or use another checkpoint_dir"
+        )
+    recorded = data[len(_MAGIC) : _HEADER_LEN - 1].decode("ascii", "replace")
+    body = memoryview(data)[_HEADER_LEN:]
+    actual = hashlib.sha256(body).hexdigest()
+    if actual != recorded:
+        raise ValueError(
+            f"checkpoint {str(path)!r}: checksum mismatch (it records SHA-256 {recorded[:16]}..., its contents "
+            f"have {actual[:16]}...): the file was damaged or changed after it was written; delete it to start "
+            f"the fit over, or use another checkpoint_dir"
+        )
+    try:
+        payload = torch.load(io.BytesIO(body), map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or unsafe and cannot be loaded: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT or not isinstance(payload.get("state"), dict):
+        raise ValueError(f"{str(path)!r} is not a gananomaly training checkpoint")
+    return payload
 
 
 class CheckpointStore:
@@ -41,28 +102,26 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not os.access(self.dir, os.W_OK):
             raise PermissionError(f"checkpoint_dir={str(self.dir)!r} is not writable")
+        for stale in self.dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     @property
     def path(self) -> Path:
         return self.dir / CHECKPOINT_NAME
 
     def save(self, state: dict[str, Any]) -> None:
-        payload = {"format": _FORMAT, "fingerprint": self.fingerprint, "state": state}
+        data = _encode({"format": _FORMAT, "fingerprint": self.fingerprint, "state": state})
         with atomic_open(self.path, "wb") as fh:
-            torch.save(payload, fh)
+            fh.write(data)
 
     def load(self, device: torch.device) -> dict[str, Any] | None:
         """The saved state, or None when there is no checkpoint yet."""
         if not self.path.exists():
             return None
-        try:
-            payload = torch.load(self.path, map_location=device, weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt or unsafe files
-            raise ValueError(f"checkpoint {str(self.path)!r} is corrupt or unsafe and cannot be loaded: "
-                             f"{str(exc).splitlines()[0]}") from exc
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT or "state" not in payload:
-            raise ValueError(f"{str(self.path)!r} is not a gananomaly training checkpoint")
+        payload = read_checkpoint(self.path, device)
         saved = payload.get("fingerprint", {})
+        if not isinstance(saved, dict):
+            raise ValueError(f"{str(self.path)!r} is not a gananomaly training checkpoint")
         if saved != self.fingerprint:
             differ = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
             raise ValueError(

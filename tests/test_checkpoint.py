@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import gananomaly
-from gananomaly import Callback, GANAnomalyDetector
-from gananomaly.checkpoint import CHECKPOINT_NAME
+from gananomaly import Callback, GANAnomalyDetector, checkpoint
+from gananomaly.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from pipelines.cli import main
 
 PARAMS = dict(epochs=8, encoder_epochs=4, hidden_dims=(16, 16), random_state=0)
@@ -50,7 +50,7 @@ def test_sigkilled_fit_resumes_to_the_same_model(tmp_path, blobs, uninterrupted,
     proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "X.npy"), str(ckpt), phase, str(epoch)],
                           env=env)
     assert proc.returncode == -signal.SIGKILL
-    state = torch.load(ckpt / CHECKPOINT_NAME, weights_only=True)["state"]
+    state = read_checkpoint(ckpt / CHECKPOINT_NAME)["state"]
     # at most one checkpoint interval (2 epochs) was lost
     assert (state["gan_epoch"], state["enc_epoch"]) == expected_done
     assert [p for p in os.listdir(ckpt) if p != CHECKPOINT_NAME] == []  # no temp files left behind
@@ -83,10 +83,46 @@ def test_malicious_checkpoint_is_refused(tmp_path, blobs):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"format": 1, "state": Boom()}, ckpt / CHECKPOINT_NAME)
+    # with a valid digest (anyone can compute one): torch's weights-only loader refuses it
+    (ckpt / CHECKPOINT_NAME).write_bytes(checkpoint._encode({"format": 2, "state": Boom()}))
     with pytest.raises(ValueError, match="corrupt or unsafe"):
         GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    # a bare pickle (no digest header) is refused before it is read
+    torch.save({"format": 1, "state": Boom()}, ckpt / CHECKPOINT_NAME)
+    with pytest.raises(ValueError, match="not a gananomaly training checkpoint of format 2.*delete it"):
+        GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
     assert not marker.exists()
+
+
+def test_a_damaged_checkpoint_is_refused_not_resumed(tmp_path, blobs):
+    """A flipped bit in checkpoint.pt would resume into a different model: the digest refuses it,
+    naming the file; deleting it starts the fit over."""
+    X_train, _, _ = blobs
+    ckpt = tmp_path / "ckpt"
+    params = dict(epochs=2, encoder_epochs=2, hidden_dims=(16,), random_state=0)
+    GANAnomalyDetector(**params, checkpoint_dir=str(ckpt), checkpoint_every=1).fit(X_train)
+    path = ckpt / CHECKPOINT_NAME
+    good = path.read_bytes()
+    for pos in (len(good) // 2, len(good) - 100):  # inside the tensors, inside the zip directory
+        data = bytearray(good)
+        data[pos] ^= 0x04
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=f"{CHECKPOINT_NAME}.*checksum mismatch.*delete it"):
+            GANAnomalyDetector(**params, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    path.unlink()
+    GANAnomalyDetector(**params, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    assert read_checkpoint(path)["state"]["gan_epoch"] == 2
+
+
+def test_stale_temporary_checkpoints_are_removed(tmp_path, blobs):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    stale = ckpt / f".{CHECKPOINT_NAME}.abc123.tmp"  # a process killed while writing leaves this
+    stale.write_bytes(b"half a checkpoint")
+    (ckpt / "notes.txt").write_text("kept")
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, hidden_dims=(8,), random_state=0,
+                       checkpoint_dir=str(ckpt)).fit(blobs[0][:100])
+    assert sorted(p.name for p in ckpt.iterdir()) == [CHECKPOINT_NAME, "notes.txt"]
 
 
 def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
