@@ -7,7 +7,11 @@ A logged model is an MLflow model directory::
                              a pipeline's preprocessing as skops with an allow-list)
     input_example.json, requirements.txt, python_env.yaml, conda.yaml
 
-Nothing is pickled: loading reads JSON, safetensors and allow-listed skops only.
+Nothing is pickled: loading reads JSON, safetensors and allow-listed skops only. The flavor's
+``data`` must name a directory inside the model directory (an absolute path, ``..`` or a link
+leading elsewhere is refused), and the flavor records the SHA-256 of the weights
+(``weights_sha256``), which loading compares with the model's ``config.json`` before
+:func:`gananomaly.persistence.load` checks the file itself against it.
 
 As a pyfunc (``mlflow.pyfunc.load_model(uri).predict(df)``, and ``mlflow models serve``) the
 model returns a DataFrame with one row per input row and the columns
@@ -31,6 +35,7 @@ import pandas as pd
 __all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "get_default_pip_requirements", "save_model", "log_model", "load_model"]
 
 FLAVOR_NAME = "gananomaly"
+_FORMAT = "safetensors+json"
 OUTPUT_COLUMNS = ("discriminator", "reconstruction", "latent", "knn", "combined", "score", "label")
 _MODEL_DIR = "model"
 
@@ -251,9 +256,10 @@ def save_model(
         FLAVOR_NAME,
         gananomaly_version=__version__,
         data=_MODEL_DIR,
-        format="safetensors+json",
+        format=_FORMAT,
         model_kind="pipeline" if isinstance(model, Pipeline) else "detector",
         output_columns=list(OUTPUT_COLUMNS),
+        weights_sha256=persistence.recorded_digest(Path(path) / _MODEL_DIR),
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
@@ -370,9 +376,48 @@ def load_model(model_uri: str, dst_path: str | None = None, *, device: str = "au
         raise _not_a_model(uri, f"{type(exc).__name__}: {exc}") from exc
     conf = _flavor_conf(uri, local)
     try:
-        return persistence.load(Path(local) / conf.get("data", _MODEL_DIR), device=device)
+        return persistence.load(_checked_data_dir(local, conf), device=device)
     except (FileNotFoundError, ValueError) as exc:
         raise _not_a_model(uri, str(exc)) from exc
+
+
+def _checked_data_dir(root: str | os.PathLike, conf: dict[str, Any]) -> Path:
+    """The model directory the flavor ``conf`` of the MLflow model at ``root`` names, once it
+    is known to lie inside ``root`` and to match what the flavor records.
+
+    Raises
+    ------
+    ValueError
+        The flavor's ``data`` leads outside ``root`` or is not a string, its ``format`` or
+        ``model_kind`` is not what is on disk, or its ``weights_sha256`` differs from the one the
+        model's ``config.json`` records.
+    """
+    from gananomaly import persistence
+
+    data = conf.get("data", _MODEL_DIR)
+    if not isinstance(data, str) or not data or os.path.isabs(data):
+        raise ValueError(f"the MLmodel flavor {FLAVOR_NAME!r} key 'data' must be a relative path inside the model "
+                         f"directory, got {data!r}")
+    base = Path(root).resolve()
+    target = (base / data).resolve()
+    if target == base or not target.is_relative_to(base):
+        raise ValueError(f"the MLmodel flavor {FLAVOR_NAME!r} key 'data' ({data!r}) leads outside the model "
+                         f"directory {str(base)!r}")
+    if conf.get("format", _FORMAT) != _FORMAT:
+        raise ValueError(f"the MLmodel flavor {FLAVOR_NAME!r} key 'format' must be {_FORMAT!r}, "
+                         f"got {conf.get('format')!r}")
+    kind = conf.get("model_kind")
+    if kind is not None:
+        on_disk = "pipeline" if (target / persistence.PIPELINE_CONFIG).is_file() else "detector"
+        if kind != on_disk:
+            raise ValueError(f"the MLmodel flavor {FLAVOR_NAME!r} key 'model_kind' is {kind!r}, but "
+                             f"{str(target)!r} holds a {on_disk}")
+    recorded = conf.get("weights_sha256")
+    if recorded is not None and recorded != persistence.recorded_digest(target):
+        raise ValueError(f"the MLmodel flavor {FLAVOR_NAME!r} key 'weights_sha256' does not match the weights "
+                         f"that {str(target)!r} records: checksum mismatch (the model was changed after it was "
+                         f"logged)")
+    return target
 
 
 def _flavor_conf(uri: str, local: str) -> dict[str, Any]:
@@ -392,8 +437,20 @@ def _flavor_conf(uri: str, local: str) -> dict[str, Any]:
 
 
 def _load_pyfunc(path: str, model_config: dict | None = None) -> _GANAnomalyPyfunc:
-    """Called by ``mlflow.pyfunc.load_model`` with the path of the ``model/`` data directory."""
+    """Called by ``mlflow.pyfunc.load_model`` with the path of the ``model/`` data directory.
+
+    The MLflow model is the directory above it: its ``MLmodel`` must carry this flavor, naming
+    the same directory, so a ``data`` entry leading to an arbitrary directory is refused here too.
+    MLflow passes only the data path, so one leading into another whole MLflow model of this
+    flavor cannot be told from that model's own; :func:`load_model` sees the model directory
+    and refuses every ``data`` entry outside it."""
     from gananomaly import persistence
 
-    return _GANAnomalyPyfunc(persistence.load(path, device="cpu" if model_config is None else
+    root = Path(path).resolve().parent
+    conf = _flavor_conf(str(root), str(root))
+    target = _checked_data_dir(root, conf)
+    if target != Path(path).resolve():
+        raise ValueError(f"the MLmodel pyfunc 'data' ({str(path)!r}) is not the directory the {FLAVOR_NAME!r} "
+                         f"flavor names ({str(target)!r})")
+    return _GANAnomalyPyfunc(persistence.load(target, device="cpu" if model_config is None else
                                               str(model_config.get("device", "cpu"))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -189,4 +190,70 @@ def test_load_corrupt_weights_is_refused(detector, tmp_path):
     gm.save_model(detector, tmp_path / "m")
     Path(tmp_path / "m" / "model" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(MlflowException, match="corrupt model.safetensors"):
+        gm.load_model(str(tmp_path / "m"))
+
+
+# ------------------------------------------------------------------------- hostile MLmodel files
+def _edit_mlmodel(path: Path, edit) -> None:
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text())
+    edit(mlmodel["flavors"])
+    (path / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "symlink"])
+def test_data_outside_the_model_directory_is_refused(detector, data, tmp_path, where):
+    """An MLmodel whose ``data`` points elsewhere on disk must not load the model found there."""
+    victim = tmp_path / "elsewhere" / "model"
+    victim.parent.mkdir()
+    GANAnomalyDetector(epochs=2, hidden_dims=(16,), random_state=1).fit(data[0]).save(victim)
+    path = tmp_path / "a" / "b" / "m"
+    gm.save_model(detector, path)
+    if where == "symlink":
+        os.symlink(victim, path / "link")
+        data_entry = "link"
+    else:
+        data_entry = str(victim) if where == "absolute" else "../../../elsewhere/model"
+
+    def point(flavors):
+        flavors["gananomaly"]["data"] = data_entry
+        flavors["python_function"]["data"] = data_entry
+
+    _edit_mlmodel(path, point)
+    with pytest.raises(MlflowException, match="'data'.*(relative path|leads outside)"):
+        gm.load_model(str(path))
+    # mlflow.pyfunc passes only the data path: the MLflow model above it must name it as its own
+    with pytest.raises((MlflowException, ValueError), match="no MLmodel file|leads outside"):
+        mlflow.pyfunc.load_model(str(path))
+
+
+def test_flavor_records_and_checks_the_weights_digest(detector, data, tmp_path):
+    gm.save_model(detector, tmp_path / "m")
+    conf = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())["flavors"]["gananomaly"]
+    config = json.loads((tmp_path / "m" / "model" / "config.json").read_text())
+    assert conf["weights_sha256"] == config["weights_sha256"]
+    # another (whole, self-consistent) model swapped in under the logged one is refused
+    other = GANAnomalyDetector(epochs=2, hidden_dims=(16,), random_state=1).fit(data[0])
+    other.save(tmp_path / "m" / "model")
+    with pytest.raises(MlflowException, match="weights_sha256.*checksum mismatch"):
+        gm.load_model(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="weights_sha256.*checksum mismatch"):
+        mlflow.pyfunc.load_model(str(tmp_path / "m"))
+
+
+def test_a_flipped_bit_in_logged_weights_is_refused(detector, tmp_path):
+    gm.save_model(detector, tmp_path / "m")
+    weights = tmp_path / "m" / "model" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0x02
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(MlflowException, match="checksum mismatch"):
+        gm.load_model(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("key,value,match", [("format", "pickle", "'format'"),
+                                             ("model_kind", "pipeline", "'model_kind'")])
+def test_flavor_fields_must_match_the_model(detector, tmp_path, key, value, match):
+    gm.save_model(detector, tmp_path / "m")
+    _edit_mlmodel(tmp_path / "m", lambda flavors: flavors["gananomaly"].update({key: value}))
+    with pytest.raises(MlflowException, match=match):
         gm.load_model(str(tmp_path / "m"))
