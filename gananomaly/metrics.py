@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-__all__ = ["evaluate_scores", "evaluate_detector", "pixel_auroc", "pro_score"]
+__all__ = ["evaluate_scores", "evaluate_detector", "pixel_auroc", "pro_score", "threshold_from_labels"]
 
 
 def _check_labels(y) -> np.ndarray:
@@ -19,6 +19,42 @@ def _check_labels(y) -> np.ndarray:
     if len(values) < 2:
         raise ValueError("labels must contain both normal (0) and anomalous (1) samples to evaluate")
     return y.astype(int)
+
+
+def threshold_from_labels(y_true, scores, *, target_fpr: float | None = None) -> float:
+    """A threshold on ``score_samples`` picked from labelled data, for
+    ``detector.set_threshold(score=...)`` (a sample scoring below it is an outlier).
+
+    Parameters
+    ----------
+    y_true : array-like of 0 (normal) / 1 (anomaly)
+    scores : array-like
+        ``score_samples`` of the same rows (higher = more normal).
+    target_fpr : float in (0, 1), optional
+        Flag as many anomalies as possible while flagging at most this share of the normal
+        rows. Default: the threshold with the best F1 of the anomaly class.
+    """
+    y = _check_labels(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != y.shape or not np.isfinite(s).all():
+        raise ValueError(f"scores must be {y.shape[0]} finite numbers, one per label")
+    # Candidate thresholds: midway between consecutive distinct scores, and beyond both ends;
+    # "outlier" means score < threshold.
+    cuts = np.unique(s)
+    cand = np.concatenate([[cuts[0] - 1.0], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1.0]])
+    normal, anomal = np.sort(s[y == 0]), np.sort(s[y == 1])
+    flagged_normal = np.searchsorted(normal, cand, side="left")
+    flagged_anomal = np.searchsorted(anomal, cand, side="left")
+    if target_fpr is not None:
+        if not 0 < target_fpr < 1:
+            raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
+        ok = flagged_normal <= target_fpr * len(normal)
+        best = np.flatnonzero(ok)[np.argmax(flagged_anomal[ok])]  # ok[0] holds: nothing flagged
+        return float(cand[best])
+    precision = flagged_anomal / np.maximum(flagged_anomal + flagged_normal, 1)
+    recall = flagged_anomal / len(anomal)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    return float(cand[int(np.argmax(f1))])
 
 
 def evaluate_scores(y_true, anomaly_score, predicted_anomaly=None) -> dict[str, float]:

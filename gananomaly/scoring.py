@@ -42,13 +42,16 @@ from torch import nn
 
 __all__ = ["ScoreConfig", "raw_scores", "residual_maps", "image_maps", "fit_map_scale", "frozen", "robust_stats",
            "standardise", "combine", "fit_latent", "fit_knn",
-           "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
+           "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
 # ``knn``: mean distance to this many nearest training rows in D's feature space...
 KNN_NEIGHBOURS = 5
 # ...among at most this many training rows (a seeded sample of them; stored with the model).
 KNN_BANK_ROWS = 2048
+# Training rows whose standardised components are kept with the model (a seeded sample):
+# thresholds are read from them after the fit.
+TRAIN_SCORE_ROWS = 10_000
 # Image reconstruction score: the residual map is averaged over windows of this side...
 MAP_WINDOW = 4
 # ...and the score is the mean of this fraction of the windows (the highest ones).

@@ -1,0 +1,73 @@
+"""Thresholds after the fit: offset_ follows the parameters, set_threshold, thresholds from labels."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from gananomaly import GANAnomalyDetector
+from gananomaly.metrics import threshold_from_labels
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X = np.random.RandomState(0).randn(400, 4)
+    return X, GANAnomalyDetector(epochs=4, random_state=0).fit(X)
+
+
+def _flagged(det, X):
+    return float(np.mean(det.predict(X) == -1))
+
+
+def test_threshold_follows_parameters_set_after_the_fit(fitted):
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    assert det.threshold_ is None and det.training_components_.shape == (400, 4)
+    np.testing.assert_allclose(det.training_scores(), det.score_samples(X), rtol=1e-9, atol=1e-9)
+    auto = det.offset_
+    det.set_params(contamination=0.1)
+    assert det.offset_ != auto and _flagged(det, X) == pytest.approx(0.1, abs=0.003)
+    before = det.score_samples(X)
+    det.set_params(weight=0.6)  # scores move; the threshold moves with them
+    assert not np.allclose(det.score_samples(X), before)
+    assert _flagged(det, X) == pytest.approx(0.1, abs=0.003)
+    det.set_params(component="reconstruction")
+    assert _flagged(det, X) == pytest.approx(0.1, abs=0.003)
+
+
+def test_set_threshold_pins_until_scores_change(fitted):
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    det.set_threshold(fpr=0.25)
+    assert _flagged(det, X) == pytest.approx(0.25, abs=0.003) and det.contamination == "auto"
+    det.set_threshold(score=-1.5)
+    assert det.offset_ == -1.5 and det.threshold_ == {"score": -1.5}
+    np.testing.assert_array_equal(det.predict(X) == -1, det.score_samples(X) < -1.5)
+    restored = pickle.loads(pickle.dumps(det))
+    assert restored.offset_ == -1.5
+    det.set_params(latent_weight=1.0)  # the pinned score would be stale: released
+    assert det.threshold_ is None and det.offset_ != -1.5
+    det.offset_ = -2.0  # a plain assignment pins a score threshold
+    assert det.threshold_ == {"score": -2.0}
+    for bad in ({}, {"fpr": 0.1, "score": 1.0}, {"fpr": 1.0}, {"contamination": 0.7}, {"score": float("nan")}):
+        with pytest.raises(ValueError):
+            det.set_threshold(**bad)
+    with pytest.raises(AttributeError):
+        GANAnomalyDetector().set_threshold(fpr=0.1)  # not fitted
+
+
+def test_threshold_from_labels_best_f1_and_target_fpr():
+    rng = np.random.RandomState(0)
+    y = np.r_[np.zeros(300, int), np.ones(30, int)]
+    scores = np.r_[rng.randn(300), rng.randn(30) - 2.5]  # anomalies score lower
+    t = threshold_from_labels(y, scores)
+    best = max(f1_score(y, scores < c) for c in np.unique(scores) + 1e-9)
+    assert f1_score(y, scores < t) == pytest.approx(best)
+    t = threshold_from_labels(y, scores, target_fpr=0.05)
+    fpr = np.mean(scores[y == 0] < t)
+    assert fpr <= 0.05 and fpr > 0.04  # as many flags as the budget allows
+    with pytest.raises(ValueError, match="finite"):
+        threshold_from_labels(y, np.r_[scores[:-1], np.nan])
+    with pytest.raises(ValueError, match="target_fpr"):
+        threshold_from_labels(y, scores, target_fpr=0)
