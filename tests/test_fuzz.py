@@ -3,7 +3,7 @@ documented error or returns finite, self-consistent scores."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -77,3 +77,123 @@ def test_bad_scoring_input_gives_documented_errors(fitted_blobs, bad, n):
         X = X[:, None, :]
     with pytest.raises(ValueError):
         fitted_blobs.score_samples(X)
+
+
+# ------------------------------------------------------------------------------ model files
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A tiny saved model: its directory, its config, its weights and rows to score."""
+    import json
+    import warnings
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = GANAnomalyDetector(epochs=2, encoder_epochs=2, random_state=0).fit(X)
+    path = tmp_path_factory.mktemp("fuzz") / "model"
+    det.save(path)
+    return path, json.loads((path / "config.json").read_text()), (path / "model.safetensors").read_bytes(), X
+
+
+def _paths(node, prefix=()):
+    """Every path (tuple of keys and indices) into a JSON document, the root excluded."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield (*prefix, key)
+        if not (isinstance(child, list) and len(child) > 8):  # long lists: their first entries suffice
+            yield from _paths(child, (*prefix, key))
+        else:
+            yield from _paths(child[:3], (*prefix, key))
+
+
+REPLACEMENTS = [None, True, False, 0, 1, -1, 7, 2**31, 2**63, 0.5, -0.5, 1e300, -1e300, float("nan"),
+                float("inf"), float("-inf"), "", "x", "auto", [], {}, [1], [128, 128], {"a": 1}, [[[]]]]
+
+
+@st.composite
+def config_mutations(draw, config):
+    import copy
+
+    doc = copy.deepcopy(config)
+    paths = list(_paths(config))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths))
+        parent = doc
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            value = parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation removed or retyped this branch
+        kind = draw(st.sampled_from(["replace", "replace", "delete", "scale", "retype", "add_key", "repeat"]))
+        if kind == "replace":
+            parent[path[-1]] = draw(st.sampled_from(REPLACEMENTS))
+        elif kind == "delete":
+            del parent[path[-1]]
+        elif kind == "scale" and type(value) in (int, float):
+            factor = draw(st.sampled_from([-1, 0, 2, 1000, 1e-3]))
+            parent[path[-1]] = type(value)(value * factor) if type(value) is int else value * factor
+        elif kind == "retype":
+            parent[path[-1]] = (float(value) if type(value) is int else int(value) if type(value) is float
+                                and np.isfinite(value) else str(value))
+        elif kind == "add_key" and isinstance(value, dict):
+            value["unexpected"] = draw(st.sampled_from(REPLACEMENTS))
+        elif kind == "repeat" and isinstance(value, list) and value:
+            value.append(value[-1])
+    return doc
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_model_config_is_refused_cleanly_or_scores_finitely(model_files, data):
+    """Whatever a damaged or hostile config.json says, loading raises a ValueError naming the
+    model, or the model loads and scores every row finitely: no other exception, no NaN."""
+    import json
+
+    import gananomaly
+
+    path, config, _, X = model_files
+    doc = data.draw(config_mutations(config))
+    (path / "config.json").write_text(json.dumps(doc))
+    try:
+        det = gananomaly.load(path, device="cpu")
+    except ValueError as exc:
+        assert str(path) in str(exc)
+        event("refused")
+        return
+    event("loaded")
+    s = det.score_samples(X)
+    assert s.shape == (len(X),) and np.isfinite(s).all()
+    assert np.isfinite(det.decision_function(X)).all()
+    assert set(det.predict(X)) <= {-1, 1}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(0, 10**6), bit=st.integers(0, 7))
+def test_forged_weights_header_is_refused_cleanly(model_files, pos, bit):
+    """A flipped bit anywhere in the safetensors header, even with the digest forged to match,
+    is refused with a ValueError or changes nothing that matters."""
+    import hashlib
+    import json
+    import struct
+
+    import gananomaly
+
+    path, config, weights, X = model_files
+    header_end = 8 + struct.unpack("<Q", weights[:8])[0]
+    raw = bytearray(weights)
+    raw[pos % header_end] ^= 1 << bit
+    (path / "model.safetensors").write_bytes(bytes(raw))
+    (path / "config.json").write_text(json.dumps({**config, "weights_sha256": hashlib.sha256(raw).hexdigest()}))
+    try:
+        det = gananomaly.load(path, device="cpu")
+    except ValueError as exc:
+        assert str(path) in str(exc)
+        return
+    finally:
+        (path / "model.safetensors").write_bytes(weights)
+    assert np.isfinite(det.score_samples(X)).all()
