@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 _NETS = ("generator_", "discriminator_", "encoder_")
 
 
+# Columns of :meth:`GANAnomalyDetector.score_table`, the one scoring output.
+SCORE_COLUMNS = (*_scoring.COMPONENTS, "combined", "score", "label")
+
+
 class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector built on a generative adversarial network trained on normal data.
 
@@ -776,6 +780,22 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
              "latent": cols["latent"], "knn": cols["knn"], "combined": std["combined"]},
             index=index,
         )
+
+    def score_table(self, X, context=None) -> pd.DataFrame:
+        """The scoring output every consumer writes (pyfunc, batch jobs, image tables), from
+        one pass through the networks.
+
+        Returns
+        -------
+        DataFrame with columns :data:`SCORE_COLUMNS`: the components and ``combined``
+        (higher = more anomalous, as :meth:`score_components`), ``score`` (=
+        :meth:`score_samples`) and ``label`` (+1/-1, = :meth:`predict`), indexed like ``X``
+        when ``X`` is a DataFrame.
+        """
+        out = self.score_components(X, context=context).astype(np.float64)
+        out["score"] = -out[self.component].to_numpy()
+        out["label"] = np.where(out["score"].to_numpy() - self.offset_ < 0, -1, 1).astype(np.int64)
+        return out[list(SCORE_COLUMNS)]
 
     def score_samples(self, X, context=None) -> np.ndarray:
         """Minus the anomaly score chosen by ``component``: the lower, the more abnormal.

@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gananomaly import estimator as _estimator
 from gananomaly._atomic import atomic_open
 from pipelines.tabular import ModelSchema, _format_rows, file_format, model_schema, prepare_frame
 
@@ -100,7 +101,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("discriminator", "reconstruction", "latent", "knn", "combined", "score", "label")
+SCORE_COLUMNS = _estimator.SCORE_COLUMNS
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gananomaly-batch-score"
 MANIFEST_VERSION = 2
@@ -229,15 +230,7 @@ def _transform(model, X) -> tuple[Any, Any]:
 def _score_transformed(det, Xt) -> pd.DataFrame:
     if len(Xt) == 0:
         return _empty_scores()
-    comps = det.score_components(Xt)
-    score = -comps[det.component].to_numpy(dtype=np.float64)
-    label = np.where(score - det.offset_ < 0, -1, 1).astype(np.int64)
-    return pd.DataFrame({"discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
-                         "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
-                         "latent": comps["latent"].to_numpy(dtype=np.float64),
-                         "knn": comps["knn"].to_numpy(dtype=np.float64),
-                         "combined": comps["combined"].to_numpy(dtype=np.float64),
-                         "score": score, "label": label})
+    return det.score_table(Xt).reset_index(drop=True)
 
 
 def _standardised(det, Xt) -> np.ndarray | None:
@@ -1022,7 +1015,7 @@ def _check_output(out_path: Path, output_format: str | None) -> tuple[str, Path]
 
 
 # Decoded images held at once by a folder-scoring job (bytes of float64 pixels).
-IMAGE_CHUNK_BYTES = 256 * 2**20
+IMAGE_CHUNK_BYTES = 64 * 2**20
 
 
 def _score_image_source(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path, *, chunk_rows: int,
