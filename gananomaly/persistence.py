@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -185,6 +186,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@functools.cache
 def _renameat2():
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
