@@ -1,5 +1,8 @@
 """``python -m benchmarks run [--quick] [--out DIR]``: quality and speed against the peers.
 
+``python -m benchmarks gpu [--out DIR] [--dry-run] [--budget-s 480]``: the prepared GPU
+check (see :mod:`benchmarks.gpu`); writes ``gpu.json`` and ``GPU.md``.
+
 Prints a table as it goes, writes ``results.json`` to ``--out`` (default
 ``benchmarks/out``) and regenerates ``RESULTS.md`` (by default ``benchmarks/RESULTS.md``
 for a full run and ``DIR/RESULTS.md`` for ``--quick``, so a quick run never overwrites the
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from benchmarks import contestants as _contestants
 from benchmarks import datasets as _datasets
+from benchmarks import gpu as _gpu
 from benchmarks import quality as _quality
 from benchmarks import report as _report
 from benchmarks import speed as _speed
@@ -252,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("results", nargs="+", help="results.json file(s); several are merged")
     r.add_argument("--out-json", default=None, help="also write the merged results here")
     r.add_argument("--results-md", default=None, help="where to write RESULTS.md (default: benchmarks/RESULTS.md)")
+    g = sub.add_parser("gpu", help="the prepared GPU check (a dry run on the CPU without CUDA)")
+    _gpu.add_arguments(g)
     args = parser.parse_args(argv)
+    if args.command == "gpu":
+        return _gpu.run_args(args)
     if args.command == "run":
         run(args)
     elif args.command == "report":
