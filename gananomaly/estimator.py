@@ -892,6 +892,45 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         disc_rel = disc_map / np.maximum(disc_map.mean(axis=axes, keepdims=True), 1e-12) * level
         return (1.0 - self.weight) * rec_rel + self.weight * disc_rel
 
+    def explain(self, X, context=None, *, top: int | None = None) -> pd.DataFrame:
+        """Why each row scores as it does: every feature's contribution to the anomaly score.
+
+        ``contribution`` is the feature's first-order share of the combined anomaly score
+        (gradient times input, the training mean as reference; see
+        :func:`gananomaly.scoring.contributions`): positive features push the row towards
+        anomalous. ``expected`` is what the model expected there, ``G(E(x))`` in the
+        original units.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) (tables; for images use :meth:`anomaly_map`)
+        top : int, optional
+            Keep only each row's ``top`` features with the largest contribution.
+
+        Returns
+        -------
+        Long DataFrame with one line per (row, feature): ``row`` (position in ``X``),
+        ``rank`` (1 = largest contribution), ``feature``, ``contribution``, ``value`` and
+        ``expected``, sorted by row and rank.
+        """
+        if getattr(self, "image_shape_", None) is not None:
+            raise ValueError("explain() is for tables; for images use anomaly_map(X), a map per pixel")
+        if top is not None and (isinstance(top, bool) or not isinstance(top, Integral) or top < 1):
+            raise ValueError(f"top must be a positive int, got {top!r}")
+        Xt, Xv = self._prepare(X, context)
+        contrib = _scoring.contributions(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_,
+                                         self.score_config_, (self.weight, self.latent_weight, self._knn_weight()))
+        expected = self.reconstruct(X, context)
+        n, d = contrib.shape
+        names = np.asarray(getattr(self, "feature_names_in_", [f"x{j}" for j in range(d)]), dtype=object)
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, : d if top is None else min(top, d)]
+        rows = np.repeat(np.arange(n), order.shape[1])
+        cols = order.ravel()
+        values = np.asarray(Xv, dtype=np.float64).reshape(n, -1)
+        return pd.DataFrame({"row": rows, "rank": np.tile(np.arange(1, order.shape[1] + 1), n),
+                             "feature": names[cols], "contribution": contrib[rows, cols],
+                             "value": values[rows, cols], "expected": expected[rows, cols]})
+
     def reconstruct(self, X, context=None) -> np.ndarray:
         """``G(E(x))`` in the original units (no latent refinement).
 

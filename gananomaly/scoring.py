@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "image_maps", "fit_map_scale", "frozen", "robust_stats",
-           "standardise", "combine", "fit_latent", "fit_knn",
+__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale", "frozen",
+           "robust_stats", "standardise", "combine", "fit_latent", "fit_knn",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -289,6 +289,42 @@ def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
             rec_maps.append(rec[:n].detach().double().cpu())
             disc_maps.append(grad[:n].detach().double().cpu())
     return torch.cat(rec_maps).numpy(), torch.cat(disc_maps).numpy()
+
+
+def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
+                  cfg: ScoreConfig, weights: tuple[float, float, float], batch_size: int = 4096) -> np.ndarray:
+    """Per-feature contributions (float64, ``(n, n_features)``) of standardised table rows
+    ``X`` to their combined anomaly score: gradient times input, ``x_j * d combined / d x_j``,
+    with the training mean (0 in standardised units) as the reference. For a quadratic
+    score such as the latent Mahalanobis term the contributions add up to twice the score
+    exactly; for the networks they are the first-order share of each feature. Context
+    columns are dropped. ``weights`` = ``(weight, latent_weight, knn_weight)``."""
+    for net in (gen, disc, enc):
+        net.eval()
+    n_feat = X.shape[1] - cfg.context_dim
+    loc = torch.from_numpy(cfg.latent_loc).to(device)
+    factor = torch.from_numpy(cfg.latent_factor).to(device)
+    bank = torch.from_numpy(cfg.knn_bank).to(device)
+    bank_sq = bank.pow(2).sum(1)
+    out = []
+    with frozen(gen, disc, enc), torch.enable_grad():
+        for start in range(0, X.shape[0], batch_size):
+            x = X[start : start + batch_size].to(device).clone().requires_grad_(True)
+            z = enc(x).float()
+            x_hat = gen(z).float()
+            zz = z if cfg.joint else None
+            fx = disc.features(x, zz).float().flatten(1)
+            raw = {"reconstruction": (x - x_hat)[:, :n_feat].pow(2).mean(1),
+                   "discriminator": (fx - disc.features(x_hat, zz).float().flatten(1)).pow(2).mean(1)}
+            code = z[:, : z.shape[1] - cfg.context_dim].double()
+            raw["latent"] = ((code - loc) @ factor.T).pow(2).sum(1)
+            d2 = (fx.pow(2).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * fx @ bank.T).clamp_min(1e-12)
+            k = max(1, min(cfg.knn_k, bank.shape[0]))
+            raw["knn"] = d2.topk(k, dim=1, largest=False).values.sqrt().mean(1)
+            std = {name: (raw[name].double() - cfg.loc[name]) / cfg.scale[name] for name in COMPONENTS}
+            (grad,) = torch.autograd.grad(combine(std, *weights).sum(), x)
+            out.append((grad * x)[:, :n_feat].detach().double().cpu())
+    return torch.cat(out).numpy()
 
 
 def _knn_block(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int) -> torch.Tensor:
