@@ -435,7 +435,22 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        A fit that raises leaves the detector exactly as it was before (the previous model,
+        if any, still scores; an unfitted detector stays unfitted).
         """
+        before = {k: v for k, v in self.__dict__.items()
+                  if (k.endswith("_") and not k.startswith("__")) or k == "_offset"}
+        try:
+            return self._fit(X, context=context, resume=resume)
+        except BaseException:
+            for key in [k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")]:
+                del self.__dict__[key]
+            self.__dict__.pop("_offset", None)
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, *, context, resume: bool):
         self._validate_params()
         X = self._validate_input(X, reset=True)
         device = _data.resolve_device(self.device)
@@ -554,6 +569,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             np.random.RandomState(seed).choice(n, _scoring.TRAIN_SCORE_ROWS, replace=False))
         self.training_components_ = np.stack([std[name][keep] for name in _scoring.COMPONENTS], axis=1)
         self.threshold_ = None
+        self.__dict__.pop("_offset", None)
         for cb in callbacks:
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self)
@@ -781,7 +797,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             index=index,
         )
 
-    def score_table(self, X, context=None) -> pd.DataFrame:
+    def score_table(self, X, *, context=None) -> pd.DataFrame:
         """The scoring output every consumer writes (pyfunc, batch jobs, image tables), from
         one pass through the networks.
 
@@ -797,7 +813,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         out["label"] = np.where(out["score"].to_numpy() - self.offset_ < 0, -1, 1).astype(np.int64)
         return out[list(SCORE_COLUMNS)]
 
-    def score_samples(self, X, context=None) -> np.ndarray:
+    def score_samples(self, X, *, context=None) -> np.ndarray:
         """Minus the anomaly score chosen by ``component``: the lower, the more abnormal.
 
         Parameters
@@ -814,15 +830,15 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, *, context=None, **kwargs) -> np.ndarray:
         """Fit on ``X`` and return its +1/-1 labels."""
-        return self.fit(X, context=context, **kwargs).predict(X, context)
+        return self.fit(X, context=context, **kwargs).predict(X, context=context)
 
-    def decision_function(self, X, context=None) -> np.ndarray:
+    def decision_function(self, X, *, context=None) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers."""
-        return self.score_samples(X, context) - self.offset_
+        return self.score_samples(X, context=context) - self.offset_
 
-    def predict(self, X, context=None) -> np.ndarray:
+    def predict(self, X, *, context=None) -> np.ndarray:
         """+1 for inliers, -1 for outliers (``decision_function < 0``)."""
-        decision = self.decision_function(X, context)
+        decision = self.decision_function(X, context=context)
         labels = np.ones(decision.shape[0], dtype=int)
         labels[decision < 0] = -1
         return labels
@@ -848,7 +864,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             out = out[:, : self.n_features_in_]
         return self._unscale(out)
 
-    def anomaly_map(self, X, context=None, *, component: str = "combined") -> np.ndarray:
+    def anomaly_map(self, X, *, context=None, component: str = "combined") -> np.ndarray:
         """Where each sample is anomalous: a map per image, or a value per feature of a table.
 
         * ``"reconstruction"``: for images, the map the reconstruction score pools: the
@@ -892,7 +908,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         disc_rel = disc_map / np.maximum(disc_map.mean(axis=axes, keepdims=True), 1e-12) * level
         return (1.0 - self.weight) * rec_rel + self.weight * disc_rel
 
-    def explain(self, X, context=None, *, top: int | None = None) -> pd.DataFrame:
+    def explain(self, X, *, context=None, top: int | None = None) -> pd.DataFrame:
         """Why each row scores as it does: every feature's contribution to the anomaly score.
 
         ``contribution`` is the feature's first-order share of the combined anomaly score
@@ -920,7 +936,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         Xt, Xv = self._prepare(X, context)
         contrib = _scoring.contributions(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_,
                                          self.score_config_, (self.weight, self.latent_weight, self._knn_weight()))
-        expected = self.reconstruct(X, context)
+        expected = self.reconstruct(X, context=context)
         n, d = contrib.shape
         names = np.asarray(getattr(self, "feature_names_in_", [f"x{j}" for j in range(d)]), dtype=object)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : d if top is None else min(top, d)]
@@ -931,7 +947,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                              "feature": names[cols], "contribution": contrib[rows, cols],
                              "value": values[rows, cols], "expected": expected[rows, cols]})
 
-    def reconstruct(self, X, context=None) -> np.ndarray:
+    def reconstruct(self, X, *, context=None) -> np.ndarray:
         """``G(E(x))`` in the original units (no latent refinement).
 
         For convolutional networks the images come back channel-first, resized from the

@@ -27,7 +27,7 @@ from torch import nn
 from gananomaly import defaults as _defaults
 from gananomaly.fidelity import FIDELITY_KEYS, WARN_FIDELITY, GeneratorFidelityWarning, manifold_metrics
 
-__all__ = ["Callback", "TrainConfig", "Trainer", "train", "GeneratorCollapseWarning", "GeneratorFidelityWarning"]
+__all__ = ["Callback", "TrainConfig", "Trainer", "GeneratorCollapseWarning", "GeneratorFidelityWarning"]
 
 # Generated samples spreading less than this fraction of the data's spread mean collapse.
 COLLAPSE_RATIO = 0.02
@@ -576,8 +576,3 @@ class Trainer:
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-
-
-def train(gen_net, disc_net, enc_net, X, latent_dim, cfg, rng, **kwargs) -> dict[str, list[float]]:
-    """Train the networks in place on ``X`` (already on the target device); return history."""
-    return Trainer(gen_net, disc_net, enc_net, X, latent_dim, cfg, rng, **kwargs).run()

@@ -65,7 +65,7 @@ def test_context_contract(data, conditional, tmp_path):
     loaded = gananomaly.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.score_samples(X_test, context=ctx_test), full)
     labels = conditional.predict(X_test, context=ctx_test)
-    np.testing.assert_array_equal(labels == -1, conditional.decision_function(X_test, ctx_test) < 0)
+    np.testing.assert_array_equal(labels == -1, conditional.decision_function(X_test, context=ctx_test) < 0)
 
 
 def test_conditional_generator_follows_the_context(conditional):

@@ -497,3 +497,25 @@ def test_anomaly_map_of_a_table_points_at_the_broken_feature(blobs, fitted_blobs
         hits.append(np.mean(maps.argmax(1) == j))
     print("hits", hits)
     assert np.mean(hits) >= 0.7, hits
+
+
+def test_a_refit_that_raises_leaves_the_previous_model(blobs, fitted_blobs):
+    """A failed refit (here: data the scaler accepts but the fit rejects later) used to leave
+    the new scaler and architecture beside the old networks; now nothing changes."""
+    import copy
+
+    X_train, X_test, _ = blobs
+    det = copy.deepcopy(fitted_blobs)
+    before = det.score_samples(X_test)
+    state = {k: v for k, v in vars(det).items() if k.endswith("_")}
+    with pytest.raises(ValueError):
+        det.fit(X_train[:, :3] * 100.0, context=np.zeros(len(X_train) + 1))  # context of the wrong length
+    assert {k for k in vars(det) if k.endswith("_")} == set(state)
+    assert det.n_features_in_ == 5 and det.input_scale_ is state["input_scale_"]
+    np.testing.assert_array_equal(det.score_samples(X_test), before)
+    fresh = GANAnomalyDetector(epochs=1)
+    with pytest.raises(ValueError):
+        fresh.fit(X_train, context=np.zeros(3))
+    assert not [k for k in vars(fresh) if k.endswith("_")]
+    with pytest.raises(TypeError):
+        fitted_blobs.score_samples(X_test, None)  # context is keyword-only, as in fit
