@@ -375,11 +375,12 @@ def test_verbose_progress_bar(blobs, capsys):
         (np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0]]), "infinity"),
         (np.empty((0, 3)), "0 sample"),
         (np.array([[1.0, 2.0]]), "minimum of 2"),
-        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert|dtype"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), r"non-numeric values in column\(s\) \[0, 1\].*tabular"),
         (np.array([1.0, 2.0, 3.0]), "2D array"),
     ],
 )
 def test_bad_fit_input(X, match):
+    """Bad table input is named (columns, rows) and points to the tabular pipeline."""
     with pytest.raises(ValueError, match=match):
         GANAnomalyDetector(epochs=1).fit(X)
 
@@ -519,3 +520,19 @@ def test_a_refit_that_raises_leaves_the_previous_model(blobs, fitted_blobs):
     assert not [k for k in vars(fresh) if k.endswith("_")]
     with pytest.raises(TypeError):
         fitted_blobs.score_samples(X_test, None)  # context is keyword-only, as in fit
+
+
+def test_bad_table_input_names_columns_and_rows(fitted_blobs):
+    import pandas as pd
+
+    X = pd.DataFrame(np.random.RandomState(0).randn(40, 3), columns=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"missing \(NaN\) values: column 'b': row 7;.*tabular pipeline"):
+        GANAnomalyDetector(epochs=1).fit(X.assign(b=X["b"].where(X.index != 7)))
+    with pytest.raises(ValueError, match=r"non-numeric columns 'region'.*encodes categories"):
+        GANAnomalyDetector(epochs=1).fit(X.assign(region="south"))
+    with pytest.raises(ValueError, match=r"non-numeric columns 'when' \(datetime"):
+        GANAnomalyDetector(epochs=1).fit(X.assign(when=pd.Timestamp("2026-01-01")))
+    scoring = np.zeros((4, 5))
+    scoring[2, 4] = np.nan
+    with pytest.raises(ValueError, match="column 4: row 2"):
+        fitted_blobs.score_samples(scoring)
