@@ -355,7 +355,10 @@ def _check_columns(columns: list[str], schema: ModelSchema, id_column: str | Non
 
 
 def _unseen(frame: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, report: ScoreReport, unseen: str,
-            where: str) -> None:
+            where: str) -> np.ndarray:
+    """Rows of ``frame`` holding a category never seen in training (counted in ``report``),
+    or an error naming them under ``unseen="error"``."""
+    any_unseen = np.zeros(len(frame), dtype=bool)
     for col in schema.categorical:
         known = schema.categories.get(col)
         if not known:
@@ -369,11 +372,13 @@ def _unseen(frame: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, report: 
             raise ValueError(f"{where}: column {col!r} has categories not seen in training in rows "
                              f"{_format_rows(bad_rows)} (e.g. {values[mask].unique()[:5].tolist()!r}; known: "
                              f"{sorted(known)[:20]}); use unseen='score' / --unseen score to score them")
+        any_unseen |= mask
         report.unseen_categories[col] = report.unseen_categories.get(col, 0) + int(mask.sum())
         ex = report.unseen_examples.setdefault(col, [])
         for r, v in zip(rows[mask][:5].tolist(), values[mask][:5].tolist()):
             if len(ex) < 5:
                 ex.append([int(r), v])
+    return any_unseen
 
 
 def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_columns: str = "drop",
@@ -396,7 +401,8 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         or skipped (counted and listed in the report).
     unseen : {"score", "error"}, default="score"
         Categories not seen in training: scored (encoded as all zeros, counted in the
-        report) or an error naming the column and rows.
+        report, and labelled -1: an outlier whatever its score) or an error naming the
+        column and rows.
     row_numbers : ndarray, optional
         Row numbers used in messages (default 1, 2, ...).
     where : str
@@ -444,9 +450,12 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         if drop.any():
             frame, Xt = _take(frame, ~drop), _take(Xt, ~drop)
             z = z[~drop]
-    if schema.named:
-        _unseen(frame, schema, rows[keep], report, unseen, where)
+    unseen_rows = _unseen(frame, schema, rows[keep], report, unseen, where) if schema.named else None
     scores = _score_transformed(det, Xt)
+    if unseen_rows is not None and unseen_rows.any():
+        # A category the model never saw is encoded as all zeros, which can look normal:
+        # such rows are outliers by definition, whatever their score.
+        scores.loc[unseen_rows, "label"] = -1
     if len(scores):
         drop = _nonfinite_scores(scores, z, sources, rows, keep, on_bad_rows, where, report)
         if drop.any():

@@ -319,6 +319,14 @@ def test_unseen_categories_are_counted_or_refused(model, table, tmp_path):
     stats = score_file(model_dir, inp, tmp_path / "s.parquet", id_column="order_id", chunk_rows=100)
     assert stats["unseen_categories"] == {"device": 2}
     assert stats["unseen_examples"]["device"] == [[3, "smartwatch"], [481, "smartwatch"]]
+    # rows with a category never seen in training are outliers whatever their score (all-zero
+    # one-hot codes can look normal); the other rows keep the model's label
+    out = pd.read_parquet(tmp_path / "s.parquet").set_index("order_id")
+    unseen_ids = df.loc[[2, 480], "order_id"]
+    assert (out.loc[unseen_ids, "label"] == -1).all()
+    rest = out.drop(index=unseen_ids)
+    offset = bs.load_model(model_dir)[0][-1].offset_
+    np.testing.assert_array_equal(rest["label"], np.where(rest["score"] < offset, -1, 1))
     with pytest.raises(ValueError, match=r"column 'device' has categories not seen in training in rows 3\b"):
         score_file(model_dir, inp, tmp_path / "t.parquet", unseen="error", id_column="order_id")
     assert not (tmp_path / "t.parquet").exists()
