@@ -107,10 +107,10 @@ def fit_scaler(X: np.ndarray, names=None, what: str = "column") -> tuple[np.ndar
     if constant.all():
         warnings.warn(f"every training row is identical (all {X.shape[1]} {what}s constant): every sample will "
                       "get the same score except where it differs from that one row; check the training data",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=5)
     elif constant.any():
         warnings.warn(f"{what}s constant in the training data (scale set to 1; any other value there scores as "
-                      f"anomalous): {_names(names, np.flatnonzero(constant))}", UserWarning, stacklevel=3)
+                      f"anomalous): {_names(names, np.flatnonzero(constant))}", UserWarning, stacklevel=5)
     sample = X if X.shape[0] <= _ROBUST_SAMPLE_ROWS else \
         X[np.sort(np.random.RandomState(0).choice(X.shape[0], _ROBUST_SAMPLE_ROWS, replace=False))]
     q25, q75 = np.percentile(sample, [25, 75], axis=0)
@@ -121,7 +121,7 @@ def fit_scaler(X: np.ndarray, names=None, what: str = "column") -> tuple[np.ndar
         warnings.warn(f"{what}s whose scale is set by a few extreme values (standard deviation above "
                       f"{EXTREME_SPREAD:g} times the interquartile spread; largest magnitude "
                       f"{peak[cols[0]]:.3g}): {_names(names, cols)}; their ordinary values will barely count. "
-                      "Check them for data errors or unit mix-ups", UserWarning, stacklevel=3)
+                      "Check them for data errors or unit mix-ups", UserWarning, stacklevel=5)
     return mean, scale
 
 

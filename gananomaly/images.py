@@ -152,7 +152,7 @@ def fit_channel_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     constant = ~(scale > CONSTANT_RELATIVE * peak) | (peak == 0)
     if constant.any():
         warnings.warn(f"image channel(s) {np.flatnonzero(constant).tolist()} constant over every training pixel "
-                      "(scale set to 1); check the training images", UserWarning, stacklevel=3)
+                      "(scale set to 1); check the training images", UserWarning, stacklevel=5)
     scale[constant] = 1.0
     return mean, scale
 

@@ -589,7 +589,9 @@ def tracked_fit(
         down fails fast instead of waiting for MLflow's retries.
     Exception
         Whatever the fit (or the evaluation) raises, after the run was ended with status
-        FAILED and the error recorded in the tag ``gananomaly.error`` and ``error.txt``.
+        FAILED and the error recorded in the tag ``gananomaly.error`` and ``error.txt``;
+        when the fit itself had succeeded, the model is saved to the fallback directory
+        first (the error's note names it). Ctrl-C and SIGTERM end the run ``KILLED``.
     """
     import mlflow
 
@@ -618,10 +620,12 @@ def tracked_fit(
         status = "FINISHED"
         state = {"fitted": False}
         try:
-            _run_tracked(mlflow, model, det, X, X_eval, y, image=image, image_shape=image_shape,
-                         log_model=log_model, params=params, uri=uri, state=state)
+            with _sigterm_raises():
+                _run_tracked(mlflow, model, det, X, X_eval, y, image=image, image_shape=image_shape,
+                             log_model=log_model, params=params, uri=uri, state=state)
         except BaseException as exc:
-            status = "FAILED"  # an exception or an interrupt (SIGINT): never left RUNNING
+            # never left RUNNING: an interrupt (Ctrl-C, SIGTERM) ends the run KILLED, an error FAILED
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated, SystemExit)) else "FAILED"
             tracking_down = isinstance(exc, Exception) and _is_tracking_error(exc)
             if not tracking_down:
                 _record_error(mlflow, run_id, exc)
@@ -631,9 +635,41 @@ def tracked_fit(
                 if not state["fitted"]:
                     model.fit(X)
                 raise _unavailable(model, uri, experiment, exc) from exc
+            if state["fitted"] and isinstance(exc, Exception):
+                # the fit succeeded and something after it failed: keep the model
+                path = _save_fallback(model, experiment)
+                if path is not None:
+                    log.warning("the fitted model was saved to %s (load it with gananomaly.load)", path)
+                    with contextlib.suppress(Exception):
+                        exc.add_note(f"the fitted model was saved to {str(path)!r}")
             raise
         mlflow.end_run(status)
     return model, run_id
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived during a tracked fit (raised so the run can be ended KILLED)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; elsewhere the
+    handler cannot be set and the default behaviour stays)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _record_error(mlflow, run_id: str, exc: BaseException) -> None:

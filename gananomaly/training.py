@@ -500,7 +500,7 @@ class Trainer:
                     "a distance, not a learned density. Train longer (epochs='auto' or more epochs, a larger "
                     "max_time), use objective='gan', or lower learning_rate.",
                     GeneratorFidelityWarning,
-                    stacklevel=5,
+                    stacklevel=6,
                 )
         ratios = self.history["g_std_ratio"]
         if not ratios:
@@ -514,15 +514,15 @@ class Trainer:
                 f"{ratios[kept]:.3g} times as much as the training data (below {COLLAPSE_RATIO}); "
                 "scores may be unreliable; try objective='wgan-gp', more epochs or a lower learning_rate",
                 GeneratorCollapseWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
-        elif ratios[kept] > EXPLOSION_RATIO:
+        elif ratios[kept] > EXPLOSION_RATIO and float(self.data_std) > 1e-6:
             warnings.warn(
                 f"training diverged: at GAN epoch {kept} the generator's samples spread {ratios[kept]:.3g} "
                 f"times as much as the training data (above {EXPLOSION_RATIO:g}); scores are unreliable; "
                 f"lower learning_rate (now {self.cfg.learning_rate:g})",
                 GeneratorCollapseWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
         elif not self.wgan and self.history["d_loss"][kept] < DIVERGED_D_LOSS:
             warnings.warn(
@@ -530,7 +530,7 @@ class Trainer:
                 f"the real ones (loss {self.history['d_loss'][kept]:.3g}), so the generator gets no "
                 f"gradient; scores are unreliable; lower learning_rate (now {self.cfg.learning_rate:g})",
                 GeneratorCollapseWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
 
     def _encoder_phase(self) -> None:

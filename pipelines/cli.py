@@ -45,6 +45,9 @@ def _fit(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"--input {args.input!r} does not exist")
+    parent = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(parent):  # before a fit that may take hours
+        raise FileNotFoundError(f"--output {args.output!r}: {parent!r} is not an existing directory")
     X = read_numeric(args.input)
     det = GANAnomalyDetector(
         objective=args.objective, encoder=args.encoder,
@@ -103,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types the command reports in one line: bad input and parameters, files and
+    permissions, damaged model files, devices and memory (torch raises RuntimeError)."""
+    errors: list[type[BaseException]] = [CLIError, ValueError, TypeError, OSError, RuntimeError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        pass
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,8 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, PermissionError) as exc:
-        print(f"gananomaly {args.command}: error: {exc}", file=sys.stderr)
+    except _expected_errors() as exc:
+        # Expected failures (bad input, files, devices): one line, rc 2; -v adds the traceback.
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, RecursionError):
+            message = f"input nested too deeply ({message})"
+        print(f"gananomaly {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gananomaly {args.command}: interrupted", file=sys.stderr)

@@ -265,21 +265,51 @@ def test_failed_fit_ends_run_failed_and_reraises(data, store):
     assert mlflow.active_run() is None
 
 
-def test_sigint_during_fit_ends_run_failed(data, store):
+@pytest.mark.parametrize("signame, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", BaseException)])
+def test_interrupt_or_termination_during_fit_ends_run_killed(data, store, signame, raised):
+    """Ctrl-C and SIGTERM (a scheduler stopping the job) end the run KILLED, as the README
+    says; SIGTERM used to leave it RUNNING forever. The previous SIGTERM handler is restored."""
     import signal
+
+    sig = getattr(signal, signame)
 
     class Interrupt(gananomaly.Callback):
         def on_epoch_end(self, estimator, logs):
             if logs["epoch"] == 1:
-                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C delivered to this process
+                os.kill(os.getpid(), sig)  # a real signal delivered to this process
 
-    with pytest.raises(KeyboardInterrupt):
-        tracked_fit(small_detector(callbacks=(Interrupt(),)), data[0], experiment="sigint", tracking_uri=store)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(raised) as info:
+        tracked_fit(small_detector(callbacks=(Interrupt(),)), data[0], experiment=signame, tracking_uri=store)
+    assert signame == "SIGINT" or type(info.value).__name__ == "Terminated"
+    assert signal.getsignal(signal.SIGTERM) is before
     client = MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name("sigint").experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED"]
-    assert "KeyboardInterrupt" in runs[0].data.tags["gananomaly.error"]
+    runs = client.search_runs([client.get_experiment_by_name(signame).experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert type(info.value).__name__ in runs[0].data.tags["gananomaly.error"]
     assert mlflow.active_run() is None
+
+
+def test_evaluation_failure_after_the_fit_keeps_the_model(data, store, monkeypatch, tmp_path):
+    """An error after a successful fit (here: in the evaluation) ends the run FAILED and the
+    fitted model is saved to the fallback directory, named in the error."""
+    import gananomaly.tracking as tracking
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(tracking, "_log_evaluation", broken, raising=True)
+    det = small_detector()
+    X, X_eval, y_eval = data
+    with pytest.raises(RuntimeError, match="evaluation broke") as info:
+        tracked_fit(det, X, X_eval=X_eval, y_eval=y_eval, experiment="eval-broke", tracking_uri=store)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "saved to" in notes
+    path = notes.split("saved to ")[1].strip("'\" ")
+    np.testing.assert_allclose(gananomaly.load(path).score_samples(X_eval), det.score_samples(X_eval), atol=1e-9)
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("eval-broke").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def test_eval_arguments_validated_before_any_run(data, store):

@@ -1,0 +1,48 @@
+"""Every expected failure of the command line is one line on stderr and rc 2, never a traceback."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.cli import main
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    from gananomaly import GANAnomalyDetector
+
+    X = np.random.RandomState(0).randn(60, 3)
+    np.save(tmp_path / "x.npy", X)
+    path = tmp_path / "model"
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X).save(path)
+    return path
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    return rc, "".join(line + "\n" for line in err.splitlines() if line.startswith("gananomaly"))
+
+
+def test_damaged_model_file_is_one_line(model_dir, tmp_path, capsys):
+    (model_dir / "model.safetensors").write_bytes(b"\x00" * 64)  # not a safetensors file
+    rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / "x.npy"),
+                    "--output", str(tmp_path / "s.csv")], capsys)
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1 and "error:" in err
+
+
+def test_deeply_nested_config_is_one_line(model_dir, tmp_path, capsys):
+    (model_dir / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / "x.npy"),
+                    "--output", str(tmp_path / "s.csv")], capsys)
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_output_that_cannot_be_written_is_one_line(model_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    rc, err = _run(["fit", "--input", str(tmp_path / "x.npy"), "--output", str(blocker / "model"),
+                    "--epochs", "1"], capsys)
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1 and "not an existing directory" in err
+    json.dumps(err)  # printable
