@@ -126,7 +126,14 @@ def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray
     prefix = f"refine{steps} "
     knn = _robust(train["knn"].to_numpy(), test["knn"].to_numpy())
     return {prefix + "reconstruction": rec, prefix + "discriminator": disc,
-            prefix + "combined": (1.0 - w) * (rec + det.latent_weight * lat) + w * disc + det.knn_weight * knn}
+            prefix + "combined": (1.0 - w) * (rec + det.latent_weight * lat) + w * disc + _knn_weight(det) * knn}
+
+
+def _knn_weight(det: Any) -> float:
+    """The detector's knn weight, with "auto" resolved as the estimator does for tables."""
+    from gananomaly.defaults import auto_knn_weight
+
+    return auto_knn_weight(image=False) if det.knn_weight == "auto" else float(det.knn_weight)
 
 
 def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tuple[dict[str, np.ndarray], float]]:

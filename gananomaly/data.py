@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "resolve_precision", "to_tensor", "fit_scaler", "scale_moments", "MAX_STANDARDISED"]
+__all__ = ["num_threads", "resolve_device", "resolve_precision", "to_tensor", "fit_scaler", "scale_moments",
+           "MAX_STANDARDISED"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -39,6 +41,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
             f"device={device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return torch.device("cuda", index)
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored afterwards."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

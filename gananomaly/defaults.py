@@ -10,6 +10,7 @@ import math
 __all__ = [
     "MAX_GAN_STEPS", "EVAL_STEPS", "PATIENCE", "ENCODER_STEPS", "MIN_VALIDATION_ROWS", "MAX_VALIDATION_ROWS",
     "auto_objective", "auto_width", "auto_latent_dim", "auto_knn_weight", "training_budget", "encoder_epochs",
+    "training_threads", "THREAD_ENV",
 ]
 
 # Upper bound on discriminator steps of an ``epochs="auto"`` fit; training normally stops
@@ -74,3 +75,26 @@ def training_budget(n_batches: int, epochs, image: bool = False) -> tuple[int, i
 def encoder_epochs(gan_epochs: int, n_batches: int) -> int:
     """Default izif encoder epochs: about :data:`ENCODER_STEPS` steps, at most ``gan_epochs``."""
     return int(max(1, min(gan_epochs, math.ceil(ENCODER_STEPS / max(1, n_batches)))))
+
+
+# Environment variables by which a user fixes the thread count; when one is set, or the
+# count was changed with torch.set_num_threads, training uses it unchanged.
+THREAD_ENV = ("GANANOMALY_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def training_threads(conv: bool, current: int, default: int, env: dict) -> int:
+    """Intra-op threads for training.
+
+    Table (MLP) training steps are small matrix products on 64-row batches: split over
+    threads they gain little on an idle machine and collapse when a core is busy (threads
+    wait on each other at every step), so they run on one thread. Convolutional training
+    keeps ``current``. An explicit choice (``GANANOMALY_NUM_THREADS``, ``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS`` or a ``torch.set_num_threads`` call that changed ``current`` from
+    torch's ``default``) is always respected; ``GANANOMALY_NUM_THREADS`` wins.
+    """
+    value = env.get("GANANOMALY_NUM_THREADS")
+    if value is not None and str(value).strip().isdigit() and int(value) > 0:
+        return int(value)
+    if conv or current != default or any(env.get(name) for name in THREAD_ENV[1:]):
+        return current
+    return 1

@@ -85,6 +85,11 @@ def _check_table(X) -> None:
             raise ValueError(f"X has {kind} values: {_where(bad, names)}; {_PIPELINE_HINT}")
 
 
+# torch's own intra-op thread count when gananomaly was imported: a different count at fit
+# time means the user chose one.
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
 class GANAnomalyDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector built on a generative adversarial network trained on normal data.
 
@@ -203,7 +208,9 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         ``"auto"``: bf16 autocast on CUDA, fp32 on CPU.
     random_state : int, RandomState instance or None, default=None
         Seeds weights, noise and shuffling. The same int gives identical scores on CPU
-        with the same number of torch threads (``torch.get_num_threads()``).
+        with the same number of torch threads (``torch.get_num_threads()``). Table
+        networks train on one thread unless the thread count was chosen explicitly
+        (:func:`gananomaly.defaults.training_threads`).
     verbose : int, default=0
         > 0 shows a progress bar (on a terminal) and logs per-epoch losses at INFO.
     checkpoint_dir : str or None, default=None
@@ -582,7 +589,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                         trainer.load_state_dict(state)
                         log.info("resumed from %s at GAN epoch %d, encoder epoch %d",
                                  store.path, trainer.gan_epoch, trainer.enc_epoch)
-                history = trainer.run()
+                threads = _defaults.training_threads(self.arch_["kind"] == "conv", torch.get_num_threads(),
+                                                     _DEFAULT_THREADS, os.environ)
+                with _data.num_threads(threads):
+                    history = trainer.run()
             finally:
                 if progress is not None:
                     progress.close()

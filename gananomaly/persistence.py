@@ -106,7 +106,7 @@ _TOP_KEYS = {"format", "format_version", "library_version", "params", "arch", "f
 _MLP_KEYS = {"kind", "n_features", "latent_dim", "hidden_dims", "joint", "spectral_norm", "dropout"}
 _CONV_KEYS = {"kind", "channels", "size", "latent_dim", "width", "joint", "spectral_norm", "dropout"}
 _FITTED_REQUIRED = {"n_features_in_", "offset_", "score_config"}
-_FITTED_OPTIONAL = {"feature_names_in_", "n_epochs_", "extra"}
+_FITTED_OPTIONAL = {"feature_names_in_", "n_epochs_", "extra", "threshold_"}
 _SCORE_KEYS = {"joint", "n_refine_steps", "refine_lr", "kappa", "loc", "scale"}
 _EXTRA_KEYS = {"image_shape", "objective", "fidelity", "context_categories", "context_mean", "context_scale"}
 _PIPELINE_KEYS = {"format", "kind", "format_version", "library_version", "detector_step", PREPROCESSING_DIGEST_KEY}
@@ -319,6 +319,9 @@ def _write_detector(est, out: Path, final: Path) -> None:
     tensors["score.latent_loc"] = torch.from_numpy(np.ascontiguousarray(sc.latent_loc, dtype=np.float64))
     tensors["score.latent_factor"] = torch.from_numpy(np.ascontiguousarray(sc.latent_factor, dtype=np.float64))
     tensors["score.knn_bank"] = torch.from_numpy(np.ascontiguousarray(sc.knn_bank, dtype=np.float32))
+    components = getattr(est, "training_components_", None)
+    if components is not None:
+        tensors["score.train_components"] = torch.from_numpy(np.ascontiguousarray(components, dtype=np.float64))
     if sc.map_scale is not None:
         tensors["score.map_scale"] = torch.from_numpy(np.ascontiguousarray(sc.map_scale, dtype=np.float32))
     names = getattr(est, "feature_names_in_", None)
@@ -334,6 +337,7 @@ def _write_detector(est, out: Path, final: Path) -> None:
             "n_features_in_": int(est.n_features_in_),
             "feature_names_in_": None if names is None else [str(n) for n in names],
             "offset_": float(est.offset_),
+            "threshold_": getattr(est, "threshold_", None),
             "n_epochs_": int(est.n_epochs_),
             "score_config": {
                 "joint": sc.joint,
@@ -607,6 +611,16 @@ def _check_fitted(fitted: Any, arch: dict, invalid: _Invalid) -> None:
         if len(set(names)) != len(names):
             invalid("fitted.feature_names_in_", "must not repeat a name")
     invalid.number(fitted["offset_"], "fitted.offset_")
+    threshold = fitted.get("threshold_")
+    if threshold is not None:
+        invalid.keys(threshold, "fitted.threshold_", set(), {"contamination", "score"})
+        if len(threshold) != 1:
+            invalid("fitted.threshold_", "must hold exactly one of contamination, score")
+        if "score" in threshold:
+            invalid.number(threshold["score"], "fitted.threshold_.score")
+        elif threshold["contamination"] != "auto":
+            invalid.number(threshold["contamination"], "fitted.threshold_.contamination", lo=0.0, hi=0.5,
+                           positive=True)
     if "n_epochs_" in fitted:
         invalid.int(fitted["n_epochs_"], "fitted.n_epochs_", 0, 2**31)
     sc = invalid.keys(fitted["score_config"], "fitted.score_config", _SCORE_KEYS)
@@ -697,7 +711,7 @@ class _Expected:
 
     def __init__(self, config: dict, path: Path):
         from gananomaly.networks import build_networks
-        from gananomaly.scoring import KNN_BANK_ROWS
+        from gananomaly.scoring import COMPONENTS, KNN_BANK_ROWS, TRAIN_SCORE_ROWS
 
         arch = config["arch"]
         invalid = _Invalid(path, CONFIG_NAME)
@@ -732,6 +746,9 @@ class _Expected:
         self.max_rows = KNN_BANK_ROWS
         self.max_bytes = 8 + MAX_HEADER_BYTES + sum(
             _nbytes(dtype, shape, self.max_rows) for dtype, shape, _ in self.tensors.values())
+        # Optional (format-3 models and models saved before it existed lack it).
+        self.optional = {"score.train_components": ("F64", (None, len(COMPONENTS)), "the training scores")}
+        self.max_bytes += _nbytes("F64", (TRAIN_SCORE_ROWS, len(COMPONENTS)), TRAIN_SCORE_ROWS)
 
 
 def _nbytes(dtype: str, shape: tuple[int | None, ...], rows: int) -> int:
@@ -786,7 +803,16 @@ def _check_weights(data: bytes, config: dict, path: Path,
     rows = header["score.knn_bank"][1][0]
     if not 1 <= rows <= expected.max_rows:
         invalid("score.knn_bank", f"(the knn bank) must have between 1 and {expected.max_rows} rows, got {rows}")
-    unknown = sorted(set(header) - set(expected.tensors))
+    for name, (dtype, shape, what) in expected.optional.items():
+        if name in header:
+            from gananomaly.scoring import TRAIN_SCORE_ROWS
+
+            got_dtype, got_shape = header[name]
+            if got_dtype != dtype or len(got_shape) != 2 or got_shape[1] != shape[1] \
+                    or not 1 <= got_shape[0] <= TRAIN_SCORE_ROWS:
+                invalid(name, f"({what}) must be {dtype} of shape (1 to {TRAIN_SCORE_ROWS} rows, {shape[1]}), "
+                              f"got {got_dtype} {got_shape}")
+    unknown = sorted(set(header) - set(expected.tensors) - set(expected.optional))
     if unknown:
         invalid(unknown[0], "is not a tensor of this architecture")
     try:
@@ -794,7 +820,7 @@ def _check_weights(data: bytes, config: dict, path: Path,
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         invalid.corrupt(str(exc)[:200])
     for name, t in tensors.items():
-        what = expected.tensors[name][2]
+        what = (expected.tensors.get(name) or expected.optional[name])[2]
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             invalid(name, f"({what}) holds non-finite values")
     for name in ("input.scale", "score.map_scale"):
@@ -903,7 +929,6 @@ def _load_once(path: Path, device: str):
     est.n_features_in_ = fitted["n_features_in_"]
     if fitted.get("feature_names_in_") is not None:
         est.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-    est.offset_ = float(fitted["offset_"])
     est.n_epochs_ = int(fitted.get("n_epochs_", 0))
     est.history_ = config["history"]
     est.device_ = dev
@@ -929,6 +954,17 @@ def _load_once(path: Path, device: str):
             est._load_extra(fitted.get("extra") or {})
         except ValueError as exc:
             _Invalid(path, CONFIG_NAME)("fitted.extra", f"is invalid ({exc})")
+    if "score.train_components" in tensors:
+        # the threshold is read from the training scores, as after the fit; the recorded
+        # offset_ must agree with them
+        est.training_components_ = tensors["score.train_components"].numpy().astype(np.float64)
+        est.threshold_ = fitted.get("threshold_")
+        recorded, derived = float(fitted["offset_"]), float(est.offset_)
+        if not abs(recorded - derived) <= 1e-9 * max(1.0, abs(recorded)):
+            _Invalid(path, CONFIG_NAME)("fitted.offset_", f"({recorded!r}) does not match the threshold the "
+                                                          f"stored training scores give ({derived!r})")
+    else:
+        est.offset_ = float(fitted["offset_"])
     return est
 
 

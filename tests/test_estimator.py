@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -536,3 +537,30 @@ def test_bad_table_input_names_columns_and_rows(fitted_blobs):
     scoring[2, 4] = np.nan
     with pytest.raises(ValueError, match="column 4: row 2"):
         fitted_blobs.score_samples(scoring)
+
+
+def test_thread_policy_for_training():
+    """Table training runs on one thread unless the count was chosen explicitly; the
+    caller's thread count is restored; conv training keeps the current count."""
+    from gananomaly.defaults import training_threads
+
+    assert training_threads(False, 2, 2, {}) == 1
+    assert training_threads(True, 2, 2, {}) == 2
+    assert training_threads(False, 3, 2, {}) == 3  # torch.set_num_threads was called
+    assert training_threads(False, 2, 2, {"OMP_NUM_THREADS": "2"}) == 2
+    assert training_threads(False, 2, 2, {"GANANOMALY_NUM_THREADS": "4", "OMP_NUM_THREADS": "2"}) == 4
+    assert training_threads(False, 2, 2, {"GANANOMALY_NUM_THREADS": "zero"}) == 1
+
+    seen = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, estimator, logs):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    GANAnomalyDetector(epochs=2, callbacks=(Spy(),), random_state=0).fit(np.random.RandomState(0).randn(80, 3))
+    assert torch.get_num_threads() == before
+    import gananomaly.estimator as est
+
+    assert set(seen) == ({1} if before == est._DEFAULT_THREADS and not any(
+        os.environ.get(k) for k in ("GANANOMALY_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")) else {before})

@@ -71,3 +71,34 @@ def test_threshold_from_labels_best_f1_and_target_fpr():
         threshold_from_labels(y, np.r_[scores[:-1], np.nan])
     with pytest.raises(ValueError, match="target_fpr"):
         threshold_from_labels(y, scores, target_fpr=0)
+
+
+def test_thresholds_survive_save_and_load(fitted, tmp_path):
+    import json
+
+    import gananomaly
+
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    det.save(tmp_path / "follow")
+    loaded = gananomaly.load(tmp_path / "follow")
+    np.testing.assert_allclose(loaded.training_components_, det.training_components_)
+    assert loaded.threshold_ is None and loaded.offset_ == pytest.approx(det.offset_, abs=1e-12)
+    loaded.set_params(contamination=0.2)  # a loaded model reads new thresholds as a fitted one does
+    assert _flagged(loaded, X) == pytest.approx(0.2, abs=0.003)
+    det.set_threshold(fpr=0.05)
+    det.save(tmp_path / "pinned")
+    pinned = gananomaly.load(tmp_path / "pinned")
+    assert pinned.threshold_ == {"contamination": 0.05} and pinned.offset_ == pytest.approx(det.offset_)
+    # a recorded offset_ that disagrees with the stored training scores is refused
+    cfg_path = tmp_path / "pinned" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["fitted"]["offset_"] += 1.0
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="offset_.*does not match"):
+        gananomaly.load(tmp_path / "pinned")
+    cfg["fitted"]["offset_"] -= 1.0
+    cfg["fitted"]["threshold_"] = {"contamination": 0.9}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="threshold_"):
+        gananomaly.load(tmp_path / "pinned")
