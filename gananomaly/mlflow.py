@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gananomaly.estimator import SCORE_COLUMNS
+
 __all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "get_default_pip_requirements", "save_model", "log_model", "load_model"]
 
 FLAVOR_NAME = "gananomaly"
 _FORMAT = "safetensors+json"
-OUTPUT_COLUMNS = ("discriminator", "reconstruction", "latent", "knn", "combined", "score", "label")
+OUTPUT_COLUMNS = SCORE_COLUMNS  # the estimator's one scoring output
 _MODEL_DIR = "model"
 
 
@@ -93,22 +95,8 @@ def score_frame(model, X) -> pd.DataFrame:
     """
     prep, det = _split(model)
     Xt = prep.transform(X) if prep is not None else X
-    comps = det.score_components(Xt)
-    # score_samples is minus the standardised component chosen by ``component``: reuse it
-    # rather than running the networks a second time.
-    score = -comps[det.component].to_numpy(dtype=np.float64)
-    label = np.where(score - det.offset_ < 0, -1, 1).astype(np.int64)
-    out = pd.DataFrame({
-        "discriminator": comps["discriminator"].to_numpy(dtype=np.float64),
-        "reconstruction": comps["reconstruction"].to_numpy(dtype=np.float64),
-        "latent": comps["latent"].to_numpy(dtype=np.float64),
-        "knn": comps["knn"].to_numpy(dtype=np.float64),
-        "combined": comps["combined"].to_numpy(dtype=np.float64),
-        "score": score,
-        "label": label,
-    })
-    if isinstance(X, pd.DataFrame):
-        out.index = X.index
+    out = det.score_table(Xt)
+    out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
     return out
 
 
@@ -128,7 +116,19 @@ class _GANAnomalyPyfunc:
         return self.model
 
     def predict(self, data, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Scores of ``data`` (a DataFrame, ndarray or list of rows); see the module docstring."""
+        """Scores of ``data`` (a DataFrame, ndarray or list of rows); see the module docstring.
+
+        Bad input raises MLflow's invalid-parameter error carrying our message, so a model
+        server answers HTTP 400 with it instead of a generic "unexpected error"."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self._predict(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MlflowException(f"gananomaly: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _predict(self, data) -> pd.DataFrame:
         columns = _input_columns(self.model)
         if isinstance(data, pd.DataFrame):
             if columns is not None:
@@ -147,6 +147,20 @@ class _GANAnomalyPyfunc:
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
         return score_frame(self.model, X)
+
+
+def _required_inputs(signature, model):
+    """The inferred signature with every training column required: a NaN in the input
+    example must not make a column optional (the model needs all of them)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    columns = _input_columns(model)
+    inputs = signature.inputs
+    if columns is None or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
+        return signature
+    specs = [ColSpec(type=c.type, name=c.name, required=True) if c.name in columns else c for c in inputs.inputs]
+    return ModelSignature(inputs=Schema(specs), outputs=signature.outputs, params=signature.params)
 
 
 def _example_frame(model, input_example) -> Any:
@@ -233,7 +247,7 @@ def save_model(
         with warnings.catch_warnings():
             # ``label`` is an integer column by design (+1/-1, never missing).
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-            signature = infer_signature(example, score_frame(model, example))
+            signature = _required_inputs(infer_signature(example, score_frame(model, example)), model)
     elif signature is False:
         signature = None
     if signature is not None:

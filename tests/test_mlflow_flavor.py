@@ -257,3 +257,32 @@ def test_flavor_fields_must_match_the_model(detector, tmp_path, key, value, matc
     _edit_mlmodel(tmp_path / "m", lambda flavors: flavors["gananomaly"].update({key: value}))
     with pytest.raises(MlflowException, match=match):
         gm.load_model(str(tmp_path / "m"))
+
+
+def test_pyfunc_bad_input_is_an_invalid_parameter_error_with_our_message(pipeline, data, tmp_path):
+    """A model server answers MLflow's invalid-parameter errors with HTTP 400 and their
+    message; a plain ValueError became a generic "unexpected error" for the client."""
+    from mlflow.exceptions import MlflowException
+
+    path = tmp_path / "m"
+    gm.save_model(pipeline, path)
+    model = mlflow.pyfunc.load_model(str(path))
+    frame = pd.DataFrame(data[1], columns=COLS)
+    with pytest.raises(MlflowException, match=f"missing the columns \\['{COLS[0]}'\\]") as info:
+        model.predict(frame.drop(columns=[COLS[0]]))
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match="missing \\(NaN\\) values") as info:
+        model.predict(frame.assign(**{COLS[1]: np.nan}))
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_signature_requires_every_training_column_even_with_nan_in_the_example(pipeline, data, tmp_path):
+    example = pd.DataFrame(data[0][:3], columns=COLS)
+    example.iloc[0, 1] = np.nan  # the tabular pipeline imputes; the column is still required
+    from sklearn.base import clone
+    from sklearn.impute import SimpleImputer
+
+    imputing = Pipeline([("impute", SimpleImputer()), *clone(pipeline).steps]).fit(pd.DataFrame(data[0], columns=COLS))
+    gm.save_model(imputing, tmp_path / "m", input_example=example)
+    inputs = mlflow.models.Model.load(str(tmp_path / "m")).signature.inputs
+    assert [c.name for c in inputs.inputs] == list(COLS) and all(c.required for c in inputs.inputs)
