@@ -95,11 +95,9 @@ _auto_width = auto_width
 
 def _robust(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Standardise ``test`` with the median and IQR of ``train`` (as the estimator does)."""
-    loc = float(np.median(train))
-    q25, q75 = np.percentile(train, [25, 75])
-    scale = float(q75 - q25)
-    if not scale > 1e-12 * max(1.0, abs(loc)):
-        scale = float(np.std(train)) or 1.0
+    from gananomaly.scoring import robust_stats
+
+    loc, scale = robust_stats(train)
     return (test - loc) / scale
 
 

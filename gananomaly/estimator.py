@@ -736,13 +736,6 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self._knn_weight())
         return self._select(std)
 
-    @staticmethod
-    def _threshold_at(train_scores: np.ndarray, contamination) -> float:
-        if contamination == "auto":
-            q1, q3 = np.percentile(train_scores, [25, 75])
-            return float(q1 - 1.5 * (q3 - q1))
-        return float(np.percentile(train_scores, 100.0 * contamination))
-
     @property
     def offset_(self) -> float:
         """The threshold on ``score_samples``: a sample scoring below it is an outlier.
@@ -756,7 +749,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         pinned = self.threshold_ or {}
         if "score" in pinned:
             return float(pinned["score"])
-        return self._threshold_at(self.training_scores(), pinned.get("contamination", self.contamination))
+        return _scoring.threshold_at(self.training_scores(), pinned.get("contamination", self.contamination))
 
     @offset_.setter
     def offset_(self, value: float) -> None:

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.images import resize
+from gananomaly.scoring import threshold_at
 
 __all__ = ["LaplacianPyramidDetector", "laplacian_pyramid"]
 
@@ -148,13 +149,10 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
             self.level_stats_.append((float(q50), float(max(q75 - q25, 1e-12))))
         self.level_map_stats_ = self._map_stats(X, rng)
         train = self._combine(per_level)
-        if self.contamination == "auto":
-            q1, q3 = np.percentile(-train, [25, 75])
-            self.offset_ = float(q1 - 1.5 * (q3 - q1))
-        else:
-            if not (isinstance(self.contamination, float) and 0 < self.contamination <= 0.5):
-                raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
-            self.offset_ = float(np.percentile(-train, 100 * self.contamination))
+        if self.contamination != "auto" and not (isinstance(self.contamination, float)
+                                                 and 0 < self.contamination <= 0.5):
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
+        self.offset_ = threshold_at(-train, self.contamination)
         return self
 
     def _level_scores(self, X: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ScoreConfig", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale", "frozen",
-           "robust_stats", "standardise", "combine", "fit_latent", "fit_knn",
+           "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -425,6 +425,16 @@ def robust_stats(values: np.ndarray) -> tuple[float, float]:
     if not scale > floor:
         scale = floor if floor > 0 else 1.0
     return loc, scale
+
+
+def threshold_at(train_scores: np.ndarray, contamination) -> float:
+    """The outlier threshold on ``score_samples``-like training scores (higher = more
+    normal): Tukey's lower fence ``Q1 - 1.5 * IQR`` for ``"auto"``, else the
+    ``contamination`` quantile."""
+    if contamination == "auto":
+        q1, q3 = np.percentile(train_scores, [25, 75])
+        return float(q1 - 1.5 * (q3 - q1))
+    return float(np.percentile(train_scores, 100.0 * contamination))
 
 
 def standardise(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> dict[str, np.ndarray]:

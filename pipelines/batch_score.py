@@ -81,7 +81,7 @@ import pandas as pd
 
 from gananomaly import estimator as _estimator
 from gananomaly._atomic import atomic_open
-from pipelines.tabular import ModelSchema, _format_rows, file_format, model_schema, prepare_frame
+from pipelines.tabular import ModelSchema, file_format, format_rows, model_schema, prepare_frame
 
 __all__ = [
     "SCORE_COLUMNS",
@@ -370,7 +370,7 @@ def _unseen(frame: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, report: 
         if unseen == "error":
             bad_rows = rows[mask].tolist()
             raise ValueError(f"{where}: column {col!r} has categories not seen in training in rows "
-                             f"{_format_rows(bad_rows)} (e.g. {values[mask].unique()[:5].tolist()!r}; known: "
+                             f"{format_rows(bad_rows)} (e.g. {values[mask].unique()[:5].tolist()!r}; known: "
                              f"{sorted(known)[:20]}); use unseen='score' / --unseen score to score them")
         any_unseen |= mask
         report.unseen_categories[col] = report.unseen_categories.get(col, 0) + int(mask.sum())
@@ -500,7 +500,7 @@ def _unscorable_values(z: np.ndarray | None, sources: list[str], df: pd.DataFram
     parts = []
     for col, m in per_col.items():
         example = df[col].iloc[pos[m][:3]].tolist() if col in df.columns else []
-        parts.append(f"column {col!r}: rows {_format_rows(rows[pos[m]].tolist())}"
+        parts.append(f"column {col!r}: rows {format_rows(rows[pos[m]].tolist())}"
                      + (f" (e.g. {example!r})" if example else ""))
         report.bad_values[col] = report.bad_values.get(col, 0) + int(m.sum())
     _skip_message(on_bad_rows, where, f"values that are not finite or too large to score (more than "
@@ -517,7 +517,7 @@ def _nonfinite_scores(scores: pd.DataFrame, z: np.ndarray | None, sources: list[
     if not drop.any():
         return drop
     pos = np.flatnonzero(keep)
-    detail = f"rows {_format_rows(rows[pos[drop]].tolist())}"
+    detail = f"rows {format_rows(rows[pos[drop]].tolist())}"
     culprit = "(scores)"
     if z is not None and z.shape[1]:
         j = int(np.nanargmax(np.nan_to_num(z[drop], nan=np.inf).max(axis=0)))
@@ -990,11 +990,11 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     if total.rows_scored == 0:
         shutil.rmtree(work, ignore_errors=True)
         raise ValueError(f"{where}: none of its {total.rows_read} rows could be scored "
-                         f"(skipped rows: {_format_rows(total.skipped_rows)})")
+                         f"(skipped rows: {format_rows(total.skipped_rows)})")
     _assemble(work, n_chunks, out_path, out_format, out_dir)
 
     if total.n_skipped:
-        log.warning("%s: skipped %d row(s): %s", where, total.n_skipped, _format_rows(total.skipped_rows))
+        log.warning("%s: skipped %d row(s): %s", where, total.n_skipped, format_rows(total.skipped_rows))
     for col, count in total.unseen_categories.items():
         log.warning("%s: %d row(s) have categories of %r not seen in training (scored as unknown), e.g. "
                     "[row, value]: %s", where, count, col, total.unseen_examples.get(col))
@@ -1323,7 +1323,7 @@ def run_score_command(args: argparse.Namespace) -> int:
         line += f"; resumed {stats['chunks_reused']} of {stats['chunks']} chunks"
     print(line)
     if stats["n_skipped"]:
-        print(f"skipped {stats['n_skipped']} row(s): {_format_rows(stats['skipped_rows'])}")
+        print(f"skipped {stats['n_skipped']} row(s): {format_rows(stats['skipped_rows'])}")
     for col, count in stats["unseen_categories"].items():
         print(f"{count} row(s) with unseen categories in column {col!r}")
     return 0

@@ -33,6 +33,7 @@ from gananomaly._atomic import atomic_open
 
 __all__ = [
     "TabularConfig",
+    "format_rows",
     "TabularResult",
     "ModelSchema",
     "load_config",
@@ -534,7 +535,7 @@ def model_schema(model) -> ModelSchema:
     return ModelSchema([str(i) for i in range(int(first.n_features_in_))], [], named=False)
 
 
-def _format_rows(rows: list[int], limit: int = 10) -> str:
+def format_rows(rows: list[int], limit: int = 10) -> str:
     text = ", ".join(str(r) for r in rows[:limit])
     return text + (f", ... ({len(rows)} in all)" if len(rows) > limit else "")
 
@@ -601,11 +602,11 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
             out[col] = np.where(na, None, obj.map(_category_str)).astype(object)
     if bad:
         if on_bad_rows == "error":
-            details = "; ".join(f"column {c!r}: rows {_format_rows(r)} (e.g. {examples[c]!r})" for c, r in bad.items())
+            details = "; ".join(f"column {c!r}: rows {format_rows(r)} (e.g. {examples[c]!r})" for c, r in bad.items())
             raise ValueError(f"{where}: values that are not finite numbers in numeric column(s): {details}. "
                              "Fix them or skip those rows (on_bad_rows='skip', --on-bad-rows skip)")
         log.warning("%s: skipping %d row(s) with unparseable numbers: %s", where, int(bad_mask.sum()),
-                    "; ".join(f"{c!r} rows {_format_rows(r)}" for c, r in bad.items()))
+                    "; ".join(f"{c!r} rows {format_rows(r)}" for c, r in bad.items()))
     frame = pd.DataFrame(out, index=df.index, columns=schema.columns)
     keep = ~bad_mask
     if bad_mask.any():
@@ -626,7 +627,7 @@ def _labels(config: TabularConfig, df: pd.DataFrame) -> np.ndarray:
     if col.isna().any():
         rows = (np.flatnonzero(col.isna().to_numpy()) + 1).tolist()
         raise ValueError(f"data.label_column: column {config.label_column!r} has missing labels in rows "
-                         f"{_format_rows(rows)}")
+                         f"{format_rows(rows)}")
     values = config.anomaly_values
     as_text = {str(v) for v in values}
     y = (col.isin(values) | col.astype(str).isin(as_text)).to_numpy().astype(int)
