@@ -35,6 +35,17 @@ KILLER = textwrap.dedent(
 )
 
 
+def _same_threads_env() -> dict:
+    """Environment for a subprocess that trains and scores on the thread counts this process
+    uses (matrix kernels round by thread count): the scoring count, and the count the
+    thread policy picks for training here."""
+    import gananomaly.estimator as est
+    from gananomaly.defaults import training_threads
+
+    train = training_threads(False, torch.get_num_threads(), est._DEFAULT_THREADS, os.environ)
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "GANANOMALY_NUM_THREADS": str(train)}
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(blobs):
     X_train, X_test, _ = blobs
@@ -46,7 +57,7 @@ def test_sigkilled_fit_resumes_to_the_same_model(tmp_path, blobs, uninterrupted,
     X_train, X_test, _ = blobs
     np.save(tmp_path / "X.npy", X_train)
     ckpt = tmp_path / "ckpt"
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same rounding as this process
+    env = _same_threads_env()
     proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "X.npy"), str(ckpt), phase, str(epoch)],
                           env=env)
     assert proc.returncode == -signal.SIGKILL
@@ -134,7 +145,7 @@ def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
             "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"]
     # The killed fit and its in-process continuation must use the same number of threads:
     # matrix kernels round differently with another thread count.
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = _same_threads_env()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", *args, "--output", str(model)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
