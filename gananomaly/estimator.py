@@ -71,10 +71,12 @@ def _check_table(X) -> None:
         if values.dtype.kind in "OUSMm":
             try:
                 values = values.astype(np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError) as exc:
                 cols = [j for j in range(values.shape[1])
                         if not all(isinstance(v, (int, float, np.number)) for v in values[:, j])]
-                raise ValueError(f"non-numeric values in column(s) {cols[:10]}: {_PIPELINE_HINT}") from None
+                # the type of the conversion error is kept (scikit-learn's contract: TypeError
+                # for objects that are no numbers at all, ValueError for unparsable strings)
+                raise type(exc)(f"non-numeric values in column(s) {cols[:10]} ({exc}): {_PIPELINE_HINT}") from None
         elif values.dtype.kind not in "fiub":
             return
         names = list(range(values.shape[1]))
