@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-__all__ = ["evaluate_scores", "evaluate_detector", "pixel_auroc", "pro_score", "threshold_from_labels"]
+__all__ = ["evaluate_scores", "evaluate_detector", "pixel_auroc", "pro_score", "threshold_from_labels",
+           "anomaly_auroc", "anomaly_scorer"]
 
 
 def _check_labels(y) -> np.ndarray:
@@ -19,6 +20,23 @@ def _check_labels(y) -> np.ndarray:
     if len(values) < 2:
         raise ValueError("labels must contain both normal (0) and anomalous (1) samples to evaluate")
     return y.astype(int)
+
+
+def anomaly_auroc(y_true, normality) -> float:
+    """AUROC with the library's label convention (1 = anomaly) for ``score_samples``-like
+    scores (higher = more normal): scikit-learn's ``roc_auc_score`` on them would invert."""
+    y = _check_labels(y_true)
+    return float(roc_auc_score(y, -np.asarray(normality, dtype=np.float64)))
+
+
+def anomaly_scorer():
+    """A scikit-learn scorer for model selection with y = 1 for anomalies, 0 for normal rows:
+    ``GridSearchCV(GANAnomalyDetector(), grid, scoring=anomaly_scorer())``. It reads the
+    detector's ``score_samples`` (``scoring="roc_auc"`` would read ``decision_function``
+    against y = 1 for anomalies and rank the worst model first)."""
+    from sklearn.metrics import make_scorer
+
+    return make_scorer(anomaly_auroc, response_method="score_samples")
 
 
 def threshold_from_labels(y_true, scores, *, target_fpr: float | None = None) -> float:

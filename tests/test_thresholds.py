@@ -102,3 +102,24 @@ def test_thresholds_survive_save_and_load(fitted, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="threshold_"):
         gananomaly.load(tmp_path / "pinned")
+
+
+def test_grid_search_with_the_anomaly_scorer_picks_the_better_model():
+    """GridSearchCV with y = 1 for anomalies: scoring="roc_auc" inverts (it ranks by
+    decision_function, higher = more normal); anomaly_scorer() does not."""
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    from gananomaly.metrics import anomaly_auroc, anomaly_scorer
+
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.randn(300, 3), rng.randn(30, 3) * 0.3 + 4.0]
+    y = np.r_[np.zeros(300, int), np.ones(30, int)]
+    fold = np.r_[np.full(200, -1), np.zeros(130, int)]  # fit on 200 normal rows, validate on the rest
+    grid = {"component": ["reconstruction", "latent"]}
+    det = GANAnomalyDetector(epochs=3, encoder_epochs=3, random_state=0)
+    good = GridSearchCV(det, grid, scoring=anomaly_scorer(), cv=PredefinedSplit(fold)).fit(X, y)
+    bad = GridSearchCV(det, grid, scoring="roc_auc", cv=PredefinedSplit(fold)).fit(X, y)
+    assert good.best_score_ > 0.9 and bad.best_score_ < 0.5
+    assert good.best_score_ == pytest.approx(1 - bad.cv_results_["mean_test_score"].min())
+    refit = good.best_estimator_
+    assert anomaly_auroc(y[200:], refit.score_samples(X[200:])) > 0.9
