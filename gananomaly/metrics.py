@@ -29,14 +29,12 @@ def anomaly_auroc(y_true, normality) -> float:
     return float(roc_auc_score(y, -np.asarray(normality, dtype=np.float64)))
 
 
-def anomaly_scorer():
+def anomaly_scorer(estimator, X, y) -> float:
     """A scikit-learn scorer for model selection with y = 1 for anomalies, 0 for normal rows:
-    ``GridSearchCV(GANAnomalyDetector(), grid, scoring=anomaly_scorer())``. It reads the
-    detector's ``score_samples`` (``scoring="roc_auc"`` would read ``decision_function``
-    against y = 1 for anomalies and rank the worst model first)."""
-    from sklearn.metrics import make_scorer
-
-    return make_scorer(anomaly_auroc, response_method="score_samples")
+    ``GridSearchCV(GANAnomalyDetector(), grid, scoring=anomaly_scorer)``. It reads the
+    detector's ``score_samples`` (``scoring="roc_auc"`` reads ``decision_function``, higher =
+    more normal, against y = 1 for anomalies, and ranks the worst model first)."""
+    return anomaly_auroc(y, estimator.score_samples(X))
 
 
 def threshold_from_labels(y_true, scores, *, target_fpr: float | None = None) -> float:

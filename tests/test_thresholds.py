@@ -117,7 +117,7 @@ def test_grid_search_with_the_anomaly_scorer_picks_the_better_model():
     fold = np.r_[np.full(200, -1), np.zeros(130, int)]  # fit on 200 normal rows, validate on the rest
     grid = {"component": ["reconstruction", "latent"]}
     det = GANAnomalyDetector(epochs=3, encoder_epochs=3, random_state=0)
-    good = GridSearchCV(det, grid, scoring=anomaly_scorer(), cv=PredefinedSplit(fold)).fit(X, y)
+    good = GridSearchCV(det, grid, scoring=anomaly_scorer, cv=PredefinedSplit(fold)).fit(X, y)
     bad = GridSearchCV(det, grid, scoring="roc_auc", cv=PredefinedSplit(fold)).fit(X, y)
     assert good.best_score_ > 0.9 and bad.best_score_ < 0.5
     assert good.best_score_ == pytest.approx(1 - bad.cv_results_["mean_test_score"].min())
