@@ -529,6 +529,13 @@ def _is_tracking_error(exc: BaseException) -> bool:
     return False
 
 
+def _is_local_store_error(exc: BaseException) -> bool:
+    """A file-system or database error from opening a local (file or SQLite) store."""
+    chain = [exc, exc.__cause__, exc.__context__]
+    return any(isinstance(e, OSError) or type(e).__name__ in ("OperationalError", "DatabaseError")
+               for e in chain if e is not None)
+
+
 def tracked_fit(
     model,
     X,
@@ -610,7 +617,9 @@ def tracked_fit(
                                    tags={str(k): str(v) for k, v in (tags or {}).items()},
                                    nested=active is not None)
         except Exception as exc:
-            if not _is_tracking_error(exc):
+            # opening the store: a local store that cannot be created or written (a missing or
+            # read-only directory, a locked or read-only SQLite file) is a tracking failure too
+            if not (_is_tracking_error(exc) or _is_local_store_error(exc)):
                 raise
             log.warning("MLflow store %s unreachable (%s); fitting without tracking", uri, exc)
             model.fit(X)

@@ -480,3 +480,16 @@ def test_demo_tracking_without_store_still_reports(data, monkeypatch, capsys):
     assert f"warning: MLflow tracking store {uri!r} is unreachable" in out
     assert "(not tracked)" in out and "IsolationForest (reference)" in out
     assert hasattr(result["detector"], "offset_")
+
+
+def test_local_store_that_cannot_be_created_falls_back_to_a_local_save(data, monkeypatch, tmp_path):
+    """A SQLite store in a directory that cannot be created or written (here under /proc) used
+    to end in a raw error with nothing saved; now the fit runs and the model is saved locally."""
+    monkeypatch.chdir(tmp_path)
+    det = small_detector()
+    with pytest.raises(TrackingUnavailableError) as info:
+        tracked_fit(det, data[0], experiment="ro", tracking_uri="sqlite:////proc/gananomaly-store/mlflow.db")
+    assert "sqlite:////proc/gananomaly-store/mlflow.db" in str(info.value)
+    assert info.value.fallback_path.is_relative_to(tmp_path.resolve())
+    np.testing.assert_allclose(gananomaly.load(info.value.fallback_path).score_samples(data[1]),
+                               det.score_samples(data[1]), atol=1e-9)
