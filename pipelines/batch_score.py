@@ -189,6 +189,24 @@ def load_model(spec, *, device: str = "cpu") -> tuple[Any, str]:
     return model, model_fingerprint(model)
 
 
+def _with_threshold(spec, threshold: dict[str, Any]):
+    """The model of ``spec`` (a copy, when it is an object) with ``threshold`` set."""
+    import copy
+
+    from sklearn.pipeline import Pipeline
+
+    model = copy.deepcopy(spec) if hasattr(spec, "score_samples") else load_model(spec)[0]
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    if not hasattr(det, "set_threshold"):
+        raise ValueError("this model cannot take a threshold at scoring time; refit it with this gananomaly")
+    try:
+        det.set_threshold(**threshold)
+    except AttributeError as exc:  # a model saved without its training scores
+        raise ValueError(f"this model was saved without its training scores, so its threshold cannot be moved; "
+                         f"refit it with this gananomaly ({exc})") from None
+    return model
+
+
 def _load_mlflow(uri: str):
     try:
         from gananomaly import mlflow as flavor
@@ -857,7 +875,8 @@ def _progress(total: int | None, enabled: bool | None, desc: str):
 def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id_column: str | None = None,
                chunk_rows: int = 50_000, resume: bool = False, extra_columns: str = "drop",
                on_bad_rows: str = "error", unseen: str = "score", input_format: str | None = None,
-               output_format: str | None = None, progress: bool | None = None) -> dict[str, Any]:
+               output_format: str | None = None, progress: bool | None = None,
+               threshold: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a CSV/Parquet file in chunks and write the scores atomically.
 
     Parameters
@@ -882,6 +901,11 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
         Default: from the file suffix.
     progress : bool, optional
         Progress bar; None: only when stderr is a terminal.
+    threshold : dict, optional
+        A threshold for this job's labels, as the detector's ``set_threshold`` takes it
+        (``{"contamination": 0.01}``, ``{"fpr": 0.001}`` or ``{"score": -3.0}``); the saved
+        model is not changed. It is part of the model fingerprint: a resume with another
+        threshold starts over.
 
     Returns
     -------
@@ -909,6 +933,8 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     chunk_rows = int(chunk_rows)
     in_path = Path(input)
     out_path = Path(output)
+    if threshold:
+        model = _with_threshold(model, threshold)
     if in_path.is_dir() or (in_path.is_file() and in_path.suffix.lower() in (".npy", ".npz")):
         out_format, out_dir = _check_output(out_path, output_format)
         with _output_lock(out_path):
@@ -1310,13 +1336,37 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unseen", choices=_UNSEEN_POLICIES, default="score",
                         help="categories not seen in training: score them as unknown (default) or error")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--contamination", default=None,
+                       help="label this share of the training rows' score distribution as outliers ('auto' or a "
+                            "float in (0, 0.5]) instead of the model's threshold")
+    group.add_argument("--fpr", type=float, default=None,
+                       help="label as outliers scores below the training rows' FPR quantile (a float in (0, 1))")
+    group.add_argument("--threshold", type=float, default=None,
+                       help="label as outliers rows whose score is below this value")
+
+
+def _threshold_arg(args: argparse.Namespace) -> dict[str, Any] | None:
+    if getattr(args, "contamination", None) is not None:
+        value = args.contamination
+        try:
+            value = value if value == "auto" else float(value)
+        except ValueError:
+            raise ValueError(f"--contamination must be 'auto' or a number, got {value!r}") from None
+        return {"contamination": value}
+    if getattr(args, "fpr", None) is not None:
+        return {"fpr": args.fpr}
+    if getattr(args, "threshold", None) is not None:
+        return {"score": args.threshold}
+    return None
 
 
 def run_score_command(args: argparse.Namespace) -> int:
     """Run ``score_file`` from parsed arguments and print a one-line summary."""
     stats = score_file(args.model, args.input, args.output, id_column=args.id_column, chunk_rows=args.chunk_rows,
                        resume=args.resume, extra_columns=args.extra_columns, on_bad_rows=args.on_bad_rows,
-                       unseen=args.unseen, progress=False if args.no_progress else None)
+                       unseen=args.unseen, progress=False if args.no_progress else None,
+                       threshold=_threshold_arg(args))
     line = (f"scored {stats['rows_scored']} of {stats['rows_read']} rows in {stats['seconds']:.1f} s "
             f"({stats['rows_per_s']:.0f} rows/s) -> {stats['output']}")
     if stats["chunks_reused"]:

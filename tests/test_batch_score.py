@@ -366,3 +366,30 @@ def test_benchmark_batch_score_reports_throughput_and_memory(tmp_path):
     assert set(result) >= {"rows_per_s", "peak_rss_mb", "baseline_rss_mb", "seconds", "n_rows"}
     assert result["rows_per_s"] > 0 and result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
     assert json.loads(json.dumps(result)) == result
+
+
+def test_threshold_chosen_at_scoring_time(model, table, expected, tmp_path):
+    """`gananomaly score --threshold/--fpr/--contamination` moves this job's labels without
+    touching the saved model; scores are unchanged; a different threshold is a different
+    model for resume."""
+    from pipelines.cli import main
+
+    pipe, model_dir = model
+    inp = write(table, tmp_path / "in.parquet")
+    def files():
+        return {p.name: p.read_bytes() for p in sorted(Path(model_dir).rglob("*")) if p.is_file()}
+
+    before = files()
+    cut = float(np.quantile(expected[0], 0.3))
+    assert main(["score", "--model", str(model_dir), "--input", str(inp), "--output", str(tmp_path / "t.parquet"),
+                 "--threshold", str(cut), "--no-progress"]) == 0
+    out = read(tmp_path / "t.parquet")
+    np.testing.assert_allclose(out["score"], expected[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(out["label"], np.where(out["score"] < cut, -1, 1))
+    loose = score_file(model_dir, inp, tmp_path / "f.parquet", threshold={"fpr": 0.4}, progress=False)
+    strict = score_file(model_dir, inp, tmp_path / "g.parquet", threshold={"contamination": 0.01}, progress=False)
+    assert loose["model_id"] != strict["model_id"]
+    assert (read(tmp_path / "f.parquet")["label"] == -1).sum() > (read(tmp_path / "g.parquet")["label"] == -1).sum()
+    assert files() == before and before
+    with pytest.raises(ValueError, match="fpr"):
+        score_file(model_dir, inp, tmp_path / "h.parquet", threshold={"fpr": 2.0})
