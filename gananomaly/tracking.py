@@ -332,13 +332,19 @@ def _plot_losses(history: dict[str, list[float]]):
     return fig
 
 
-def _plot_histogram(scores: pd.DataFrame, y: np.ndarray, component: str):
+# Tracked table runs explain this many of the highest-scoring evaluation rows (top 3 features each).
+TOP_EXPLAINED = 20
+
+
+def _plot_histogram(scores: pd.DataFrame, y: np.ndarray, component: str, threshold: float | None = None):
     fig = _figure()
     ax = fig.subplots()
     values = scores[component].to_numpy()
     bins = np.histogram_bin_edges(values[np.isfinite(values)], bins=40)
     ax.hist(values[y == 0], bins=bins, alpha=0.6, label=f"normal (n={int((y == 0).sum())})", density=True)
     ax.hist(values[y == 1], bins=bins, alpha=0.6, label=f"anomalous (n={int((y == 1).sum())})", density=True)
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g} (outlier to the right)")
     ax.set(title=f"{component} anomaly score", xlabel="score (higher = more anomalous)", ylabel="density")
     ax.legend()
     return fig
@@ -413,7 +419,18 @@ def _log_evaluation(mlflow, det, Xt_eval, y: np.ndarray) -> dict[str, float]:
     metrics.update(_parzen_metrics(det, Xt_eval, y))
     mlflow.log_metrics(metrics)
     scores = det.score_components(Xt_eval)
-    mlflow.log_figure(_plot_histogram(scores, y, getattr(det, "component", "combined")), "plots/score_histogram.png")
+    # the histogram shows anomaly scores (higher = more anomalous): the threshold is -offset_
+    threshold = -float(det.offset_) if hasattr(det, "offset_") else None
+    mlflow.log_figure(_plot_histogram(scores, y, getattr(det, "component", "combined"), threshold),
+                      "plots/score_histogram.png")
+    if threshold is not None:
+        mlflow.log_metric("threshold", threshold)
+    if hasattr(det, "explain") and getattr(det, "image_shape_", None) is None:
+        top = np.argsort(-scores[getattr(det, "component", "combined")].to_numpy(), kind="stable")[:TOP_EXPLAINED]
+        rows = Xt_eval.iloc[top] if hasattr(Xt_eval, "iloc") else np.asarray(Xt_eval)[top]
+        explained = det.explain(rows, top=3)
+        explained["row"] = top[explained["row"].to_numpy()]  # positions in the evaluation set
+        mlflow.log_table(explained, "evaluation/top_anomalies_explained.json")
     mlflow.log_figure(_plot_roc(scores, y, table), "plots/roc_curve.png")
     mlflow.log_table(table.reset_index(names="component"), "evaluation/metrics.json")
     return metrics

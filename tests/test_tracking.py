@@ -157,6 +157,16 @@ def test_tracked_fit_logs_evaluation_per_component(tracked, store, data):
     assert metrics["fit_time_s"] > 0
     # the generator's Parzen-window log-likelihood of held-out normal rows (finite, bandwidth > 0)
     assert np.isfinite(metrics["parzen_log_likelihood"]) and metrics["parzen_bandwidth"] > 0
+    # the threshold drawn on the histogram, and the top columns of the highest-scoring rows
+    assert metrics["threshold"] == pytest.approx(-det.offset_, abs=1e-12)
+    local = MlflowClient(store).download_artifacts(run_id, "evaluation/top_anomalies_explained.json",
+                                                   dst_path=os.getcwd())
+    with open(local) as fh:
+        logged = pd.read_json(fh, orient="split")
+    worst = int(np.argmax(det.score_components(X_eval)["combined"].to_numpy()))
+    first = logged[logged["row"] == worst].sort_values("rank")
+    expected = det.explain(X_eval[worst : worst + 1], top=3)
+    assert list(first["feature"].astype(str)) == list(expected["feature"].astype(str))
 
 
 def test_tracked_fit_logs_plots_and_model(tracked, store, data):
