@@ -34,6 +34,7 @@ from gananomaly._atomic import atomic_open
 __all__ = [
     "TabularConfig",
     "format_rows",
+    "explain_tabular",
     "TabularResult",
     "ModelSchema",
     "load_config",
@@ -806,6 +807,89 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     return TabularResult(pipeline=pipeline, metrics=metrics, model_path=model_path, run_id=run_id,
                          n_train=len(X_train), n_test=0 if X_test is None else len(X_test),
                          numeric_columns=numeric, categorical_columns=categorical, test_scores=test_scores)
+
+
+def explain_tabular(model, data: pd.DataFrame, *, top: int | None = None) -> pd.DataFrame:
+    """Why each row of a table scores as it does, per *original* column.
+
+    The detector's per-feature contributions (:meth:`GANAnomalyDetector.explain`) are summed
+    over the features a column became (a categorical column's one-hot group), so every input
+    column appears once per row.
+
+    Returns
+    -------
+    Long DataFrame: ``row`` (position in ``data``), ``rank`` (1 = largest contribution),
+    ``column``, ``contribution``, ``value`` (as given), ``expected`` (what the model expected:
+    a number in the column's units, or the category whose one-hot feature it expected most)
+    and ``imputed`` (the value was missing and the pipeline filled it in).
+    """
+    from sklearn.pipeline import Pipeline
+
+    if not (isinstance(model, Pipeline) and len(model.steps) > 1):
+        raise TypeError("explain_tabular takes a fitted tabular pipeline (preprocessing + detector); for a bare "
+                        "detector use its explain() method")
+    schema = model_schema(model)
+    frame, keep, _ = prepare_frame(data, schema)
+    pre, det = model[:-1], model.steps[-1][1]
+    Xt = pre.transform(frame)
+    names = [str(n) for n in pre.get_feature_names_out()]
+    source = _feature_columns(names, schema)
+    long = det.explain(Xt)
+    long["column"] = [source[int(f[1:])] if str(f).startswith("x") and str(f)[1:].isdigit() else source[names.index(f)]
+                      for f in long["feature"]]
+    grouped = long.groupby(["row", "column"], sort=False)["contribution"].sum().reset_index()
+    expected_t = det.reconstruct(Xt)
+    expected = _expected_values(pre, names, source, schema, expected_t)
+    rows = np.flatnonzero(keep)  # positions in data of the rows prepare_frame kept
+    original = data.iloc[rows].reset_index(drop=True)
+    grouped["value"] = [original.at[r, c] for r, c in zip(grouped["row"], grouped["column"])]
+    grouped["imputed"] = [bool(pd.isna(v)) for v in grouped["value"]]
+    grouped["expected"] = [expected[c][r] for r, c in zip(grouped["row"], grouped["column"])]
+    grouped = grouped.sort_values(["row", "contribution"], ascending=[True, False], kind="stable")
+    grouped["rank"] = grouped.groupby("row").cumcount() + 1
+    if top is not None:
+        grouped = grouped[grouped["rank"] <= int(top)]
+    grouped["row"] = rows[grouped["row"].to_numpy()]
+    return grouped[["row", "rank", "column", "contribution", "value", "expected", "imputed"]].reset_index(drop=True)
+
+
+def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
+    """The input column each preprocessed feature comes from (``numeric__amount`` ->
+    ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column)."""
+    out = []
+    for n in names:
+        tail = n.split("__", 1)[-1]
+        if tail in schema.numeric or tail in schema.categorical:
+            out.append(tail)
+            continue
+        matches = [c for c in schema.categorical if tail.startswith(f"{c}_")]
+        out.append(max(matches, key=len) if matches else tail)
+    return out
+
+
+def _expected_values(pre, names: list[str], source: list[str], schema: ModelSchema, expected_t: np.ndarray) -> dict:
+    """Per input column, the value the model expected for every row: numeric features
+    mapped back through their scaler, categorical ones as the most expected category."""
+    out: dict[str, list] = {}
+    transformers = {name: trans for name, trans, _ in getattr(pre.steps[0][1], "transformers_", [])} \
+        if len(pre.steps) == 1 else {}
+    numeric_idx = [j for j, c in enumerate(source) if c in schema.numeric]
+    if numeric_idx:
+        block = expected_t[:, numeric_idx]
+        num = transformers.get("numeric")
+        scaler = num.named_steps.get("scale") if hasattr(num, "named_steps") else None
+        if scaler is not None and hasattr(scaler, "inverse_transform") and block.shape[1] == scaler.n_features_in_:
+            block = scaler.inverse_transform(block)
+        for k, j in enumerate(numeric_idx):
+            out[source[j]] = block[:, k].tolist()
+    for col in schema.categorical:
+        idx = [j for j, c in enumerate(source) if c == col]
+        if not idx:
+            continue
+        cats = [names[j].split("__", 1)[-1][len(col) + 1:] for j in idx]
+        best = np.argmax(expected_t[:, idx], axis=1)
+        out[col] = [cats[b] for b in best]
+    return out
 
 
 def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: str | None = None,
