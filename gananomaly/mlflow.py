@@ -146,7 +146,44 @@ class _GANAnomalyPyfunc:
             X = np.asarray(data, dtype=np.float64)
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
-        return score_frame(self.model, X)
+        out = score_frame(self.model, X)
+        unseen, counts = _unseen_categories(self.model, X)
+        if unseen.any():
+            # all-zero one-hot codes can look normal: such rows are outliers by definition
+            out.loc[out.index[unseen], "label"] = -1
+            warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
+                          + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
+                          UserWarning, stacklevel=2)
+        return out
+
+
+def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
+    """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
+    (one that ignores unknown categories) never saw in training, and per column the count
+    and an example."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    mask = np.zeros(len(X), dtype=bool)
+    counts: dict[str, tuple[int, Any]] = {}
+    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
+        return mask, counts
+    for _, step in model.steps[:-1]:
+        for _, trans, cols in getattr(step, "transformers_", []) if isinstance(step, ColumnTransformer) else []:
+            enc = trans.steps[-1][1] if isinstance(trans, Pipeline) else trans
+            if not isinstance(enc, OneHotEncoder) or enc.handle_unknown == "error" or isinstance(cols, slice):
+                continue
+            for col, cats in zip(cols, enc.categories_):
+                if col not in X.columns:
+                    continue
+                values = X[col]
+                known = {str(c) for c in cats}
+                bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
+                if bad.any():
+                    mask |= bad
+                    counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
+    return mask, counts
 
 
 def _required_inputs(signature, model):

@@ -286,3 +286,25 @@ def test_signature_requires_every_training_column_even_with_nan_in_the_example(p
     gm.save_model(imputing, tmp_path / "m", input_example=example)
     inputs = mlflow.models.Model.load(str(tmp_path / "m")).signature.inputs
     assert [c.name for c in inputs.inputs] == list(COLS) and all(c.required for c in inputs.inputs)
+
+
+def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
+    """A category never seen in training is encoded as all zeros, which can look normal: the
+    pyfunc labels such rows -1 and warns, as the batch job does."""
+    from pipelines.datasets import mixed_table
+    from pipelines.tabular import TabularConfig, fit_tabular
+
+    cfg = TabularConfig(name="u", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
+                        drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
+                        detector={"epochs": 2, "encoder_epochs": 2, "hidden_dims": (16,), "random_state": 0})
+    pipe = fit_tabular(cfg, output_dir=tmp_path / "fit").pipeline
+    gm.save_model(pipe, tmp_path / "m")
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
+    plain = model.predict(df)
+    df.loc[[4, 9], "device"] = "smartwatch"
+    with pytest.warns(UserWarning, match=r"2 row\(s\) hold categories never seen.*'device': 2 row\(s\)"):
+        out = model.predict(df)
+    assert list(out["label"].iloc[[4, 9]]) == [-1, -1]
+    others = [i for i in range(len(df)) if i not in (4, 9)]
+    np.testing.assert_array_equal(out["label"].iloc[others], plain["label"].iloc[others])
