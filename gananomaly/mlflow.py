@@ -146,6 +146,7 @@ class _GANAnomalyPyfunc:
             X = np.asarray(data, dtype=np.float64)
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
+        X = _numeric_columns(self.model, X)
         out = score_frame(self.model, X)
         unseen, counts = _unseen_categories(self.model, X)
         if unseen.any():
@@ -155,6 +156,36 @@ class _GANAnomalyPyfunc:
                           + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
                           UserWarning, stacklevel=2)
         return out
+
+
+def _numeric_columns(model, X):
+    """``X`` with the columns the preprocessing treats as numbers (every transformer but a
+    one-hot encoder) converted to float64; a value that is no number raises a ValueError
+    naming the column and rows."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
+        return X
+    numeric: list[str] = []
+    for _, step in model.steps[:-1]:
+        for _, trans, cols in getattr(step, "transformers_", []) if isinstance(step, ColumnTransformer) else []:
+            enc = trans.steps[-1][1] if isinstance(trans, Pipeline) else trans
+            if isinstance(enc, OneHotEncoder) or isinstance(trans, str) or isinstance(cols, slice):
+                continue
+            numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
+    if not numeric:
+        return X
+    X = X.copy()
+    for col in numeric:
+        values = pd.to_numeric(X[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & X[col].notna().to_numpy())
+        if len(bad):
+            raise ValueError(f"column {col!r} holds values that are no numbers in rows {bad[:10].tolist()} "
+                             f"(e.g. {X[col].iloc[bad[0]]!r})")
+        X[col] = values.astype(np.float64)
+    return X
 
 
 def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
@@ -187,16 +218,20 @@ def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]
 
 
 def _required_inputs(signature, model):
-    """The inferred signature with every training column required: a NaN in the input
-    example must not make a column optional (the model needs all of them)."""
+    """The inferred signature with every training column required (a NaN in the input
+    example must not make a column optional: the model needs all of them), and numeric
+    columns typed ``Any``: MLflow refuses int64 data for a ``double`` column and floats for
+    a ``long`` one, while the model takes any numbers (and names the column of a bad one)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
     columns = _input_columns(model)
     inputs = signature.inputs
     if columns is None or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
         return signature
-    specs = [ColSpec(type=c.type, name=c.name, required=True) if c.name in columns else c for c in inputs.inputs]
+    numeric = (DataType.long, DataType.integer, DataType.double, DataType.float)
+    specs = [ColSpec(type=AnyType() if c.type in numeric else c.type, name=c.name, required=True)
+             if c.name in columns else c for c in inputs.inputs]
     return ModelSignature(inputs=Schema(specs), outputs=signature.outputs, params=signature.params)
 
 

@@ -308,3 +308,27 @@ def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
     assert list(out["label"].iloc[[4, 9]]) == [-1, -1]
     others = [i for i in range(len(df)) if i not in (4, 9)]
     np.testing.assert_array_equal(out["label"].iloc[others], plain["label"].iloc[others])
+
+
+def test_integer_and_float_numbers_are_accepted_with_a_signature(tmp_path):
+    """The mixed table's own int64 column (n_items) and float versions of every numeric column
+    pass the logged signature (MLflow refused int64 for double and floats for long)."""
+    from pipelines.datasets import mixed_table
+    from pipelines.tabular import TabularConfig, fit_tabular
+
+    cfg = TabularConfig(name="i", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
+                        drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
+                        detector={"epochs": 2, "encoder_epochs": 2, "hidden_dims": (16,), "random_state": 0})
+    pipe = fit_tabular(cfg, output_dir=tmp_path / "fit").pipeline
+    df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
+    gm.save_model(pipe, tmp_path / "m", input_example=df.iloc[:3])
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    ref = model.predict(df)["score"].to_numpy()
+    as_int = df.astype({"amount": "float64"}).round().astype({"amount": "int64"})
+    for variant in (df.astype({"n_items": "float64"}), as_int, df.astype({"n_items": str})):
+        out = model.predict(variant)
+        assert np.isfinite(out["score"]).all() and len(out) == len(df)
+    np.testing.assert_allclose(model.predict(df.astype({"n_items": "float64"}))["score"], ref, rtol=1e-9)
+    with pytest.raises(Exception, match=r"column 'amount' holds values that are no numbers in rows \[0, 1"):
+        model.predict(df.astype({"amount": "object"}).assign(amount="lots"))
+
