@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from numbers import Integral, Real
 from typing import Any
 
@@ -90,6 +91,28 @@ def _check_table(X) -> None:
 # torch's own intra-op thread count when gananomaly was imported: a different count at fit
 # time means the user chose one.
 _DEFAULT_THREADS = torch.get_num_threads()
+
+
+class _LineProgress:
+    """Progress as plain lines on stderr (when it is not a terminal): one about every tenth
+    of the epochs, with the latest losses."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.shown, self.postfix = max(1, int(total)), 0, 0, {}
+
+    def update(self, n: int = 1) -> None:
+        self.done += int(n)
+        if self.done - self.shown >= max(1, self.total // 10) or self.done >= self.total:
+            self.shown = self.done
+            extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"gananomaly fit: {min(self.done, self.total)}/{self.total} epochs {extra}".rstrip(),
+                  file=sys.stderr, flush=True)
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        pass
 
 
 class GANAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -214,7 +237,8 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         networks train on one thread unless the thread count was chosen explicitly
         (:func:`gananomaly.defaults.training_threads`).
     verbose : int, default=0
-        > 0 shows a progress bar (on a terminal) and logs per-epoch losses at INFO.
+        > 0 shows a progress bar on a terminal, and elsewhere (a log file, a pipe) a line on
+        stderr about every tenth of the epochs; per-epoch losses are logged at INFO.
     checkpoint_dir : str or None, default=None
         Directory where ``fit`` writes a training checkpoint (weights, optimiser states,
         RNG states, epoch, history) every ``checkpoint_every`` epochs, atomically.
@@ -574,7 +598,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                 enc_total = (_defaults.encoder_epochs(epochs, n_batches) if cfg.encoder_epochs is None
                              else cfg.encoder_epochs)
                 total = epochs + (0 if self.encoder == "bigan" else enc_total)
-                progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
+                if getattr(sys.stderr, "isatty", lambda: False)():
+                    progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
+                else:  # a log file or a pipe: plain lines instead of a bar
+                    progress = _LineProgress(total)
             try:
                 store = _ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg)) \
                     if self.checkpoint_dir is not None else None

@@ -140,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gananomaly {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gananomaly {args.command}: interrupted", file=sys.stderr)
+        hint = {"score": "; rerun with --resume to continue from the finished chunks",
+                "fit": "; with --checkpoint-dir, rerun with --resume to continue"}.get(args.command, "")
+        print(f"gananomaly {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 
