@@ -34,7 +34,8 @@ import pandas as pd
 
 from gananomaly.estimator import SCORE_COLUMNS
 
-__all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "get_default_pip_requirements", "save_model", "log_model", "load_model"]
+__all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "MODEL_CARD", "model_card", "get_default_pip_requirements", "save_model",
+           "log_model", "load_model"]
 
 FLAVOR_NAME = "gananomaly"
 _FORMAT = "safetensors+json"
@@ -188,6 +189,41 @@ def _numeric_columns(model, X):
     return X
 
 
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def model_card(model) -> str:
+    """A short Markdown description of a fitted model, written beside it in an MLflow model
+    directory: input columns, training size, what the generator learned, the threshold."""
+    prep, det = _split(model)
+    columns = _input_columns(model)
+    if columns is None and prep is None:
+        columns = [str(n) for n in getattr(det, "feature_names_in_", [])] or None
+    shape = getattr(det, "image_shape_", None)
+    pinned = getattr(det, "threshold_", None)
+    rule = f"pinned: {pinned}" if pinned else f"contamination={det.contamination}"
+    lines = ["# gananomaly model", "",
+             "A GAN anomaly detector (scikit-learn `OutlierMixin` contract): `score_samples` higher = more "
+             "normal, `predict` +1 inlier / -1 outlier.", "",
+             f"- Input: {'images ' + 'x'.join(map(str, shape)) + ' (C x H x W)' if shape is not None else ''}"
+             f"{(str(len(columns)) + ' columns: ' + ', '.join(f'`{c}`' for c in columns)) if columns else ''}"
+             f"{'' if shape is not None or columns else str(det.n_features_in_) + ' unnamed features'}",
+             f"- Preprocessing: {'a scikit-learn pipeline before the detector' if prep is not None else 'none'}",
+             f"- Networks: {det.arch_.get('kind')} ({det.objective_ if hasattr(det, 'objective_') else ''} "
+             f"objective, {det.encoder} encoder), {int(getattr(det, 'n_epochs_', 0))} GAN epochs trained",
+             f"- Score: `{det.component}` (weight {det.weight}, latent_weight {det.latent_weight}, "
+             f"knn_weight {det.knn_weight})",
+             f"- Threshold (`offset_` on `score_samples`): {float(det.offset_):.6g} ({rule})"]
+    fidelity = getattr(det, "fidelity_", None) or {}
+    if fidelity:
+        lines.append("- Generator fidelity on held-out normal rows: " + ", ".join(
+            f"{k} {fidelity[k]:.3g}" for k in ("fidelity", "coverage", "density", "parzen_gap") if k in fidelity))
+    history = getattr(det, "history_", {}) or {}
+    if history.get("d_loss"):
+        lines.append(f"- Final losses: d_loss {history['d_loss'][-1]:.4g}, g_loss {history['g_loss'][-1]:.4g}")
+    return "\n".join(lines) + "\n"
+
+
 def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
     """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
     (one that ignores unknown categories) never saw in training, and per column the count
@@ -328,6 +364,7 @@ def save_model(
         mlflow_model.metadata = metadata
 
     persistence.save(model, Path(path) / _MODEL_DIR)
+    write_to(os.path.join(path, MODEL_CARD), model_card(model))
 
     from sklearn.pipeline import Pipeline
 

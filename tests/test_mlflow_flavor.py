@@ -332,3 +332,11 @@ def test_integer_and_float_numbers_are_accepted_with_a_signature(tmp_path):
     with pytest.raises(Exception, match=r"column 'amount' holds values that are no numbers in rows \[0, 1"):
         model.predict(df.astype({"amount": "object"}).assign(amount="lots"))
 
+
+
+def test_model_directory_has_a_model_card(pipeline, tmp_path):
+    gm.save_model(pipeline, tmp_path / "m")
+    card = (tmp_path / "m" / gm.MODEL_CARD).read_text()
+    det = pipeline[-1]
+    assert card.startswith("# gananomaly model") and all(f"`{c}`" in card for c in COLS)
+    assert f"{det.offset_:.6g}" in card and "fidelity" in card and "a scikit-learn pipeline" in card
