@@ -14,8 +14,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gananomaly.data import read_numeric
-
 __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = (
@@ -41,6 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import os
 
+    from gananomaly.data import read_numeric
     from gananomaly.estimator import GANAnomalyDetector
 
     if not os.path.exists(args.input):
@@ -119,7 +118,27 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_COMMANDS = ("demo", "fit", "score", "tabular", "image", "runs")
+
+
+def _quick_answer(argv: list[str]) -> int | None:
+    """``--version`` and the top-level ``--help`` without importing torch or the pipelines."""
+    if argv == ["--version"]:
+        from gananomaly._version import __version__
+
+        print(f"gananomaly {__version__}")
+        return 0
+    if argv in (["-h"], ["--help"]):
+        print("usage: gananomaly [-h] [--version] [-v] COMMAND ...\n\nAnomaly detection with GANs.\n\n"
+              f"commands: {', '.join(_COMMANDS)}\n\n`gananomaly COMMAND --help` describes a command.")
+        return 0
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quick = _quick_answer(list(sys.argv[1:] if argv is None else argv))
+    if quick is not None:
+        return quick
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

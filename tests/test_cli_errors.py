@@ -46,3 +46,21 @@ def test_output_that_cannot_be_written_is_one_line(model_dir, tmp_path, capsys):
                     "--epochs", "1"], capsys)
     assert rc == 2 and "Traceback" not in err and err.count("\n") == 1 and "not an existing directory" in err
     json.dumps(err)  # printable
+
+
+def test_version_and_help_answer_without_importing_torch():
+    """`gananomaly --version` and `--help` answer at once (they imported torch and every
+    pipeline: ~3 s); the quick help lists exactly the parser's commands."""
+    import subprocess
+    import sys
+
+    from pipelines.cli import _COMMANDS, build_parser
+
+    code = ("import sys; from pipelines.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    for flag in ("--version", "--help"):
+        proc = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "gananomaly" in proc.stdout
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(_COMMANDS) == set(sub.choices)
