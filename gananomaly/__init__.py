@@ -4,28 +4,34 @@ The public names are loaded on first use (``import gananomaly`` alone does not i
 so the command line answers ``--version`` and ``--help`` at once.
 """
 
-import importlib
+import sys
 
 from gananomaly._version import __version__
 
 __all__ = ["GANAnomalyDetector", "Callback", "load", "__version__"]
 
-_LAZY = {"GANAnomalyDetector": "gananomaly.estimator", "Callback": "gananomaly.training",
-         "load": "gananomaly.persistence"}
+# public name -> the library module that defines it
+_LAZY = {"GANAnomalyDetector": "estimator", "Callback": "training", "load": "persistence"}
+# the library's modules, reachable as attributes after a bare ``import gananomaly``
+_SUBMODULES = ("checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator", "fidelity", "images",
+               "lapgan", "metrics", "mlflow", "networks", "parzen", "persistence", "scoring", "tracking",
+               "training")
+
+
+def _module(name: str):
+    __import__(f"{__name__}.{name}")
+    return sys.modules[f"{__name__}.{name}"]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    try:  # a submodule, e.g. gananomaly.mlflow after a bare `import gananomaly`
-        return importlib.import_module(f"gananomaly.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"gananomaly.{name}":
-            raise
+    if name in _SUBMODULES:
+        return _module(name)
     raise AttributeError(f"module 'gananomaly' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -26,3 +26,9 @@ def test_library_source_names_no_pipeline_module_to_import():
     offenders = [f"{path.name}:{i}" for path in Path(gananomaly.__file__).parent.glob("*.py")
                  for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == [], offenders
+
+
+def test_every_library_module_is_reachable_from_a_bare_import():
+    """`import gananomaly` is lazy; its attribute table lists every public module."""
+    files = {p.stem for p in Path(gananomaly.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert set(gananomaly._SUBMODULES) == files
