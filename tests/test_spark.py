@@ -80,7 +80,7 @@ def test_spark_udf_scores_equal_local_scores(spark, logged):
     pipe = result.pipeline
     schema = model_schema(pipe)
     df = mixed_table(120, random_state=4).drop(columns=["is_anomaly", "anomaly_kind"])
-    df.loc[5, "channel"] = "drone"  # an unseen category scores as unknown on Spark too
+    df.loc[5, "channel"] = "drone"  # an unseen category: scored, and labelled -1, on Spark too
     X, _, _ = prepare_frame(df, schema)
     local = pipe.score_samples(X)
     local_label = pipe.predict(X)
@@ -98,5 +98,7 @@ def test_spark_udf_scores_equal_local_scores(spark, logged):
     assert list(out.columns) == ["discriminator", "reconstruction", "latent", "knn", "combined", "score", "label"]
     assert sdf.rdd.getNumPartitions() == 2
     np.testing.assert_allclose(out["score"].to_numpy(), local, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(out["label"].to_numpy(), local_label)
+    expected_label = local_label.copy()
+    expected_label[5] = -1  # a category never seen in training is an outlier whatever its score
+    np.testing.assert_array_equal(out["label"].to_numpy(), expected_label)
     np.testing.assert_allclose(out["combined"].to_numpy(), -local, rtol=0, atol=1e-6)
