@@ -1019,7 +1019,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         Xt, Xv = self._prepare(X, context)
         contrib = _scoring.contributions(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_,
                                          self.score_config_, (self.weight, self.latent_weight, self._knn_weight()))
-        expected = self.reconstruct(X, context=context)
+        expected = self._reconstruct(Xt)
         n, d = contrib.shape
         names = np.asarray(getattr(self, "feature_names_in_", [f"x{j}" for j in range(d)]), dtype=object)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : d if top is None else min(top, d)]
@@ -1036,7 +1036,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         For convolutional networks the images come back channel-first, resized from the
         network's resolution to the fitted image size: ``(n, C, H, W)``.
         """
-        Xt, Xv = self._prepare(X, context)
+        return self._reconstruct(self._prepare(X, context)[0])
+
+    def _reconstruct(self, Xt: torch.Tensor) -> np.ndarray:
+        """``G(E(x))`` of prepared rows, in the original units."""
         self.generator_.eval(), self.encoder_.eval()
         outs = []
         bs = self._score_cfg(Xt).batch_size

@@ -159,23 +159,35 @@ class _GANAnomalyPyfunc:
         return out
 
 
+def _column_steps(model):
+    """``(transformer, its last step, columns)`` of every column transformer in a pipeline's
+    preprocessing (columns given by name only)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    for _, step in model.steps[:-1]:
+        if not isinstance(step, ColumnTransformer):
+            continue
+        for _, trans, cols in getattr(step, "transformers_", []):
+            if isinstance(cols, slice):
+                continue
+            yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
+
+
 def _numeric_columns(model, X):
     """``X`` with the columns the preprocessing treats as numbers (every transformer but a
     one-hot encoder) converted to float64; a value that is no number raises a ValueError
     naming the column and rows."""
-    from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
     if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
         return X
     numeric: list[str] = []
-    for _, step in model.steps[:-1]:
-        for _, trans, cols in getattr(step, "transformers_", []) if isinstance(step, ColumnTransformer) else []:
-            enc = trans.steps[-1][1] if isinstance(trans, Pipeline) else trans
-            if isinstance(enc, OneHotEncoder) or isinstance(trans, str) or isinstance(cols, slice):
-                continue
-            numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
+    for trans, last, cols in _column_steps(model):
+        if isinstance(trans, str) or isinstance(last, OneHotEncoder):  # "drop"/"passthrough"; categories
+            continue
+        numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
     if not numeric:
         return X
     X = X.copy()
@@ -228,7 +240,6 @@ def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]
     """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
     (one that ignores unknown categories) never saw in training, and per column the count
     and an example."""
-    from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
@@ -236,20 +247,18 @@ def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]
     counts: dict[str, tuple[int, Any]] = {}
     if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
         return mask, counts
-    for _, step in model.steps[:-1]:
-        for _, trans, cols in getattr(step, "transformers_", []) if isinstance(step, ColumnTransformer) else []:
-            enc = trans.steps[-1][1] if isinstance(trans, Pipeline) else trans
-            if not isinstance(enc, OneHotEncoder) or enc.handle_unknown == "error" or isinstance(cols, slice):
+    for _, enc, cols in _column_steps(model):
+        if not isinstance(enc, OneHotEncoder) or enc.handle_unknown == "error":
+            continue
+        for col, cats in zip(cols, enc.categories_):
+            if col not in X.columns:
                 continue
-            for col, cats in zip(cols, enc.categories_):
-                if col not in X.columns:
-                    continue
-                values = X[col]
-                known = {str(c) for c in cats}
-                bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
-                if bad.any():
-                    mask |= bad
-                    counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
+            values = X[col]
+            known = {str(c) for c in cats}
+            bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
+            if bad.any():
+                mask |= bad
+                counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
     return mask, counts
 
 

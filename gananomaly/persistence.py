@@ -748,6 +748,7 @@ class _Expected:
             _nbytes(dtype, shape, self.max_rows) for dtype, shape, _ in self.tensors.values())
         # Optional (format-3 models and models saved before it existed lack it).
         self.optional = {"score.train_components": ("F64", (None, len(COMPONENTS)), "the training scores")}
+        self.max_train_rows = TRAIN_SCORE_ROWS
         self.max_bytes += _nbytes("F64", (TRAIN_SCORE_ROWS, len(COMPONENTS)), TRAIN_SCORE_ROWS)
 
 
@@ -805,13 +806,11 @@ def _check_weights(data: bytes, config: dict, path: Path,
         invalid("score.knn_bank", f"(the knn bank) must have between 1 and {expected.max_rows} rows, got {rows}")
     for name, (dtype, shape, what) in expected.optional.items():
         if name in header:
-            from gananomaly.scoring import TRAIN_SCORE_ROWS
-
             got_dtype, got_shape = header[name]
             if got_dtype != dtype or len(got_shape) != 2 or got_shape[1] != shape[1] \
-                    or not 1 <= got_shape[0] <= TRAIN_SCORE_ROWS:
-                invalid(name, f"({what}) must be {dtype} of shape (1 to {TRAIN_SCORE_ROWS} rows, {shape[1]}), "
-                              f"got {got_dtype} {got_shape}")
+                    or not 1 <= got_shape[0] <= expected.max_train_rows:
+                invalid(name, f"({what}) must be {dtype} of shape (1 to {expected.max_train_rows} rows, "
+                              f"{shape[1]}), got {got_dtype} {got_shape}")
     unknown = sorted(set(header) - set(expected.tensors) - set(expected.optional))
     if unknown:
         invalid(unknown[0], "is not a tensor of this architecture")

@@ -835,10 +835,11 @@ def explain_tabular(model, data: pd.DataFrame, *, top: int | None = None) -> pd.
     names = [str(n) for n in pre.get_feature_names_out()]
     source = _feature_columns(names, schema)
     long = det.explain(Xt)
-    long["column"] = [source[int(f[1:])] if str(f).startswith("x") and str(f)[1:].isdigit() else source[names.index(f)]
-                      for f in long["feature"]]
+    long["column"] = [source[_feature_index(f, names)] for f in long["feature"]]
     grouped = long.groupby(["row", "column"], sort=False)["contribution"].sum().reset_index()
-    expected_t = det.reconstruct(Xt)
+    # what the detector expected for every preprocessed feature, from the same pass
+    expected_t = np.empty((len(frame), len(names)))
+    expected_t[long["row"].to_numpy(), [_feature_index(f, names) for f in long["feature"]]] = long["expected"]
     expected = _expected_values(pre, names, source, schema, expected_t)
     rows = np.flatnonzero(keep)  # positions in data of the rows prepare_frame kept
     original = data.iloc[rows].reset_index(drop=True)
@@ -851,6 +852,13 @@ def explain_tabular(model, data: pd.DataFrame, *, top: int | None = None) -> pd.
         grouped = grouped[grouped["rank"] <= int(top)]
     grouped["row"] = rows[grouped["row"].to_numpy()]
     return grouped[["row", "rank", "column", "contribution", "value", "expected", "imputed"]].reset_index(drop=True)
+
+
+def _feature_index(feature, names: list[str]) -> int:
+    """Position of a detector feature: its name among ``names``, or ``x<j>`` when the
+    detector was fitted on an unnamed array."""
+    f = str(feature)
+    return int(f[1:]) if f.startswith("x") and f[1:].isdigit() else names.index(f)
 
 
 def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
