@@ -16,7 +16,7 @@ as skipped, with the reason. The steps, in order:
 3. ``fit``: ``fit`` seconds on 10^5 x 30 rows, default settings, after a warm-up fit (CUDA
    context, kernels) that is not timed.
 4. ``conv``: convolutional training and scoring images/s at 32x32 and 64x64
-   (:func:`pipelines.image.conv_throughput`, bf16 autocast on CUDA), after a warm-up.
+   (:func:`gananomaly.pipelines.image.conv_throughput`, bf16 autocast on CUDA), after a warm-up.
 5. ``nccl``: a 2-process data-parallel fit under torchrun (:mod:`gananomaly.distributed`,
    NCCL) when ``torch.cuda.device_count() >= 2``, else skipped.
 
@@ -362,7 +362,7 @@ def _step_fit(rec: _Recorder) -> None:
 
 
 def _step_conv(rec: _Recorder) -> None:
-    from pipelines.image import conv_throughput
+    from gananomaly.pipelines.image import conv_throughput
 
     plan = rec.plan
     if not plan.dry_run:  # warm-up: cuDNN algorithm choice and the CUDA context, not timed

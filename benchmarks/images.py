@@ -1,7 +1,7 @@
 """Images: texture defects against the classical baselines, anomaly maps, images per second.
 
 ``python -m benchmarks.images [--seeds N] [--out DIR] [--md PATH] [--quick]`` measures, on the
-texture-defect task (:func:`pipelines.image_data.texture_defects`: 600 normal 32x32 training
+texture-defect task (:func:`gananomaly.pipelines.image_data.texture_defects`: 600 normal 32x32 training
 patches; 200 normal and 50 per defect kind in the test set), with every model at its defaults
 and the same data and seed:
 
@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gananomaly.pipelines.image_data import TEXTURE_DEFECTS, texture_defects
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
 from gananomaly import GANAnomalyDetector
 from gananomaly.lapgan import LaplacianPyramidDetector
 from gananomaly.metrics import pixel_auroc, pro_score
-from pipelines.image_data import TEXTURE_DEFECTS, texture_defects
 
 # Targets of the image issue: every kind >= IsolationForest, the mean >= IsolationForest + 0.10,
 # a default fit within 10 minutes on 2 CPU cores.
@@ -102,7 +102,7 @@ def texture_quality(seed: int, *, n_train: int = 600, n_test_normal: int = 200, 
 
 def throughput(sizes=(32, 64), n_images: int = 1024) -> list[dict]:
     """Training and scoring images/s of the default conv detector, 1 thread and all threads."""
-    from pipelines.image import conv_throughput
+    from gananomaly.pipelines.image import conv_throughput
 
     rows = []
     before = torch.get_num_threads()
@@ -120,7 +120,7 @@ def throughput(sizes=(32, 64), n_images: int = 1024) -> list[dict]:
 
 _SCORE_FOLDER = """
 import json, resource, sys, time
-from pipelines.batch_score import score_file
+from gananomaly.pipelines.batch_score import score_file
 start = time.perf_counter()
 stats = score_file(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)
 print(json.dumps({"seconds": time.perf_counter() - start, "rows": stats["rows_scored"],

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gananomaly.pipelines.image_data import digits_one_class, texture_defects
 from sklearn.metrics import roc_auc_score
 
 from gananomaly import GANAnomalyDetector
 from gananomaly.lapgan import LaplacianPyramidDetector
-from pipelines.image_data import digits_one_class, texture_defects
 
 
 def _tasks():

@@ -36,7 +36,7 @@ _NETS = ("generator_", "discriminator_", "encoder_")
 SCORE_COLUMNS = (*_scoring.COMPONENTS, "combined", "score", "label")
 
 
-_PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (pipelines.tabular / "
+_PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (gananomaly.pipelines.tabular / "
                   "`gananomaly tabular fit`) imputes missing values and encodes categories and dates")
 
 

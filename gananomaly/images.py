@@ -137,7 +137,7 @@ def validate_images(est: Any, X: Any, *, reset: bool) -> np.ndarray:
         if (h, w) != (fh, fw):
             raise ValueError(
                 f"X has images of {h}x{w} pixels but this detector was fitted on {fh}x{fw} images; "
-                "resize them first (pipelines.image does this for image files)"
+                "resize them first (gananomaly.pipelines.image does this for image files)"
             )
         mlp = est.arch_["kind"] == "mlp"
     if mlp:

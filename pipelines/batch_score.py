@@ -78,10 +78,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines.tabular import ModelSchema, file_format, format_rows, model_schema, prepare_frame
 
 from gananomaly import estimator as _estimator
 from gananomaly._atomic import atomic_open
-from pipelines.tabular import ModelSchema, file_format, format_rows, model_schema, prepare_frame
 
 __all__ = [
     "SCORE_COLUMNS",
@@ -222,7 +222,7 @@ def _load_mlflow(uri: str):
 
 # ---------------------------------------------------------------------------------- scoring
 def score_prepared(model, X) -> pd.DataFrame:
-    """Scores of rows already converted by :func:`pipelines.tabular.prepare_frame`.
+    """Scores of rows already converted by :func:`gananomaly.pipelines.tabular.prepare_frame`.
 
     One pass through the networks gives all five columns; ``score`` and ``label`` equal
     ``model.score_samples(X)`` and ``model.predict(X)`` exactly.
@@ -1060,9 +1060,8 @@ def _score_image_source(model, in_path: Path, out_path: Path, out_format: str, o
     at a time, at most :data:`IMAGE_CHUNK_BYTES` of decoded pixels (memory bounded by one
     chunk of images; an array file is read whole), parts committed per chunk so an
     interrupted run resumes, the output written whole or not at all."""
+    from gananomaly.pipelines.image import _list_images, load_image_files, load_image_source
     from sklearn.pipeline import Pipeline
-
-    from pipelines.image import _list_images, load_image_files, load_image_source
 
     model, model_id = load_model(model)
     det = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -1240,7 +1239,7 @@ def benchmark_batch_score(n_rows: int, *, n_features: int = 20, n_categorical: i
     """
     import subprocess
 
-    from pipelines.tabular import TabularConfig, build_pipeline, prepare_frame
+    from gananomaly.pipelines.tabular import TabularConfig, build_pipeline, prepare_frame
 
     if input_format not in ("parquet", "csv"):
         raise ValueError(f"input_format must be 'parquet' or 'csv', got {input_format!r}")
@@ -1275,7 +1274,7 @@ def benchmark_batch_score(n_rows: int, *, n_features: int = 20, n_categorical: i
         input_path = root / f"input.{input_format}"
         _write_generated(input_path, input_format, n_rows, block)
         output_path = root / "scores.parquet"
-        code = ("import sys; from pipelines.batch_score import _benchmark_child; "
+        code = ("import sys; from gananomaly.pipelines.batch_score import _benchmark_child; "
                 "_benchmark_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
         env = dict(os.environ)
         env.pop(THROTTLE_ENV, None)
@@ -1293,7 +1292,7 @@ def benchmark_batch_score(n_rows: int, *, n_features: int = 20, n_categorical: i
 
 
 def _schema_from_frame(config, df: pd.DataFrame) -> ModelSchema:
-    from pipelines.tabular import infer_columns
+    from gananomaly.pipelines.tabular import infer_columns
 
     return ModelSchema(*infer_columns(config, df))
 

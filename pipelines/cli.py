@@ -18,9 +18,9 @@ __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = (
     "gananomaly.tracking",
-    "pipelines.tabular",
-    "pipelines.image",
-    "pipelines.batch_score",
+    "gananomaly.pipelines.tabular",
+    "gananomaly.pipelines.image",
+    "gananomaly.pipelines.batch_score",
 )
 
 

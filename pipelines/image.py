@@ -262,7 +262,7 @@ def auroc_per_kind(kinds: list[str], anomaly_score: np.ndarray) -> dict[str, flo
 
 def _table_format(path: str | os.PathLike) -> str:
     """``"csv"`` or ``"parquet"`` from the output's name; refuses a missing directory before any work."""
-    from pipelines.tabular import file_format
+    from gananomaly.pipelines.tabular import file_format
 
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -285,11 +285,11 @@ def _write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def score_table(det, data: ImageSet) -> pd.DataFrame:
     """The per-image score table, the schema of ``gananomaly score`` for images: ``file``, then
-    :func:`pipelines.batch_score.score_prepared`'s columns (``discriminator``,
+    :func:`gananomaly.pipelines.batch_score.score_prepared`'s columns (``discriminator``,
     ``reconstruction``, ``latent``, ``knn``, ``combined``: higher = more anomalous; ``score`` =
     ``score_samples``, higher = more normal; ``label`` = ``predict``, +1/-1). One pass through
     the networks per image."""
-    from pipelines.batch_score import score_prepared
+    from gananomaly.pipelines.batch_score import score_prepared
 
     frame = score_prepared(det, data.images)
     frame.insert(0, "file", pd.Series(data.names, dtype=object))
@@ -610,11 +610,11 @@ def run_image_demo(
     DataFrame with columns ``gan_combined``, ``gan_reconstruction``, ``gan_discriminator``,
     ``iforest`` (AUROCs) and ``fit_seconds``.
     """
+    from gananomaly.pipelines.image_data import digits_one_class, texture_defects
     from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score
 
     from gananomaly import GANAnomalyDetector
-    from pipelines.image_data import digits_one_class, texture_defects
 
     def detector():
         return GANAnomalyDetector(epochs=epochs, random_state=seed, **(params or {}))
@@ -835,6 +835,6 @@ def register_cli(subparsers) -> None:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    from pipelines.cli import main
+    from gananomaly.pipelines.cli import main
 
     sys.exit(main(["image", *sys.argv[1:]]))

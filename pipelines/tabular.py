@@ -10,7 +10,7 @@ one-hot)), ("detector", GANAnomalyDetector(...))])``
 fits it on the normal rows of a training split, evaluates it on the held-out rows when a
 label exists, logs the run to MLflow (through :func:`gananomaly.tracking.tracked_fit`) and
 saves it with :func:`gananomaly.persistence.save`, so it loads, logs and scores as one
-object. Scoring a table (or a large file, in chunks) lives in :mod:`pipelines.batch_score`.
+object. Scoring a table (or a large file, in chunks) lives in :mod:`gananomaly.pipelines.batch_score`.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class TabularConfig:
     builtin : str or None
         A built-in table instead of a file: ``"breast_cancer"``, ``"wine"``, ``"mixed"``.
     options : dict
-        Keyword arguments of the built-in loader (see :mod:`pipelines.datasets`).
+        Keyword arguments of the built-in loader (see :mod:`gananomaly.pipelines.datasets`).
     format : {"csv", "parquet"} or None
         File format (None: from the file suffix).
     id_columns : list of str
@@ -162,7 +162,7 @@ class TabularConfig:
         if self.path is not None:
             _check_str("data.path", self.path)
         if self.builtin is not None:
-            from pipelines.datasets import BUILTIN_DATASETS
+            from gananomaly.pipelines.datasets import BUILTIN_DATASETS
 
             if self.builtin not in BUILTIN_DATASETS:
                 raise ValueError(f"data.builtin: unknown data set {self.builtin!r}; "
@@ -362,7 +362,7 @@ def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 def read_table(config: TabularConfig) -> pd.DataFrame:
     """The whole table named by ``config`` (a file or a built-in data set)."""
     if config.builtin is not None:
-        from pipelines.datasets import load_builtin
+        from gananomaly.pipelines.datasets import load_builtin
 
         return load_builtin(config.builtin, **config.options)
     path = config.data_path
@@ -779,7 +779,7 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     metrics = None
     test_scores = None
     if X_test is not None:
-        from pipelines.batch_score import score_prepared
+        from gananomaly.pipelines.batch_score import score_prepared
 
         test_scores = score_prepared(pipeline, X_test)
         for col in reversed(config.id_columns):
@@ -903,7 +903,7 @@ def _expected_values(pre, names: list[str], source: list[str], schema: ModelSche
 def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: str | None = None,
                   extra_columns: str = "drop", on_bad_rows: str = "error", unseen: str = "score") -> pd.DataFrame:
     """Score a whole table in memory (for files larger than memory use
-    :func:`pipelines.batch_score.score_file`).
+    :func:`gananomaly.pipelines.batch_score.score_file`).
 
     Parameters
     ----------
@@ -912,7 +912,7 @@ def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: s
     id_column : str, optional
         Column copied to the output first.
     extra_columns, on_bad_rows, unseen : str
-        Bad-input policies, as in :func:`pipelines.batch_score.score_file`.
+        Bad-input policies, as in :func:`gananomaly.pipelines.batch_score.score_file`.
 
     Returns
     -------
@@ -920,7 +920,7 @@ def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: s
     ``latent``, ``combined`` (higher = more anomalous), ``score`` (``score_samples``: higher = more
     normal) and ``label`` (+1 inlier, -1 outlier).
     """
-    from pipelines.batch_score import load_model, score_frame
+    from gananomaly.pipelines.batch_score import load_model, score_frame
 
     if not hasattr(model, "score_samples"):
         model, _ = load_model(model)
@@ -961,7 +961,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from pipelines.batch_score import run_score_command
+    from gananomaly.pipelines.batch_score import run_score_command
 
     id_column = args.id_column
     if id_column is None and args.config is not None:
@@ -972,7 +972,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``gananomaly tabular fit`` and ``gananomaly tabular score``."""
-    from pipelines.batch_score import add_score_arguments
+    from gananomaly.pipelines.batch_score import add_score_arguments
 
     tab = subparsers.add_parser("tabular", help="fit/score the tabular pipeline (CSV/Parquet/built-in tables)")
     tab_sub = tab.add_subparsers(dest="tabular_command", metavar="ACTION")

@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import gananomaly.pipelines.batch_score as bs
 import numpy as np
 import pandas as pd
 import pytest
-
-import pipelines.batch_score as bs
-from pipelines.batch_score import OutputError, score_file, score_frame
-from pipelines.cli import main
+from gananomaly.pipelines.batch_score import OutputError, score_file, score_frame
+from gananomaly.pipelines.cli import main
 
 COLS = ["a", "b", "c"]
 
@@ -292,8 +291,8 @@ def test_values_too_large_to_score_are_named_or_skipped_never_written(det, tmp_p
 
 
 def test_pipeline_model_is_checked_after_its_preprocessing(tmp_path):
-    from pipelines.datasets import mixed_table
-    from pipelines.tabular import TabularConfig, fit_tabular
+    from gananomaly.pipelines.datasets import mixed_table
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
     cfg = TabularConfig(name="b", builtin="mixed", options={"n_samples": 200}, id_columns=["order_id"],
                         drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,

@@ -10,15 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import gananomaly.pipelines.batch_score as bs
 import numpy as np
 import pandas as pd
 import pytest
-
-import pipelines.batch_score as bs
-from pipelines.batch_score import score_file, score_frame
-from pipelines.cli import main
-from pipelines.datasets import mixed_table
-from pipelines.tabular import TabularConfig, fit_tabular, model_schema, prepare_frame
+from gananomaly.pipelines.batch_score import score_file, score_frame
+from gananomaly.pipelines.cli import main
+from gananomaly.pipelines.datasets import mixed_table
+from gananomaly.pipelines.tabular import TabularConfig, fit_tabular, model_schema, prepare_frame
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"epochs": 3, "hidden_dims": (16,), "latent_dim": 4, "random_state": 0, "device": "cpu"}
@@ -190,7 +189,7 @@ def test_resume_after_sigkill_scores_every_row_exactly_once(model, table, expect
     out = tmp_path / "scores.parquet"
     work = Path(f"{out}.parts")
     env = dict(os.environ, **{bs.THROTTLE_ENV: "0.4", "PYTHONPATH": str(REPO)})
-    cmd = [sys.executable, "-m", "pipelines.cli", "score", "--model", str(model_dir), "--input", str(inp),
+    cmd = [sys.executable, "-m", "gananomaly.pipelines.cli", "score", "--model", str(model_dir), "--input", str(inp),
            "--output", str(out), "--id-column", "order_id", "--chunk-rows", "25"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -372,7 +371,7 @@ def test_threshold_chosen_at_scoring_time(model, table, expected, tmp_path):
     """`gananomaly score --threshold/--fpr/--contamination` moves this job's labels without
     touching the saved model; scores are unchanged; a different threshold is a different
     model for resume."""
-    from pipelines.cli import main
+    from gananomaly.pipelines.cli import main
 
     pipe, model_dir = model
     inp = write(table, tmp_path / "in.parquet")

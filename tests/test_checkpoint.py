@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from gananomaly.pipelines.cli import main
 
 import gananomaly
 from gananomaly import Callback, GANAnomalyDetector, checkpoint
 from gananomaly.checkpoint import CHECKPOINT_NAME, read_checkpoint
-from pipelines.cli import main
 
 PARAMS = dict(epochs=8, encoder_epochs=4, hidden_dims=(16, 16), random_state=0)
 
@@ -146,7 +146,7 @@ def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):
     # The killed fit and its in-process continuation must use the same number of threads:
     # matrix kernels round differently with another thread count.
     env = _same_threads_env()
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", *args, "--output", str(model)],
+    proc = subprocess.Popen([sys.executable, "-m", "gananomaly.pipelines.cli", "fit", *args, "--output", str(model)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.time() + 120

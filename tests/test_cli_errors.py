@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-
-from pipelines.cli import main
+from gananomaly.pipelines.cli import main
 
 
 @pytest.fixture
@@ -54,9 +53,9 @@ def test_version_and_help_answer_without_importing_torch():
     import subprocess
     import sys
 
-    from pipelines.cli import _COMMANDS, build_parser
+    from gananomaly.pipelines.cli import _COMMANDS, build_parser
 
-    code = ("import sys; from pipelines.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from gananomaly.pipelines.cli import main; rc = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
     for flag in ("--version", "--help"):
         proc = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True)

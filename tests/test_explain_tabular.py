@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
-from pipelines.datasets import mixed_table
-from pipelines.tabular import TabularConfig, explain_tabular, fit_tabular
+from gananomaly.pipelines.datasets import mixed_table
+from gananomaly.pipelines.tabular import TabularConfig, explain_tabular, fit_tabular
 
 # The columns each planted anomaly kind of mixed_table breaks.
 BROKEN = {"duration_for_items": {"duration_s", "n_items"}, "category_combination": {"channel", "device"},

@@ -1,4 +1,4 @@
-"""pipelines.image: folders and arrays in, model + per-file CSV + AUROC per defect kind out."""
+"""gananomaly.pipelines.image: folders and arrays in, model + per-file CSV + AUROC per defect kind out."""
 
 import json
 import logging
@@ -8,11 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
-import gananomaly
-from pipelines.cli import main
-from pipelines.image import (
+from gananomaly.pipelines.cli import main
+from gananomaly.pipelines.image import (
     GRID_GAP,
     auroc_per_kind,
     fit_images,
@@ -20,6 +17,9 @@ from pipelines.image import (
     overlay_pixels,
     score_images,
 )
+from PIL import Image
+
+import gananomaly
 
 PARAMS = {"epochs": 30, "encoder_epochs": 30, "random_state": 0}
 #: The columns `gananomaly score` writes for images (asserted against the table job below).
@@ -163,7 +163,7 @@ def test_corrupt_files_reported_by_name(tmp_path, caplog):
     for i in range(12):
         _save(_normal(rng), tmp_path / "data" / "train" / f"n{i}.png")
     (tmp_path / "data" / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    with caplog.at_level(logging.WARNING, logger="pipelines.image"):
+    with caplog.at_level(logging.WARNING, logger="gananomaly.pipelines.image"):
         data = load_image_source(tmp_path / "data", split="train", on_error="skip")
     assert len(data.images) == 12 and data.skipped[0][0] == "train/broken.png"
     assert "train/broken.png" in caplog.text
@@ -176,7 +176,7 @@ def test_mixed_sizes_are_resized_with_a_warning(tmp_path, caplog):
     _save(_normal(rng, 16), tmp_path / "a.png")
     _save(_normal(rng, 24), tmp_path / "b.png")
     _save(np.stack([_normal(rng, 16)] * 3, axis=-1), tmp_path / "c.png")
-    with caplog.at_level(logging.WARNING, logger="pipelines.image"):
+    with caplog.at_level(logging.WARNING, logger="gananomaly.pipelines.image"):
         data = load_image_source(tmp_path, split="train")
     assert data.images.shape == (3, 1, 16, 16)
     assert "1 image(s) had another size than 16x16" in caplog.text
@@ -258,8 +258,8 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
     """`gananomaly score --input FOLDER` scores images with the table schema (file, the
     components, score higher = more normal, label +1/-1), in chunks of files, atomically;
     a chunked run equals a one-chunk run and `score_samples`/`predict` on the same images."""
-    from pipelines.batch_score import score_file
-    from pipelines.image import _list_images, load_image_files
+    from gananomaly.pipelines.batch_score import score_file
+    from gananomaly.pipelines.image import _list_images, load_image_files
 
     _, out = fitted
     model_dir = out / "model"
@@ -316,8 +316,8 @@ def test_folder_scoring_decodes_a_bounded_number_of_images_at_a_time(folder, fit
     """A folder is streamed: no call decodes more images than fit in the job's byte budget
     (here lowered to 10 images' worth), whatever --chunk-rows asks, and every file is
     scored once. Memory is bounded by the chunk, not by the folder."""
-    import pipelines.batch_score as bs
-    import pipelines.image as image
+    import gananomaly.pipelines.batch_score as bs
+    import gananomaly.pipelines.image as image
 
     _, out = fitted
     seen = []

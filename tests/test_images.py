@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from gananomaly.pipelines.image_data import TEXTURE_DEFECTS, digits_one_class, texture_defects
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -12,7 +13,6 @@ from torch import nn
 import gananomaly
 from gananomaly import GANAnomalyDetector
 from gananomaly.conv import ConvDiscriminator, ConvEncoder, ConvGenerator, build_conv_networks, conv_spec, network_size
-from pipelines.image_data import TEXTURE_DEFECTS, digits_one_class, texture_defects
 
 TINY = dict(epochs=2, encoder_epochs=2, random_state=0)
 
@@ -274,7 +274,7 @@ def test_conv_cuda_bf16_autocast():
     X_rgb = np.random.RandomState(0).rand(256, 3, 32, 32)
     rgb = GANAnomalyDetector(epochs=1, device="cuda", random_state=0).fit(X_rgb)
     assert np.isfinite(rgb.score_samples(X_rgb)).all()
-    from pipelines.image import conv_throughput
+    from gananomaly.pipelines.image import conv_throughput
 
     table = conv_throughput((32, 64), n_images=512, device="cuda", repeats=2)
     assert set(table["device"]) == {"cuda:0"} and set(table["precision"]) == {"torch.bfloat16"}
@@ -282,7 +282,7 @@ def test_conv_cuda_bf16_autocast():
 
 
 def test_conv_throughput_reports_images_per_second():
-    from pipelines.image import conv_throughput
+    from gananomaly.pipelines.image import conv_throughput
 
     table = conv_throughput((8, 16), channels=1, n_images=64, repeats=1)
     assert list(table.index) == ["8x8", "16x16"]
@@ -294,9 +294,10 @@ def test_conv_throughput_reports_images_per_second():
 def test_anomaly_map_lights_up_planted_defects():
     """Per-pixel maps at the input's size; the planted defect's pixels rank above the rest of
     their image (a map that ignored the defect, or pointed elsewhere, sits near 0.5)."""
+    from gananomaly.pipelines.image_data import texture_defects
+
     from gananomaly.fidelity import GeneratorFidelityWarning
     from gananomaly.metrics import pro_score
-    from pipelines.image_data import texture_defects
 
     X_train, X_test, kinds, masks = texture_defects(n_train=300, n_test_normal=40, n_per_defect=20, size=16,
                                                     seed=0, return_masks=True)

@@ -291,8 +291,8 @@ def test_signature_requires_every_training_column_even_with_nan_in_the_example(p
 def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
     """A category never seen in training is encoded as all zeros, which can look normal: the
     pyfunc labels such rows -1 and warns, as the batch job does."""
-    from pipelines.datasets import mixed_table
-    from pipelines.tabular import TabularConfig, fit_tabular
+    from gananomaly.pipelines.datasets import mixed_table
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
     cfg = TabularConfig(name="u", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
                         drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
@@ -313,8 +313,8 @@ def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
 def test_integer_and_float_numbers_are_accepted_with_a_signature(tmp_path):
     """The mixed table's own int64 column (n_items) and float versions of every numeric column
     pass the logged signature (MLflow refused int64 for double and floats for long)."""
-    from pipelines.datasets import mixed_table
-    from pipelines.tabular import TabularConfig, fit_tabular
+    from gananomaly.pipelines.datasets import mixed_table
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
     cfg = TabularConfig(name="i", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
                         drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,

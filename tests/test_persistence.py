@@ -69,8 +69,7 @@ def test_unwritable_or_missing_parent(tmp_path, fitted_blobs):
 
 def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):
     import pandas as pd
-
-    from pipelines.batch_score import score_file
+    from gananomaly.pipelines.batch_score import score_file
 
     fitted_blobs.save(tmp_path / "m")
     pd.DataFrame(blobs[1]).rename(columns=str).to_csv(tmp_path / "in.csv", index=False)

@@ -49,9 +49,8 @@ def spark():
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """A tiny tabular pipeline logged to a SQLite MLflow store: (result, tracking_uri, model_uri)."""
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
     from mlflow.tracking import MlflowClient
-
-    from pipelines.tabular import TabularConfig, fit_tabular
 
     root = tmp_path_factory.mktemp("spark-mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -71,10 +70,9 @@ def logged(tmp_path_factory):
 
 def test_spark_udf_scores_equal_local_scores(spark, logged):
     import mlflow
+    from gananomaly.pipelines.datasets import mixed_table
+    from gananomaly.pipelines.tabular import model_schema, prepare_frame
     from pyspark.sql.functions import struct
-
-    from pipelines.datasets import mixed_table
-    from pipelines.tabular import model_schema, prepare_frame
 
     result, uri, model_uri = logged
     pipe = result.pipeline

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import gananomaly
-from pipelines.cli import main
-from pipelines.datasets import breast_cancer, mixed_table, wine
-from pipelines.tabular import (
+from gananomaly.pipelines.cli import main
+from gananomaly.pipelines.datasets import breast_cancer, mixed_table, wine
+from gananomaly.pipelines.tabular import (
     ModelSchema,
     TabularConfig,
     build_pipeline,
@@ -23,6 +21,8 @@ from pipelines.tabular import (
     prepare_frame,
     score_tabular,
 )
+
+import gananomaly
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 TINY = {"epochs": 3, "hidden_dims": [16], "latent_dim": 4, "random_state": 0, "device": "cpu"}
