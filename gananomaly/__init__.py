@@ -11,11 +11,12 @@ from gananomaly._version import __version__
 __all__ = ["GANAnomalyDetector", "Callback", "load", "__version__"]
 
 # public name -> the library module that defines it
-_LAZY = {"GANAnomalyDetector": "estimator", "Callback": "training", "load": "persistence"}
+_LAZY = {"GANAnomalyDetector": "estimator", "Callback": "callbacks", "load": "persistence"}
 # the library's modules, reachable as attributes after a bare ``import gananomaly``
-_SUBMODULES = ("checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator", "fidelity", "images",
+_SUBMODULES = ("callbacks", "checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator", "fidelity", "images",
                "lapgan", "metrics", "mlflow", "networks", "parzen", "persistence", "scoring", "tracking",
-               "training")
+               "tracking_callback", "tracking_log", "tracking_plots", "tracking_runs", "tracking_store",
+               "training", "explanations")
 
 
 def _module(name: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 from numbers import Integral, Real
 from typing import Any
 
@@ -17,13 +16,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from gananomaly import callbacks as _callbacks
 from gananomaly import checkpoint as _ckpt
 from gananomaly import data as _data
 from gananomaly import defaults as _defaults
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
+from gananomaly.callbacks import Callback
 from gananomaly.networks import build_networks, mlp_spec
-from gananomaly.training import Callback, TrainConfig, Trainer
+from gananomaly.training import TrainConfig, Trainer
 
 __all__ = ["GANAnomalyDetector"]
 
@@ -93,26 +94,17 @@ def _check_table(X) -> None:
 _DEFAULT_THREADS = torch.get_num_threads()
 
 
-class _LineProgress:
-    """Progress as plain lines on stderr (when it is not a terminal): one about every tenth
-    of the epochs, with the latest losses."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.shown, self.postfix = max(1, int(total)), 0, 0, {}
-
-    def update(self, n: int = 1) -> None:
-        self.done += int(n)
-        if self.done - self.shown >= max(1, self.total // 10) or self.done >= self.total:
-            self.shown = self.done
-            extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-            print(f"gananomaly fit: {min(self.done, self.total)}/{self.total} epochs {extra}".rstrip(),
-                  file=sys.stderr, flush=True)
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = values
-
-    def close(self) -> None:
-        pass
+def _resume(trainer: Trainer, store, resume: bool) -> None:
+    """With ``resume``, continue from the checkpoint in ``store`` (if there is one)."""
+    if not resume:
+        return
+    if store is None:
+        raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
+    state = store.load(trainer.X.device)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resumed from %s at GAN epoch %d, encoder epoch %d",
+                 store.path, trainer.gan_epoch, trainer.enc_epoch)
 
 
 class GANAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -536,6 +528,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _fit(self, X, *, context, resume: bool):
         self._validate_params()
+        callbacks = _callbacks.check_callbacks(self.callbacks)  # a copy: the parameter is never modified
         X = self._validate_input(X, reset=True)
         device = _data.resolve_device(self.device)
         amp_dtype = _data.resolve_precision(self.precision, device)
@@ -551,13 +544,51 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         Xt = self._to_tensor(X)
         if ctx is not None:
             Xt = torch.cat([Xt, ctx], dim=1)
-        n = Xt.shape[0]
         X_fit, X_val, held_out = self._validation_split(Xt, seed)
-        batch_size = min(self.batch_size, X_fit.shape[0])
-        n_batches = max(1, X_fit.shape[0] // batch_size)
+        cfg, n_batches = self._train_config(X_fit.shape[0], X_val is not None, amp_dtype,
+                                            0 if ctx is None else int(ctx.shape[1]))
+        info = {"n_samples": Xt.shape[0], "n_features": self.n_features_in_, "epochs": cfg.epochs,
+                "encoder_epochs": cfg.encoder_epochs, "device": str(device)}
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            nets = tuple(net.to(device) for net in build_networks(self.arch_))
+            rng = torch.Generator(device=device).manual_seed(seed)
+            trainer = Trainer(*nets, X_fit.to(device), self.arch_["latent_dim"], cfg, rng, estimator=self,
+                              X_val=None if X_val is None else X_val.to(device))
+            store = (_ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg))
+                     if self.checkpoint_dir is not None else None)
+            trainer.callbacks = callbacks + self._builtin_callbacks(cfg, n_batches, store, trainer)
+            try:
+                _callbacks.notify(trainer.callbacks, "on_fit_begin", self, info)
+                _resume(trainer, store, resume)
+                threads = _defaults.training_threads(self.arch_["kind"] == "conv", torch.get_num_threads(),
+                                                     _DEFAULT_THREADS, os.environ)
+                with _data.num_threads(threads):
+                    history = trainer.run()
+            except BaseException:
+                _callbacks.notify(trainer.callbacks, "on_fit_exit", self)
+                raise
+        try:
+            self.generator_, self.discriminator_, self.encoder_ = nets
+            self.device_, self.history_, self.n_epochs_ = device, history, trainer.gan_epoch
+            self.fidelity_ = trainer.fidelity_report()
+            if self.fidelity_:
+                self.fidelity_["held_out"] = 1.0 if held_out else 0.0
+            self._fit_scoring(Xt, device, amp_dtype, cfg.context_dim, seed)
+            _callbacks.notify(trainer.callbacks, "on_fit_end", self)
+        finally:
+            _callbacks.notify(trainer.callbacks, "on_fit_exit", self)
+        return self
+
+    def _train_config(self, n_fit: int, validate: bool, amp_dtype, context_dim: int) -> tuple[TrainConfig, int]:
+        """The training settings the parameters (and their ``"auto"`` rules) give for
+        ``n_fit`` training rows; also the number of batches per epoch."""
+        batch_size = min(self.batch_size, n_fit)
+        n_batches = max(1, n_fit // batch_size)
         epochs, eval_every = _defaults.training_budget(n_batches, self.epochs, image=self.arch_["kind"] == "conv")
         early = self.epochs == "auto" if self.early_stopping == "auto" else bool(self.early_stopping)
-        early = early and X_val is not None
+        early = early and validate
         wgan = self.objective_ == "wgan-gp"
         cfg = TrainConfig(
             objective=self.objective_,
@@ -575,63 +606,26 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             gp_weight=self.gp_weight,
             kappa=self.kappa,
             amp_dtype=amp_dtype,
-            context_dim=0 if ctx is None else int(ctx.shape[1]),
+            context_dim=context_dim,
         )
-        callbacks = list(self.callbacks or ())
-        for cb in callbacks:
-            if not hasattr(cb, "on_epoch_end"):
-                raise TypeError(f"callbacks must be Callback objects (with on_epoch_end), got {type(cb).__name__}")
+        return cfg, n_batches
 
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            gen, disc, enc = (net.to(device) for net in build_networks(self.arch_))
-            rng = torch.Generator(device=device).manual_seed(seed)
-            for cb in callbacks:
-                if hasattr(cb, "on_fit_begin"):
-                    cb.on_fit_begin(self, {"n_samples": n, "n_features": self.n_features_in_, "epochs": epochs,
-                                           "encoder_epochs": cfg.encoder_epochs, "device": str(device)})
-            progress = None
-            if self.verbose:
-                from tqdm.auto import tqdm
+    def _builtin_callbacks(self, cfg: TrainConfig, n_batches: int, store, trainer: Trainer) -> list:
+        """The observers the parameters ask for: a progress display (``verbose``) and
+        checkpoints (``checkpoint_dir``)."""
+        out: list = []
+        if self.verbose:
+            enc_total = (_defaults.encoder_epochs(cfg.epochs, n_batches) if cfg.encoder_epochs is None
+                         else cfg.encoder_epochs)
+            out.append(_callbacks.ProgressBar(cfg.epochs + (0 if self.encoder == "bigan" else enc_total)))
+        if store is not None:
+            out.append(_callbacks.Checkpointer(store.save, trainer.state_dict, self.checkpoint_every,
+                                               rank=trainer.rank))
+        return out
 
-                enc_total = (_defaults.encoder_epochs(epochs, n_batches) if cfg.encoder_epochs is None
-                             else cfg.encoder_epochs)
-                total = epochs + (0 if self.encoder == "bigan" else enc_total)
-                if getattr(sys.stderr, "isatty", lambda: False)():
-                    progress = tqdm(total=total, desc="gananomaly fit", disable=None, leave=False)
-                else:  # a log file or a pipe: plain lines instead of a bar
-                    progress = _LineProgress(total)
-            try:
-                store = _ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg)) \
-                    if self.checkpoint_dir is not None else None
-                trainer = Trainer(gen, disc, enc, X_fit.to(device), self.arch_["latent_dim"], cfg, rng,
-                                  estimator=self, callbacks=callbacks, progress=progress,
-                                  checkpoint=store.save if store is not None else None,
-                                  checkpoint_every=self.checkpoint_every,
-                                  X_val=None if X_val is None else X_val.to(device))
-                if resume:
-                    if store is None:
-                        raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
-                    state = store.load(device)
-                    if state is not None:
-                        trainer.load_state_dict(state)
-                        log.info("resumed from %s at GAN epoch %d, encoder epoch %d",
-                                 store.path, trainer.gan_epoch, trainer.enc_epoch)
-                threads = _defaults.training_threads(self.arch_["kind"] == "conv", torch.get_num_threads(),
-                                                     _DEFAULT_THREADS, os.environ)
-                with _data.num_threads(threads):
-                    history = trainer.run()
-            finally:
-                if progress is not None:
-                    progress.close()
-        self.generator_, self.discriminator_, self.encoder_ = gen, disc, enc
-        self.device_ = device
-        self.history_ = history
-        self.n_epochs_ = trainer.gan_epoch
-        self.fidelity_ = trainer.fidelity_report()
-        if self.fidelity_:
-            self.fidelity_["held_out"] = 1.0 if held_out else 0.0
+    def _fit_scoring(self, Xt: torch.Tensor, device: torch.device, amp_dtype, context_dim: int, seed: int) -> None:
+        """The scoring statistics of the trained networks on the training rows: latent and
+        k-NN references, each component's robust location/scale, the training scores."""
         self.score_config_ = _scoring.ScoreConfig(
             joint=self.encoder == "bigan",
             n_refine_steps=int(self.n_refine_steps),
@@ -639,10 +633,10 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             kappa=float(self.kappa),
             batch_size=65536 if device.type == "cuda" else 8192,
             amp_dtype=amp_dtype,
-            context_dim=cfg.context_dim,
+            context_dim=context_dim,
         )
         if self.arch_["kind"] == "conv":
-            self.score_config_.map_scale = _scoring.fit_map_scale(gen, enc, Xt, device,
+            self.score_config_.map_scale = _scoring.fit_map_scale(self.generator_, self.encoder_, Xt, device,
                                                                   self._score_cfg(Xt).batch_size)
         raw = self._raw_scores(Xt)
         _scoring.fit_latent(raw, self.score_config_)
@@ -660,10 +654,6 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         self.training_components_ = np.stack([std[name][keep] for name in _scoring.COMPONENTS], axis=1)
         self.threshold_ = None
         self.__dict__.pop("_offset", None)
-        for cb in callbacks:
-            if hasattr(cb, "on_fit_end"):
-                cb.on_fit_end(self)
-        return self
 
     def _validation_split(self, Xt: torch.Tensor, seed: int):
         """``(rows to train on, rows to measure fidelity on, held_out)``.

@@ -6,8 +6,9 @@ gradient penalty) and two ways to obtain the encoder (``"izif"``: trained after 
 with generator and discriminator frozen, as f-AnoGAN; ``"bigan"``: trained jointly with
 the generator against a discriminator that sees ``(x, z)`` pairs, as EGBAD/ALAD).
 
-The loop knows nothing about MLflow or files: observers get every epoch through
-:class:`Callback` objects.
+The loop knows nothing about MLflow, files or displays: it announces its events through
+:func:`gananomaly.callbacks.notify` to the callbacks it is given (progress and
+checkpointing included).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gananomaly import defaults as _defaults
+from gananomaly.callbacks import Callback, notify
 from gananomaly.fidelity import FIDELITY_KEYS, WARN_FIDELITY, GeneratorFidelityWarning, manifold_metrics
 
 __all__ = ["Callback", "TrainConfig", "Trainer", "GeneratorCollapseWarning", "GeneratorFidelityWarning"]
@@ -39,25 +41,6 @@ DIVERGED_D_LOSS = 1e-6
 
 class GeneratorCollapseWarning(UserWarning):
     """The generator's samples have (almost) no diversity: a collapsed GAN."""
-
-
-class Callback:
-    """Observer of a fit. Subclass it and override what you need.
-
-    ``logs`` passed to :meth:`on_epoch_end` holds ``phase`` (``"gan"`` or ``"encoder"``),
-    ``epoch`` (0-based within the phase) and the mean losses of that epoch
-    (``d_loss``, ``g_loss``, ``e_loss``) plus ``g_std_ratio``, the spread of generated
-    samples relative to the training data (near 0 means the generator collapsed).
-    """
-
-    def on_fit_begin(self, estimator: Any, info: dict[str, Any]) -> None:  # pragma: no cover
-        pass
-
-    def on_epoch_end(self, estimator: Any, logs: dict[str, Any]) -> None:  # pragma: no cover
-        pass
-
-    def on_fit_end(self, estimator: Any) -> None:  # pragma: no cover
-        pass
 
 
 @dataclass
@@ -156,9 +139,6 @@ class Trainer:
         *,
         estimator: Any = None,
         callbacks: Iterable[Callback] = (),
-        progress: Any = None,
-        checkpoint: Callable[[dict[str, Any]], None] | None = None,
-        checkpoint_every: int = 0,
         X_val: torch.Tensor | None = None,
     ):
         self.gen, self.disc, self.enc = gen_net, disc_net, enc_net
@@ -183,8 +163,7 @@ class Trainer:
             ids = [X.device.index] if X.device.type == "cuda" else None
             self.d_train, self.g_train, self.e_train = (DDP(net, device_ids=ids)
                                                         for net in (disc_net, gen_net, enc_net))
-        self.estimator, self.callbacks, self.progress = estimator, list(callbacks), progress
-        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.estimator, self.callbacks = estimator, list(callbacks)
         self.joint = cfg.encoder == "bigan"
         self.wgan = cfg.objective == "wgan-gp"
         betas = (0.5, 0.9) if self.wgan else (0.5, 0.999)
@@ -266,8 +245,7 @@ class Trainer:
         best = state.get("best")
         self.best = None if best is None else {"score": float(best["score"]), "epoch": int(best["epoch"]),
                                                "bad": int(best["bad"]), "states": best["states"]}
-        if self.progress is not None:
-            self.progress.update(self.gan_epoch + self.enc_epoch)
+        notify(self.callbacks, "on_resume", self.estimator, {"epochs_done": self.gan_epoch + self.enc_epoch})
 
     def _mean_over_ranks(self, logs: dict[str, Any]) -> None:
         if self.world == 1:
@@ -280,12 +258,8 @@ class Trainer:
         for k, v in zip(keys, (values / self.world).tolist()):
             logs[k] = v
 
-    def _after_epoch(self, logs: dict[str, Any], done: int) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(self.estimator, logs)
-        if self.checkpoint is not None and self.checkpoint_every and done % self.checkpoint_every == 0 \
-                and self.rank == 0:
-            self.checkpoint(self.state_dict())
+    def _after_epoch(self, logs: dict[str, Any]) -> None:
+        notify(self.callbacks, "on_epoch_end", self.estimator, logs)
 
     # ---------------------------------------------------------------- phases
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
@@ -312,8 +286,7 @@ class Trainer:
             if self.channels_last:
                 self._set_memory_format(torch.contiguous_format)
         self.gen.eval(), self.disc.eval(), self.enc.eval()
-        if self.checkpoint is not None and self.checkpoint_every and self.rank == 0:
-            self.checkpoint(self.state_dict())  # the finished state: a resume has nothing left to do
+        notify(self.callbacks, "on_train_end", self.estimator)
         return self.history
 
     def _sample_part(self, x: torch.Tensor) -> torch.Tensor:
@@ -426,10 +399,7 @@ class Trainer:
                 self._evaluate(logs)
             if out_of_time:
                 self.gan_done = True
-            if self.progress is not None:
-                self.progress.update(1)
-                self.progress.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
-            self._after_epoch(logs, self.gan_epoch)
+            self._after_epoch(logs)
         self._finish_gan_phase()
 
     def _evaluate(self, logs: dict[str, Any]) -> None:
@@ -569,10 +539,7 @@ class Trainer:
                 _check_finite(logs)
                 self.history["e_loss"].append(logs["e_loss"])
                 self.enc_epoch = epoch + 1
-                if self.progress is not None:
-                    self.progress.update(1)
-                    self.progress.set_postfix(e=f"{logs['e_loss']:.4f}")
-                self._after_epoch(logs, self.gan_epoch + self.enc_epoch)
+                self._after_epoch(logs)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
