@@ -13,10 +13,10 @@ __all__ = ["GANAnomalyDetector", "Callback", "load", "__version__"]
 # public name -> the library module that defines it
 _LAZY = {"GANAnomalyDetector": "estimator", "Callback": "callbacks", "load": "persistence"}
 # the library's modules, reachable as attributes after a bare ``import gananomaly``
-_SUBMODULES = ("callbacks", "checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator", "fidelity", "images",
-               "lapgan", "metrics", "mlflow", "networks", "parzen", "persistence", "scoring", "tracking",
-               "tracking_callback", "tracking_log", "tracking_plots", "tracking_runs", "tracking_store",
-               "training", "explanations")
+_SUBMODULES = ("callbacks", "checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator",
+               "fidelity", "images", "lapgan", "metrics", "mlflow", "networks", "parzen", "persistence", "scoring",
+               "tracking", "tracking_callback", "tracking_log", "tracking_plots", "tracking_runs",
+               "tracking_store", "training", "explanations")
 
 
 def _module(name: str):

@@ -393,7 +393,16 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         """2-D input: ``validate_data``. Image input: an ``(n, C, H, W)`` float array (or, for
         ``network="mlp"``, its flattening to ``(n, C*H*W)``)."""
         if _images.is_image_input(X):
-            return _images.validate_images(self, X, reset=reset)
+            arr, shape = _images.validate_images(
+                X, channels=self.channels, reset=reset,
+                mlp=self.network == "mlp" if reset else self.arch_["kind"] == "mlp",
+                fitted_shape=None if reset else getattr(self, "image_shape_", None),
+                fitted_features=None if reset else self.n_features_in_)
+            if reset:
+                self.image_shape_ = tuple(int(v) for v in shape)
+                self.n_features_in_ = int(np.prod(shape))
+                self.__dict__.pop("feature_names_in_", None)
+            return arr
         if reset:
             self.image_shape_ = None
         elif getattr(self, "image_shape_", None) is not None and self.arch_["kind"] == "conv":

@@ -101,48 +101,43 @@ def _as_float_array(X: Any) -> np.ndarray:
     return arr
 
 
-def validate_images(est: Any, X: Any, *, reset: bool) -> np.ndarray:
-    """Validate image input for ``est``; return ``(n, C, H, W)`` (or ``(n, C*H*W)`` for MLP networks).
+def validate_images(X: Any, *, channels: str, mlp: bool, fitted_shape: tuple[int, int, int] | None = None,
+                    fitted_features: int | None = None, reset: bool) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Validated image input: ``(n, C, H, W)``, or ``(n, C*H*W)`` for MLP networks (``mlp``),
+    with the images' ``(C, H, W)``.
 
-    With ``reset=True`` it records ``image_shape_`` and ``n_features_in_`` on ``est``;
-    otherwise it checks the input against them, naming the mismatch.
+    With ``reset=False`` the images must match ``fitted_shape`` (``(C, H, W)`` of the fitted
+    images; None for a detector fitted on 2-D data with ``fitted_features`` features), and the
+    message names the mismatch. The caller records the shape of a fit itself.
     """
-    arr = to_channels_first(_as_float_array(X), est.channels)
+    arr = to_channels_first(_as_float_array(X), channels)
     n, c, h, w = arr.shape
     if n < (2 if reset else 1):
         raise ValueError(f"Found array with {n} sample(s) (shape={arr.shape}) while a minimum of "
                          f"{2 if reset else 1} is required.")
     if h < 1 or w < 1:
         raise ValueError(f"images must have a positive height and width, got shape {arr.shape}")
-    if reset:
-        est.image_shape_ = (c, h, w)
-        est.n_features_in_ = c * h * w
-        if hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
-        mlp = est.network == "mlp"
-    else:
-        fitted = getattr(est, "image_shape_", None)
-        if fitted is None:
+    if not reset:
+        if fitted_shape is None:
             raise ValueError(
-                f"this detector was fitted on 2-D data with {est.n_features_in_} features; "
+                f"this detector was fitted on 2-D data with {fitted_features} features; "
                 f"got an image array of shape {np.shape(X)}"
             )
-        fc, fh, fw = fitted
+        fc, fh, fw = fitted_shape
         if c != fc:
             names = {1: "grey", 3: "RGB"}
             raise ValueError(
                 f"X has {c} channel(s) ({names[c]}) but this detector was fitted on images with {fc} "
-                f"channel(s) ({names[fc]}); convert the images (shape {np.shape(X)}, channels={est.channels!r})"
+                f"channel(s) ({names[fc]}); convert the images (shape {np.shape(X)}, channels={channels!r})"
             )
         if (h, w) != (fh, fw):
             raise ValueError(
                 f"X has images of {h}x{w} pixels but this detector was fitted on {fh}x{fw} images; "
                 "resize them first (gananomaly.pipelines.image does this for image files)"
             )
-        mlp = est.arch_["kind"] == "mlp"
     if mlp:
-        return np.ascontiguousarray(arr).reshape(n, c * h * w)
-    return arr
+        return np.ascontiguousarray(arr).reshape(n, c * h * w), (c, h, w)
+    return arr, (c, h, w)
 
 
 def fit_channel_scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
