@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -44,15 +45,17 @@ def data():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One SQLite store per module (creating the schema takes seconds).
+    """One SQLite store per module (creating the schema takes seconds), in ``<tmp>/store``.
 
-    Experiments created by module-scoped fixtures put their artifacts under the working
-    directory of that moment (``./mlruns``), so the module runs inside the store's directory.
+    Module-scoped fixtures run in ``<tmp>/cwd``, another directory: the experiments we create
+    keep their artifacts beside the store, never under the working directory.
     """
     root = tmp_path_factory.mktemp("mlflow")
+    (root / "store").mkdir()
+    (root / "cwd").mkdir()
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        yield f"sqlite:///{root}/mlflow.db"
+        mp.chdir(root / "cwd")
+        yield f"sqlite:///{root}/store/mlflow.db"
 
 
 @pytest.fixture(autouse=True)
@@ -105,9 +108,12 @@ def test_tracked_fit_returns_fitted_model_and_finished_run(tracked, store, data)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "first"
     assert run.data.tags["team"] == "qa"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the artifacts lie beside the store, not under the directory the fit ran in
+    store_dir = Path(store[len("sqlite:///"):]).parent
     artifacts = MlflowClient(store).get_experiment(run.info.experiment_id).artifact_location
-    assert repo not in artifacts  # tests never write into the repository's ./mlruns
+    assert artifacts == (store_dir / "mlartifacts" / "read-back").as_uri()
+    assert (store_dir / "mlartifacts" / "read-back" / run_id / "artifacts" / "plots" / "loss_curves.png").is_file()
+    assert [p for p in (store_dir.parent / "cwd").rglob("*") if p.is_file()] == []
 
 
 def test_tracked_fit_logs_every_param_and_the_data(tracked, store, data):
@@ -303,12 +309,12 @@ def test_interrupt_or_termination_during_fit_ends_run_killed(data, store, signam
 def test_evaluation_failure_after_the_fit_keeps_the_model(data, store, monkeypatch, tmp_path):
     """An error after a successful fit (here: in the evaluation) ends the run FAILED and the
     fitted model is saved to the fallback directory, named in the error."""
-    import gananomaly.tracking as tracking
+    import gananomaly.tracking_log as tracking_log
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr(tracking, "_log_evaluation", broken, raising=True)
+    monkeypatch.setattr(tracking_log, "log_evaluation", broken, raising=True)
     det = small_detector()
     X, X_eval, y_eval = data
     with pytest.raises(RuntimeError, match="evaluation broke") as info:
