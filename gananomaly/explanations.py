@@ -1,0 +1,429 @@
+"""Explanations per input column of a fitted table model, and the input schema they rest on.
+
+A fitted model is a :class:`~gananomaly.GANAnomalyDetector` or a scikit-learn ``Pipeline``
+of preprocessing (a ``ColumnTransformer`` of imputers, scalers and one-hot encoders) ending
+in one. :meth:`GANAnomalyDetector.explain` ranks the features the detector sees; a
+categorical column became several one-hot features, so here the contributions are summed
+back onto the *input* columns, and the detector's expectation is mapped back into the
+column's units (or the category it expected most).
+
+The input schema (:class:`ModelSchema`, :func:`model_schema`, :func:`prepare_frame`: which
+columns a fitted model needs and how their cells are converted) lives here because the
+explanations need it and so do consumers that must not depend on the jobs in
+``gananomaly.pipelines`` (the MLflow pyfunc); the pipelines import it from here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
+           "column_contributions", "top_columns"]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------- schema
+@dataclass
+class ModelSchema:
+    """The input a fitted model expects.
+
+    Attributes
+    ----------
+    numeric : list of str
+        Columns converted to numbers.
+    categorical : list of str
+        Columns converted to strings.
+    categories : dict of str to set
+        Categories seen in training per categorical column (for unseen-category reports).
+    named : bool
+        False when the model was fitted on an unnamed array: then ``numeric`` holds
+        positions as strings and the input's columns are taken in order.
+    """
+
+    numeric: list[str]
+    categorical: list[str]
+    categories: dict[str, set] = field(default_factory=dict)
+    named: bool = True
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.numeric) + list(self.categorical)
+
+
+def model_schema(model) -> ModelSchema:
+    """The input columns of a fitted detector or ``Pipeline`` ending in one.
+
+    For a pipeline that starts with a ``ColumnTransformer`` the columns of every transformer
+    are required; those of a transformer containing a ``OneHotEncoder`` are categorical, the
+    rest numeric. Otherwise every column the model was fitted on is numeric.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    first = model.steps[0][1] if isinstance(model, Pipeline) else model
+    if isinstance(first, ColumnTransformer) and hasattr(first, "transformers_"):
+        return _column_transformer_schema(first)
+    names = getattr(first, "feature_names_in_", None)
+    if names is not None:
+        return ModelSchema([str(n) for n in names], [])
+    return ModelSchema([str(i) for i in range(int(first.n_features_in_))], [], named=False)
+
+
+def _column_transformer_schema(first) -> ModelSchema:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    numeric: list[str] = []
+    categorical: list[str] = []
+    categories: dict[str, set] = {}
+    for name, trans, cols in first.transformers_:
+        if name == "remainder" or trans == "drop" or len(cols) == 0:
+            continue
+        if not all(isinstance(c, str) for c in cols):
+            names = getattr(first, "feature_names_in_", None)
+            if names is None:
+                raise ValueError("the model's ColumnTransformer selects columns by position; it needs named "
+                                 "columns to score tables")
+            cols = [str(names[c]) for c in cols]
+        steps = trans.steps if isinstance(trans, Pipeline) else [("", trans)]
+        encoders = [s for _, s in steps if isinstance(s, OneHotEncoder)]
+        if encoders:
+            categorical.extend(cols)
+            for col, cats in zip(cols, encoders[0].categories_):
+                categories[col] = {str(c) for c in cats}
+        else:
+            numeric.extend(cols)
+    if first.remainder != "drop":
+        raise ValueError("the model's ColumnTransformer passes the remaining columns through; batch scoring "
+                         "needs remainder='drop' to know the required columns")
+    return ModelSchema(numeric, categorical, categories)
+
+
+def format_rows(rows: list[int], limit: int = 10) -> str:
+    """``"3, 7, 12"``; after ``limit`` numbers, ``", ... (N in all)"``."""
+    text = ", ".join(str(r) for r in rows[:limit])
+    return text + (f", ... ({len(rows)} in all)" if len(rows) > limit else "")
+
+
+def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndarray | None = None,
+                  on_bad_rows: str = "error", where: str = "input") -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Convert the model's columns of ``df`` to the types it was fitted on.
+
+    Numeric columns become float64; a non-empty cell that is not a finite number is a bad
+    value. Categorical columns become Python strings (missing cells stay missing).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Must contain every column of ``schema`` (other columns are ignored).
+    schema : ModelSchema
+    row_numbers : ndarray of int, optional
+        The number of each row in the source, used in messages (default 1, 2, ...).
+    on_bad_rows : {"error", "skip"}
+        ``"error"``: raise ValueError naming the column, the rows and the values.
+        ``"skip"``: drop those rows.
+    where : str
+        Name of the source in messages.
+
+    Returns
+    -------
+    (frame, keep, bad)
+        ``frame``: the converted feature columns (rows with bad values dropped);
+        ``keep``: boolean mask of kept rows of ``df``; ``bad``: column -> list of bad row numbers.
+    """
+    if row_numbers is None:
+        row_numbers = np.arange(1, len(df) + 1)
+    missing = [c for c in schema.columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where} is missing required column(s) {missing}")
+    out = {}
+    bad_mask = np.zeros(len(df), dtype=bool)
+    bad: dict[str, list[int]] = {}
+    examples: dict[str, list[Any]] = {}
+    for col in schema.numeric:
+        s = df[col]
+        values, col_bad = _numeric(s, col, where)
+        if col_bad.any():
+            bad[col] = row_numbers[col_bad].tolist()
+            examples[col] = s[col_bad].head(3).tolist()
+            bad_mask |= col_bad
+        out[col] = values
+    for col in schema.categorical:
+        out[col] = _categorical(df[col])
+    if bad:
+        if on_bad_rows == "error":
+            details = "; ".join(f"column {c!r}: rows {format_rows(r)} (e.g. {examples[c]!r})" for c, r in bad.items())
+            raise ValueError(f"{where}: values that are not finite numbers in numeric column(s): {details}. "
+                             "Fix them or skip those rows (on_bad_rows='skip', --on-bad-rows skip)")
+        log.warning("%s: skipping %d row(s) with unparseable numbers: %s", where, int(bad_mask.sum()),
+                    "; ".join(f"{c!r} rows {format_rows(r)}" for c, r in bad.items()))
+    frame = pd.DataFrame(out, index=df.index, columns=schema.columns)
+    keep = ~bad_mask
+    if bad_mask.any():
+        frame = frame.loc[keep]
+    return frame, keep, bad
+
+
+def _numeric(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, mask of cells that are not finite numbers) of one numeric column."""
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+        raise ValueError(f"{where}: column {col!r} has type {s.dtype}, but the model expects numbers")
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        values = s.astype(np.float64).to_numpy(copy=True)
+        return values, np.isinf(values)
+    text = s.astype(object)
+    blank = text.isna().to_numpy() | text.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+    values = pd.to_numeric(text.where(~blank, None), errors="coerce").astype(np.float64).to_numpy(copy=True)
+    return values, (np.isnan(values) & ~blank) | np.isinf(values)
+
+
+def _categorical(s: pd.Series) -> np.ndarray:
+    """One categorical column as an object array of Python strings (None where missing)."""
+    obj = s.astype(object)
+    na = obj.isna().to_numpy()
+    if pd.api.types.is_string_dtype(s) and all(isinstance(v, str) for v in obj[~na]):
+        return np.where(na, None, obj.to_numpy()).astype(object)
+    return np.where(na, None, obj.map(_category_str)).astype(object)
+
+
+def _category_str(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # 3.0 read from a column with gaps is the category "3"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------- explanations
+@dataclass
+class _Pass:
+    """One pass of the detector's ``explain`` over a table, folded onto its input columns."""
+
+    rows: np.ndarray  # positions in the input of the rows explained
+    columns: list[str]  # input columns, in the model's order
+    contributions: np.ndarray  # (n_rows, n_columns): summed over each column's features
+    first_rank: np.ndarray  # (n_rows, n_columns): best rank of the column's features (ties)
+    expected_t: np.ndarray  # (n_rows, n_features): the detector's expectation per feature
+    names: list[str]  # the detector's features
+    source: list[str]  # the input column of every feature
+    pre: Any  # the preprocessing (None for a bare detector)
+    schema: ModelSchema
+
+
+def _is_pipeline(model) -> bool:
+    from sklearn.pipeline import Pipeline
+
+    return isinstance(model, Pipeline) and len(model.steps) > 1
+
+
+def _explain_pass(model, data) -> _Pass:
+    from sklearn.pipeline import Pipeline
+
+    if _is_pipeline(model):
+        schema = model_schema(model)
+        frame, keep, _ = prepare_frame(data, schema)
+        pre, det = model[:-1], model.steps[-1][1]
+        Xt = pre.transform(frame)
+        names = [str(n) for n in pre.get_feature_names_out()]
+        source = _feature_columns(names, schema)
+        columns = [c for c in schema.columns if c in set(source)]
+    else:
+        det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+        pre, schema, Xt = None, None, data
+        keep = np.ones(len(data), dtype=bool)
+        d = int(det.n_features_in_)
+        names = [str(n) for n in getattr(det, "feature_names_in_", [f"x{j}" for j in range(d)])]
+        source = columns = names
+    long = det.explain(Xt)
+    n = int(keep.sum())
+    feat = np.array([_feature_index(f, names) for f in long["feature"].unique()])
+    lookup = dict(zip(long["feature"].unique(), feat))
+    r = long["row"].to_numpy()
+    j = long["feature"].map(lookup).to_numpy()
+    contrib_t = np.zeros((n, len(names)))
+    expected_t = np.zeros((n, len(names)))
+    rank_t = np.zeros((n, len(names)), dtype=np.int64)
+    contrib_t[r, j], expected_t[r, j], rank_t[r, j] = long["contribution"], long["expected"], long["rank"]
+    col_of = {c: k for k, c in enumerate(columns)}
+    member = np.zeros((len(names), len(columns)))
+    member[np.arange(len(names)), [col_of[s] for s in source]] = 1.0
+    first_rank = np.full((n, len(columns)), np.iinfo(np.int64).max)
+    for k, s in enumerate(source):
+        np.minimum(first_rank[:, col_of[s]], rank_t[:, k], out=first_rank[:, col_of[s]])
+    return _Pass(np.flatnonzero(keep), columns, contrib_t @ member, first_rank, expected_t, names, source, pre,
+                 schema)
+
+
+def _ranking(p: _Pass) -> np.ndarray:
+    """Per row, the input columns' positions by contribution, largest first (ties: the column
+    whose best feature ranked first in the detector's own ranking)."""
+    order = np.lexsort((p.first_rank, -p.contributions), axis=1) if p.contributions.size else \
+        np.zeros(p.contributions.shape, dtype=np.int64)
+    return order
+
+
+def column_contributions(model, X) -> pd.DataFrame:
+    """Every input column's contribution to each row's anomaly score.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector, or Pipeline of preprocessing ending in one
+    X : DataFrame (a pipeline) or array-like (a bare detector)
+
+    Returns
+    -------
+    DataFrame of shape (n_rows, n_columns): rows in ``X``'s order (index 0..n-1), one column
+    per input column of the model. A column's contribution is the sum of the detector's
+    per-feature contributions (:meth:`GANAnomalyDetector.explain`) over the features it
+    became (a categorical column's one-hot group); larger = more responsible.
+    """
+    p = _explain_pass(model, X)
+    return pd.DataFrame(p.contributions, columns=p.columns)
+
+
+def top_columns(model, X, k: int) -> pd.DataFrame:
+    """Each row's ``k`` most responsible input columns and their contributions.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector, or Pipeline of preprocessing ending in one
+    X : DataFrame (a pipeline) or array-like (a bare detector)
+    k : int
+        How many columns per row, 1 to the number of input columns.
+
+    Returns
+    -------
+    DataFrame with columns ``explain_1_column``, ``explain_1_contribution``, ...,
+    ``explain_k_column``, ``explain_k_contribution``; rows in ``X``'s order, index 0..n-1.
+    Contributions as :func:`column_contributions` defines them (larger = more responsible),
+    ``explain_1`` the largest.
+
+    Raises
+    ------
+    ValueError
+        ``k`` is not an int in [1, number of input columns].
+    """
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    n_columns = len(model_schema(model).columns) if _is_pipeline(model) else int(_detector(model).n_features_in_)
+    if k > n_columns:
+        raise ValueError(f"k={k} is larger than the number of input columns of the model ({n_columns})")
+    p = _explain_pass(model, X)
+    return top_frame(p.contributions, p.columns, int(k), _ranking(p))
+
+
+def top_frame(contributions: np.ndarray, columns: list[str], k: int, order: np.ndarray | None = None) -> pd.DataFrame:
+    """The ``explain_<i>_column`` / ``explain_<i>_contribution`` frame of a contribution
+    matrix (rows x ``columns``); ``order``: each row's column positions, largest first."""
+    if order is None:
+        order = np.argsort(-contributions, axis=1, kind="stable")
+    order = order[:, :k]
+    names = np.asarray(columns, dtype=object)
+    out: dict[str, Any] = {}
+    for i in range(k):
+        out[f"explain_{i + 1}_column"] = names[order[:, i]] if len(order) else np.empty(0, dtype=object)
+        out[f"explain_{i + 1}_contribution"] = np.take_along_axis(contributions, order[:, i : i + 1], axis=1)[:, 0]
+    return pd.DataFrame(out)
+
+
+def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
+    """Why each row of a table scores as it does, per *input* column.
+
+    Returns
+    -------
+    Long DataFrame: ``row`` (position in ``data``), ``rank`` (1 = largest contribution),
+    ``column``, ``contribution``, ``value`` (as given), ``expected`` (what the model expected:
+    a number in the column's units, or the category whose one-hot feature it expected most)
+    and ``imputed`` (the value was missing and the pipeline filled it in).
+    """
+    p = _explain_pass(model, data)
+    n, m = p.contributions.shape
+    order = _ranking(p)
+    width = m if top is None else min(int(top), m)
+    order = order[:, :width]
+    local = np.repeat(np.arange(n), width)
+    cols = order.ravel()
+    names = np.asarray(p.columns, dtype=object)
+    expected = _expected_by_column(p)
+    values = _values_by_column(data, p)
+    value = [values[c][r] for r, c in zip(local, cols)]
+    return pd.DataFrame({"row": p.rows[local], "rank": np.tile(np.arange(1, width + 1), n), "column": names[cols],
+                         "contribution": p.contributions[local, cols], "value": value,
+                         "expected": [expected[c][r] for r, c in zip(local, cols)],
+                         "imputed": [bool(pd.isna(v)) for v in value]})
+
+
+def _values_by_column(data, p: _Pass) -> list:
+    """Per input column (by position), the explained rows' values as given."""
+    if isinstance(data, pd.DataFrame) and p.pre is not None:
+        original = data.iloc[p.rows]
+        return [original[c].tolist() for c in p.columns]
+    values = data.to_numpy() if isinstance(data, pd.DataFrame) else np.asarray(data)
+    return [values[:, j].tolist() for j in range(len(p.columns))]
+
+
+def _expected_by_column(p: _Pass) -> list:
+    """Per input column (by position), what the model expected for every explained row."""
+    if p.pre is None:
+        return [p.expected_t[:, j].tolist() for j in range(len(p.columns))]
+    by_name = _expected_values(p.pre, p.names, p.source, p.schema, p.expected_t)
+    return [by_name[c] for c in p.columns]
+
+
+def _detector(model):
+    from sklearn.pipeline import Pipeline
+
+    return model.steps[-1][1] if isinstance(model, Pipeline) else model
+
+
+def _feature_index(feature, names: list[str]) -> int:
+    """Position of a detector feature: its name among ``names``, or ``x<j>`` when the
+    detector was fitted on an unnamed array."""
+    f = str(feature)
+    return int(f[1:]) if f.startswith("x") and f[1:].isdigit() else names.index(f)
+
+
+def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
+    """The input column each preprocessed feature comes from (``numeric__amount`` ->
+    ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column)."""
+    out = []
+    for n in names:
+        tail = n.split("__", 1)[-1]
+        if tail in schema.numeric or tail in schema.categorical:
+            out.append(tail)
+            continue
+        matches = [c for c in schema.categorical if tail.startswith(f"{c}_")]
+        out.append(max(matches, key=len) if matches else tail)
+    return out
+
+
+def _expected_values(pre, names: list[str], source: list[str], schema: ModelSchema, expected_t: np.ndarray) -> dict:
+    """Per input column, the value the model expected for every row: numeric features
+    mapped back through their scaler, categorical ones as the most expected category."""
+    out: dict[str, list] = {}
+    transformers = {name: trans for name, trans, _ in getattr(pre.steps[0][1], "transformers_", [])} \
+        if len(pre.steps) == 1 else {}
+    numeric_idx = [j for j, c in enumerate(source) if c in schema.numeric]
+    if numeric_idx:
+        block = expected_t[:, numeric_idx]
+        num = transformers.get("numeric")
+        scaler = num.named_steps.get("scale") if hasattr(num, "named_steps") else None
+        if scaler is not None and hasattr(scaler, "inverse_transform") and block.shape[1] == scaler.n_features_in_:
+            block = scaler.inverse_transform(block)
+        for k, j in enumerate(numeric_idx):
+            out[source[j]] = block[:, k].tolist()
+    for col in schema.categorical:
+        idx = [j for j, c in enumerate(source) if c == col]
+        if not idx:
+            continue
+        cats = [names[j].split("__", 1)[-1][len(col) + 1:] for j in idx]
+        best = np.argmax(expected_t[:, idx], axis=1)
+        out[col] = [cats[b] for b in best]
+    return out
