@@ -20,19 +20,27 @@ model returns a DataFrame with one row per input row and the columns
   :meth:`GANAnomalyDetector.score_components` (higher = more anomalous);
 * ``score``: :meth:`GANAnomalyDetector.score_samples` (higher = more normal);
 * ``label``: :meth:`GANAnomalyDetector.predict` (+1 inlier, -1 outlier).
+
+The pyfunc itself (``predict``, its input handling and signature) lives in
+:mod:`gananomaly.mlflow_pyfunc`; this module saves, logs and loads, and keeps ``_load_pyfunc``
+because every saved ``MLmodel`` names ``gananomaly.mlflow`` as its loader module.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from gananomaly.estimator import SCORE_COLUMNS
+from gananomaly.mlflow_pyfunc import (
+    GANAnomalyPyfunc,
+    example_frame,
+    infer_pyfunc_signature,
+    input_columns,
+    score_frame,  # noqa: F401 - re-exported: gananomaly.mlflow.score_frame
+    split_model,
+)
 
 __all__ = ["FLAVOR_NAME", "OUTPUT_COLUMNS", "MODEL_CARD", "model_card", "get_default_pip_requirements", "save_model",
            "log_model", "load_model"]
@@ -64,151 +72,14 @@ def get_default_pip_requirements() -> list[str]:
     return reqs
 
 
-def _split(model) -> tuple[Any, Any]:
-    """(preprocessing pipeline or None, detector)."""
-    from sklearn.pipeline import Pipeline
-
-    from gananomaly.estimator import GANAnomalyDetector
-
-    if isinstance(model, Pipeline):
-        det = model.steps[-1][1]
-        if not isinstance(det, GANAnomalyDetector):
-            raise TypeError(f"the last step of the pipeline must be a GANAnomalyDetector, got {type(det).__name__}")
-        return (model[:-1] if len(model.steps) > 1 else None), det
-    if not isinstance(model, GANAnomalyDetector):
-        raise TypeError(f"gananomaly.mlflow saves a GANAnomalyDetector or a Pipeline ending in one, "
-                        f"got {type(model).__name__}")
-    return None, model
-
-
-def score_frame(model, X) -> pd.DataFrame:
-    """The pyfunc output for ``X``: anomaly scores per component, ``score`` and ``label``.
-
-    Parameters
-    ----------
-    model : fitted GANAnomalyDetector or Pipeline ending in one
-    X : array-like or DataFrame
-
-    Returns
-    -------
-    DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more
-    anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
-    """
-    prep, det = _split(model)
-    Xt = prep.transform(X) if prep is not None else X
-    out = det.score_table(Xt)
-    out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
-    return out
-
-
-def _input_columns(model) -> list[str] | None:
-    names = getattr(model, "feature_names_in_", None)
-    return None if names is None else [str(n) for n in names]
-
-
-class _GANAnomalyPyfunc:
-    """What ``mlflow.pyfunc.load_model`` returns (inside a ``PyFuncModel``)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def get_raw_model(self):
-        """The fitted detector or pipeline."""
-        return self.model
-
-    def predict(self, data, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Scores of ``data`` (a DataFrame, ndarray or list of rows); see the module docstring.
-
-        Bad input raises MLflow's invalid-parameter error carrying our message, so a model
-        server answers HTTP 400 with it instead of a generic "unexpected error"."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        try:
-            return self._predict(data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise MlflowException(f"gananomaly: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
-
-    def _predict(self, data) -> pd.DataFrame:
-        columns = _input_columns(self.model)
-        if isinstance(data, pd.DataFrame):
-            if columns is not None:
-                missing = [c for c in columns if c not in data.columns]
-                if missing:
-                    raise ValueError(f"input is missing the columns {missing[:10]} the model was trained on")
-                X = data[columns]
-            else:
-                X = data.to_numpy(dtype=np.float64)
-        elif isinstance(data, dict):
-            if len(data) != 1:
-                raise ValueError(f"expected one input tensor, got {sorted(data)}")
-            X = np.asarray(next(iter(data.values())), dtype=np.float64)
-        else:
-            X = np.asarray(data, dtype=np.float64)
-            if columns is not None:
-                X = pd.DataFrame(X, columns=columns)
-        X = _numeric_columns(self.model, X)
-        out = score_frame(self.model, X)
-        unseen, counts = _unseen_categories(self.model, X)
-        if unseen.any():
-            # all-zero one-hot codes can look normal: such rows are outliers by definition
-            out.loc[out.index[unseen], "label"] = -1
-            warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
-                          + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
-                          UserWarning, stacklevel=2)
-        return out
-
-
-def _column_steps(model):
-    """``(transformer, its last step, columns)`` of every column transformer in a pipeline's
-    preprocessing (columns given by name only)."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
-
-    for _, step in model.steps[:-1]:
-        if not isinstance(step, ColumnTransformer):
-            continue
-        for _, trans, cols in getattr(step, "transformers_", []):
-            if isinstance(cols, slice):
-                continue
-            yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
-
-
-def _numeric_columns(model, X):
-    """``X`` with the columns the preprocessing treats as numbers (every transformer but a
-    one-hot encoder) converted to float64; a value that is no number raises a ValueError
-    naming the column and rows."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
-        return X
-    numeric: list[str] = []
-    for trans, last, cols in _column_steps(model):
-        if isinstance(trans, str) or isinstance(last, OneHotEncoder):  # "drop"/"passthrough"; categories
-            continue
-        numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
-    if not numeric:
-        return X
-    X = X.copy()
-    for col in numeric:
-        values = pd.to_numeric(X[col], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() & X[col].notna().to_numpy())
-        if len(bad):
-            raise ValueError(f"column {col!r} holds values that are no numbers in rows {bad[:10].tolist()} "
-                             f"(e.g. {X[col].iloc[bad[0]]!r})")
-        X[col] = values.astype(np.float64)
-    return X
-
-
 MODEL_CARD = "MODEL_CARD.md"
 
 
 def model_card(model) -> str:
     """A short Markdown description of a fitted model, written beside it in an MLflow model
     directory: input columns, training size, what the generator learned, the threshold."""
-    prep, det = _split(model)
-    columns = _input_columns(model)
+    prep, det = split_model(model)
+    columns = input_columns(model)
     if columns is None and prep is None:
         columns = [str(n) for n in getattr(det, "feature_names_in_", [])] or None
     shape = getattr(det, "image_shape_", None)
@@ -234,67 +105,6 @@ def model_card(model) -> str:
     if history.get("d_loss"):
         lines.append(f"- Final losses: d_loss {history['d_loss'][-1]:.4g}, g_loss {history['g_loss'][-1]:.4g}")
     return "\n".join(lines) + "\n"
-
-
-def _unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
-    """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
-    (one that ignores unknown categories) never saw in training, and per column the count
-    and an example."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    mask = np.zeros(len(X), dtype=bool)
-    counts: dict[str, tuple[int, Any]] = {}
-    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
-        return mask, counts
-    for _, enc, cols in _column_steps(model):
-        if not isinstance(enc, OneHotEncoder) or enc.handle_unknown == "error":
-            continue
-        for col, cats in zip(cols, enc.categories_):
-            if col not in X.columns:
-                continue
-            values = X[col]
-            known = {str(c) for c in cats}
-            bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
-            if bad.any():
-                mask |= bad
-                counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
-    return mask, counts
-
-
-def _required_inputs(signature, model):
-    """The inferred signature with every training column required (a NaN in the input
-    example must not make a column optional: the model needs all of them), and numeric
-    columns typed ``Any``: MLflow refuses int64 data for a ``double`` column and floats for
-    a ``long`` one, while the model takes any numbers (and names the column of a bad one)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
-
-    columns = _input_columns(model)
-    inputs = signature.inputs
-    if columns is None or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
-        return signature
-    numeric = (DataType.long, DataType.integer, DataType.double, DataType.float)
-    specs = [ColSpec(type=AnyType() if c.type in numeric else c.type, name=c.name, required=True)
-             if c.name in columns else c for c in inputs.inputs]
-    return ModelSignature(inputs=Schema(specs), outputs=signature.outputs, params=signature.params)
-
-
-def _example_frame(model, input_example) -> Any:
-    """The input example in the form the pyfunc takes (DataFrame with the training columns)."""
-    if input_example is None:
-        return None
-    if isinstance(input_example, pd.DataFrame):
-        return input_example
-    arr = np.asarray(input_example)
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    columns = _input_columns(model)
-    if columns is not None:
-        return pd.DataFrame(arr, columns=columns)
-    if arr.ndim == 2:
-        return arr.astype(np.float64)
-    return arr
 
 
 def save_model(
@@ -326,45 +136,32 @@ def save_model(
     metadata : dict, optional
         Free-form metadata written to ``MLmodel``.
     """
-    import yaml
-    from mlflow import pyfunc
-    from mlflow.models import Model, infer_signature
-    from mlflow.models.model import MLMODEL_FILE_NAME
-    from mlflow.models.utils import _save_example
-    from mlflow.utils.environment import (
-        _CONDA_ENV_FILE_NAME,
-        _CONSTRAINTS_FILE_NAME,
-        _PYTHON_ENV_FILE_NAME,
-        _REQUIREMENTS_FILE_NAME,
-        _generate_mlflow_version_pinning,
-        _mlflow_conda_env,
-        _process_pip_requirements,
-        _PythonEnv,
-        _validate_env_arguments,
-    )
-    from mlflow.utils.file_utils import write_to
+    from mlflow.models import Model
+    from mlflow.utils.environment import _validate_env_arguments
     from mlflow.utils.model_utils import _validate_and_prepare_target_save_path
     from sklearn.utils.validation import check_is_fitted
 
-    from gananomaly import persistence
-    from gananomaly._version import __version__
-
-    _, det = _split(model)
+    _, det = split_model(model)
     check_is_fitted(det)
     _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
     path = os.path.abspath(os.fspath(path))
     _validate_and_prepare_target_save_path(path)
-    if mlflow_model is None:
-        mlflow_model = Model()
+    mlflow_model = Model() if mlflow_model is None else mlflow_model
+    _describe(mlflow_model, model, path, signature=signature, input_example=input_example, metadata=metadata)
+    _save_model(model, path, mlflow_model)
+    _write_environment(path, pip_requirements, extra_pip_requirements)
 
-    example = _example_frame(model, input_example)
+
+def _describe(mlflow_model, model, path: str, *, signature, input_example, metadata) -> None:
+    """Store the input example in ``path`` and set the signature (inferred from the example and
+    the pyfunc output unless given; ``False``: none) and the metadata on ``mlflow_model``."""
+    from mlflow.models.utils import _save_example
+
+    example = example_frame(model, input_example)
     if example is not None:
         _save_example(mlflow_model, example, path)
     if signature is None and example is not None:
-        with warnings.catch_warnings():
-            # ``label`` is an integer column by design (+1/-1, never missing).
-            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-            signature = _required_inputs(infer_signature(example, score_frame(model, example)), model)
+        signature = infer_pyfunc_signature(model, example)
     elif signature is False:
         signature = None
     if signature is not None:
@@ -372,11 +169,20 @@ def save_model(
     if metadata is not None:
         mlflow_model.metadata = metadata
 
-    persistence.save(model, Path(path) / _MODEL_DIR)
-    write_to(os.path.join(path, MODEL_CARD), model_card(model))
 
+def _save_model(model, path: str, mlflow_model) -> None:
+    """Write the model directory, the model card and ``MLmodel`` with both flavors."""
+    from mlflow import pyfunc
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.utils.environment import _CONDA_ENV_FILE_NAME, _PYTHON_ENV_FILE_NAME
+    from mlflow.utils.file_utils import write_to
     from sklearn.pipeline import Pipeline
 
+    from gananomaly import persistence
+    from gananomaly._version import __version__
+
+    persistence.save(model, Path(path) / _MODEL_DIR)
+    write_to(os.path.join(path, MODEL_CARD), model_card(model))
     pyfunc.add_to_model(
         mlflow_model,
         loader_module="gananomaly.mlflow",
@@ -394,6 +200,22 @@ def save_model(
         weights_sha256=persistence.recorded_digest(Path(path) / _MODEL_DIR),
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+
+def _write_environment(path: str, pip_requirements, extra_pip_requirements) -> None:
+    """``conda.yaml``, ``requirements.txt`` (and constraints), ``python_env.yaml`` in ``path``."""
+    import yaml
+    from mlflow.utils.environment import (
+        _CONDA_ENV_FILE_NAME,
+        _CONSTRAINTS_FILE_NAME,
+        _PYTHON_ENV_FILE_NAME,
+        _REQUIREMENTS_FILE_NAME,
+        _generate_mlflow_version_pinning,
+        _mlflow_conda_env,
+        _process_pip_requirements,
+        _PythonEnv,
+    )
+    from mlflow.utils.file_utils import write_to
 
     if pip_requirements is None and extra_pip_requirements is None:
         # Our own pins come from the running environment, so MLflow's mismatch check (which
@@ -568,7 +390,7 @@ def _flavor_conf(uri: str, local: str) -> dict[str, Any]:
     return flavors[FLAVOR_NAME]
 
 
-def _load_pyfunc(path: str, model_config: dict | None = None) -> _GANAnomalyPyfunc:
+def _load_pyfunc(path: str, model_config: dict | None = None) -> GANAnomalyPyfunc:
     """Called by ``mlflow.pyfunc.load_model`` with the path of the ``model/`` data directory.
 
     The MLflow model is the directory above it: its ``MLmodel`` must carry this flavor, naming
@@ -584,5 +406,5 @@ def _load_pyfunc(path: str, model_config: dict | None = None) -> _GANAnomalyPyfu
     if target != Path(path).resolve():
         raise ValueError(f"the MLmodel pyfunc 'data' ({str(path)!r}) is not the directory the {FLAVOR_NAME!r} "
                          f"flavor names ({str(target)!r})")
-    return _GANAnomalyPyfunc(persistence.load(target, device="cpu" if model_config is None else
+    return GANAnomalyPyfunc(persistence.load(target, device="cpu" if model_config is None else
                                               str(model_config.get("device", "cpu"))))

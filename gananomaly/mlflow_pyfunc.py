@@ -1,0 +1,229 @@
+"""The ``python_function`` side of the gananomaly MLflow flavor: what ``predict`` returns.
+
+:class:`GANAnomalyPyfunc` is what ``mlflow.pyfunc.load_model`` (and ``mlflow models serve``)
+hands out for a model of the :mod:`gananomaly.mlflow` flavor. Its ``predict`` takes a DataFrame,
+an array, a list of rows or a one-tensor dict, converts numeric columns that arrive as text,
+scores with :func:`score_frame` (the estimator's one scoring output) and labels rows holding a
+category never seen in training -1, with a warning naming the column.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["GANAnomalyPyfunc", "column_steps", "example_frame", "infer_pyfunc_signature", "input_columns",
+           "numeric_columns", "score_frame", "split_model", "unseen_categories"]
+
+
+def split_model(model) -> tuple[Any, Any]:
+    """(preprocessing pipeline or None, detector)."""
+    from sklearn.pipeline import Pipeline
+
+    from gananomaly.estimator import GANAnomalyDetector
+
+    if isinstance(model, Pipeline):
+        det = model.steps[-1][1]
+        if not isinstance(det, GANAnomalyDetector):
+            raise TypeError(f"the last step of the pipeline must be a GANAnomalyDetector, got {type(det).__name__}")
+        return (model[:-1] if len(model.steps) > 1 else None), det
+    if not isinstance(model, GANAnomalyDetector):
+        raise TypeError(f"gananomaly.mlflow saves a GANAnomalyDetector or a Pipeline ending in one, "
+                        f"got {type(model).__name__}")
+    return None, model
+
+
+def score_frame(model, X) -> pd.DataFrame:
+    """The pyfunc output for ``X``: anomaly scores per component, ``score`` and ``label``.
+
+    Parameters
+    ----------
+    model : fitted GANAnomalyDetector or Pipeline ending in one
+    X : array-like or DataFrame
+
+    Returns
+    -------
+    DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more
+    anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
+    """
+    prep, det = split_model(model)
+    Xt = prep.transform(X) if prep is not None else X
+    out = det.score_table(Xt)
+    out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
+    return out
+
+
+def input_columns(model) -> list[str] | None:
+    names = getattr(model, "feature_names_in_", None)
+    return None if names is None else [str(n) for n in names]
+
+
+class GANAnomalyPyfunc:
+    """What ``mlflow.pyfunc.load_model`` returns (inside a ``PyFuncModel``)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get_raw_model(self):
+        """The fitted detector or pipeline."""
+        return self.model
+
+    def predict(self, data, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Scores of ``data`` (a DataFrame, ndarray or list of rows); see the module docstring.
+
+        Bad input raises MLflow's invalid-parameter error carrying our message, so a model
+        server answers HTTP 400 with it instead of a generic "unexpected error"."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self._predict(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MlflowException(f"gananomaly: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _predict(self, data) -> pd.DataFrame:
+        columns = input_columns(self.model)
+        if isinstance(data, pd.DataFrame):
+            if columns is not None:
+                missing = [c for c in columns if c not in data.columns]
+                if missing:
+                    raise ValueError(f"input is missing the columns {missing[:10]} the model was trained on")
+                X = data[columns]
+            else:
+                X = data.to_numpy(dtype=np.float64)
+        elif isinstance(data, dict):
+            if len(data) != 1:
+                raise ValueError(f"expected one input tensor, got {sorted(data)}")
+            X = np.asarray(next(iter(data.values())), dtype=np.float64)
+        else:
+            X = np.asarray(data, dtype=np.float64)
+            if columns is not None:
+                X = pd.DataFrame(X, columns=columns)
+        X = numeric_columns(self.model, X)
+        out = score_frame(self.model, X)
+        unseen, counts = unseen_categories(self.model, X)
+        if unseen.any():
+            # all-zero one-hot codes can look normal: such rows are outliers by definition
+            out.loc[out.index[unseen], "label"] = -1
+            warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
+                          + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
+                          UserWarning, stacklevel=2)
+        return out
+
+
+def column_steps(model):
+    """``(transformer, its last step, columns)`` of every column transformer in a pipeline's
+    preprocessing (columns given by name only)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    for _, step in model.steps[:-1]:
+        if not isinstance(step, ColumnTransformer):
+            continue
+        for _, trans, cols in getattr(step, "transformers_", []):
+            if isinstance(cols, slice):
+                continue
+            yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
+
+
+def numeric_columns(model, X):
+    """``X`` with the columns the preprocessing treats as numbers (every transformer but a
+    one-hot encoder) converted to float64; a value that is no number raises a ValueError
+    naming the column and rows."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
+        return X
+    numeric: list[str] = []
+    for trans, last, cols in column_steps(model):
+        if isinstance(trans, str) or isinstance(last, OneHotEncoder):  # "drop"/"passthrough"; categories
+            continue
+        numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
+    if not numeric:
+        return X
+    X = X.copy()
+    for col in numeric:
+        values = pd.to_numeric(X[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & X[col].notna().to_numpy())
+        if len(bad):
+            raise ValueError(f"column {col!r} holds values that are no numbers in rows {bad[:10].tolist()} "
+                             f"(e.g. {X[col].iloc[bad[0]]!r})")
+        X[col] = values.astype(np.float64)
+    return X
+
+
+def unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
+    """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
+    (one that ignores unknown categories) never saw in training, and per column the count
+    and an example."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    mask = np.zeros(len(X), dtype=bool)
+    counts: dict[str, tuple[int, Any]] = {}
+    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
+        return mask, counts
+    for _, enc, cols in column_steps(model):
+        if not isinstance(enc, OneHotEncoder) or enc.handle_unknown == "error":
+            continue
+        for col, cats in zip(cols, enc.categories_):
+            if col not in X.columns:
+                continue
+            values = X[col]
+            known = {str(c) for c in cats}
+            bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
+            if bad.any():
+                mask |= bad
+                counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
+    return mask, counts
+
+
+def infer_pyfunc_signature(model, example):
+    """The signature of ``predict``: inputs inferred from ``example`` (every training column
+    required, numeric columns typed ``Any``; see :func:`_required_inputs`), outputs from the
+    scores of ``example``."""
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():
+        # ``label`` is an integer column by design (+1/-1, never missing).
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        return _required_inputs(infer_signature(example, score_frame(model, example)), model)
+
+
+def _required_inputs(signature, model):
+    """The inferred signature with every training column required (a NaN in the input
+    example must not make a column optional: the model needs all of them), and numeric
+    columns typed ``Any``: MLflow refuses int64 data for a ``double`` column and floats for
+    a ``long`` one, while the model takes any numbers (and names the column of a bad one)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    columns = input_columns(model)
+    inputs = signature.inputs
+    if columns is None or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
+        return signature
+    numeric = (DataType.long, DataType.integer, DataType.double, DataType.float)
+    specs = [ColSpec(type=AnyType() if c.type in numeric else c.type, name=c.name, required=True)
+             if c.name in columns else c for c in inputs.inputs]
+    return ModelSignature(inputs=Schema(specs), outputs=signature.outputs, params=signature.params)
+
+
+def example_frame(model, input_example) -> Any:
+    """The input example in the form the pyfunc takes (DataFrame with the training columns)."""
+    if input_example is None:
+        return None
+    if isinstance(input_example, pd.DataFrame):
+        return input_example
+    arr = np.asarray(input_example)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    columns = input_columns(model)
+    if columns is not None:
+        return pd.DataFrame(arr, columns=columns)
+    if arr.ndim == 2:
+        return arr.astype(np.float64)
+    return arr
