@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.metrics import evaluate_detector, evaluate_scores
+from gananomaly.tracking_store import sqlite_path
 
 __all__ = ["breast_cancer_split", "run_demo", "demo_tracking"]
 
@@ -61,11 +62,6 @@ def run_demo(epochs="auto", seed: int = 0, tracking: bool = True, experiment: st
     _print_fidelity(detector)
     print(table.round(4).to_string())
     return {"table": table, "detector": detector, "run": run_info}
-
-
-def _sqlite_path(uri: str) -> str | None:
-    prefix = "sqlite:///"
-    return uri[len(prefix):] if uri.startswith(prefix) else None
 
 
 def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, experiment: str = "gananomaly-demo",
@@ -130,7 +126,7 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
     if uri.startswith(("http://", "https://")):
         print(f"open the MLflow UI at {uri}")
     else:
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         where = "   (run it in this directory)" if db is not None and not db.startswith("/") else ""
         print(f"open the MLflow UI: mlflow ui --backend-store-uri {uri}{where}, then browse http://127.0.0.1:5000")
     return {"table": table, "detector": detector,

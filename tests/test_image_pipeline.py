@@ -221,7 +221,6 @@ def test_cli_fit_and_score(folder, tmp_path, capsys):
 
 @pytest.mark.slow  # about a minute, nearly all of it MLflow's store setup and logging
 def test_mlflow_run_logs_per_kind_auroc(folder, tmp_path):
-    pytest.importorskip("gananomaly.tracking")
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -259,7 +258,7 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
     components, score higher = more normal, label +1/-1), in chunks of files, atomically;
     a chunked run equals a one-chunk run and `score_samples`/`predict` on the same images."""
     from gananomaly.pipelines.batch_score import score_file
-    from gananomaly.pipelines.image import _list_images, load_image_files
+    from gananomaly.pipelines.image import list_images, load_image_files
 
     _, out = fitted
     model_dir = out / "model"
@@ -271,7 +270,7 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
                                  "label"]
     assert len(got) == 40 and got["file"].iloc[0] == "inverted/v000.png"
     det = gananomaly.load(model_dir)
-    data = load_image_files(_list_images(test_dir), mode="grey", size=(16, 16), root=test_dir)
+    data = load_image_files(list_images(test_dir), mode="grey", size=(16, 16), root=test_dir)
     np.testing.assert_allclose(got["score"], det.score_samples(data.images), rtol=1e-12)
     np.testing.assert_array_equal(got["label"], det.predict(data.images))
     stats = score_file(model_dir, test_dir, tmp_path / "chunked.parquet", chunk_rows=7)

@@ -1,0 +1,195 @@
+"""Image files and arrays in: the loading side of the image job (:mod:`gananomaly.pipelines.image`).
+
+A folder is read with Pillow (grey or RGB, resized to one size; unreadable files skipped with a
+warning naming each, or an error listing them); a ``.npy`` is one split, a ``.npz`` holds
+``train`` and optionally ``test`` with ``test_kinds`` or ``test_labels``. See the job's docstring
+for the folder layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "list_images", "load_image_files", "load_image_source"]
+
+# the job's messages keep one logger name, whichever of its modules writes them
+log = logging.getLogger("gananomaly.pipelines.image")
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+_MODES = {"grey": "L", "gray": "L", "rgb": "RGB"}
+
+
+@dataclass
+class ImageSet:
+    """Images loaded for the pipeline.
+
+    ``images`` is channel-first ``(n, C, H, W)`` float64 (pixel values 0..255 for files),
+    ``names`` the file names (relative to the data folder) or ``"<array>[i]"``, ``kinds``
+    ``"normal"``/defect kind per image (None when unlabelled), ``skipped`` the files that
+    could not be read, with the reason.
+    """
+
+    images: np.ndarray
+    names: list[str]
+    kinds: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _mode(mode: str) -> str:
+    try:
+        return _MODES[mode.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"mode must be 'grey' or 'rgb', got {mode!r}") from None
+
+
+def _size(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
+    return size
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image_files(
+    paths: list[Path],
+    *,
+    mode: str = "grey",
+    size: int | tuple[int, int] | None = None,
+    on_error: str = "skip",
+    root: Path | None = None,
+) -> ImageSet:
+    """Read image files with Pillow into one ``(n, C, H, W)`` array.
+
+    Parameters
+    ----------
+    paths : list of path
+    mode : {"grey", "rgb"}
+        Colour conversion applied to every file (C = 1 or 3).
+    size : int, (height, width) or None
+        Resize every image to it (bilinear). None: the size of the first readable image;
+        images of another size are resized to it with a warning.
+    on_error : {"skip", "raise"}
+        What to do with files Pillow cannot read: skip them with a warning naming each,
+        or raise ``ValueError`` naming them all.
+    root : path, optional
+        Names are given relative to it.
+
+    Returns
+    -------
+    ImageSet
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    pil_mode = _mode(mode)
+    target = _size(size)
+    arrays, names, skipped = [], [], []
+    resized = 0
+    for path in paths:
+        name = str(path.relative_to(root)) if root is not None else str(path)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                img = img.convert(pil_mode)
+                if target is None:
+                    target = (img.height, img.width)
+                if (img.height, img.width) != target:
+                    resized += 1
+                    img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(img, dtype=np.float64)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            skipped.append((name, f"{type(exc).__name__}: {exc}"))
+            continue
+        arrays.append(arr[None] if arr.ndim == 2 else np.moveaxis(arr, 2, 0))
+        names.append(name)
+    if skipped:
+        listing = "; ".join(f"{n} ({why})" for n, why in skipped)
+        if on_error == "raise":
+            raise ValueError(f"{len(skipped)} image file(s) could not be read: {listing}")
+        log.warning("skipped %d unreadable image file(s): %s", len(skipped), listing)
+    if resized and size is None:
+        log.warning("%d image(s) had another size than %dx%d and were resized to it", resized, *target)
+    if not arrays:
+        raise ValueError("no readable images" + (f" (skipped: {', '.join(n for n, _ in skipped)})" if skipped else ""))
+    return ImageSet(np.stack(arrays), names, None, skipped)
+
+
+def _array_images(arr: np.ndarray, channels: str, prefix: str) -> ImageSet:
+    from gananomaly.images import to_channels_first
+
+    arr = np.asarray(arr)
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"{prefix}: image arrays must be (n, H, W), (n, C, H, W) or (n, H, W, C), got {arr.shape}")
+    imgs = to_channels_first(arr.astype(np.float64), channels)
+    return ImageSet(imgs, [f"{prefix}[{i}]" for i in range(len(imgs))])
+
+
+def load_image_source(
+    source: str | os.PathLike,
+    *,
+    split: str = "train",
+    mode: str = "grey",
+    size: int | tuple[int, int] | None = None,
+    on_error: str = "skip",
+    channels: str = "auto",
+) -> ImageSet | None:
+    """Load one split (``"train"`` or ``"test"``) of a folder, ``.npy`` or ``.npz`` source.
+
+    A folder without ``train/``/``test/`` subfolders is read whole as the requested split;
+    ``.npy`` is the requested split. Returns None when the source has no such split.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(f"image source {str(src)!r} does not exist")
+    if src.is_file():
+        if src.suffix == ".npy":
+            return _array_images(np.load(src, allow_pickle=False), channels, src.name)
+        if src.suffix == ".npz":
+            with np.load(src, allow_pickle=False) as z:
+                if split not in z.files:
+                    if split == "train":
+                        raise ValueError(f"{str(src)!r} has no 'train' array (found {sorted(z.files)})")
+                    return None
+                out = _array_images(z[split], channels, f"{src.name}:{split}")
+                if split == "test":
+                    if "test_kinds" in z.files:
+                        out.kinds = [str(k) for k in z["test_kinds"]]
+                    elif "test_labels" in z.files:
+                        out.kinds = ["anomaly" if int(v) else "normal" for v in z["test_labels"]]
+                    if out.kinds is not None and len(out.kinds) != len(out.images):
+                        raise ValueError(f"{str(src)!r}: {len(out.kinds)} test labels for {len(out.images)} images")
+            return out
+        raise ValueError(f"image source {str(src)!r} must be a folder, a .npy or a .npz file")
+    sub = src / split
+    if not sub.is_dir():
+        if split == "train" and not (src / "test").is_dir():
+            sub = src
+        else:
+            return None
+    paths = list_images(sub)
+    if not paths:
+        if split == "train":
+            raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(sub)!r}")
+        return None
+    out = load_image_files(paths, mode=mode, size=size, on_error=on_error, root=src)
+    if split == "test":
+        kinds = []
+        for name in out.names:
+            parts = Path(name).parts  # ("test", kind, file) or ("test", file)
+            kinds.append(parts[1] if len(parts) > 2 else "")
+        out.kinds = kinds if all(kinds) else None
+    return out
