@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
-           "column_contributions", "top_columns"]
+           "column_contributions", "top_columns", "top_frame", "input_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +238,7 @@ def _explain_pass(model, data) -> _Pass:
         det = model.steps[-1][1] if isinstance(model, Pipeline) else model
         pre, schema, Xt = None, None, data
         keep = np.ones(len(data), dtype=bool)
-        d = int(det.n_features_in_)
-        names = [str(n) for n in getattr(det, "feature_names_in_", [f"x{j}" for j in range(d)])]
-        source = columns = names
+        source = columns = names = input_columns(det)
     long = det.explain(Xt)
     n = int(keep.sum())
     feat = np.array([_feature_index(f, names) for f in long["feature"].unique()])
@@ -312,11 +310,22 @@ def top_columns(model, X, k: int) -> pd.DataFrame:
     """
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    n_columns = len(model_schema(model).columns) if _is_pipeline(model) else int(_detector(model).n_features_in_)
-    if k > n_columns:
-        raise ValueError(f"k={k} is larger than the number of input columns of the model ({n_columns})")
+    columns = input_columns(model)
+    if k > len(columns):
+        raise ValueError(f"k={k} is larger than the number of input columns of the model ({len(columns)})")
+    if len(X) == 0:
+        return top_frame(np.zeros((0, len(columns))), columns, int(k))
     p = _explain_pass(model, X)
     return top_frame(p.contributions, p.columns, int(k), _ranking(p))
+
+
+def input_columns(model) -> list[str]:
+    """The input columns explanations name: a pipeline's input columns (:func:`model_schema`),
+    a bare detector's features (``feature_names_in_``, else ``x0``, ``x1``, ...)."""
+    if _is_pipeline(model):
+        return model_schema(model).columns
+    det = _detector(model)
+    return [str(n) for n in getattr(det, "feature_names_in_", [f"x{j}" for j in range(int(det.n_features_in_))])]
 
 
 def top_frame(contributions: np.ndarray, columns: list[str], k: int, order: np.ndarray | None = None) -> pd.DataFrame:

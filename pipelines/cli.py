@@ -18,9 +18,8 @@ __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = (
     "gananomaly.tracking",
-    "gananomaly.pipelines.tabular",
+    "gananomaly.pipelines.table_cli",
     "gananomaly.pipelines.image",
-    "gananomaly.pipelines.batch_score",
 )
 
 

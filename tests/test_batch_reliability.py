@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import gananomaly.pipelines.batch_score as bs
+import gananomaly.pipelines.batch_files as batch_files
+import gananomaly.pipelines.frame_scoring as frame_scoring
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,7 +48,7 @@ def write(data: pd.DataFrame, path: Path) -> Path:
 def interrupted_run(monkeypatch, model_dir, inp, out, n_parts: int, **kwargs) -> Path:
     """Score ``inp`` in chunks of 50 rows, interrupted (as a kill would) once ``n_parts``
     chunks are committed; returns the work directory left behind."""
-    real, calls = bs._write_part, []
+    real, calls = batch_files.write_part, []
 
     def commit(path, scores):
         calls.append(path)
@@ -56,7 +57,7 @@ def interrupted_run(monkeypatch, model_dir, inp, out, n_parts: int, **kwargs) ->
         real(path, scores)
 
     with monkeypatch.context() as patch:
-        patch.setattr(bs, "_write_part", commit)
+        patch.setattr(batch_files, "write_part", commit)
         with pytest.raises(KeyboardInterrupt):
             score_file(model_dir, inp, out, id_column="id", chunk_rows=50, **kwargs)
     return Path(f"{out}.parts")
@@ -80,7 +81,7 @@ def test_second_job_on_the_same_output_is_refused_at_once(det, tmp_path, monkeyp
     first, other = frame(seed=1), frame(seed=2)
     a, b = write(first, tmp_path / "a.csv"), write(other, tmp_path / "b.csv")
     out = tmp_path / "s.parquet"
-    real, refused = bs._write_part, []
+    real, refused = batch_files.write_part, []
 
     def second_job(path, scores):  # while the first job runs, a second one starts on the same output
         if not refused:
@@ -90,7 +91,7 @@ def test_second_job_on_the_same_output_is_refused_at_once(det, tmp_path, monkeyp
             refused[0] = (str(err.value), time.monotonic() - refused[0])
         real(path, scores)
 
-    monkeypatch.setattr(bs, "_write_part", second_job)
+    monkeypatch.setattr(batch_files, "write_part", second_job)
     stats = score_file(model_dir, a, out, id_column="id", chunk_rows=50)
     message, seconds = refused[0]
     assert f"--output {str(out)!r} is being written by another scoring job (pid {os.getpid()})" in message
@@ -220,13 +221,13 @@ def test_disk_full_while_assembling_keeps_the_previous_output(det, tmp_path, mon
     inp = write(frame(), tmp_path / "in.parquet")
     out = tmp_path / "s.csv"
     out.write_text("previous scores")
-    real = bs._concat_parts
+    real = batch_files.concat_parts
 
     def full(parts, tmp, fmt):
         real(parts[:3], tmp, fmt)  # half the output is at the temporary name...
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(bs, "_concat_parts", full)
+    monkeypatch.setattr(batch_files, "concat_parts", full)
     assert main(cli(model_dir, inp, out, "--chunk-rows", "50")) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"gananomaly score: error: cannot write the output {str(out)!r}: No space left on device "
@@ -313,14 +314,14 @@ def test_pipeline_model_is_checked_after_its_preprocessing(tmp_path):
 def test_scores_that_come_out_infinite_are_never_written(det, monkeypatch):
     model, _ = det
     data = frame(20)
-    real = bs._score_transformed
+    real = frame_scoring._score_transformed
 
     def overflow(d, Xt):
         scores = real(d, Xt)
         scores.loc[4, "latent"] = np.inf
         return scores
 
-    monkeypatch.setattr(bs, "_score_transformed", overflow)
+    monkeypatch.setattr(frame_scoring, "_score_transformed", overflow)
     with pytest.raises(ValueError, match=r"the model's scores are not finite: rows 5; the most extreme value is in"):
         score_frame(model, data[COLS])
     scores, report = score_frame(model, data, id_column="id", on_bad_rows="skip")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import gananomaly.pipelines.batch_files as batch_files
 import gananomaly.pipelines.batch_score as bs
 import numpy as np
 import pandas as pd
@@ -123,17 +123,17 @@ def test_crash_while_assembling_leaves_no_partial_output(model, table, tmp_path,
     _, model_dir = model
     inp = write(table, tmp_path / "in.parquet")
     out = tmp_path / "scores.csv"
-    real = bs._concat_parts
+    real = batch_files.concat_parts
 
     def crash(parts, tmp, fmt):
         real(parts[:2], tmp, fmt)  # a partial file exists at the temporary name...
         raise OSError("disk full")
 
-    monkeypatch.setattr(bs, "_concat_parts", crash)
+    monkeypatch.setattr(batch_files, "concat_parts", crash)
     with pytest.raises(OSError, match="disk full"):
         score_file(model_dir, inp, out, id_column="order_id", chunk_rows=100)
     assert not out.exists()  # ...but never at the final path
-    monkeypatch.setattr(bs, "_concat_parts", real)
+    monkeypatch.setattr(batch_files, "concat_parts", real)
     stats = score_file(model_dir, inp, out, id_column="order_id", chunk_rows=100, resume=True)
     assert stats["chunks_reused"] == 5 and len(read(out)) == 500
 
@@ -143,7 +143,7 @@ def test_resume_reuses_committed_chunks_and_checks_the_manifest(model, table, ex
     _, model_dir = model
     inp = write(table, tmp_path / "in.parquet")
     out = tmp_path / "scores.parquet"
-    real, calls = bs._write_part, []
+    real, calls = batch_files.write_part, []
 
     def fail_third(path, scores):
         calls.append(path.name)
@@ -151,10 +151,10 @@ def test_resume_reuses_committed_chunks_and_checks_the_manifest(model, table, ex
             raise KeyboardInterrupt
         real(path, scores)
 
-    monkeypatch.setattr(bs, "_write_part", fail_third)
+    monkeypatch.setattr(batch_files, "write_part", fail_third)
     with pytest.raises(KeyboardInterrupt):
         score_file(model_dir, inp, out, id_column="order_id", chunk_rows=60)
-    monkeypatch.setattr(bs, "_write_part", real)
+    monkeypatch.setattr(batch_files, "write_part", real)
     work = Path(f"{out}.parts")
     assert not out.exists() and sorted(p.name for p in work.glob("part-*.json")) == [
         "part-000000.json", "part-000001.json"]
@@ -172,7 +172,7 @@ def test_changed_input_refuses_to_resume_and_plain_run_starts_over(model, table,
     _, model_dir = model
     inp = write(table, tmp_path / "in.csv")
     out = tmp_path / "s.parquet"
-    monkeypatch.setattr(bs, "_concat_parts", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(batch_files, "concat_parts", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         score_file(model_dir, inp, out, id_column="order_id", chunk_rows=100)
     monkeypatch.undo()
@@ -358,15 +358,6 @@ def test_cli_score_exit_codes(model, table, tmp_path, capsys):
     assert exit_.value.code == 2
 
 
-# ------------------------------------------------------------------------------ benchmark
-@pytest.mark.slow
-def test_benchmark_batch_score_reports_throughput_and_memory(tmp_path):
-    result = bs.benchmark_batch_score(3000, n_features=5, chunk_rows=1000, workdir=tmp_path)
-    assert set(result) >= {"rows_per_s", "peak_rss_mb", "baseline_rss_mb", "seconds", "n_rows"}
-    assert result["rows_per_s"] > 0 and result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
-    assert json.loads(json.dumps(result)) == result
-
-
 def test_threshold_chosen_at_scoring_time(model, table, expected, tmp_path):
     """`gananomaly score --threshold/--fpr/--contamination` moves this job's labels without
     touching the saved model; scores are unchanged; a different threshold is a different
@@ -392,3 +383,85 @@ def test_threshold_chosen_at_scoring_time(model, table, expected, tmp_path):
     assert files() == before and before
     with pytest.raises(ValueError, match="fpr"):
         score_file(model_dir, inp, tmp_path / "h.parquet", threshold={"fpr": 2.0})
+
+
+# ------------------------------------------------------------------------------ explain, progress
+def test_explain_names_the_broken_column_streamed_and_resume_refuses_another_k(model, table, tmp_path,
+                                                                                monkeypatch):
+    """--explain K: each row's K most responsible input columns. A break planted in one known
+    column (amount far out of range) is named first for most broken rows (a random ranking of
+    the 8 columns: 1/8); chunks stream; a resume with another K is refused."""
+    _, model_dir = model
+    df = table.copy()
+    broken = np.arange(0, len(df), 5)
+    df.loc[broken, "amount"] = df["amount"].max() * 20
+    inp = write(df, tmp_path / "in.csv")
+    out = tmp_path / "out.parquet"
+    assert main(["score", "--model", str(model_dir), "--input", str(inp), "--output", str(out),
+                 "--id-column", "order_id", "--chunk-rows", "128", "--explain", "2", "--no-progress"]) == 0
+    got = read(out)
+    assert list(got.columns) == COLUMNS + ["explain_1_column", "explain_1_contribution", "explain_2_column",
+                                           "explain_2_contribution"]
+    assert (got["explain_1_column"].to_numpy()[broken] == "amount").mean() >= 0.8
+    assert (got["explain_1_contribution"] >= got["explain_2_contribution"]).all()
+    assert (got["explain_1_column"] != got["explain_2_column"]).all()
+
+    calls = []
+
+    def stop_after_two(path, scores):
+        calls.append(path)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(path, scores)
+
+    real = batch_files.write_part
+    monkeypatch.setattr(batch_files, "write_part", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        score_file(model_dir, inp, tmp_path / "again.parquet", id_column="order_id", chunk_rows=128, explain=2)
+    monkeypatch.setattr(batch_files, "write_part", real)
+    with pytest.raises(ValueError, match="explain: 2 then, 3 now"):
+        score_file(model_dir, inp, tmp_path / "again.parquet", id_column="order_id", chunk_rows=128, explain=3,
+                   resume=True)
+    stats = score_file(model_dir, inp, tmp_path / "again.parquet", id_column="order_id", chunk_rows=128, explain=2,
+                       resume=True)
+    assert stats["chunks_reused"] == 2
+    pd.testing.assert_frame_equal(read(tmp_path / "again.parquet"), got)
+    with pytest.raises(ValueError, match=r"explain \(--explain\) is 9, but the model has only 8 input columns"):
+        score_file(model_dir, inp, tmp_path / "x.parquet", explain=9)
+
+
+def test_progress_counts_bytes_of_a_csv_and_rows_of_a_parquet(tmp_path):
+    """The bar's total is the CSV's size in bytes, advanced by the bytes each chunk read (so
+    it shows a percentage and an ETA); a Parquet file's total is its row count."""
+    from gananomaly.pipelines.batch_read import csv_chunks, parquet_chunks, progress_total
+
+    df = mixed_table(6000, random_state=1)
+    for name in ("t.csv", "t.csv.gz"):
+        path = write(df, tmp_path / name) if name == "t.csv" else tmp_path / name
+        if name != "t.csv":
+            df.to_csv(path, index=False)
+        total, unit = progress_total(path, "csv", None)
+        assert (total, unit) == (path.stat().st_size, "B")
+        advances = [c.advance for c in csv_chunks(path, list(df.columns), 1500, None, "error")]
+        assert sum(advances) == total and len(advances) == 4 and all(a >= 0 for a in advances)
+    path = write(df, tmp_path / "t.parquet")
+    assert progress_total(path, "parquet", 6000) == (6000, "rows")
+    assert [c.advance for c in parquet_chunks(path, ["amount"], 2500)] == [2500, 2500, 1000]
+
+
+def test_tabular_score_names_no_column_that_the_config_drops(model, table, tmp_path, caplog):
+    """`gananomaly tabular score --config`: the config's dropped, label and ID columns are not
+    features; the "ignoring column(s)" warning names only columns the config does not know."""
+    _, model_dir = model
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "b"\n[data]\nbuiltin = "mixed"\nid_columns = ["order_id"]\n'
+                   'drop_columns = ["anomaly_kind"]\nlabel_column = "is_anomaly"\n')
+    df = mixed_table(200, random_state=3).assign(note="x")
+    inp = write(df, tmp_path / "in.parquet")
+    with caplog.at_level("WARNING"):
+        assert main(["tabular", "score", "--config", str(cfg), "--model", str(model_dir), "--input", str(inp),
+                     "--output", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
+    ignoring = [r.getMessage() for r in caplog.records if "ignoring column" in r.getMessage()]
+    assert len(ignoring) == 1 and "note" in ignoring[0], ignoring
+    assert "anomaly_kind" not in ignoring[0] and "is_anomaly" not in ignoring[0]
+    assert read(tmp_path / "s.parquet")["order_id"].tolist() == df["order_id"].tolist()

@@ -1,0 +1,119 @@
+"""Batch scoring of images: a folder of image files (or a ``.npy``/``.npz`` array) streamed
+through an image model into the table schema of ``gananomaly score`` (``file``, the
+components, ``score``, ``label``), with the locking, parts and resume of
+:mod:`gananomaly.pipelines.batch_files`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from gananomaly.pipelines import image as image_job
+from gananomaly.pipelines.batch_files import (
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    assemble,
+    commit_part,
+    content_hash,
+    job_stats,
+    prepare_workdir,
+    reuse_part,
+)
+from gananomaly.pipelines.batch_read import progress_bar
+from gananomaly.pipelines.frame_scoring import ScoreReport, score_prepared
+from gananomaly.pipelines.model_loading import load_model
+
+__all__ = ["score_image_source"]
+
+log = logging.getLogger(__name__)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in image_job.IMAGE_SUFFIXES)
+
+
+def score_image_source(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path, *, chunk_rows: int,
+                       chunk_bytes: int, resume: bool, progress: bool | None, start_time: float) -> dict[str, Any]:
+    """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model:
+    ``chunk_rows`` files read at a time, at most ``chunk_bytes`` of decoded pixels (memory
+    bounded by one chunk of images; an array file is read whole), parts committed per chunk
+    so an interrupted run resumes, the output written whole or not at all."""
+    from sklearn.pipeline import Pipeline
+
+    model, model_id = load_model(model)
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    shape = getattr(det, "image_shape_", None)
+    if shape is None:
+        raise ValueError(f"--input {str(in_path)!r} holds images, but the model was fitted on a table: "
+                         "pass a CSV or Parquet file")
+    # A chunk of decoded images (float64) stays within chunk_bytes, whatever --chunk-rows says.
+    chunk_rows = int(min(chunk_rows, max(1, chunk_bytes // (8 * int(np.prod(shape))))))
+    names, chunks, array, content = _image_chunks(in_path, chunk_rows)
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
+                "input_files": hashlib.sha256("\n".join(names).encode()).hexdigest(), "n_images": len(names),
+                "input_sha256": content, "chunk_rows": chunk_rows, "model_id": model_id}
+    work = out_dir / f"{out_path.name}.parts"
+    prepare_workdir(work, manifest, resume)
+    total, reused = ScoreReport(), 0
+    bar = progress_bar(len(names), progress, f"scoring {in_path.name}")
+    try:
+        for k, chunk in enumerate(chunks):
+            span = (k * chunk_rows + 1, k * chunk_rows + len(chunk))
+            report = reuse_part(work, k, span, len(chunk)) if resume else None
+            if report is not None:
+                reused += 1
+            else:
+                scores, report = _score_chunk(model, in_path, chunk, names, array, shape)
+                commit_part(work, k, scores, report, span)
+            total.add(report)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    if total.rows_scored == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ValueError(f"{in_path}: none of its {total.rows_read} images could be read")
+    assemble(work, len(chunks), out_path, out_format, out_dir)
+    return job_stats(total, out_path, len(chunks), reused, model_id, start_time)
+
+
+def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any, str]:
+    """(names, chunks of files or positions, the array source or None, content hash)."""
+    if in_path.is_dir():
+        files = _image_files(in_path)
+        if not files:
+            raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
+        names = [str(f.relative_to(in_path)) for f in files]
+        chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
+        return names, chunks, None, content_hash(files, names)
+    data = image_job.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
+    if data is None or len(data.names) == 0:
+        raise ValueError(f"--input: no images in {str(in_path)!r}")
+    chunks = [list(range(k, min(k + chunk_rows, len(data.names)))) for k in range(0, len(data.names), chunk_rows)]
+    return data.names, chunks, data, content_hash([in_path])
+
+
+def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, shape) -> tuple[pd.DataFrame, ScoreReport]:
+    if array is None:
+        mode = "grey" if shape[0] == 1 else "rgb"
+        data = image_job.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path)
+        images, chunk_names, skipped = data.images, data.names, data.skipped
+    else:
+        images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []
+    if len(chunk_names):
+        scores = score_prepared(model, images)
+    else:
+        scores = score_prepared(model, np.empty((0,) + tuple(shape)))
+    nonfinite = ~np.isfinite(scores.drop(columns="label").to_numpy(dtype=np.float64)).all(axis=1)
+    if nonfinite.any():
+        raise ValueError(f"{in_path}: the model's scores are not finite for "
+                         f"{[chunk_names[i] for i in np.flatnonzero(nonfinite)[:5]]}")
+    scores.insert(0, "file", pd.Series(chunk_names, dtype=object))
+    report = ScoreReport(rows_read=len(chunk), rows_scored=len(chunk_names), n_skipped=len(skipped))
+    for name, reason in skipped:
+        log.warning("%s: skipped %s (%s)", in_path, name, reason)
+    return scores, report

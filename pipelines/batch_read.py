@@ -1,0 +1,168 @@
+"""Reading the input of a batch scoring job in chunks of rows, with a progress bar.
+
+Parquet: ``ParquetFile.iter_batches`` over the needed columns only, regrouped into chunks of
+exactly ``chunk_rows`` rows. CSV: ``pandas.read_csv(chunksize=...)`` from an open file whose
+position tells how many bytes were read, so the progress bar shows a percentage and an ETA
+against the file's size (a Parquet file's row count comes from its footer).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Chunk", "file_columns", "parquet_chunks", "csv_chunks", "progress_total", "progress_bar"]
+
+_BAD_LINE = re.compile(r"[Ss]kipping line (\d+): (.*)")
+_PARSER_ERR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+@dataclass
+class Chunk:
+    """One chunk of the input: its number, the needed columns of its rows, their 1-based
+    data-row numbers, the numbers of malformed lines it covers, and how far it advances the
+    progress (rows for Parquet, bytes of the file for CSV)."""
+
+    index: int
+    frame: pd.DataFrame
+    rows: np.ndarray
+    malformed: list[int]
+    advance: int = 0
+
+
+def file_columns(path: Path, fmt: str) -> tuple[list[str], int | None]:
+    """Column names and (Parquet) row count of the input, read from its header/footer."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on non-Parquet bytes
+            raise ValueError(f"{str(path)!r} is not a readable Parquet file: {exc}") from exc
+        return [str(n) for n in pf.schema_arrow.names], int(pf.metadata.num_rows)
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r} is empty (no header line)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable CSV file: {exc}") from exc
+    return [str(c) for c in header.columns], None
+
+
+def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    pending: list = []
+    n_pending = 0
+    index = 0
+    start = 1
+
+    def emit(table) -> Chunk:
+        nonlocal index, start
+        chunk = Chunk(index, table.to_pandas(), np.arange(start, start + table.num_rows), [], table.num_rows)
+        index += 1
+        start += table.num_rows
+        return chunk
+
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+        pending.append(batch)
+        n_pending += batch.num_rows
+        while n_pending >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield emit(table.slice(0, chunk_rows))
+            rest = table.slice(chunk_rows)
+            pending, n_pending = rest.to_batches(), rest.num_rows
+    if n_pending:
+        yield emit(pa.Table.from_batches(pending))
+
+
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
+
+
+def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str | None,
+               on_bad_rows: str) -> Iterator[Chunk]:
+    """Chunks of a CSV file. Row numbers are 1-based data rows (the header is row 0); a
+    malformed line (wrong number of fields) keeps its number, so later rows keep theirs.
+    Each chunk advances the progress by the bytes of the file read since the last one (the
+    parser reads ahead by its buffer, so the sum reaches the file's size by the last chunk)."""
+    # Every column is parsed (not only ``columns``): with ``usecols`` the parser would no
+    # longer notice lines with too many fields.
+    dtype = {id_column: str} if id_column else None
+    compression = _COMPRESSION.get(path.suffix.lower())
+    skipped: list[int] = []  # data-row numbers of malformed lines seen so far
+    reported = 0
+    index = 0
+    size = path.stat().st_size
+    done = 0
+    try:
+        with open(path, "rb") as fh, pd.read_csv(fh, chunksize=chunk_rows, dtype=dtype, compression=compression,
+                                                 on_bad_lines="warn" if on_bad_rows == "skip" else "error") as reader:
+            while (frame := _next_chunk(reader, skipped)) is not None:
+                rows = frame.index.to_numpy(dtype=np.int64) + 1
+                for s in skipped:
+                    rows = rows + (rows >= s)
+                last = int(rows[-1]) if len(rows) else 0
+                new_bad = [s for s in skipped[reported:] if s <= last]
+                reported += len(new_bad)
+                position = min(fh.tell(), size)
+                yield Chunk(index, frame[columns].reset_index(drop=True), rows, new_bad, position - done)
+                done = position
+                index += 1
+        if skipped[reported:]:
+            # malformed lines after the last good row: an empty chunk carries their count
+            empty = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+            yield Chunk(index, empty, np.empty(0, dtype=np.int64), skipped[reported:], size - done)
+    except pd.errors.ParserError as exc:
+        m = _PARSER_ERR.search(str(exc))
+        if m:
+            expected, line, saw = (int(g) for g in m.groups())
+            raise ValueError(f"{str(path)!r}: row {line - 1} (line {line}) is malformed: expected {expected} "
+                             f"fields, saw {saw}. Fix the file or skip such rows (on_bad_rows='skip', "
+                             "--on-bad-rows skip)") from exc
+        raise ValueError(f"{str(path)!r}: cannot parse the CSV: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: not valid UTF-8 text: {exc}") from exc
+
+
+def _next_chunk(reader, skipped: list[int]) -> pd.DataFrame | None:
+    """The reader's next frame (None at the end); the data-row numbers of the malformed
+    lines it reported go into ``skipped`` (sorted). Only the parser's own warnings are
+    collected (per read, never across a yield); others are re-issued."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            frame = next(reader)
+        except StopIteration:
+            frame = None
+    for w in caught:
+        found = [m for m in map(_BAD_LINE.search, str(w.message).splitlines()) if m]
+        if issubclass(w.category, pd.errors.ParserWarning) and found:
+            skipped.extend(int(m.group(1)) - 1 for m in found)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    skipped.sort()
+    return frame
+
+def progress_total(path: Path, fmt: str, n_rows: int | None) -> tuple[int | None, str]:
+    """(total, unit) of a job's progress: the row count of a Parquet file, the size in bytes
+    of a CSV file (its chunks advance the bar by the bytes they consumed)."""
+    if fmt == "parquet":
+        return n_rows, "rows"
+    return path.stat().st_size, "B"
+
+
+def progress_bar(total: int | None, enabled: bool | None, desc: str, unit: str = "rows"):
+    """A tqdm bar (``unit="B"``: scaled to kB/MB); ``enabled`` None: on only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    disable = None if enabled is None else not enabled
+    return tqdm(total=total, unit=unit, desc=desc, disable=disable, leave=False, dynamic_ncols=True,
+                unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)

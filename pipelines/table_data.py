@@ -1,0 +1,112 @@
+"""Reading tables: the file format from a name, whole CSV/Parquet files, the table a config
+names, and the feature columns it holds (the roles a config gives or the dtypes imply).
+
+The input schema of a *fitted* model (:class:`ModelSchema`, :func:`model_schema`,
+:func:`prepare_frame`) lives in :mod:`gananomaly.explanations` and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from gananomaly.pipelines.table_config import TabularConfig
+
+from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame
+
+__all__ = ["file_format", "read_file", "read_table", "infer_columns", "schema_of", "ModelSchema", "model_schema",
+           "prepare_frame", "format_rows"]
+
+def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """``"csv"`` or ``"parquet"``: ``fmt`` if given, else from the suffix (``.csv``,
+    ``.csv.gz``, ``.tsv`` is not supported; ``.parquet``, ``.pq``)."""
+    if fmt is not None:
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"format must be 'csv' or 'parquet', got {fmt!r}")
+        return fmt
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        return "parquet"
+    if ".csv" in suffixes[-2:]:
+        return "csv"
+    raise ValueError(f"cannot tell the format of {str(path)!r} from its name; use a .csv or .parquet suffix "
+                     "(or give the format explicitly)")
+
+
+def read_table(config: TabularConfig) -> pd.DataFrame:
+    """The whole table named by ``config`` (a file or a built-in data set)."""
+    if config.builtin is not None:
+        from gananomaly.pipelines.datasets import load_builtin
+
+        return load_builtin(config.builtin, **config.options)
+    path = config.data_path
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path: no such file {str(path)!r}")
+    try:
+        return read_file(path, config.format)
+    except ValueError as exc:
+        raise ValueError(f"data.path: {exc}") from exc
+
+
+def read_file(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+    """Read a whole CSV or Parquet file (format from the suffix unless ``fmt`` is given).
+
+    Raises
+    ------
+    ValueError
+        Empty file, no rows, or a file that cannot be parsed.
+    """
+    path = Path(path)
+    fmt = file_format(path, fmt)
+    try:
+        if fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r} is empty") from exc
+    except (pd.errors.ParserError, OSError) as exc:
+        raise ValueError(f"cannot read {str(path)!r} as {fmt}: {exc}") from exc
+    if len(df) == 0:
+        raise ValueError(f"{str(path)!r} has a header but no rows")
+    return df
+
+
+def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical feature columns of ``df`` under ``config``.
+
+    Columns named in the config must exist; unlisted columns are numeric when their dtype
+    is a number (or boolean) and categorical otherwise.
+    """
+    columns = [str(c) for c in df.columns]
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise ValueError(f"the data has duplicate column names: {dupes}")
+    for key in ("id_columns", "drop_columns", "numeric_columns", "categorical_columns"):
+        missing = [c for c in (getattr(config, key) or []) if c not in columns]
+        if missing:
+            raise ValueError(f"data.{key}: column(s) {missing} not in the data (columns: {columns})")
+    if config.label_column is not None and config.label_column not in columns:
+        raise ValueError(f"data.label_column: column {config.label_column!r} not in the data (columns: {columns})")
+    reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column}
+    free = [c for c in columns if c not in reserved]
+    if config.numeric_columns is not None and config.categorical_columns is not None:
+        numeric, categorical = list(config.numeric_columns), list(config.categorical_columns)
+    elif config.numeric_columns is not None:
+        numeric = list(config.numeric_columns)
+        categorical = [c for c in free if c not in numeric]
+    elif config.categorical_columns is not None:
+        categorical = list(config.categorical_columns)
+        numeric = [c for c in free if c not in categorical]
+    else:
+        numeric = [c for c in free if pd.api.types.is_numeric_dtype(df[c])]
+        categorical = [c for c in free if c not in numeric]
+    if not numeric and not categorical:
+        raise ValueError(f"no feature columns left: every column is an ID, dropped or the label (columns: {columns})")
+    return numeric, categorical
+
+
+def schema_of(config: TabularConfig, df: pd.DataFrame) -> ModelSchema:
+    """The :class:`ModelSchema` a pipeline fitted on ``df`` under ``config`` will have."""
+    return ModelSchema(*infer_columns(config, df))
