@@ -258,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-md", default=None, help="where to write RESULTS.md (default: benchmarks/RESULTS.md)")
     g = sub.add_parser("gpu", help="the prepared GPU check (a dry run on the CPU without CUDA)")
     _gpu.add_arguments(g)
+    from benchmarks import batch as _batch
+
+    _batch.add_arguments(sub.add_parser("batch", help="gananomaly score on Parquet vs pandas + IsolationForest"))
     args = parser.parse_args(argv)
+    if args.command == "batch":
+        return _batch.run_args(args)
     if args.command == "gpu":
         return _gpu.run_args(args)
     if args.command == "run":
