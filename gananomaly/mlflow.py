@@ -19,7 +19,11 @@ model returns a DataFrame with one row per input row and the columns
 * ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined``: the anomaly scores of
   :meth:`GANAnomalyDetector.score_components` (higher = more anomalous);
 * ``score``: :meth:`GANAnomalyDetector.score_samples` (higher = more normal);
-* ``label``: :meth:`GANAnomalyDetector.predict` (+1 inlier, -1 outlier).
+* ``label``: :meth:`GANAnomalyDetector.predict` (+1 inlier, -1 outlier);
+* on request, ``predict(df, params={"explain": K})`` (table models): ``explain_1_column``,
+  ``explain_1_contribution``, ... ``explain_K_contribution``, each row's K most responsible
+  input columns (per original column for a pipeline, per feature for a bare detector). The
+  signature declares ``explain`` (integer, default None), so ``mlflow models serve`` accepts it.
 
 The pyfunc itself (``predict``, its input handling and signature) lives in
 :mod:`gananomaly.mlflow_pyfunc`; this module saves, logs and loads, and keeps ``_load_pyfunc``

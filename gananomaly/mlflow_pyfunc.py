@@ -4,7 +4,8 @@
 hands out for a model of the :mod:`gananomaly.mlflow` flavor. Its ``predict`` takes a DataFrame,
 an array, a list of rows or a one-tensor dict, converts numeric columns that arrive as text,
 scores with :func:`score_frame` (the estimator's one scoring output) and labels rows holding a
-category never seen in training -1, with a warning naming the column.
+category never seen in training -1, with a warning naming the column. With
+``params={"explain": K}`` it adds each row's top-K columns (:func:`explanations`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["GANAnomalyPyfunc", "column_steps", "example_frame", "infer_pyfunc_signature", "input_columns",
+__all__ = ["EXPLAIN_PARAM", "GANAnomalyPyfunc", "column_steps", "example_frame", "explain_count", "explanations",
+           "infer_pyfunc_signature", "input_columns",
            "numeric_columns", "score_frame", "split_model", "unseen_categories"]
 
 
@@ -80,11 +82,16 @@ class GANAnomalyPyfunc:
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         try:
-            return self._predict(data)
+            k = explain_count(params)
+            X, out = self._predict(data)
+            if k is not None:
+                out = pd.concat([out, explanations(self.model, X, k, out.index)], axis=1)
+            return out
         except (ValueError, TypeError, KeyError) as exc:
             raise MlflowException(f"gananomaly: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
 
-    def _predict(self, data) -> pd.DataFrame:
+    def _predict(self, data) -> tuple[Any, pd.DataFrame]:
+        """(the input as the model takes it, its score table)."""
         columns = input_columns(self.model)
         if isinstance(data, pd.DataFrame):
             if columns is not None:
@@ -111,7 +118,47 @@ class GANAnomalyPyfunc:
             warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
                           + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
                           UserWarning, stacklevel=2)
-        return out
+        return X, out
+
+
+#: The ``predict`` parameter asking for each row's top-K columns (see :func:`explanations`).
+EXPLAIN_PARAM = "explain"
+
+
+def explain_count(params: dict[str, Any] | None) -> int | None:
+    """K of ``params={"explain": K}`` (None when absent or None).
+
+    Raises
+    ------
+    ValueError
+        K is not a positive int (a bool, float or string is refused, not converted).
+    """
+    k = (params or {}).get(EXPLAIN_PARAM)
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"params[{EXPLAIN_PARAM!r}] must be a positive int (how many columns to explain per "
+                         f"row), got {k!r}")
+    return int(k)
+
+
+def explanations(model, X, k: int, index: pd.Index) -> pd.DataFrame:
+    """Each row's ``k`` most responsible columns and their contributions, indexed like the scores:
+    ``explain_1_column``, ``explain_1_contribution``, ... (:func:`gananomaly.explanations.top_columns`:
+    per original input column for a table pipeline, one-hot groups summed; per feature for a
+    bare detector)."""
+    from gananomaly.explanations import top_columns
+
+    _, det = split_model(model)
+    if getattr(det, "image_shape_", None) is not None:
+        raise ValueError(f"params[{EXPLAIN_PARAM!r}]: explanations are per table column; this model was fitted "
+                         "on images (use its anomaly maps)")
+    try:
+        frame = top_columns(model, X, k)
+    except ValueError as exc:
+        raise ValueError(f"params[{EXPLAIN_PARAM!r}]: {exc}") from exc
+    frame.index = index
+    return frame
 
 
 def column_steps(model):
@@ -185,13 +232,19 @@ def unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]
 def infer_pyfunc_signature(model, example):
     """The signature of ``predict``: inputs inferred from ``example`` (every training column
     required, numeric columns typed ``Any``; see :func:`_required_inputs`), outputs from the
-    scores of ``example``."""
-    from mlflow.models import infer_signature
+    scores of ``example``, and for table models the optional integer parameter ``explain``
+    (:data:`EXPLAIN_PARAM`, default None), so a model server accepts ``params={"explain": K}``."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     with warnings.catch_warnings():
         # ``label`` is an integer column by design (+1/-1, never missing).
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        return _required_inputs(infer_signature(example, score_frame(model, example)), model)
+        signature = _required_inputs(infer_signature(example, score_frame(model, example)), model)
+    if getattr(split_model(model)[1], "image_shape_", None) is not None:
+        return signature
+    return ModelSignature(inputs=signature.inputs, outputs=signature.outputs,
+                          params=ParamSchema([ParamSpec(EXPLAIN_PARAM, "long", None)]))
 
 
 def _required_inputs(signature, model):

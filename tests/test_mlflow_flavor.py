@@ -36,10 +36,27 @@ def detector(data):
 
 
 @pytest.fixture(scope="module")
+def other_detector(data):
+    """A second, different model (another seed), swapped in under a saved one by the tests."""
+    return GANAnomalyDetector(epochs=2, encoder_epochs=2, hidden_dims=(16,), random_state=1).fit(data[0])
+
+
+@pytest.fixture(scope="module")
 def pipeline(data):
     pipe = Pipeline([("scale", StandardScaler()), ("gan", GANAnomalyDetector(epochs=3, hidden_dims=(16,),
                                                                              random_state=0))])
     return pipe.fit(pd.DataFrame(data[0], columns=COLS))
+
+
+@pytest.fixture(scope="module")
+def mixed_pipeline(tmp_path_factory):
+    """The tabular job's pipeline on the mixed table (numbers and categories), briefly trained."""
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
+
+    cfg = TabularConfig(name="u", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
+                        drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
+                        detector={"epochs": 2, "encoder_epochs": 2, "hidden_dims": (16,), "random_state": 0})
+    return fit_tabular(cfg, output_dir=tmp_path_factory.mktemp("mixed")).pipeline
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +218,11 @@ def _edit_mlmodel(path: Path, edit) -> None:
 
 
 @pytest.mark.parametrize("where", ["absolute", "parent", "symlink"])
-def test_data_outside_the_model_directory_is_refused(detector, data, tmp_path, where):
+def test_data_outside_the_model_directory_is_refused(detector, other_detector, tmp_path, where):
     """An MLmodel whose ``data`` points elsewhere on disk must not load the model found there."""
     victim = tmp_path / "elsewhere" / "model"
     victim.parent.mkdir()
-    GANAnomalyDetector(epochs=2, hidden_dims=(16,), random_state=1).fit(data[0]).save(victim)
+    other_detector.save(victim)
     path = tmp_path / "a" / "b" / "m"
     gm.save_model(detector, path)
     if where == "symlink":
@@ -226,14 +243,13 @@ def test_data_outside_the_model_directory_is_refused(detector, data, tmp_path, w
         mlflow.pyfunc.load_model(str(path))
 
 
-def test_flavor_records_and_checks_the_weights_digest(detector, data, tmp_path):
+def test_flavor_records_and_checks_the_weights_digest(detector, other_detector, tmp_path):
     gm.save_model(detector, tmp_path / "m")
     conf = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())["flavors"]["gananomaly"]
     config = json.loads((tmp_path / "m" / "model" / "config.json").read_text())
     assert conf["weights_sha256"] == config["weights_sha256"]
     # another (whole, self-consistent) model swapped in under the logged one is refused
-    other = GANAnomalyDetector(epochs=2, hidden_dims=(16,), random_state=1).fit(data[0])
-    other.save(tmp_path / "m" / "model")
+    other_detector.save(tmp_path / "m" / "model")
     with pytest.raises(MlflowException, match="weights_sha256.*checksum mismatch"):
         gm.load_model(str(tmp_path / "m"))
     with pytest.raises(ValueError, match="weights_sha256.*checksum mismatch"):
@@ -288,17 +304,12 @@ def test_signature_requires_every_training_column_even_with_nan_in_the_example(p
     assert [c.name for c in inputs.inputs] == list(COLS) and all(c.required for c in inputs.inputs)
 
 
-def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
+def test_serving_labels_and_warns_about_unseen_categories(mixed_pipeline, tmp_path):
     """A category never seen in training is encoded as all zeros, which can look normal: the
     pyfunc labels such rows -1 and warns, as the batch job does."""
     from gananomaly.pipelines.datasets import mixed_table
-    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
-    cfg = TabularConfig(name="u", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
-                        drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
-                        detector={"epochs": 2, "encoder_epochs": 2, "hidden_dims": (16,), "random_state": 0})
-    pipe = fit_tabular(cfg, output_dir=tmp_path / "fit").pipeline
-    gm.save_model(pipe, tmp_path / "m")
+    gm.save_model(mixed_pipeline, tmp_path / "m")
     model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
     plain = model.predict(df)
@@ -310,18 +321,13 @@ def test_serving_labels_and_warns_about_unseen_categories(tmp_path):
     np.testing.assert_array_equal(out["label"].iloc[others], plain["label"].iloc[others])
 
 
-def test_integer_and_float_numbers_are_accepted_with_a_signature(tmp_path):
+def test_integer_and_float_numbers_are_accepted_with_a_signature(mixed_pipeline, tmp_path):
     """The mixed table's own int64 column (n_items) and float versions of every numeric column
     pass the logged signature (MLflow refused int64 for double and floats for long)."""
     from gananomaly.pipelines.datasets import mixed_table
-    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
-    cfg = TabularConfig(name="i", builtin="mixed", options={"n_samples": 300}, id_columns=["order_id"],
-                        drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
-                        detector={"epochs": 2, "encoder_epochs": 2, "hidden_dims": (16,), "random_state": 0})
-    pipe = fit_tabular(cfg, output_dir=tmp_path / "fit").pipeline
     df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
-    gm.save_model(pipe, tmp_path / "m", input_example=df.iloc[:3])
+    gm.save_model(mixed_pipeline, tmp_path / "m", input_example=df.iloc[:3])
     model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     ref = model.predict(df)["score"].to_numpy()
     as_int = df.astype({"amount": "float64"}).round().astype({"amount": "int64"})
@@ -340,3 +346,43 @@ def test_model_directory_has_a_model_card(pipeline, tmp_path):
     det = pipeline[-1]
     assert card.startswith("# gananomaly model") and all(f"`{c}`" in card for c in COLS)
     assert f"{det.offset_:.6g}" in card and "fidelity" in card and "a scikit-learn pipeline" in card
+
+
+EXPLAINED = ["explain_1_column", "explain_1_contribution", "explain_2_column", "explain_2_contribution"]
+
+
+def test_pyfunc_explains_the_top_features_of_a_detector_on_request(detector, data, tmp_path):
+    """params={"explain": K} adds each row's top-K features; the signature declares the param, so
+    serving accepts it; a bad K is MLflow's invalid-parameter error."""
+    gm.save_model(detector, tmp_path / "m", input_example=data[0][:3])
+    assert [p.name for p in mlflow.models.Model.load(str(tmp_path / "m")).signature.params.params] == ["explain"]
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    broken = np.random.RandomState(1).randn(10, 4)
+    broken[:, 2] = 8.0  # the planted break: feature 2 far outside its training range
+    plain = model.predict(broken)
+    out = model.predict(broken, params={"explain": 2})
+    assert list(plain.columns) == list(gm.OUTPUT_COLUMNS)
+    assert list(out.columns) == list(gm.OUTPUT_COLUMNS) + EXPLAINED
+    pd.testing.assert_frame_equal(out[plain.columns], plain)
+    assert (out["explain_1_column"] == "x2").all(), out["explain_1_column"].tolist()
+    assert (out["explain_1_contribution"] >= out["explain_2_contribution"]).all()
+    for bad in (0, -1):
+        with pytest.raises(MlflowException, match=r"gananomaly: params\['explain'\] must be a positive int"):
+            model.predict(broken, params={"explain": bad})
+    with pytest.raises(MlflowException, match="explain") as info:
+        model.predict(broken, params={"explain": "two"})
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_pyfunc_explains_original_columns_of_a_table_pipeline(mixed_pipeline, tmp_path):
+    """For the tabular job's pipeline the explanations name input columns (one-hot groups summed):
+    rows whose amount is broken name ``amount`` first."""
+    from gananomaly.pipelines.datasets import mixed_table
+
+    df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
+    gm.save_model(mixed_pipeline, tmp_path / "m", input_example=df.iloc[:3])
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    out = model.predict(df.assign(amount=df["amount"] * 50), params={"explain": 2})
+    assert list(out.columns[-4:]) == EXPLAINED
+    assert (out["explain_1_column"] == "amount").all(), out["explain_1_column"].value_counts()
+    assert set(out["explain_2_column"]) <= set(df.columns) - {"amount"}
