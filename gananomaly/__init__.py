@@ -13,10 +13,11 @@ __all__ = ["GANAnomalyDetector", "Callback", "load", "__version__"]
 # public name -> the library module that defines it
 _LAZY = {"GANAnomalyDetector": "estimator", "Callback": "callbacks", "load": "persistence"}
 # the library's modules, reachable as attributes after a bare ``import gananomaly``
-_SUBMODULES = ("callbacks", "checkpoint", "conv", "data", "defaults", "demo", "distributed", "estimator",
-               "fidelity", "images", "lapgan", "metrics", "mlflow", "networks", "parzen", "persistence", "scoring",
-               "tracking", "tracking_callback", "tracking_log", "tracking_plots", "tracking_runs",
-               "tracking_store", "training", "explanations")
+_SUBMODULES = ("callbacks", "checkpoint", "context", "conv", "data", "defaults", "demo", "distributed",
+               "estimator", "explanations", "fidelity", "images", "inspection", "lapgan", "metrics", "mlflow",
+               "mlflow_pyfunc", "model_dir", "model_format", "networks", "parzen", "persistence", "record",
+               "scoring", "thresholds", "tracking", "tracking_callback", "tracking_log", "tracking_plots",
+               "tracking_runs", "tracking_store", "training")
 
 
 def _module(name: str):

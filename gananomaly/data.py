@@ -6,6 +6,7 @@ import contextlib
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 
 __all__ = ["num_threads", "resolve_device", "resolve_precision", "to_tensor", "fit_scaler", "scale_moments",
@@ -180,3 +181,55 @@ def read_numeric(path: str):
         raise ValueError(f"--input {str(path)!r}: non-numeric columns {bad[:5]}; use `gananomaly tabular fit` "
                          "for mixed-type tables")
     return df
+
+
+_PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (gananomaly.pipelines.tabular / "
+                  "`gananomaly tabular fit`) imputes missing values and encodes categories and dates")
+
+
+def _where(mask: np.ndarray, names) -> str:
+    """``column 'a': rows 3, 17; column 'b': rows 0`` for the True cells of a 2-D mask."""
+    parts = []
+    for j in np.flatnonzero(mask.any(axis=0))[:5]:
+        rows = np.flatnonzero(mask[:, j])
+        shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        parts.append(f"column {names[j]!r}: row{'s' if len(rows) > 1 else ''} {shown}")
+    more = int(mask.any(axis=0).sum()) - 5
+    return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
+
+
+def check_table(X) -> None:
+    """Name the columns (and rows) of table input the detector cannot take, before
+    scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values."""
+    if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame
+        bad = [(c, str(t)) for c, t in X.dtypes.items()
+               if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
+        if bad:
+            shown = ", ".join(f"{c!r} ({t})" for c, t in bad[:10])
+            raise ValueError(f"non-numeric columns {shown}: {_PIPELINE_HINT}")
+        names = [str(c) for c in X.columns]
+        values = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        try:
+            values = np.asarray(X)
+        except (TypeError, ValueError):
+            return  # ragged input: scikit-learn's message says what is wrong
+        if values.ndim != 2:
+            return
+        if values.dtype.kind in "OUSMm":
+            try:
+                values = values.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                cols = [j for j in range(values.shape[1])
+                        if not all(isinstance(v, (int, float, np.number)) for v in values[:, j])]
+                # the type of the conversion error is kept (scikit-learn's contract: TypeError
+                # for objects that are no numbers at all, ValueError for unparsable strings)
+                raise type(exc)(f"non-numeric values in column(s) {cols[:10]} ({exc}): {_PIPELINE_HINT}") from None
+        elif values.dtype.kind not in "fiub":
+            return
+        names = list(range(values.shape[1]))
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            kind = "missing (NaN)" if np.isnan(values[bad]).all() else "infinity or missing (NaN)"
+            raise ValueError(f"X has {kind} values: {_where(bad, names)}; {_PIPELINE_HINT}")

@@ -1,4 +1,12 @@
-"""GANAnomalyDetector: a GAN anomaly detector behind the scikit-learn outlier contract."""
+"""GANAnomalyDetector: a GAN anomaly detector behind the scikit-learn outlier contract.
+
+This module holds the contract itself: parameters, input validation, ``fit`` and the
+scoring methods. The class reads its other parts from mixins, each in its own module:
+thresholds (:mod:`gananomaly.thresholds`), the saved record (:mod:`gananomaly.record`),
+maps, explanations and samples (:mod:`gananomaly.inspection`). It runs past 400 lines
+because the class docstring documents each of its thirty parameters and every fitted
+attribute in one place, as scikit-learn's estimators do.
+"""
 
 from __future__ import annotations
 
@@ -18,75 +26,27 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gananomaly import callbacks as _callbacks
 from gananomaly import checkpoint as _ckpt
+from gananomaly import context as _context
 from gananomaly import data as _data
 from gananomaly import defaults as _defaults
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
 from gananomaly.callbacks import Callback
+from gananomaly.inspection import InspectionMixin
 from gananomaly.networks import build_networks, mlp_spec
+from gananomaly.record import NETS as _NETS
+from gananomaly.record import RecordMixin
+from gananomaly.thresholds import ThresholdMixin
 from gananomaly.training import TrainConfig, Trainer
 
 __all__ = ["GANAnomalyDetector"]
 
 log = logging.getLogger(__name__)
 
-_NETS = ("generator_", "discriminator_", "encoder_")
 
 
 # Columns of :meth:`GANAnomalyDetector.score_table`, the one scoring output.
 SCORE_COLUMNS = (*_scoring.COMPONENTS, "combined", "score", "label")
-
-
-_PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (gananomaly.pipelines.tabular / "
-                  "`gananomaly tabular fit`) imputes missing values and encodes categories and dates")
-
-
-def _where(mask: np.ndarray, names) -> str:
-    """``column 'a': rows 3, 17; column 'b': rows 0`` for the True cells of a 2-D mask."""
-    parts = []
-    for j in np.flatnonzero(mask.any(axis=0))[:5]:
-        rows = np.flatnonzero(mask[:, j])
-        shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        parts.append(f"column {names[j]!r}: row{'s' if len(rows) > 1 else ''} {shown}")
-    more = int(mask.any(axis=0).sum()) - 5
-    return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
-
-
-def _check_table(X) -> None:
-    """Name the columns (and rows) of table input the detector cannot take, before
-    scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values."""
-    if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame
-        bad = [(c, str(t)) for c, t in X.dtypes.items()
-               if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
-        if bad:
-            shown = ", ".join(f"{c!r} ({t})" for c, t in bad[:10])
-            raise ValueError(f"non-numeric columns {shown}: {_PIPELINE_HINT}")
-        names = [str(c) for c in X.columns]
-        values = X.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        try:
-            values = np.asarray(X)
-        except (TypeError, ValueError):
-            return  # ragged input: scikit-learn's message says what is wrong
-        if values.ndim != 2:
-            return
-        if values.dtype.kind in "OUSMm":
-            try:
-                values = values.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                cols = [j for j in range(values.shape[1])
-                        if not all(isinstance(v, (int, float, np.number)) for v in values[:, j])]
-                # the type of the conversion error is kept (scikit-learn's contract: TypeError
-                # for objects that are no numbers at all, ValueError for unparsable strings)
-                raise type(exc)(f"non-numeric values in column(s) {cols[:10]} ({exc}): {_PIPELINE_HINT}") from None
-        elif values.dtype.kind not in "fiub":
-            return
-        names = list(range(values.shape[1]))
-    if values.dtype.kind == "f":
-        bad = ~np.isfinite(values)
-        if bad.any():
-            kind = "missing (NaN)" if np.isnan(values[bad]).all() else "infinity or missing (NaN)"
-            raise ValueError(f"X has {kind} values: {_where(bad, names)}; {_PIPELINE_HINT}")
 
 
 # torch's own intra-op thread count when gananomaly was imported: a different count at fit
@@ -107,7 +67,7 @@ def _resume(trainer: Trainer, store, resume: bool) -> None:
                  store.path, trainer.gan_epoch, trainer.enc_epoch)
 
 
-class GANAnomalyDetector(OutlierMixin, BaseEstimator):
+class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMixin, BaseEstimator):
     """Anomaly detector built on a generative adversarial network trained on normal data.
 
     A generator ``G`` learns the distribution of the training data against a
@@ -411,7 +371,7 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"pass an array (n, H, W), (n, C, H, W) or (n, H, W, C) of such images, "
                 f"got shape {getattr(X, 'shape', None)}"
             )
-        _check_table(X)
+        _data.check_table(X)
         X = validate_data(
             self, X, reset=reset, dtype=[np.float64, np.float32],
             ensure_min_samples=2 if reset else 1,
@@ -440,51 +400,6 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
             out = _images.resize(out, self.image_shape_[1:])
             return out * self.input_scale_[:, None, None] + self.input_mean_[:, None, None]
         return out * self.input_scale_ + self.input_mean_
-
-    def _persist_extra(self) -> dict[str, Any]:
-        """Fitted image settings for :mod:`gananomaly.persistence` (empty for 2-D input)."""
-        shape = getattr(self, "image_shape_", None)
-        extra = {} if shape is None else {"image_shape": [int(v) for v in shape]}
-        extra["objective"] = self.objective_
-        extra["fidelity"] = {k: float(v) for k, v in getattr(self, "fidelity_", {}).items()}
-        if getattr(self, "context_categories_", None) is not None:
-            extra["context_categories"] = list(self.context_categories_)
-        if getattr(self, "context_mean_", None) is not None:
-            extra["context_mean"] = [float(v) for v in self.context_mean_]
-            extra["context_scale"] = [float(v) for v in self.context_scale_]
-        return extra
-
-    def _load_extra(self, extra: dict[str, Any]) -> None:
-        objective = extra.get("objective", self.objective)
-        if objective not in ("gan", "wgan-gp"):
-            raise ValueError(f"not a valid gananomaly model: bad objective {objective!r}")
-        self.objective_ = objective
-        fidelity = extra.get("fidelity", {})
-        if not (isinstance(fidelity, dict) and len(fidelity) <= 32
-                and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in fidelity.items())):
-            raise ValueError("not a valid gananomaly model: bad fidelity (a dict of numbers expected)")
-        self.fidelity_ = {k: float(v) for k, v in fidelity.items()}
-        cats = extra.get("context_categories")
-        if cats is not None and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)
-                                     and len(cats) == self.arch_.get("context_dim")):
-            raise ValueError(f"not a valid gananomaly model: bad context_categories {cats!r}")
-        self.context_categories_ = cats
-        mean, scale = extra.get("context_mean"), extra.get("context_scale")
-        if mean is not None:
-            if not (isinstance(mean, list) and isinstance(scale, list) and len(mean) == len(scale)
-                    == self.arch_.get("context_dim") and all(isinstance(v, (int, float)) for v in mean + scale)):
-                raise ValueError("not a valid gananomaly model: bad context_mean/context_scale")
-            self.context_mean_, self.context_scale_ = np.asarray(mean, float), np.asarray(scale, float)
-        else:
-            self.context_mean_ = self.context_scale_ = None
-        shape = extra.get("image_shape")
-        if shape is not None:
-            if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
-                    and shape[0] in (1, 3) and shape[0] * shape[1] * shape[2] == self.n_features_in_):
-                raise ValueError(f"not a valid gananomaly model: bad image_shape {shape!r}")
-            if self.arch_["kind"] == "conv" and self.input_mean_.shape != (shape[0],):
-                raise ValueError("not a valid gananomaly model: the input scaler does not match the image channels")
-        self.image_shape_ = None if shape is None else tuple(shape)
 
     def _build_arch(self, X: np.ndarray) -> dict[str, Any]:
         if X.ndim == 4:
@@ -683,56 +598,13 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         return Xt, Xt[perm[:cap]], False
 
     def _encode_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor | None:
-        """Context columns as a float32 tensor (None without a context): one-hot for a 1-D
-        categorical context, standardised values for a 2-D numeric one."""
+        """Context columns as a float32 tensor (None without a context); with ``reset`` the
+        context's categories (or numeric scaler) are fitted and recorded."""
         if reset:
-            self.context_categories_ = None
-            self.context_mean_ = self.context_scale_ = None
-        categories = getattr(self, "context_categories_", None)
-        continuous = getattr(self, "context_mean_", None) is not None
-        if context is None:
-            if categories is not None or continuous:
-                raise ValueError("this detector was fitted with a context: pass context= (one value per row)")
-            return None
-        if not reset and categories is None and not continuous:
-            raise ValueError("this detector was fitted without a context; do not pass context=")
-        if X.ndim != 2:
-            raise ValueError("context= is supported for tabular (2-D) input only")
-        if (reset and np.ndim(context) == 2) or continuous:
-            return self._encode_numeric_context(context, X, reset=reset)
-        values = np.asarray(context, dtype=object)
-        if values.ndim != 1 or values.shape[0] != X.shape[0]:
-            raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
-        if any(v is None or (isinstance(v, float) and v != v) for v in values):
-            raise ValueError("context contains missing values (None/NaN)")
-        keys = np.array([str(v) for v in values], dtype=object)
-        if reset:
-            categories = sorted(set(keys.tolist()))
-            self.context_categories_ = categories
-        index = {c: i for i, c in enumerate(categories)}
-        unknown = sorted(set(keys.tolist()) - set(index))
-        if unknown:
-            raise ValueError(f"context has values never seen in fit: {unknown[:10]}; known: {categories[:10]}")
-        onehot = torch.zeros(X.shape[0], len(categories))
-        onehot[torch.arange(X.shape[0]), torch.tensor([index[k] for k in keys])] = 1.0
-        return onehot
-
-    def _encode_numeric_context(self, context, X: np.ndarray, *, reset: bool) -> torch.Tensor:
-        """A numeric condition per row, e.g. the coarser image of a Laplacian pyramid."""
-        try:
-            values = np.asarray(context, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a 2-D context must be numeric: {exc}") from exc
-        if values.ndim != 2 or values.shape[0] != X.shape[0]:
-            raise ValueError(f"context must have one row per sample ({X.shape[0]}), got shape {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError("context contains NaN or infinity")
-        if reset:
-            self.context_mean_, self.context_scale_ = _data.fit_scaler(values, what="context column")
-        elif values.shape[1] != self.context_mean_.shape[0]:
-            raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with "
-                             f"{self.context_mean_.shape[0]}")
-        return _data.to_tensor(values, self.context_mean_, self.context_scale_)
+            ctx, self.context_categories_, self.context_mean_, self.context_scale_ = _context.fit(context, X)
+            return ctx
+        return _context.encode(context, X, getattr(self, "context_categories_", None),
+                               getattr(self, "context_mean_", None), getattr(self, "context_scale_", None))
 
     def _prepare(self, X, context) -> tuple[torch.Tensor, np.ndarray]:
         """Validated scoring input as a tensor (with the context columns, if any)."""
@@ -749,82 +621,6 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
                   if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device")}
         return {"params": repr(sorted(params.items())), "arch": repr(sorted(self.arch_.items())),
                 "epochs": cfg.epochs, "encoder_epochs": cfg.encoder_epochs, "data": _ckpt.tensor_digest(Xt)}
-
-    # ------------------------------------------------------------------ threshold
-    # Parameters that change the scores (or the share of outliers) after the fit: setting
-    # any of them releases a threshold pinned by set_threshold, and offset_ follows them.
-    _SCORE_PARAMS = frozenset({"contamination", "component", "weight", "latent_weight", "knn_weight"})
-
-    def training_scores(self) -> np.ndarray:
-        """``score_samples`` of (a seeded sample of at most ``scoring.TRAIN_SCORE_ROWS``) training
-        rows under the current parameters, recombined from the stored standardised components:
-        the distribution every threshold is read from."""
-        check_is_fitted(self)
-        std = {name: self.training_components_[:, i] for i, name in enumerate(_scoring.COMPONENTS)}
-        std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self._knn_weight())
-        return self._select(std)
-
-    @property
-    def offset_(self) -> float:
-        """The threshold on ``score_samples``: a sample scoring below it is an outlier.
-
-        Read from the training scores under the *current* parameters (``contamination``,
-        ``weight``, ``component``...), so changing them after the fit never leaves a stale
-        threshold; or pinned by :meth:`set_threshold`."""
-        if "_offset" in self.__dict__:  # a plain value (set directly)
-            return self.__dict__["_offset"]
-        check_is_fitted(self)
-        pinned = self.threshold_ or {}
-        if "score" in pinned:
-            return float(pinned["score"])
-        return _scoring.threshold_at(self.training_scores(), pinned.get("contamination", self.contamination))
-
-    @offset_.setter
-    def offset_(self, value: float) -> None:
-        if "training_components_" in self.__dict__:
-            self.set_threshold(score=float(value))
-        else:  # no training scores to read a threshold from: a fixed value
-            self.__dict__["_offset"] = float(value)
-
-    def set_threshold(self, *, contamination=None, fpr: float | None = None, score: float | None = None):
-        """Move the outlier threshold without refitting; give exactly one of:
-
-        contamination : "auto" or float in (0, 0.5]
-            As the constructor parameter, read from the training scores.
-        fpr : float in (0, 1)
-            The share of the (normal) training rows to flag: the false-positive rate measured
-            on the training data.
-        score : float
-            A threshold on ``score_samples`` itself (e.g. from
-            :func:`gananomaly.metrics.threshold_from_labels`).
-
-        The threshold stays pinned until a parameter that changes the scores is set again
-        (``set_params(weight=...)`` etc.), which returns it to ``contamination``. Returns self.
-        """
-        check_is_fitted(self, "training_components_")
-        given = {k: v for k, v in {"contamination": contamination, "fpr": fpr, "score": score}.items()
-                 if v is not None}
-        if len(given) != 1:
-            raise ValueError(f"set_threshold takes exactly one of contamination, fpr, score; got {sorted(given)}")
-        ((key, value),) = given.items()
-        if key == "contamination" and not (value == "auto" or (isinstance(value, Real) and 0 < value <= 0.5)):
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {value!r}")
-        if key == "fpr" and not (isinstance(value, Real) and 0 < value < 1):
-            raise ValueError(f"fpr must be a float in (0, 1), got {value!r}")
-        if key == "score" and not (isinstance(value, Real) and np.isfinite(value)):
-            raise ValueError(f"score must be a finite number, got {value!r}")
-        self.__dict__.pop("_offset", None)
-        if key == "fpr":
-            key = "contamination"
-        self.threshold_ = {key: value if value == "auto" else float(value)}
-        return self
-
-    def set_params(self, **params):
-        fitted = "training_components_" in self.__dict__
-        super().set_params(**params)
-        if fitted and self._SCORE_PARAMS & set(params):
-            self.threshold_ = None
-        return self
 
     # ------------------------------------------------------------------ scoring
     def _raw_scores(self, Xt: torch.Tensor) -> dict[str, np.ndarray]:
@@ -924,140 +720,6 @@ class GANAnomalyDetector(OutlierMixin, BaseEstimator):
         labels = np.ones(decision.shape[0], dtype=int)
         labels[decision < 0] = -1
         return labels
-
-    def generate(self, n_samples: int, *, context=None, random_state: Any = None) -> np.ndarray:
-        """Draw ``n_samples`` from the generator, in the original units of the data.
-
-        A detector fitted with a context needs ``context`` (one value per sample)."""
-        check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        rng = torch.Generator(device=self.device_).manual_seed(seed)
-        z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
-        if (getattr(self, "context_categories_", None) is not None or context is not None
-                or getattr(self, "context_mean_", None) is not None):
-            ctx = self._encode_context(context, np.empty((int(n_samples), 0)), reset=False)
-            z = torch.cat([z, ctx.to(self.device_)], dim=1)
-        self.generator_.eval()
-        with torch.inference_mode():
-            out = self.generator_(z).float().cpu().numpy().astype(np.float64)
-        if out.ndim == 2:
-            out = out[:, : self.n_features_in_]
-        return self._unscale(out)
-
-    def anomaly_map(self, X, *, context=None, component: str = "combined") -> np.ndarray:
-        """Where each sample is anomalous: a map per image, or a value per feature of a table.
-
-        * ``"reconstruction"``: for images, the map the reconstruction score pools: the
-          squared residual ``x - G(E(x))`` in two bands (its fine detail, and all of it), mean
-          over channels, each divided by its training mean at that pixel and summed (a typical
-          training pixel is about 2); for tables, the squared residual per feature in
-          standardised units;
-        * ``"discriminator"``: the feature-matching residual ``||f(x) - f(G(E(x)))||**2``
-          brought back to the input: the magnitude of its gradient with respect to each pixel
-          (feature) of ``x``, so the map shows which inputs D's features react to;
-        * ``"combined"``: ``(1 - weight) * R + weight * D`` with ``R`` the reconstruction map
-          in units of a typical training pixel (for tables: divided by the training median of
-          the reconstruction score) and ``D`` the discriminator map rescaled to the same row's mean of ``R``:
-          every row on its own scale, never a statistic of the batch.
-
-        Images come back at the fitted image size, ``(n, H, W)``; tables as ``(n, n_features)``.
-        No latent refinement; rows are mapped in batches and never influence each other.
-        """
-        if component not in ("combined", "reconstruction", "discriminator"):
-            raise ValueError(f"component must be 'combined', 'reconstruction' or 'discriminator', got {component!r}")
-        Xt, _ = self._prepare(X, context)
-        cfg = self.score_config_
-        rec_map, disc_map = _scoring.residual_maps(self.generator_, self.discriminator_, self.encoder_, Xt,
-                                                   self.device_, cfg, min(self._score_cfg(Xt).batch_size, 1024))
-        if rec_map.ndim == 3 and tuple(rec_map.shape[1:]) != tuple(self.image_shape_[1:]):
-            rec_map = _images.resize(rec_map[:, None], self.image_shape_[1:])[:, 0]
-            disc_map = _images.resize(disc_map[:, None], self.image_shape_[1:])[:, 0]
-        if component == "reconstruction":
-            return rec_map
-        if component == "discriminator":
-            return disc_map
-        # Each row on its own scale (never a statistic of the batch): the reconstruction map
-        # in units of the training median; the discriminator map spreads the same row's mean
-        # level over the inputs D's features react to.
-        if cfg.map_scale is not None:  # images: each of the two bands is 1 at a typical training pixel
-            rec_rel = rec_map / 2.0
-        else:
-            rec_rel = rec_map / max(cfg.loc["reconstruction"], 1e-12)
-        axes = tuple(range(1, rec_map.ndim))
-        level = rec_rel.mean(axis=axes, keepdims=True)
-        disc_rel = disc_map / np.maximum(disc_map.mean(axis=axes, keepdims=True), 1e-12) * level
-        return (1.0 - self.weight) * rec_rel + self.weight * disc_rel
-
-    def explain(self, X, *, context=None, top: int | None = None) -> pd.DataFrame:
-        """Why each row scores as it does: every feature's contribution to the anomaly score.
-
-        ``contribution`` is the feature's first-order share of the combined anomaly score
-        (gradient times input, the training mean as reference; see
-        :func:`gananomaly.scoring.contributions`): positive features push the row towards
-        anomalous. ``expected`` is what the model expected there, ``G(E(x))`` in the
-        original units.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) (tables; for images use :meth:`anomaly_map`)
-        top : int, optional
-            Keep only each row's ``top`` features with the largest contribution.
-
-        Returns
-        -------
-        Long DataFrame with one line per (row, feature): ``row`` (position in ``X``),
-        ``rank`` (1 = largest contribution), ``feature``, ``contribution``, ``value`` and
-        ``expected``, sorted by row and rank.
-        """
-        if getattr(self, "image_shape_", None) is not None:
-            raise ValueError("explain() is for tables; for images use anomaly_map(X), a map per pixel")
-        if top is not None and (isinstance(top, bool) or not isinstance(top, Integral) or top < 1):
-            raise ValueError(f"top must be a positive int, got {top!r}")
-        Xt, Xv = self._prepare(X, context)
-        contrib = _scoring.contributions(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_,
-                                         self.score_config_, (self.weight, self.latent_weight, self._knn_weight()))
-        expected = self._reconstruct(Xt)
-        n, d = contrib.shape
-        names = np.asarray(getattr(self, "feature_names_in_", [f"x{j}" for j in range(d)]), dtype=object)
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, : d if top is None else min(top, d)]
-        rows = np.repeat(np.arange(n), order.shape[1])
-        cols = order.ravel()
-        values = np.asarray(Xv, dtype=np.float64).reshape(n, -1)
-        return pd.DataFrame({"row": rows, "rank": np.tile(np.arange(1, order.shape[1] + 1), n),
-                             "feature": names[cols], "contribution": contrib[rows, cols],
-                             "value": values[rows, cols], "expected": expected[rows, cols]})
-
-    def reconstruct(self, X, *, context=None) -> np.ndarray:
-        """``G(E(x))`` in the original units (no latent refinement).
-
-        For convolutional networks the images come back channel-first, resized from the
-        network's resolution to the fitted image size: ``(n, C, H, W)``.
-        """
-        return self._reconstruct(self._prepare(X, context)[0])
-
-    def _reconstruct(self, Xt: torch.Tensor) -> np.ndarray:
-        """``G(E(x))`` of prepared rows, in the original units."""
-        self.generator_.eval(), self.encoder_.eval()
-        outs = []
-        bs = self._score_cfg(Xt).batch_size
-        with torch.inference_mode():
-            for start in range(0, Xt.shape[0], bs):
-                x = _scoring._pad(Xt[start : start + bs])
-                n = min(bs, Xt.shape[0] - start)
-                outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
-        out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)
-        if out.ndim == 2:
-            out = out[:, : self.n_features_in_]  # drop the context columns
-        return self._unscale(out)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Save to a directory: ``model.safetensors`` (weights) + ``config.json``."""
-        from gananomaly.persistence import save
-
-        save(self, path)
 
     def __getstate__(self):
         state = super().__getstate__()

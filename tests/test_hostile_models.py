@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import gananomaly
-from gananomaly import GANAnomalyDetector, persistence
+from gananomaly import GANAnomalyDetector, model_dir, persistence
 from gananomaly.persistence import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -314,7 +314,7 @@ def _exchange_supported(tmp_path: Path) -> bool:
     a.mkdir()
     b.mkdir()
     try:
-        return persistence._exchange(a, b)
+        return model_dir.exchange(a, b)
     finally:
         a.rmdir()
         b.rmdir()

@@ -1,0 +1,85 @@
+"""A known condition per row (class, machine, hour bucket, a coarser image...): encoded as
+extra input columns for the conditional GAN.
+
+A 1-D context is categorical (one-hot over the categories seen in fit); a 2-D context is
+numeric (standardised with the scaler fitted in fit). These functions return what they
+fit; the estimator records it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gananomaly import data as _data
+
+__all__ = ["fit", "encode"]
+
+
+def fit(context, X: np.ndarray):
+    """``(columns, categories, mean, scale)`` for the training rows ``X`` (all None
+    without a context; ``categories`` for a categorical one, ``mean``/``scale`` for a numeric one)."""
+    if context is None:
+        return None, None, None, None
+    if X.ndim != 2:
+        raise ValueError("context= is supported for tabular (2-D) input only")
+    if np.ndim(context) == 2:
+        values = _numeric(context, X)
+        mean, scale = _data.fit_scaler(values, what="context column")
+        return _data.to_tensor(values, mean, scale), None, mean, scale
+    keys = _keys(context, X)
+    categories = sorted(set(keys.tolist()))
+    return _onehot(keys, categories), categories, None, None
+
+
+def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarray | None,
+           scale: np.ndarray | None) -> torch.Tensor | None:
+    """The columns of ``context`` for scoring rows ``X`` with what :func:`fit` returned."""
+    continuous = mean is not None
+    if context is None:
+        if categories is not None or continuous:
+            raise ValueError("this detector was fitted with a context: pass context= (one value per row)")
+        return None
+    if categories is None and not continuous:
+        raise ValueError("this detector was fitted without a context; do not pass context=")
+    if X.ndim != 2:
+        raise ValueError("context= is supported for tabular (2-D) input only")
+    if continuous:
+        values = _numeric(context, X)
+        if values.shape[1] != mean.shape[0]:
+            raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with {mean.shape[0]}")
+        return _data.to_tensor(values, mean, scale)
+    keys = _keys(context, X)
+    unknown = sorted(set(keys.tolist()) - set(categories))
+    if unknown:
+        raise ValueError(f"context has values never seen in fit: {unknown[:10]}; known: {categories[:10]}")
+    return _onehot(keys, categories)
+
+
+def _keys(context, X: np.ndarray) -> np.ndarray:
+    values = np.asarray(context, dtype=object)
+    if values.ndim != 1 or values.shape[0] != X.shape[0]:
+        raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
+    if any(v is None or (isinstance(v, float) and v != v) for v in values):
+        raise ValueError("context contains missing values (None/NaN)")
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def _onehot(keys: np.ndarray, categories: list[str]) -> torch.Tensor:
+    index = {c: i for i, c in enumerate(categories)}
+    onehot = torch.zeros(len(keys), len(categories))
+    onehot[torch.arange(len(keys)), torch.tensor([index[k] for k in keys], dtype=torch.long)] = 1.0
+    return onehot
+
+
+def _numeric(context, X: np.ndarray) -> np.ndarray:
+    """A numeric condition per row, e.g. the coarser image of a Laplacian pyramid."""
+    try:
+        values = np.asarray(context, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a 2-D context must be numeric: {exc}") from exc
+    if values.ndim != 2 or values.shape[0] != X.shape[0]:
+        raise ValueError(f"context must have one row per sample ({X.shape[0]}), got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("context contains NaN or infinity")
+    return values

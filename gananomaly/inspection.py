@@ -1,0 +1,151 @@
+"""What a fitted detector can show beyond its scores: samples of the generator, reconstructions,
+per-pixel (or per-feature) anomaly maps and per-feature explanations
+(:class:`InspectionMixin`, a part of :class:`~gananomaly.estimator.GANAnomalyDetector`)."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from gananomaly import images as _images
+from gananomaly import scoring as _scoring
+
+__all__ = ["InspectionMixin"]
+
+
+class InspectionMixin:
+    """``generate``, ``reconstruct``, ``anomaly_map`` and ``explain``."""
+
+    def generate(self, n_samples: int, *, context=None, random_state: Any = None) -> np.ndarray:
+        """Draw ``n_samples`` from the generator, in the original units of the data.
+
+        A detector fitted with a context needs ``context`` (one value per sample)."""
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        rng = torch.Generator(device=self.device_).manual_seed(seed)
+        z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
+        if (getattr(self, "context_categories_", None) is not None or context is not None
+                or getattr(self, "context_mean_", None) is not None):
+            ctx = self._encode_context(context, np.empty((int(n_samples), 0)), reset=False)
+            z = torch.cat([z, ctx.to(self.device_)], dim=1)
+        self.generator_.eval()
+        with torch.inference_mode():
+            out = self.generator_(z).float().cpu().numpy().astype(np.float64)
+        if out.ndim == 2:
+            out = out[:, : self.n_features_in_]
+        return self._unscale(out)
+
+    def anomaly_map(self, X, *, context=None, component: str = "combined") -> np.ndarray:
+        """Where each sample is anomalous: a map per image, or a value per feature of a table.
+
+        * ``"reconstruction"``: for images, the map the reconstruction score pools: the
+          squared residual ``x - G(E(x))`` in two bands (its fine detail, and all of it), mean
+          over channels, each divided by its training mean at that pixel and summed (a typical
+          training pixel is about 2); for tables, the squared residual per feature in
+          standardised units;
+        * ``"discriminator"``: the feature-matching residual ``||f(x) - f(G(E(x)))||**2``
+          brought back to the input: the magnitude of its gradient with respect to each pixel
+          (feature) of ``x``, so the map shows which inputs D's features react to;
+        * ``"combined"``: ``(1 - weight) * R + weight * D`` with ``R`` the reconstruction map
+          in units of a typical training pixel (for tables: divided by the training median of
+          the reconstruction score) and ``D`` the discriminator map rescaled to the same row's mean of ``R``:
+          every row on its own scale, never a statistic of the batch.
+
+        Images come back at the fitted image size, ``(n, H, W)``; tables as ``(n, n_features)``.
+        No latent refinement; rows are mapped in batches and never influence each other.
+        """
+        if component not in ("combined", "reconstruction", "discriminator"):
+            raise ValueError(f"component must be 'combined', 'reconstruction' or 'discriminator', got {component!r}")
+        Xt, _ = self._prepare(X, context)
+        cfg = self.score_config_
+        rec_map, disc_map = _scoring.residual_maps(self.generator_, self.discriminator_, self.encoder_, Xt,
+                                                   self.device_, cfg, min(self._score_cfg(Xt).batch_size, 1024))
+        if rec_map.ndim == 3 and tuple(rec_map.shape[1:]) != tuple(self.image_shape_[1:]):
+            rec_map = _images.resize(rec_map[:, None], self.image_shape_[1:])[:, 0]
+            disc_map = _images.resize(disc_map[:, None], self.image_shape_[1:])[:, 0]
+        if component == "reconstruction":
+            return rec_map
+        if component == "discriminator":
+            return disc_map
+        # Each row on its own scale (never a statistic of the batch): the reconstruction map
+        # in units of the training median; the discriminator map spreads the same row's mean
+        # level over the inputs D's features react to.
+        if cfg.map_scale is not None:  # images: each of the two bands is 1 at a typical training pixel
+            rec_rel = rec_map / 2.0
+        else:
+            rec_rel = rec_map / max(cfg.loc["reconstruction"], 1e-12)
+        axes = tuple(range(1, rec_map.ndim))
+        level = rec_rel.mean(axis=axes, keepdims=True)
+        disc_rel = disc_map / np.maximum(disc_map.mean(axis=axes, keepdims=True), 1e-12) * level
+        return (1.0 - self.weight) * rec_rel + self.weight * disc_rel
+
+    def explain(self, X, *, context=None, top: int | None = None) -> pd.DataFrame:
+        """Why each row scores as it does: every feature's contribution to the anomaly score.
+
+        ``contribution`` is the feature's first-order share of the combined anomaly score
+        (gradient times input, the training mean as reference; see
+        :func:`gananomaly.scoring.contributions`): positive features push the row towards
+        anomalous. ``expected`` is what the model expected there, ``G(E(x))`` in the
+        original units.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) (tables; for images use :meth:`anomaly_map`)
+        top : int, optional
+            Keep only each row's ``top`` features with the largest contribution.
+
+        Returns
+        -------
+        Long DataFrame with one line per (row, feature): ``row`` (position in ``X``),
+        ``rank`` (1 = largest contribution), ``feature``, ``contribution``, ``value`` and
+        ``expected``, sorted by row and rank.
+        """
+        if getattr(self, "image_shape_", None) is not None:
+            raise ValueError("explain() is for tables; for images use anomaly_map(X), a map per pixel")
+        if top is not None and (isinstance(top, bool) or not isinstance(top, Integral) or top < 1):
+            raise ValueError(f"top must be a positive int, got {top!r}")
+        Xt, Xv = self._prepare(X, context)
+        contrib = _scoring.contributions(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_,
+                                         self.score_config_, (self.weight, self.latent_weight, self._knn_weight()))
+        expected = self._reconstruct(Xt)
+        n, d = contrib.shape
+        names = np.asarray(getattr(self, "feature_names_in_", [f"x{j}" for j in range(d)]), dtype=object)
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, : d if top is None else min(top, d)]
+        rows = np.repeat(np.arange(n), order.shape[1])
+        cols = order.ravel()
+        values = np.asarray(Xv, dtype=np.float64).reshape(n, -1)
+        return pd.DataFrame({"row": rows, "rank": np.tile(np.arange(1, order.shape[1] + 1), n),
+                             "feature": names[cols], "contribution": contrib[rows, cols],
+                             "value": values[rows, cols], "expected": expected[rows, cols]})
+
+    def reconstruct(self, X, *, context=None) -> np.ndarray:
+        """``G(E(x))`` in the original units (no latent refinement).
+
+        For convolutional networks the images come back channel-first, resized from the
+        network's resolution to the fitted image size: ``(n, C, H, W)``.
+        """
+        return self._reconstruct(self._prepare(X, context)[0])
+
+    def _reconstruct(self, Xt: torch.Tensor) -> np.ndarray:
+        """``G(E(x))`` of prepared rows, in the original units."""
+        self.generator_.eval(), self.encoder_.eval()
+        outs = []
+        bs = self._score_cfg(Xt).batch_size
+        with torch.inference_mode():
+            for start in range(0, Xt.shape[0], bs):
+                x = _scoring._pad(Xt[start : start + bs])
+                n = min(bs, Xt.shape[0] - start)
+                outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
+        out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)
+        if out.ndim == 2:
+            out = out[:, : self.n_features_in_]  # drop the context columns
+        return self._unscale(out)
+
