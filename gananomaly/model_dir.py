@@ -28,7 +28,7 @@ from gananomaly.model_format import (
     WEIGHTS_NAME,
 )
 
-__all__ = ["atomic_dir", "write_bytes", "identity", "exchange"]
+__all__ = ["atomic_dir", "identity", "exchange"]
 
 def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
@@ -139,13 +139,6 @@ def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def identity(path: Path) -> tuple[int, int] | None:

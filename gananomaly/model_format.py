@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as _load_safetensors
 
+from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 
 FORMAT_NAME = "gananomaly"
@@ -579,8 +580,6 @@ def write_detector(out: Path, tensors: dict[str, torch.Tensor], record: dict[str
     with the format, versions and the weights' SHA-256. What would not load back (the same
     checks as loading) is refused before anything is written; ``final`` names the model."""
     from safetensors.torch import save as dump_safetensors
-
-    from gananomaly.model_dir import write_bytes
 
     out.mkdir(exist_ok=True)
     weights = dump_safetensors(tensors, metadata={"format": FORMAT_NAME})

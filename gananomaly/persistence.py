@@ -47,9 +47,10 @@ import os
 import time
 from pathlib import Path
 
+from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
-from gananomaly.model_dir import atomic_dir, identity, write_bytes
+from gananomaly.model_dir import atomic_dir, identity
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
