@@ -3,6 +3,10 @@
 ``python -m benchmarks gpu [--out DIR] [--dry-run] [--budget-s 480]``: the prepared GPU
 check (see :mod:`benchmarks.gpu`); writes ``gpu.json`` and ``GPU.md``.
 
+``python -m benchmarks scoring [--rows N] [--threads 1,2]``: scoring rows/s against
+IsolationForest by thread count, split over the score's parts (see
+:mod:`benchmarks.scoring_speed`).
+
 Prints a table as it goes, writes ``results.json`` to ``--out`` (default
 ``benchmarks/out``) and regenerates ``RESULTS.md`` (by default ``benchmarks/RESULTS.md``
 for a full run and ``DIR/RESULTS.md`` for ``--quick``, so a quick run never overwrites the
@@ -26,6 +30,7 @@ from benchmarks import datasets as _datasets
 from benchmarks import gpu as _gpu
 from benchmarks import quality as _quality
 from benchmarks import report as _report
+from benchmarks import scoring_speed as _scoring_speed
 from benchmarks import speed as _speed
 
 HERE = Path(__file__).resolve().parent
@@ -258,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-md", default=None, help="where to write RESULTS.md (default: benchmarks/RESULTS.md)")
     g = sub.add_parser("gpu", help="the prepared GPU check (a dry run on the CPU without CUDA)")
     _gpu.add_arguments(g)
+    _scoring_speed.add_arguments(sub.add_parser("scoring", help="scoring rows/s against IsolationForest by threads"))
     from benchmarks import batch as _batch
 
     _batch.add_arguments(sub.add_parser("batch", help="gananomaly score on Parquet vs pandas + IsolationForest"))
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return _batch.run_args(args)
     if args.command == "gpu":
         return _gpu.run_args(args)
+    if args.command == "scoring":
+        return _scoring_speed.run_args(args)
     if args.command == "run":
         run(args)
     elif args.command == "report":

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["targets", "markdown", "console", "TARGETS"]
+__all__ = ["targets", "markdown", "console", "write_atomic", "TARGETS"]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write whole or not at all: a temporary name in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 TARGETS = {
     "auroc_vs_best_peer": "mean AUROC over the real-data suite >= the best contestant",

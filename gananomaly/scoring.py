@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gananomaly import neighbours
+
 __all__ = ["ScoreConfig", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale", "frozen",
            "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
@@ -64,6 +66,9 @@ _SELF_TOLERANCE = 1e-5
 # matrix kernels pick their blocking from the number of rows; padding makes a row's score
 # bit-identical whether it is scored alone or inside any batch.
 ROW_BLOCK = 64
+# The latent term runs in padded blocks of this many rows (a fixed size for the same
+# reason; larger than ROW_BLOCK to spread the per-call cost over more rows).
+_LATENT_BLOCK = 512
 
 
 @dataclass
@@ -87,6 +92,14 @@ class ScoreConfig:
     # Images: mean of each residual band at each pixel over the training images, float32,
     # shape (2, size, size), set by fit_map_scale.
     map_scale: np.ndarray | None = None
+    # The bank prepared for the search (neighbours.Bank), with the array it was built from;
+    # rebuilt when knn_bank is replaced, never pickled or compared.
+    _knn_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_knn_cache"] = None
+        return state
 
 
 @contextlib.contextmanager
@@ -244,11 +257,11 @@ def raw_scores(
                 out["latent"][start : start + n] = latent_distance(code, cfg)
             else:
                 codes.append(code.double().cpu().numpy())
-            fx = fx[:n].detach().float().cpu().numpy()
+            fx = fx[:n].detach().float().cpu().contiguous()
             if have_knn:
-                out["knn"][start : start + n] = knn_distance(fx, cfg)
+                out["knn"][start : start + n] = _knn_rows(fx, cfg).numpy()
             else:
-                features.append(fx)
+                features.append(fx.numpy())
     if not have_latent:
         out["codes"] = np.concatenate(codes) if codes else np.empty((0, 0))
     if not have_knn:
@@ -327,22 +340,13 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     return torch.cat(out).numpy()
 
 
-def _knn_block(rows: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean distance of each of ``ROW_BLOCK`` rows to its ``k`` nearest bank rows, leaving
-    out one bank row at (numerically) zero distance: the row itself, for a training row, so
-    that scoring it again gives the leave-one-out value its statistics were fitted with
-    (duplicates of it still count). Squared distances come from one matrix product per
-    fixed-size block, so a row gets the same bits in any batch."""
-    m = bank.shape[0]
-    k = max(1, min(k, m - 1))
-    rows_sq = rows.pow(2).sum(1, keepdim=True)
-    d2 = (rows_sq + bank_sq[None, :] - 2.0 * rows @ bank.T).clamp_min_(0.0)
-    near = d2.topk(min(k + 1, m), dim=1, largest=False).values
-    if near.shape[1] <= k:  # a one-row bank
-        return near.sqrt().mean(1)
-    own = near[:, 0] <= _SELF_TOLERANCE * (rows_sq[:, 0] + 1e-12)
-    near = near.sqrt()
-    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1))
+def _knn_rows(rows: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
+    """:func:`knn_distance` of a float32 CPU tensor, float32. The bank prepared for the
+    search is built once per bank and kept in ``cfg``."""
+    cached = cfg._knn_cache
+    if cached is None or cached[0] is not cfg.knn_bank:
+        cached = cfg._knn_cache = (cfg.knn_bank, neighbours.prepare_bank(cfg.knn_bank))
+    return neighbours.mean_distance(rows, cached[1], cfg.knn_k, _SELF_TOLERANCE)
 
 
 def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
@@ -350,14 +354,8 @@ def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     nearest training rows' features: a non-parametric density in the space D learned to
     tell real data from generated data, which handles several modes where one Gaussian
     cannot."""
-    bank = torch.from_numpy(cfg.knn_bank)
-    bank_sq = bank.pow(2).sum(1)
-    rows = _pad(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-    out = torch.empty(rows.shape[0], dtype=torch.float32)
-    with torch.inference_mode():
-        for start in range(0, rows.shape[0], ROW_BLOCK):
-            out[start : start + ROW_BLOCK] = _knn_block(rows[start : start + ROW_BLOCK], bank, bank_sq, cfg.knn_k)
-    return out[: features.shape[0]].double().numpy()
+    rows = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    return _knn_rows(rows, cfg).double().numpy()
 
 
 def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
@@ -376,17 +374,22 @@ def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
 
 def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
     """Squared Mahalanobis distance (float64) of each row of ``codes`` from the training
-    codes: ``sum_j ((z - loc) . L_j)^2`` with ``precision = L @ L.T``.
+    codes: ``|(z - loc) @ L|^2`` with ``precision = L @ L.T``.
 
-    Computed in numpy, one column of ``L`` at a time, with element-wise products and
-    row sums: unlike a matrix-multiply kernel, whose blocking can depend on where a row
-    sits in the batch, these give a row the same bits in any batch.
+    Computed in float64, one matrix product per fixed-size block of rows (the last one
+    padded), so a row gets the same bits in any batch.
     """
-    d = codes.double().cpu().numpy() - cfg.latent_loc
-    out = np.zeros(d.shape[0], dtype=np.float64)
-    for col in cfg.latent_factor:
-        out += np.square((d * col).sum(axis=1))
-    return out
+    d = codes.detach().cpu().double() - torch.from_numpy(cfg.latent_loc)
+    factor_t = torch.from_numpy(cfg.latent_factor).T
+    n = d.shape[0]
+    out = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, _LATENT_BLOCK):
+        block = d[start : start + _LATENT_BLOCK]
+        size = block.shape[0]
+        if size < _LATENT_BLOCK:
+            block = torch.cat([block, block.new_zeros((_LATENT_BLOCK - size, block.shape[1]))])
+        out[start : start + size] = (block @ factor_t).square_().sum(1)[:size]
+    return out.numpy()
 
 
 def fit_latent(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> None:

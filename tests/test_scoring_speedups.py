@@ -1,0 +1,70 @@
+"""The fast paths of scoring give the plain computation's values, whatever the batch."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gananomaly import neighbours, scoring
+
+
+def _brute_knn(rows: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    d = np.sqrt(((rows[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(-1))
+    d.sort(axis=1)
+    own = d[:, 0] < 1e-6
+    return np.where(own, d[:, 1 : k + 1].mean(1), d[:, :k].mean(1))
+
+
+@pytest.mark.parametrize("m", [1000, 37, 6, 1])
+def test_smallest_matches_a_full_top_k_with_ties(m):
+    rng = np.random.RandomState(m)
+    values = torch.from_numpy(rng.randint(0, 50, size=(70, -(-m // 16) * 16)).astype(np.float32))
+    values[:, m:] = float("inf")  # a padded bank
+    k = min(6, m)
+    expected = values.topk(k, dim=1, largest=False).values
+    torch.testing.assert_close(neighbours.smallest(values, k), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("m", [300, 5, 1])
+def test_knn_is_the_exact_mean_distance_and_leaves_a_training_row_out(m):
+    rng = np.random.RandomState(0)
+    bank = rng.randn(m, 24).astype(np.float32) + 3.0
+    cfg = scoring.ScoreConfig(knn_bank=bank)
+    rows = np.vstack([rng.randn(40, 24).astype(np.float32) + 3.0, bank[:3]])
+    got = scoring.knn_distance(rows, cfg)
+    k = max(1, min(cfg.knn_k, m - 1))
+    expected = _brute_knn(rows, bank, k) if m > 1 else np.sqrt(((rows - bank) ** 2).sum(1))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    # a row scores the same bits alone and in any batch (blocks have a fixed shape)
+    alone = np.array([scoring.knn_distance(rows[i : i + 1], cfg)[0] for i in range(len(rows))])
+    np.testing.assert_array_equal(alone, got)
+    perm = rng.permutation(len(rows))
+    np.testing.assert_array_equal(scoring.knn_distance(rows[perm], cfg), got[perm])
+
+
+def test_latent_distance_is_the_mahalanobis_distance_in_any_batch():
+    rng = np.random.RandomState(1)
+    codes = rng.randn(700, 5)
+    cov = np.cov(rng.randn(200, 5) @ rng.randn(5, 5), rowvar=False)
+    precision = np.linalg.inv(cov)
+    cfg = scoring.ScoreConfig(latent_loc=codes.mean(0), latent_factor=np.linalg.cholesky(precision).T.copy())
+    d = codes - cfg.latent_loc
+    got = scoring.latent_distance(torch.from_numpy(codes), cfg)
+    np.testing.assert_allclose(got, np.einsum("ij,jk,ik->i", d, precision, d), rtol=1e-10)
+    alone = np.array([scoring.latent_distance(torch.from_numpy(codes[i : i + 1]), cfg)[0] for i in range(0, 700, 50)])
+    np.testing.assert_array_equal(alone, got[::50])
+
+
+def test_prepared_bank_follows_a_replaced_bank_and_is_never_pickled():
+    rng = np.random.RandomState(2)
+    cfg = scoring.ScoreConfig(knn_bank=rng.randn(50, 8).astype(np.float32))
+    rows = rng.randn(10, 8).astype(np.float32)
+    first = scoring.knn_distance(rows, cfg)
+    copy = pickle.loads(pickle.dumps(cfg))
+    assert copy._knn_cache is None
+    np.testing.assert_array_equal(scoring.knn_distance(rows, copy), first)
+    cfg.knn_bank = cfg.knn_bank + 10.0  # a new bank: the prepared one is rebuilt
+    np.testing.assert_allclose(scoring.knn_distance(rows, cfg), _brute_knn(rows, cfg.knn_bank, 5), rtol=1e-4)
