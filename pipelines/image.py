@@ -91,10 +91,6 @@ __all__ = [
     "grid_tile_shape",
 ]
 
-#: the earlier private name, still imported by the batch job
-_list_images = list_images
-
-
 # ---------------------------------------------------------------------------------- CLI
 def _parse_value(text: str) -> Any:
     import json

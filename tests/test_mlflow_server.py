@@ -128,11 +128,19 @@ def test_models_serve_answers_invocations_with_score_samples(data, tmp_path, mon
         preds = pd.DataFrame(resp.json()["predictions"])
         bad = requests.post(f"http://127.0.0.1:{port}/invocations",
                             json={"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}, timeout=60)
+        explained = requests.post(f"http://127.0.0.1:{port}/invocations", json={**body, "params": {"explain": 2}},
+                                  timeout=60)
+        zero = requests.post(f"http://127.0.0.1:{port}/invocations", json={**body, "params": {"explain": 0}},
+                             timeout=60)
     np.testing.assert_allclose(preds["score"].to_numpy(), det.score_samples(frame), atol=1e-6)
     np.testing.assert_array_equal(preds["label"].to_numpy(), det.predict(frame))
     comps = det.score_components(frame)
     np.testing.assert_allclose(preds["combined"].to_numpy(), comps["combined"].to_numpy(), atol=1e-6)
     assert bad.status_code == 400  # the signature rejects missing columns
+    assert explained.status_code == 200, explained.text  # the signature declares the explain param
+    top = pd.DataFrame(explained.json()["predictions"])
+    assert set(top["explain_1_column"]) <= set(cols) and "explain_2_contribution" in top
+    assert zero.status_code == 400 and "must be a positive int" in zero.text
 
 
 def test_tracked_fit_over_http_to_real_tracking_server(data, tmp_path, monkeypatch):
