@@ -28,6 +28,11 @@ and a fourth that reads D's learned features:
 Each is standardised with a robust location/scale measured once on the training data
 (median and interquartile range), so the combination weight means the same thing on every
 data set and no statistic ever depends on the batch being scored.
+
+The module is longer than most (over 400 lines) for one reason: every component follows the
+same blocking rules that give a row the same bits alone or in any batch (fixed block
+shapes, padding), and the k-NN search with its prepared bank is written to those rules;
+split across modules, the rules and the code that relies on them would drift apart.
 """
 
 from __future__ import annotations
@@ -39,8 +44,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from gananomaly import neighbours
 
 __all__ = ["ScoreConfig", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale", "frozen",
            "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
@@ -67,8 +70,11 @@ _SELF_TOLERANCE = 1e-5
 # bit-identical whether it is scored alone or inside any batch.
 ROW_BLOCK = 64
 # The latent term runs in padded blocks of this many rows (a fixed size for the same
-# reason; larger than ROW_BLOCK to spread the per-call cost over more rows).
+# reason; larger than ROW_BLOCK to spread the per-call cost over more rows). The k-NN term
+# keeps ROW_BLOCK: a block's distances to the whole bank then stay in cache.
 _LATENT_BLOCK = 512
+# The nearest bank rows are searched among groups of this many bank rows (see smallest).
+_KNN_GROUP = 16
 
 
 @dataclass
@@ -92,7 +98,7 @@ class ScoreConfig:
     # Images: mean of each residual band at each pixel over the training images, float32,
     # shape (2, size, size), set by fit_map_scale.
     map_scale: np.ndarray | None = None
-    # The bank prepared for the search (neighbours.Bank), with the array it was built from;
+    # The bank prepared for scoring (_Bank), with the array it was built from;
     # rebuilt when knn_bank is replaced, never pickled or compared.
     _knn_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -117,9 +123,9 @@ def frozen(*nets: nn.Module):
             p.requires_grad_(flag)
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
+def _pad(x: torch.Tensor, block: int = ROW_BLOCK) -> torch.Tensor:
     n = x.shape[0]
-    m = -(-n // ROW_BLOCK) * ROW_BLOCK
+    m = -(-n // block) * block
     if m == n:
         return x
     return torch.cat([x, x.new_zeros((m - n,) + tuple(x.shape[1:]))])
@@ -340,13 +346,74 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     return torch.cat(out).numpy()
 
 
-def _knn_rows(rows: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
-    """:func:`knn_distance` of a float32 CPU tensor, float32. The bank prepared for the
-    search is built once per bank and kept in ``cfg``."""
+@dataclass(frozen=True)
+class _Bank:
+    """The k-NN bank prepared for scoring: transposed, with its squared norms, padded to a
+    multiple of :data:`_KNN_GROUP` rows whose squared norm is infinite (never near)."""
+
+    rows_t: torch.Tensor  # (features, padded rows) float32
+    sq: torch.Tensor  # (padded rows,)
+    n_rows: int
+
+
+def _prepare_bank(cfg: ScoreConfig) -> _Bank:
+    """The prepared bank of ``cfg``, built once per bank array and kept in ``cfg``."""
     cached = cfg._knn_cache
-    if cached is None or cached[0] is not cfg.knn_bank:
-        cached = cfg._knn_cache = (cfg.knn_bank, neighbours.prepare_bank(cfg.knn_bank))
-    return neighbours.mean_distance(rows, cached[1], cfg.knn_k, _SELF_TOLERANCE)
+    if cached is not None and cached[0] is cfg.knn_bank:
+        return cached[1]
+    raw = torch.from_numpy(np.ascontiguousarray(cfg.knn_bank, dtype=np.float32))
+    pad = -raw.shape[0] % _KNN_GROUP
+    bank = _Bank(rows_t=torch.cat([raw, raw.new_zeros((pad, raw.shape[1]))]).T.contiguous(),
+                 sq=torch.cat([raw.pow(2).sum(1), raw.new_full((pad,), float("inf"))]), n_rows=raw.shape[0])
+    cfg._knn_cache = (cfg.knn_bank, bank)
+    return bank
+
+
+def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` smallest entries of each row, ascending.
+
+    Columns ``j`` with the same ``j mod (m / _KNN_GROUP)`` form a group. The ``k`` smallest
+    entries lie in the ``k`` groups with the smallest minima (any other group's minimum
+    exceeds ``k`` of them), so an element-wise minimum over ``_KNN_GROUP`` contiguous
+    slices and two small top-k's replace a top-k over every column: exact, ties included.
+    """
+    n, m = values.shape
+    if m % _KNN_GROUP or m < 4 * k * _KNN_GROUP:
+        return values.topk(k, dim=1, largest=False).values
+    groups = values.view(n, _KNN_GROUP, m // _KNN_GROUP)
+    best = groups.amin(1).topk(k, dim=1, largest=False).indices
+    candidates = groups.gather(2, best[:, None, :].expand(n, _KNN_GROUP, k)).view(n, _KNN_GROUP * k)
+    return candidates.topk(k, dim=1, largest=False).values
+
+
+def _knn_block(rows: torch.Tensor, bank: _Bank, k: int) -> torch.Tensor:
+    """Mean distance of each of ``ROW_BLOCK`` rows to its ``k`` nearest bank rows, leaving
+    out one bank row at (numerically) zero distance: the row itself, for a training row, so
+    that scoring it again gives the leave-one-out value its statistics were fitted with
+    (duplicates of it still count). ``|b|^2 - 2 r.b`` comes from one matrix product per
+    fixed-size block, so a row gets the same bits in any batch; the row's own ``|r|^2``,
+    the same for every bank row, is added to the nearest ones only."""
+    m = bank.n_rows
+    rows_sq = rows.pow(2).sum(1, keepdim=True)
+    partial = torch.addmm(bank.sq, rows, bank.rows_t, alpha=-2.0)
+    near = (smallest(partial, min(k + 1, m)) + rows_sq).clamp_min_(0.0)
+    if near.shape[1] <= k:  # a one-row bank
+        return near.sqrt().mean(1)
+    own = near[:, 0] <= _SELF_TOLERANCE * (rows_sq[:, 0] + 1e-12)
+    near = near.sqrt()
+    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1))
+
+
+def _knn_rows(features: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
+    """:func:`knn_distance` of a float32 CPU tensor, float32."""
+    bank = _prepare_bank(cfg)
+    k = max(1, min(cfg.knn_k, bank.n_rows - 1))
+    rows = _pad(features)
+    out = torch.empty(rows.shape[0], dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, rows.shape[0], ROW_BLOCK):
+            out[start : start + ROW_BLOCK] = _knn_block(rows[start : start + ROW_BLOCK], bank, k)
+    return out[: features.shape[0]]
 
 
 def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
@@ -381,15 +448,10 @@ def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
     """
     d = codes.detach().cpu().double() - torch.from_numpy(cfg.latent_loc)
     factor_t = torch.from_numpy(cfg.latent_factor).T
-    n = d.shape[0]
-    out = torch.empty(n, dtype=torch.float64)
-    for start in range(0, n, _LATENT_BLOCK):
-        block = d[start : start + _LATENT_BLOCK]
-        size = block.shape[0]
-        if size < _LATENT_BLOCK:
-            block = torch.cat([block, block.new_zeros((_LATENT_BLOCK - size, block.shape[1]))])
-        out[start : start + size] = (block @ factor_t).square_().sum(1)[:size]
-    return out.numpy()
+    padded = _pad(d, _LATENT_BLOCK)
+    out = torch.cat([(padded[start : start + _LATENT_BLOCK] @ factor_t).square_().sum(1)
+                     for start in range(0, padded.shape[0], _LATENT_BLOCK)]) if d.shape[0] else d[:, 0]
+    return out[: d.shape[0]].numpy()
 
 
 def fit_latent(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> None:

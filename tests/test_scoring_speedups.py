@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gananomaly import neighbours, scoring
+from gananomaly import scoring
 
 
 def _brute_knn(rows: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
@@ -25,7 +25,7 @@ def test_smallest_matches_a_full_top_k_with_ties(m):
     values[:, m:] = float("inf")  # a padded bank
     k = min(6, m)
     expected = values.topk(k, dim=1, largest=False).values
-    torch.testing.assert_close(neighbours.smallest(values, k), expected, rtol=0, atol=0)
+    torch.testing.assert_close(scoring.smallest(values, k), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("m", [300, 5, 1])
