@@ -10,7 +10,7 @@ __all__ = ["evaluate_scores", "evaluate_detector", "pixel_auroc", "pro_score", "
            "anomaly_auroc", "anomaly_scorer"]
 
 
-def _check_labels(y) -> np.ndarray:
+def check_labels(y) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {y.shape}")
@@ -25,7 +25,7 @@ def _check_labels(y) -> np.ndarray:
 def anomaly_auroc(y_true, normality) -> float:
     """AUROC with the library's label convention (1 = anomaly) for ``score_samples``-like
     scores (higher = more normal): scikit-learn's ``roc_auc_score`` on them would invert."""
-    y = _check_labels(y_true)
+    y = check_labels(y_true)
     return float(roc_auc_score(y, -np.asarray(normality, dtype=np.float64)))
 
 
@@ -50,7 +50,7 @@ def threshold_from_labels(y_true, scores, *, target_fpr: float | None = None) ->
         Flag as many anomalies as possible while flagging at most this share of the normal
         rows. Default: the threshold with the best F1 of the anomaly class.
     """
-    y = _check_labels(y_true)
+    y = check_labels(y_true)
     s = np.asarray(scores, dtype=np.float64)
     if s.shape != y.shape or not np.isfinite(s).all():
         raise ValueError(f"scores must be {y.shape[0]} finite numbers, one per label")
@@ -75,7 +75,7 @@ def threshold_from_labels(y_true, scores, *, target_fpr: float | None = None) ->
 
 def evaluate_scores(y_true, anomaly_score, predicted_anomaly=None) -> dict[str, float]:
     """AUROC, AUPRC and (when ``predicted_anomaly`` is given) F1 of the anomaly class."""
-    y = _check_labels(y_true)
+    y = check_labels(y_true)
     s = np.asarray(anomaly_score, dtype=np.float64)
     out = {"auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s))}
     if predicted_anomaly is not None:
@@ -91,7 +91,7 @@ def evaluate_detector(detector, X, y_true) -> pd.DataFrame:
     the detector's threshold, for the component that drives ``predict``).
     """
     comps = detector.score_components(X)
-    y = _check_labels(y_true)
+    y = check_labels(y_true)
     rows = {}
     threshold_component = getattr(detector, "component", "combined")
     predicted = detector.predict(X) == -1

@@ -127,7 +127,7 @@ def save(obj, path: str | os.PathLike) -> Path:
         def write(tmp: Path) -> None:
             import skops.io as sio
 
-            final._write(tmp / DETECTOR_DIR, path)
+            final.write_to(tmp / DETECTOR_DIR, path)
             prep = sio.dumps(obj[:-1])
             write_bytes(tmp / PREPROCESSING_NAME, prep)
             meta = {"format": FORMAT_NAME, "kind": "pipeline", "format_version": FORMAT_VERSION,
@@ -140,7 +140,7 @@ def save(obj, path: str | os.PathLike) -> Path:
     if not isinstance(obj, GANAnomalyDetector):
         raise TypeError(f"can only save a GANAnomalyDetector or a Pipeline ending in one, got {type(obj).__name__}")
     check_is_fitted(obj)
-    return atomic_dir(path, lambda tmp: obj._write(tmp, path))
+    return atomic_dir(path, lambda tmp: obj.write_to(tmp, path))
 
 
 save_model = save
@@ -189,7 +189,7 @@ def _load_once(path: Path, device: str):
     expected = Expected(config, path)
     tensors = check_weights(read_limited(path / WEIGHTS_NAME, expected.max_bytes, invalid), config, path, expected)
     try:
-        return GANAnomalyDetector._from_record(config, tensors, device)
+        return GANAnomalyDetector.from_record(config, tensors, device)
     except RecordError as exc:  # a value the schema allows that the detector still refuses
         Invalid(path, CONFIG_NAME)(exc.key, exc.what)
 

@@ -36,10 +36,12 @@ class RecordMixin:
         :mod:`gananomaly.persistence`; :func:`gananomaly.load` reads it back)."""
         check_is_fitted(self)
         path = Path(path)
-        atomic_dir(path, lambda tmp: self._write(tmp, path))
+        atomic_dir(path, lambda tmp: self.write_to(tmp, path))
 
-    def _write(self, out: Path, final: Path) -> None:
-        """Write this fitted detector's files into the directory ``out`` (the model ``final``)."""
+    def write_to(self, out: Path, final: Path) -> None:
+        """Write this fitted detector's files into the directory ``out`` (created if needed),
+        not atomically: :meth:`save` is the safe way, this is its building block (a pipeline's
+        directory holds its detector's files). ``final`` is the model's path, for messages."""
         tensors: dict[str, torch.Tensor] = {}
         for attr in NETS:
             for key, value in getattr(self, attr).state_dict().items():
@@ -107,8 +109,9 @@ class RecordMixin:
         return extra
 
     @classmethod
-    def _from_record(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], device: str):
-        """A fitted detector from a checked saved record (``config.json`` + its tensors).
+    def from_record(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], device: str):
+        """A fitted detector from a saved record (``config.json`` + its tensors) that passed
+        the checks of :mod:`gananomaly.model_format` (:func:`gananomaly.load` does both).
         Raises :class:`~gananomaly.model_format.RecordError` naming the key of a value the
         schema allows that the detector refuses."""
         est = cls()

@@ -91,9 +91,9 @@ def check_eval(X_eval, y_eval) -> np.ndarray | None:
         raise ValueError("X_eval and y_eval must be given together (y_eval: 1 = anomaly, 0 = normal)")
     if y_eval is None:
         return None
-    from gananomaly.metrics import _check_labels
+    from gananomaly.metrics import check_labels
 
-    y = _check_labels(y_eval)
+    y = check_labels(y_eval)
     if len(y) != _shape(X_eval)[0]:
         raise ValueError(f"y_eval has {len(y)} labels but X_eval has {_shape(X_eval)[0]} rows")
     return y
