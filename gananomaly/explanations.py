@@ -10,7 +10,9 @@ column's units (or the category it expected most).
 The input schema (:class:`ModelSchema`, :func:`model_schema`, :func:`prepare_frame`: which
 columns a fitted model needs and how their cells are converted) lives here because the
 explanations need it and so do consumers that must not depend on the jobs in
-``gananomaly.pipelines`` (the MLflow pyfunc); the pipelines import it from here.
+``gananomaly.pipelines`` (the MLflow pyfunc); the pipelines import it from here. The module
+runs a little over 400 lines because the schema and the explanations are read together: the
+explanations fold features back onto exactly the columns the schema names.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Reading the input of a batch scoring job in chunks of rows, with a progress bar.
 
-Parquet: ``ParquetFile.iter_batches`` over the needed columns only, regrouped into chunks of
-exactly ``chunk_rows`` rows. CSV: ``pandas.read_csv(chunksize=...)`` from an open file whose
-position tells how many bytes were read, so the progress bar shows a percentage and an ETA
-against the file's size (a Parquet file's row count comes from its footer).
+Parquet: ``ParquetFile.iter_batches`` over the needed columns only (without pre-buffering,
+so memory follows the chunk, not the file), regrouped into chunks of exactly ``chunk_rows``
+rows. CSV: ``pandas.read_csv(chunksize=...)`` from an open file whose position tells how
+many bytes were read, so the progress bar shows a percentage and an ETA against the file's
+size (a Parquet file's row count comes from its footer).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    # pre_buffer off: with it, pyarrow keeps the byte ranges it pre-read for the whole file
+    # (memory grew with the file, not with the chunk)
+    pf = pq.ParquetFile(path, pre_buffer=False)
     pending: list = []
     n_pending = 0
     index = 0
