@@ -23,6 +23,8 @@ __all__ = ["make_data", "run_speed", "run_refinement", "run_memory", "gpu_sectio
 
 N_FEATURES = 30
 FIT_ROWS = 10_000  # ours and IsolationForest are fitted on this many rows for the scoring runs
+MEMORY_FIT_ROWS = 2_000  # the memory runs fit on this many rows, then score
+FIT_EPOCHS = "auto"  # epochs of the timed fits (the default; a smoke run of the harness lowers it)
 
 
 def make_data(n_rows: int, seed: int = 0) -> np.ndarray:
@@ -92,7 +94,7 @@ def _run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int,
     for n in fit_sizes:
         X = make_data(n, seed=1)
         cpu = time.process_time()
-        ours_s = _timed(lambda X=X: _ours().fit(X), 1)
+        ours_s = _timed(lambda X=X: _ours(epochs=FIT_EPOCHS).fit(X), 1)
         ours_cpu_s = time.process_time() - cpu  # what the fit costs without other load
         if_s = _timed(lambda X=X: _iforest(n_threads).fit(X), 3)
         fit_rows.append({"n_rows": int(n), "ours_s": ours_s, "ours_cpu_s": ours_cpu_s, "iforest_s": if_s,
@@ -122,6 +124,7 @@ def _run_speed(sizes: Sequence[int], fit_sizes: Sequence[int], n_threads: int,
             progress(f"score {n:>9,d} rows: ours {n / ours_s:12,.0f} rows/s  IsolationForest {n / if_s:12,.0f} rows/s"
                      f"  ratio {row['ratio_ours_over_iforest']:.2f}")
     return {"n_features": N_FEATURES, "threads": torch.get_num_threads(), "fit_rows_for_scoring": FIT_ROWS,
+            "fit_epochs": FIT_EPOCHS,
             "first_fit_in_process_s": warmup_s,
             "fit": fit_rows, "score": score_rows}
 
@@ -207,15 +210,15 @@ def _reset_hwm() -> bool:
     return True
 
 
-def _rss_child(what: str, n_rows: int, n_threads: int) -> dict:
-    """Runs in a fresh interpreter: fit on 2,000 rows, then score ``n_rows``; report the
+def _rss_child(what: str, n_rows: int, n_threads: int, fit_rows: int = 2_000) -> dict:
+    """Runs in a fresh interpreter: fit on ``fit_rows`` rows, then score ``n_rows``; report the
     peak RSS of the whole process and the peak while scoring (Linux ``/proc``)."""
     import gc
 
     import torch
 
     torch.set_num_threads(n_threads)
-    X_fit = make_data(2_000, seed=1)
+    X_fit = make_data(fit_rows, seed=1)
     model = _ours(epochs=1).fit(X_fit) if what == "ours" else _iforest(n_threads).fit(X_fit)
     X = make_data(n_rows, seed=2)
     gc.collect()
@@ -236,7 +239,7 @@ def run_memory(sizes: Sequence[int], n_threads: int, *, progress: Callable[[str]
     for n in sizes:
         for what in ("ours", "iforest"):
             code = ("import json, sys; from benchmarks.speed import _rss_child; "
-                    f"print(json.dumps(_rss_child({what!r}, {int(n)}, {int(n_threads)})))")
+                    f"print(json.dumps(_rss_child({what!r}, {int(n)}, {int(n_threads)}, {int(MEMORY_FIT_ROWS)})))")
             env = dict(os.environ, PYTHONWARNINGS="ignore")
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=1800)

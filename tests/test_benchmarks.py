@@ -116,11 +116,21 @@ def test_report_renders_partial_results():
 
 
 @pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path):
-    from benchmarks.__main__ import main
+def test_quick_run_end_to_end(tmp_path, monkeypatch):
+    from benchmarks import speed
+    from benchmarks.__main__ import QUICK, main
 
+    # The whole harness on smaller inputs: the two data sets the checks below read, and
+    # speed/memory sizes and timed fits that exercise every section in seconds.
+    for key, value in (("speed_sizes", (500, 2_000)), ("fit_sizes", (300,)), ("memory_sizes", (5_000,)),
+                       ("refine_rows", (500, 50))):
+        monkeypatch.setitem(QUICK, key, value)
+    monkeypatch.setattr(speed, "FIT_ROWS", 1_000)
+    monkeypatch.setattr(speed, "MEMORY_FIT_ROWS", 500)
+    monkeypatch.setattr(speed, "FIT_EPOCHS", 2)
     md_path = tmp_path / "RESULTS.md"
-    assert main(["run", "--quick", "--out", str(tmp_path), "--results-md", str(md_path)]) == 0
+    assert main(["run", "--quick", "--datasets", "breast_cancer,gen_local", "--out", str(tmp_path),
+                 "--results-md", str(md_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert md_path.read_text().startswith("# Benchmark results")
     assert {"meta", "speed", "refinement", "memory", "gpu", "quality", "targets"} <= set(results)
@@ -146,7 +156,8 @@ def test_quick_run_end_to_end(tmp_path):
     assert "Generator fidelity on held-out normal rows" in md_path.read_text()
 
     sp = results["speed"]
-    assert [r["n_rows"] for r in sp["score"]] == [1_000, 10_000, 100_000]
+    assert [r["n_rows"] for r in sp["score"]] == [500, 2_000]
+    assert [r["n_rows"] for r in sp["fit"]] == [300] and sp["fit_rows_for_scoring"] == 1_000
     for r in sp["score"]:
         assert r["ours_rows_per_s"] > 0 and r["iforest_rows_per_s"] > 0 and r["ratio_ours_over_iforest"] > 0
     for r in sp["fit"]:
@@ -155,6 +166,7 @@ def test_quick_run_end_to_end(tmp_path):
     if results["refinement"]["pyod_anogan"] is not None:
         assert results["refinement"]["ratio_ours_over_anogan"] > 0
     assert all(m.get("peak_rss_mib", 0) > 0 for m in results["memory"]), results["memory"]
+    assert [m["n_rows"] for m in results["memory"]] == [5_000, 5_000]
     assert results["gpu"]["measured"] in (True, False)
     assert {t["name"] for t in results["targets"]} == set(report.TARGETS)
 
@@ -207,3 +219,23 @@ def test_lapgan_report_pairs_both_models_per_task(tmp_path):
     assert "| digits:0 | other digits | 0.990 ± 0.010 | 0.970 ± 0.010 | 9.0 | 2.0 |" in text
     assert "| texture | spot | 0.900 ± 0.010 | 0.800 ± 0.010 | 30.0 | 5.0 |" in text
     assert "seeds 0-2" in text and not list(tmp_path.glob(".*tmp"))
+
+
+def test_scoring_benchmark_writes_table_and_json_per_thread_count(tmp_path):
+    from benchmarks.__main__ import main
+
+    assert main(["scoring", "--rows", "3000", "--fit-rows", "300", "--threads", "1,2", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "speed_scoring.json").read_text())
+    assert [r["threads"] for r in result["rows"]] == [1, 2] and result["knn_bank_rows"] == 300
+    for r in result["rows"]:
+        assert r["ours_rows_per_s"] > 0 and r["iforest_rows_per_s"] > 0
+        assert r["ratio_ours_over_iforest"] == pytest.approx(r["ours_rows_per_s"] / r["iforest_rows_per_s"])
+        assert set(r["parts_s"]) == {"networks", "latent", "knn", "other"}
+        assert all(v >= 0 for v in r["parts_s"].values()) and r["parts_s"]["networks"] > 0
+    md = (tmp_path / "speed_scoring.md").read_text()
+    assert "| threads | ours rows/s | IsolationForest rows/s | ratio | networks | latent | knn | other |" in md
+    assert md.count("\n| 1 | ") == 1 and md.count("\n| 2 | ") == 1
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        main(["scoring", "--threads", "0", "--out", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
