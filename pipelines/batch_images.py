@@ -33,10 +33,6 @@ __all__ = ["score_image_source"]
 log = logging.getLogger(__name__)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in image_job.IMAGE_SUFFIXES)
-
-
 def score_image_source(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path, *, chunk_rows: int,
                        chunk_bytes: int, resume: bool, progress: bool | None, start_time: float) -> dict[str, Any]:
     """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model:
@@ -84,7 +80,7 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
 def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any, str]:
     """(names, chunks of files or positions, the array source or None, content hash)."""
     if in_path.is_dir():
-        files = _image_files(in_path)
+        files = image_job.list_images(in_path)
         if not files:
             raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
         names = [str(f.relative_to(in_path)) for f in files]
