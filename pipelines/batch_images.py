@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from gananomaly.pipelines import image as image_job
+from gananomaly.pipelines import image_files
 from gananomaly.pipelines.batch_files import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -80,13 +80,13 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
 def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any, str]:
     """(names, chunks of files or positions, the array source or None, content hash)."""
     if in_path.is_dir():
-        files = image_job.list_images(in_path)
+        files = image_files.list_images(in_path)
         if not files:
             raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
         names = [str(f.relative_to(in_path)) for f in files]
         chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
         return names, chunks, None, content_hash(files, names)
-    data = image_job.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
+    data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
     if data is None or len(data.names) == 0:
         raise ValueError(f"--input: no images in {str(in_path)!r}")
     chunks = [list(range(k, min(k + chunk_rows, len(data.names)))) for k in range(0, len(data.names), chunk_rows)]
@@ -96,7 +96,7 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
 def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, shape) -> tuple[pd.DataFrame, ScoreReport]:
     if array is None:
         mode = "grey" if shape[0] == 1 else "rgb"
-        data = image_job.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path)
+        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:
         images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []

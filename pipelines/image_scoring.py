@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines.frame_scoring import score_prepared
 from gananomaly.pipelines.image_files import ImageSet, list_images, load_image_files, load_image_source
+from gananomaly.pipelines.table_data import file_format
 
 from gananomaly._atomic import atomic_open
 
@@ -38,8 +40,6 @@ def auroc_per_kind(kinds: list[str], anomaly_score: np.ndarray) -> dict[str, flo
 
 def table_format(path: str | os.PathLike) -> str:
     """``"csv"`` or ``"parquet"`` from the output's name; refuses a missing directory before any work."""
-    from gananomaly.pipelines.tabular import file_format
-
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -61,12 +61,10 @@ def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def score_table(det, data: ImageSet) -> pd.DataFrame:
     """The per-image score table, the schema of ``gananomaly score`` for images: ``file``, then
-    :func:`gananomaly.pipelines.batch_score.score_prepared`'s columns (``discriminator``,
+    :func:`gananomaly.pipelines.frame_scoring.score_prepared`'s columns (``discriminator``,
     ``reconstruction``, ``latent``, ``knn``, ``combined``: higher = more anomalous; ``score`` =
     ``score_samples``, higher = more normal; ``label`` = ``predict``, +1/-1). One pass through
     the networks per image."""
-    from gananomaly.pipelines.batch_score import score_prepared
-
     frame = score_prepared(det, data.images)
     frame.insert(0, "file", pd.Series(data.names, dtype=object))
     return frame

@@ -316,17 +316,17 @@ def test_folder_scoring_decodes_a_bounded_number_of_images_at_a_time(folder, fit
     (here lowered to 10 images' worth), whatever --chunk-rows asks, and every file is
     scored once. Memory is bounded by the chunk, not by the folder."""
     import gananomaly.pipelines.batch_score as bs
-    import gananomaly.pipelines.image as image
+    import gananomaly.pipelines.image_files as image_files
 
     _, out = fitted
     seen = []
-    real = image.load_image_files
+    real = image_files.load_image_files
 
     def spy(files, *args, **kwargs):
         seen.append(len(files))
         return real(files, *args, **kwargs)
 
-    monkeypatch.setattr(image, "load_image_files", spy)
+    monkeypatch.setattr(image_files, "load_image_files", spy)
     monkeypatch.setattr(bs, "IMAGE_CHUNK_BYTES", 10 * 8 * 16 * 16)  # ten 16x16 grey images as float64
     stats = bs.score_file(out / "model", folder / "test", tmp_path / "s.parquet", chunk_rows=50_000)
     assert max(seen) == 10 and sum(seen) == 40 and stats["rows_scored"] == 40

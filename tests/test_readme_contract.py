@@ -4,8 +4,9 @@ every command (a new one without documentation fails here)."""
 import argparse
 from pathlib import Path
 
-from gananomaly import GANAnomalyDetector
 from gananomaly.pipelines.cli import build_parser
+
+from gananomaly import GANAnomalyDetector
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
