@@ -61,8 +61,9 @@ TRAIN_SCORE_ROWS = 10_000
 MAP_WINDOW = 4
 # ...and the score is the mean of this fraction of the windows (the highest ones).
 MAP_TOP_FRACTION = 0.02
-# A bank row this close (squared, relative to the row's squared norm) is the row itself:
-# float32 rounding of |a|^2 + |b|^2 - 2ab leaves about 1e-7 of |a|^2 where a == b.
+# A bank row this close (squared, relative to the row's squared norm) is at distance zero
+# (the row itself, or a duplicate): float32 rounding of |a|^2 + |b|^2 - 2ab leaves about 1e-7
+# of |a|^2 where a == b.
 _SELF_TOLERANCE = 1e-5
 
 # Rows are fed to the networks in blocks padded to a multiple of this many rows. CPU
@@ -399,7 +400,11 @@ def _knn_block(rows: torch.Tensor, bank: _Bank, k: int) -> torch.Tensor:
     near = (smallest(partial, min(k + 1, m)) + rows_sq).clamp_min_(0.0)
     if near.shape[1] <= k:  # a one-row bank
         return near.sqrt().mean(1)
-    own = near[:, 0] <= _SELF_TOLERANCE * (rows_sq[:, 0] + 1e-12)
+    # Below the rounding noise of the expanded product a distance is not resolved: it is
+    # zero, so a duplicate of a bank row is at distance 0 from it wherever the row sits in a
+    # block (its features can differ by one unit in the last place between positions).
+    near = near.masked_fill_(near <= _SELF_TOLERANCE * (rows_sq + 1e-12), 0.0)
+    own = near[:, 0] == 0.0
     near = near.sqrt()
     return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1))
 
