@@ -109,14 +109,8 @@ def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray
     location and covariance of this fit's unrefined codes (such a fit would estimate them
     from the refined codes).
     """
-    cfg = det.score_config_
-    before = cfg.n_refine_steps
-    cfg.n_refine_steps = steps
-    try:
-        train = det.score_components(split.X_train, raw=True)
-        test = det.score_components(split.X_test, raw=True)
-    finally:
-        cfg.n_refine_steps = before
+    train = det.score_components(split.X_train, raw=True, n_refine_steps=steps)
+    test = det.score_components(split.X_test, raw=True, n_refine_steps=steps)
     rec = _robust(train["reconstruction"].to_numpy(), test["reconstruction"].to_numpy())
     disc = _robust(train["discriminator"].to_numpy(), test["discriminator"].to_numpy())
     lat = _robust(train["latent"].to_numpy(), test["latent"].to_numpy())

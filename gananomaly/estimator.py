@@ -623,9 +623,11 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
                 "epochs": cfg.epochs, "encoder_epochs": cfg.encoder_epochs, "data": _ckpt.tensor_digest(Xt)}
 
     # ------------------------------------------------------------------ scoring
-    def _raw_scores(self, Xt: torch.Tensor) -> dict[str, np.ndarray]:
-        return _scoring.raw_scores(self.generator_, self.discriminator_, self.encoder_,
-                                   Xt, self.device_, self._score_cfg(Xt))
+    def _raw_scores(self, Xt: torch.Tensor, n_refine_steps: int | None = None) -> dict[str, np.ndarray]:
+        cfg = self._score_cfg(Xt)
+        if n_refine_steps is not None:
+            cfg = dataclasses.replace(cfg, n_refine_steps=int(n_refine_steps))
+        return _scoring.raw_scores(self.generator_, self.discriminator_, self.encoder_, Xt, self.device_, cfg)
 
     def _score_cfg(self, Xt: torch.Tensor) -> _scoring.ScoreConfig:
         """Scoring settings; image batches are kept to a size whose conv activations fit memory."""
@@ -647,7 +649,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         """score_samples convention (higher = more normal) for the chosen component."""
         return -std[self.component]
 
-    def score_components(self, X, *, context=None, raw: bool = False) -> pd.DataFrame:
+    def score_components(self, X, *, context=None, raw: bool = False, n_refine_steps: int | None = None
+                         ) -> pd.DataFrame:
         """Every anomaly score of every sample, higher = more anomalous.
 
         Parameters
@@ -659,14 +662,22 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             False: robustly standardised on the training data (0 = training median,
             1 = one training IQR), as used by ``score_samples``. True: the unstandardised
             residuals (``combined`` is then still computed from the standardised ones).
+        n_refine_steps : int or None, default=None
+            With ``raw=True`` only: refine each latent code with this many steps instead of the
+            fitted number (to study refinement without refitting; the standardisation and the
+            threshold were fitted with the fitted number, so other outputs keep it).
 
         Returns
         -------
         DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``,
         ``combined``, indexed like ``X`` when ``X`` is a DataFrame.
         """
+        if n_refine_steps is not None and (not raw or isinstance(n_refine_steps, bool)
+                                           or not isinstance(n_refine_steps, Integral) or n_refine_steps < 0):
+            raise ValueError(f"n_refine_steps= needs raw=True and a non-negative int, got {n_refine_steps!r} "
+                             f"(raw={raw!r})")
         index = X.index if isinstance(X, pd.DataFrame) else None
-        rawv = self._raw_scores(self._prepare(X, context)[0])
+        rawv = self._raw_scores(self._prepare(X, context)[0], n_refine_steps)
         std = self._standardise(rawv)
         cols = rawv if raw else std
         return pd.DataFrame(

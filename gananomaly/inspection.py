@@ -141,7 +141,7 @@ class InspectionMixin:
         bs = self._score_cfg(Xt).batch_size
         with torch.inference_mode():
             for start in range(0, Xt.shape[0], bs):
-                x = _scoring._pad(Xt[start : start + bs])
+                x = _scoring.pad_rows(Xt[start : start + bs])
                 n = min(bs, Xt.shape[0] - start)
                 outs.append(self.generator_(self.encoder_(x.to(self.device_)))[:n].float().cpu())
         out = torch.cat(outs).numpy().astype(np.float64).reshape(Xt.shape)

@@ -76,7 +76,7 @@ from gananomaly.model_format import (
 )
 from gananomaly.model_format import read_config as _read_config
 
-__all__ = ["save", "load", "save_model", "read_config", "recorded_digest", "FORMAT_VERSION", "CONFIG_NAME",
+__all__ = ["save", "load", "read_config", "recorded_digest", "FORMAT_VERSION", "CONFIG_NAME",
            "WEIGHTS_NAME", "TRUSTED_TYPES", "DIGEST_KEY", "MAX_PARAMETERS", "MAX_REFINE_STEPS"]
 
 
@@ -142,8 +142,6 @@ def save(obj, path: str | os.PathLike) -> Path:
     check_is_fitted(obj)
     return atomic_dir(path, lambda tmp: obj.write_to(tmp, path))
 
-
-save_model = save
 
 
 def load(path: str | os.PathLike, *, device: str = "auto"):

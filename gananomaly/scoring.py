@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ScoreConfig", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale", "frozen",
-           "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
+__all__ = ["ScoreConfig", "pad_rows", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale",
+           "frozen", "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -124,7 +124,9 @@ def frozen(*nets: nn.Module):
             p.requires_grad_(flag)
 
 
-def _pad(x: torch.Tensor, block: int = ROW_BLOCK) -> torch.Tensor:
+def pad_rows(x: torch.Tensor, block: int = ROW_BLOCK) -> torch.Tensor:
+    """``x`` with zero rows appended up to a multiple of ``block`` rows (the fixed block shape
+    that gives a row the same bits alone or in any batch)."""
     n = x.shape[0]
     m = -(-n // block) * block
     if m == n:
@@ -184,7 +186,7 @@ def fit_map_scale(gen: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch
     with torch.inference_mode():
         for start in range(0, X.shape[0], batch_size):
             chunk = X[start : start + batch_size]
-            x = _pad(chunk).to(device)
+            x = pad_rows(chunk).to(device)
             bands = _bands(x, gen(enc(x)).float())[: chunk.shape[0]].double().sum(0).cpu()
             total = bands if total is None else total + bands
     mean = (total / max(X.shape[0], 1)).numpy()
@@ -243,7 +245,7 @@ def raw_scores(
         for start in range(0, X.shape[0], cfg.batch_size):
             chunk = X[start : start + cfg.batch_size]
             n = chunk.shape[0]
-            x = _pad(chunk).to(device, non_blocking=True)
+            x = pad_rows(chunk).to(device, non_blocking=True)
             with amp:
                 if refine:
                     with torch.no_grad():
@@ -290,7 +292,7 @@ def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     rec_maps, disc_maps = [], []
     with frozen(gen, disc, enc):
         for start in range(0, X.shape[0], batch_size):
-            x = _pad(X[start : start + batch_size]).to(device)
+            x = pad_rows(X[start : start + batch_size]).to(device)
             n = min(batch_size, X.shape[0] - start)
             with torch.no_grad():
                 z = enc(x).float()
@@ -413,7 +415,7 @@ def _knn_rows(features: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
     """:func:`knn_distance` of a float32 CPU tensor, float32."""
     bank = _prepare_bank(cfg)
     k = max(1, min(cfg.knn_k, bank.n_rows - 1))
-    rows = _pad(features)
+    rows = pad_rows(features)
     out = torch.empty(rows.shape[0], dtype=torch.float32)
     with torch.inference_mode():
         for start in range(0, rows.shape[0], ROW_BLOCK):
@@ -453,7 +455,7 @@ def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
     """
     d = codes.detach().cpu().double() - torch.from_numpy(cfg.latent_loc)
     factor_t = torch.from_numpy(cfg.latent_factor).T
-    padded = _pad(d, _LATENT_BLOCK)
+    padded = pad_rows(d, _LATENT_BLOCK)
     out = torch.cat([(padded[start : start + _LATENT_BLOCK] @ factor_t).square_().sum(1)
                      for start in range(0, padded.shape[0], _LATENT_BLOCK)]) if d.shape[0] else d[:, 0]
     return out[: d.shape[0]].numpy()

@@ -99,9 +99,8 @@ def _cmd_compare(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``gananomaly runs compare`` to the ``gananomaly`` command."""
-    runs = subparsers.add_parser("runs", help="inspect MLflow runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
-    runs_sub.required = True
+    runs_sub = subparsers.add_parser("runs", help="inspect MLflow runs").add_subparsers(
+        dest="runs_command", metavar="SUBCOMMAND", required=True)
     compare = runs_sub.add_parser("compare", help="table of the runs of an experiment, sorted by a metric")
     compare.add_argument("--experiment", required=True, help="MLflow experiment name")
     compare.add_argument("--sort-by", default="auroc_combined",

@@ -9,6 +9,11 @@ the generator against a discriminator that sees ``(x, z)`` pairs, as EGBAD/ALAD)
 The loop knows nothing about MLflow, files or displays: it announces its events through
 :func:`gananomaly.callbacks.notify` to the callbacks it is given (progress and
 checkpointing included).
+
+The module runs past 400 lines because :class:`Trainer` is one object on purpose: both
+phases, the fidelity measurements that stop the first one and keep its best generator, and
+the complete state a checkpoint saves share the same networks, optimisers and random
+generators; split apart, a resumed fit could restore one without the other.
 """
 
 from __future__ import annotations

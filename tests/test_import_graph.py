@@ -79,3 +79,30 @@ def test_no_import_cycles_between_the_jobs():
     graph = _graph(Path(gananomaly.pipelines.__file__).parent, "gananomaly.pipelines")
     assert {"tabular", "batch_score", "image", "cli"} <= set(graph)
     assert _cycles(graph) == []
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``from gananomaly.x import _name`` and ``alias._name`` on an imported library module."""
+    tree = ast.parse(path.read_text())
+    aliases, out = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gananomaly"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    out.append(f"{path.name}:{node.lineno} imports {node.module}.{a.name}")
+                if node.module in ("gananomaly", "gananomaly.pipelines"):
+                    aliases.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names if a.name.startswith("gananomaly.") and a.asname}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            out.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_module_takes_another_modules_private_names():
+    import gananomaly.pipelines
+
+    files = [*PACKAGE.glob("*.py"), *Path(gananomaly.pipelines.__file__).parent.glob("*.py")]
+    assert [use for path in files for use in _private_uses(path)] == []
