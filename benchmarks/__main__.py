@@ -267,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import batch as _batch
 
     _batch.add_arguments(sub.add_parser("batch", help="gananomaly score on Parquet vs pandas + IsolationForest"))
+    from benchmarks import cli_startup as _cli
+
+    _cli.add_arguments(sub.add_parser("cli", help="gananomaly --version/--help wall time in fresh processes"))
     args = parser.parse_args(argv)
+    if args.command == "cli":
+        return _cli.run_args(args)
     if args.command == "batch":
         return _batch.run_args(args)
     if args.command == "gpu":

@@ -1,13 +1,17 @@
-"""Runs side by side: :func:`compare_runs` and the ``gananomaly runs compare`` command."""
+"""Runs side by side: :func:`compare_runs` and the ``gananomaly runs compare`` command.
+
+Light to import (pandas and MLflow load when runs are compared), so the command's ``--help``
+answers at once.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from gananomaly.tracking_store import probe_http, resolve_tracking_uri, sqlite_path, tracking_scope
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["compare_runs", "register_cli"]
 
@@ -44,6 +48,10 @@ def compare_runs(experiment: str, *, sort_by: str = "auroc_combined", tracking_u
 
     if max_runs < 1:
         raise ValueError(f"max_runs must be >= 1, got {max_runs}")
+    import pandas as pd
+
+    from gananomaly.tracking_store import probe_http, resolve_tracking_uri, sqlite_path, tracking_scope
+
     uri = resolve_tracking_uri(tracking_uri)
     db = sqlite_path(uri)
     if db is not None and db != ":memory:" and not os.path.exists(db):
@@ -83,6 +91,8 @@ def compare_runs(experiment: str, *, sort_by: str = "auroc_combined", tracking_u
 
 
 def _cmd_compare(args) -> int:
+    import pandas as pd
+
     try:
         table = compare_runs(args.experiment, sort_by=args.sort_by, tracking_uri=args.tracking_uri,
                              max_runs=args.max)

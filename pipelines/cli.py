@@ -16,10 +16,12 @@ from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
+# Each is light to import (its command's work loads when the command runs), so that
+# `gananomaly COMMAND --help` answers at once.
 _COMMAND_MODULES = (
-    "gananomaly.tracking",
+    "gananomaly.tracking_runs",
     "gananomaly.pipelines.table_cli",
-    "gananomaly.pipelines.image",
+    "gananomaly.pipelines.image_cli",
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES
 
 from gananomaly import estimator as _estimator
 from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame, top_columns
@@ -31,9 +32,6 @@ __all__ = ["SCORE_COLUMNS", "MAX_STANDARDISED", "EXTRA_POLICIES", "BAD_ROW_POLIC
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = _estimator.SCORE_COLUMNS
-EXTRA_POLICIES = ("drop", "error")
-BAD_ROW_POLICIES = ("error", "skip")
-UNSEEN_POLICIES = ("score", "error")
 #: Skipped row numbers listed in a report (the count is always complete).
 MAX_LISTED_ROWS = 1000
 #: A value further than this many training standard deviations (the detector's

@@ -1,6 +1,8 @@
 """The table jobs' command line: ``gananomaly tabular fit|score`` and ``gananomaly score``
 (the top layer of the table jobs: it drives :mod:`~gananomaly.pipelines.tabular` and
-:mod:`~gananomaly.pipelines.batch_score`; nothing imports it but :mod:`gananomaly.pipelines.cli`)."""
+:mod:`~gananomaly.pipelines.batch_score`; nothing imports it but :mod:`gananomaly.pipelines.cli`).
+
+Light to import: the jobs (and torch) load when a command runs, so ``--help`` answers at once."""
 
 from __future__ import annotations
 
@@ -8,10 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from gananomaly.pipelines.batch_score import score_file
-from gananomaly.pipelines.frame_scoring import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES
-from gananomaly.pipelines.table_data import format_rows
-from gananomaly.pipelines.tabular import TabularResult, fit_tabular, load_config
+from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES, load_config
 
 __all__ = ["add_score_arguments", "threshold_arg", "run_score_command", "register_cli"]
 
@@ -64,6 +63,9 @@ def threshold_arg(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def run_score_command(args: argparse.Namespace) -> int:
     """Run ``score_file`` from parsed arguments and print a one-line summary."""
+    from gananomaly.pipelines.batch_score import score_file
+    from gananomaly.pipelines.table_data import format_rows
+
     stats = score_file(args.model, args.input, args.output, id_column=args.id_column, chunk_rows=args.chunk_rows,
                        resume=args.resume, extra_columns=args.extra_columns, on_bad_rows=args.on_bad_rows,
                        unseen=args.unseen, progress=False if args.no_progress else None,
@@ -81,7 +83,7 @@ def run_score_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_result(result: TabularResult) -> None:
+def _print_result(result) -> None:
     print(f"fitted on {result.n_train} rows ({len(result.numeric_columns)} numeric, "
           f"{len(result.categorical_columns)} categorical columns); held out {result.n_test}")
     if result.metrics is not None:
@@ -93,6 +95,8 @@ def _print_result(result: TabularResult) -> None:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from gananomaly.pipelines.tabular import fit_tabular
+
     config = load_config(args.config)
     if args.experiment:
         config.experiment = args.experiment

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TabularConfig", "load_config", "MISSING_CATEGORY"]
+__all__ = ["TabularConfig", "load_config", "MISSING_CATEGORY", "EXTRA_POLICIES", "BAD_ROW_POLICIES",
+           "UNSEEN_POLICIES"]
+
+# The scoring jobs' choices for input they cannot use as it is (the command line offers them).
+EXTRA_POLICIES = ("drop", "error")      # input columns the model does not use
+BAD_ROW_POLICIES = ("error", "skip")    # rows that cannot be scored
+UNSEEN_POLICIES = ("score", "error")    # categories not seen in training
 
 _NUMERIC_IMPUTERS = ("median", "mean", "constant")
 _SCALERS = ("standard", "robust", "minmax", "none")
