@@ -145,7 +145,8 @@ class TrackedRun:
         Xt_eval = None
         if self.X_eval is not None:
             Xt_eval = prep.transform(self.X_eval) if prep is not None else self.X_eval
-            log_evaluation(mlflow, det, Xt_eval, self.y)
+            log_evaluation(mlflow, det, Xt_eval, self.y, model=model if prep is not None else None,
+                           X_eval=self.X_eval)
         if self.image:
             source = Xt_eval
             if source is None:
@@ -197,7 +198,10 @@ def _parzen_metrics(det, Xt_eval, y: np.ndarray) -> dict[str, float]:
     return {"parzen_log_likelihood": res.mean_log_likelihood, "parzen_bandwidth": res.bandwidth}
 
 
-def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray) -> dict[str, float]:
+def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=None) -> dict[str, float]:
+    """Metrics, plots and the explained top anomalies of the evaluation rows; with ``model``
+    (a pipeline ending in ``det``) and its untransformed ``X_eval`` the explanations name the
+    input columns (one-hot groups summed), as ``explain_tabular`` does."""
     from gananomaly.metrics import evaluate_detector
 
     table = evaluate_detector(det, Xt_eval, y)
@@ -217,8 +221,13 @@ def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray) -> dict[str, float]:
         mlflow.log_metric("threshold", threshold)
     if hasattr(det, "explain") and getattr(det, "image_shape_", None) is None:
         top = np.argsort(-scores[getattr(det, "component", "combined")].to_numpy(), kind="stable")[:TOP_EXPLAINED]
-        rows = Xt_eval.iloc[top] if hasattr(Xt_eval, "iloc") else np.asarray(Xt_eval)[top]
-        explained = det.explain(rows, top=3)
+        if model is not None and isinstance(X_eval, pd.DataFrame):
+            from gananomaly.explanations import explain_columns
+
+            explained = explain_columns(model, X_eval.iloc[top], top=3)
+        else:
+            rows = Xt_eval.iloc[top] if hasattr(Xt_eval, "iloc") else np.asarray(Xt_eval)[top]
+            explained = det.explain(rows, top=3)
         explained["row"] = top[explained["row"].to_numpy()]  # positions in the evaluation set
         mlflow.log_table(explained, "evaluation/top_anomalies_explained.json")
     mlflow.log_figure(plot_roc(scores, y, table), "plots/roc_curve.png")

@@ -245,6 +245,12 @@ def test_tracked_fit_pipeline_on_dataframe(data, store):
     names = client.download_artifacts(run_id, "data/feature_names.json", dst_path=os.getcwd())
     with open(names) as fh:
         assert cols[0] in fh.read()
+    # the explained top anomalies name the pipeline's input columns, ranked per row
+    local = client.download_artifacts(run_id, "evaluation/top_anomalies_explained.json", dst_path=os.getcwd())
+    with open(local) as fh:
+        explained = pd.read_json(fh, orient="split")
+    assert set(explained["column"]) <= set(cols) and set(explained["rank"]) == {1, 2, 3}
+    assert set(explained["row"]) <= set(range(len(X_eval)))
     mlflow.set_tracking_uri(store)
     try:
         pf = mlflow.pyfunc.load_model(run.data.tags["gananomaly.model_uri"])
