@@ -239,3 +239,15 @@ def test_scoring_benchmark_writes_table_and_json_per_thread_count(tmp_path):
     with pytest.raises(SystemExit, match="--threads must be >= 1"):
         main(["scoring", "--threads", "0", "--out", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()
+
+
+def test_cli_startup_benchmark_times_each_command_against_bare_python(tmp_path):
+    from benchmarks.__main__ import main
+
+    assert main(["cli", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cli_startup.json").read_text())
+    commands = [r["command"] for r in result["commands"]]
+    assert commands[:2] == ["gananomaly --version", "gananomaly --help"] and "gananomaly score --help" in commands
+    assert all(r["seconds"] > 0 and r["over_python_s"] == r["seconds"] - result["python_startup_s"]
+               for r in result["commands"])
+    assert "| `gananomaly score --help` |" in (tmp_path / "cli_startup.md").read_text()
