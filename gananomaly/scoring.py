@@ -226,9 +226,53 @@ def raw_scores(
     Before :func:`fit_latent` has stored the statistics of the training codes, ``latent``
     is absent and ``codes`` (the latent part of every row's ``z``, float64) is returned
     instead, for :func:`fit_latent`.
+
+    Table rows on the CPU are split between up to ``torch.get_num_threads()`` worker
+    threads, each scoring its rows with one intra-op thread (see :func:`_in_row_threads`).
     """
     for net in (gen, disc, enc):
         net.eval()  # dropout and batch-norm statistics are never live at scoring time
+    if device.type == "cpu" and X.dim() == 2:
+        if cfg.knn_bank is not None:
+            _prepare_bank(cfg)  # once, before worker threads share it
+        parts = _in_row_threads(lambda piece: _raw_scores(gen, disc, enc, piece, device, cfg), X)
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return _raw_scores(gen, disc, enc, X, device, cfg)
+
+
+# Table rows per worker thread below which splitting rows between threads does not pay.
+SPLIT_MIN_ROWS = 4096
+
+
+def _in_row_threads(fn, X):
+    """``fn`` of contiguous row ranges of ``X`` (whole padding blocks), on up to
+    ``torch.get_num_threads()`` worker threads, each op on one intra-op thread; the list of
+    results in row order.
+
+    Table networks are small matrix products: split over intra-op threads they wait on each
+    other at every op, and collapse when a core is busy with another process. Rows split
+    between threads never wait on each other, so a busy core slows only its own share. Every
+    row is computed by the same one-thread kernels on the same block shapes whichever thread
+    takes it and however many rows come with it: table scores are those of one-thread
+    scoring, bit for bit, on any thread count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = torch.get_num_threads()
+    workers = max(1, min(before, X.shape[0] // SPLIT_MIN_ROWS))
+    step = max(ROW_BLOCK, -(-X.shape[0] // (workers * ROW_BLOCK)) * ROW_BLOCK)
+    pieces = [X[start : start + step] for start in range(0, X.shape[0], step)] or [X]
+    torch.set_num_threads(1)
+    try:
+        if len(pieces) == 1:
+            return [fn(pieces[0])]
+        with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
+            return list(pool.map(fn, pieces))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
+                cfg: ScoreConfig) -> dict[str, np.ndarray]:
     have_latent = cfg.latent_factor is not None
     have_knn = cfg.knn_bank is not None
     out = {name: np.empty(X.shape[0], dtype=np.float64) for name in ("discriminator", "reconstruction")}
@@ -429,7 +473,9 @@ def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     tell real data from generated data, which handles several modes where one Gaussian
     cannot."""
     rows = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    return _knn_rows(rows, cfg).double().numpy()
+    _prepare_bank(cfg)
+    parts = _in_row_threads(lambda piece: _knn_rows(piece, cfg), rows)  # the bits of table scoring
+    return torch.cat(parts).double().numpy()
 
 
 def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:

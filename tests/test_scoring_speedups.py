@@ -68,3 +68,27 @@ def test_prepared_bank_follows_a_replaced_bank_and_is_never_pickled():
     np.testing.assert_array_equal(scoring.knn_distance(rows, copy), first)
     cfg.knn_bank = cfg.knn_bank + 10.0  # a new bank: the prepared one is rebuilt
     np.testing.assert_allclose(scoring.knn_distance(rows, cfg), _brute_knn(rows, cfg.knn_bank, 5), rtol=1e-4)
+
+
+def test_table_rows_split_between_threads_score_as_on_one_thread(monkeypatch):
+    """Rows split between worker threads (one intra-op thread each) give one-thread scoring's
+    bits, whatever the thread count and however the rows are batched."""
+    from gananomaly import GANAnomalyDetector
+
+    monkeypatch.setattr(scoring, "SPLIT_MIN_ROWS", 256)  # split small inputs too
+    rng = np.random.RandomState(0)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(rng.randn(300, 5))
+    T = rng.randn(1000, 5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = det.score_components(T, raw=True)
+        torch.set_num_threads(3)
+        split = det.score_components(T, raw=True)
+        pieces = np.concatenate([det.score_samples(T[:100]), det.score_samples(T[100:])])
+        assert torch.get_num_threads() == 3  # restored after the workers
+    finally:
+        torch.set_num_threads(before)
+    for name in ("discriminator", "reconstruction", "latent", "knn"):
+        np.testing.assert_array_equal(split[name].to_numpy(), one[name].to_numpy(), err_msg=name)
+    np.testing.assert_array_equal(pieces, det.score_samples(T))
