@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from gananomaly.pipelines.batch_files import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -99,8 +98,6 @@ from gananomaly.pipelines.frame_scoring import (
 from gananomaly.pipelines.model_loading import load_model, model_fingerprint, with_threshold
 from gananomaly.pipelines.table_data import file_format, format_rows, model_schema
 
-from gananomaly.data import num_threads
-from gananomaly.defaults import training_threads
 from gananomaly.explanations import input_columns
 
 __all__ = [
@@ -126,8 +123,6 @@ log = logging.getLogger(__name__)
 #: Seconds to sleep after each committed chunk (to share a busy machine; also lets a
 #: supervisor interrupt a job at a chunk boundary).
 THROTTLE_ENV = "GANANOMALY_BATCH_THROTTLE_S"
-# torch's own thread count, before anyone changed it (an explicit change is respected)
-_TORCH_DEFAULT_THREADS = torch.get_num_threads()
 #: Decoded images held at once by a folder-scoring job (bytes of float64 pixels).
 IMAGE_CHUNK_BYTES = 64 * 2**20
 
@@ -213,14 +208,6 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
                                  explain=int(explain), ignore=tuple(ignore_columns))
 
 
-def _scoring_threads() -> int:
-    """Threads for a table model's networks during the job: the library's rule for table
-    networks (:func:`gananomaly.defaults.training_threads`: one thread unless the count was
-    chosen explicitly, e.g. ``GANANOMALY_NUM_THREADS``). Their products on blocks of rows are
-    small; split over threads they wait on each other and collapse next to a busy process."""
-    return training_threads(False, torch.get_num_threads(), _TORCH_DEFAULT_THREADS, dict(os.environ))
-
-
 def _check_arguments(extra_columns: str, on_bad_rows: str, unseen: str, chunk_rows: Any, explain: Any) -> None:
     check_policy("extra_columns", extra_columns, EXTRA_POLICIES)
     check_policy("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
@@ -258,8 +245,9 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     total_units, unit = progress_total(in_path, in_format, n_total)
     bar = progress_bar(total_units, progress, f"scoring {in_path.name}", unit)
     try:
-        with num_threads(_scoring_threads()):
-            total, n_chunks, reused = _score_chunks(model, schema, chunks, work, where, resume, policies, bar)
+        # the library splits a table's rows between threads (one-thread kernels each), which
+        # holds up next to busy processes: the caller's thread count is used as it is
+        total, n_chunks, reused = _score_chunks(model, schema, chunks, work, where, resume, policies, bar)
     finally:
         bar.close()
     if total.rows_read == 0:

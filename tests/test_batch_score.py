@@ -465,30 +465,3 @@ def test_tabular_score_names_no_column_that_the_config_drops(model, table, tmp_p
     assert len(ignoring) == 1 and "note" in ignoring[0], ignoring
     assert "anomaly_kind" not in ignoring[0] and "is_anomaly" not in ignoring[0]
     assert read(tmp_path / "s.parquet")["order_id"].tolist() == df["order_id"].tolist()
-
-
-def test_table_job_runs_the_networks_on_one_thread_unless_chosen(model, table, tmp_path, monkeypatch):
-    """Table networks collapse on several threads next to a busy process: the job scores on
-    one thread (the library's rule for table networks) unless GANANOMALY_NUM_THREADS (or the
-    like) chooses; the caller's thread count is restored afterwards."""
-    import torch
-
-    from gananomaly.defaults import THREAD_ENV
-
-    _, model_dir = model
-    inp = write(table, tmp_path / "in.parquet")
-    seen, real = [], bs.score_frame
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bs, "score_frame", spy)
-    for name in THREAD_ENV:
-        monkeypatch.delenv(name, raising=False)
-    before = torch.get_num_threads()
-    score_file(model_dir, inp, tmp_path / "a.parquet", chunk_rows=250)
-    assert seen == [1, 1] and torch.get_num_threads() == before
-    monkeypatch.setenv("GANANOMALY_NUM_THREADS", "3")
-    score_file(model_dir, inp, tmp_path / "b.parquet", chunk_rows=250)
-    assert seen[2:] == [3, 3] and torch.get_num_threads() == before
