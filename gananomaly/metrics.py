@@ -83,18 +83,27 @@ def evaluate_scores(y_true, anomaly_score, predicted_anomaly=None) -> dict[str, 
     return out
 
 
-def evaluate_detector(detector, X, y_true) -> pd.DataFrame:
+def evaluate_detector(detector, X, y_true, *, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Metrics of every score component of a fitted detector on labelled data.
 
-    Returns a DataFrame indexed by component (``discriminator``, ``reconstruction``,
+    Returns a DataFrame indexed by component (``discriminator``, ``reconstruction``, ...,
     ``combined``) with columns ``auroc``, ``auprc`` and ``f1`` (F1 of the anomaly class at
-    the detector's threshold, for the component that drives ``predict``).
+    the detector's threshold, for the component that drives ``predict``). The scores come
+    from one pass, the detector's ``score_table`` (or ``table``, that output computed
+    already); a detector without ``score_table`` is scored with ``score_components`` and
+    ``predict``.
     """
-    comps = detector.score_components(X)
     y = check_labels(y_true)
+    if table is None and hasattr(detector, "score_table"):
+        table = detector.score_table(X)
+    if table is not None:
+        comps = table.drop(columns=["score", "label"])
+        predicted = table["label"].to_numpy() == -1
+    else:
+        comps = detector.score_components(X)
+        predicted = detector.predict(X) == -1
     rows = {}
     threshold_component = getattr(detector, "component", "combined")
-    predicted = detector.predict(X) == -1
     for name in comps.columns:
         rows[name] = evaluate_scores(y, comps[name].to_numpy(),
                                      predicted if name == threshold_component else None)

@@ -204,7 +204,8 @@ def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=No
     input columns (one-hot groups summed), as ``explain_tabular`` does."""
     from gananomaly.metrics import evaluate_detector
 
-    table = evaluate_detector(det, Xt_eval, y)
+    scored = det.score_table(Xt_eval) if hasattr(det, "score_table") else None  # the one pass
+    table = evaluate_detector(det, Xt_eval, y, table=scored)
     metrics: dict[str, float] = {}
     for comp, row in table.iterrows():
         for col, value in row.items():
@@ -212,7 +213,7 @@ def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=No
                 metrics[f"{col}_{comp}"] = float(value)
     metrics.update(_parzen_metrics(det, Xt_eval, y))
     mlflow.log_metrics(metrics)
-    scores = det.score_components(Xt_eval)
+    scores = scored.drop(columns=["score", "label"]) if scored is not None else det.score_components(Xt_eval)
     # the histogram shows anomaly scores (higher = more anomalous): the threshold is -offset_
     threshold = -float(det.offset_) if hasattr(det, "offset_") else None
     mlflow.log_figure(plot_histogram(scores, y, getattr(det, "component", "combined"), threshold),

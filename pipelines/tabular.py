@@ -267,14 +267,15 @@ def _evaluate(config: TabularConfig, pipeline, test_df: pd.DataFrame | None, X_t
     if X_test is None:
         return None, None
     metrics = None
-    test_scores = score_prepared(pipeline, X_test)
+    scored = score_prepared(pipeline, X_test)  # one pass: the table and the metrics read it
+    test_scores = scored.copy()
     for col in reversed(config.id_columns):
         test_scores.insert(0, col, test_df[col].to_numpy())
     if y_test is not None:
         from gananomaly.metrics import evaluate_detector
 
         test_scores["y_true"] = y_test
-        metrics = evaluate_detector(pipeline[-1], pipeline[:-1].transform(X_test), y_test)
+        metrics = evaluate_detector(pipeline[-1], None, y_test, table=scored)
     return metrics, test_scores
 
 

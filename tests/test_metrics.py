@@ -48,3 +48,31 @@ def test_bad_input_is_named():
         pro_score(np.zeros_like(masks), np.zeros(masks.shape))
     with pytest.raises(ValueError, match="max_fpr"):
         pro_score(masks, masks.astype(float), max_fpr=0.0)
+
+
+def test_evaluation_scores_the_rows_once_and_agrees_with_the_separate_calls():
+    """evaluate_detector reads one score_table pass (the networks run once over the rows),
+    and its figures equal those of score_components and predict computed separately."""
+    from gananomaly import GANAnomalyDetector
+    from gananomaly.metrics import evaluate_detector, evaluate_scores
+
+    rng = np.random.RandomState(0)
+    det = GANAnomalyDetector(epochs=2, encoder_epochs=1, random_state=0).fit(rng.randn(200, 4))
+    X = np.vstack([rng.randn(40, 4), 5 + rng.randn(10, 4)])
+    y = np.r_[np.zeros(40, int), np.ones(10, int)]
+    calls = []
+    real = det.score_components
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    det.score_components = counting
+    table = evaluate_detector(det, X, y)
+    assert len(calls) == 1
+    del det.score_components
+    comps = det.score_components(X)
+    expected = evaluate_scores(y, comps["combined"].to_numpy(), det.predict(X) == -1)
+    for key, value in expected.items():
+        assert table.loc["combined", key] == pytest.approx(value, abs=1e-12)
+    assert list(table.index) == list(comps.columns)
