@@ -235,7 +235,10 @@ def raw_scores(
     if device.type == "cpu" and X.dim() == 2:
         if cfg.knn_bank is not None:
             _prepare_bank(cfg)  # once, before worker threads share it
-        parts = _in_row_threads(lambda piece: _raw_scores(gen, disc, enc, piece, device, cfg), X)
+        # parameters frozen once around all workers (the flags are shared: workers freezing
+        # and restoring them each would race), never by a worker
+        with frozen(gen, disc, enc) if cfg.n_refine_steps > 0 else contextlib.nullcontext():
+            parts = _in_row_threads(lambda piece: _raw_scores(gen, disc, enc, piece, device, cfg, freeze=False), X)
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return _raw_scores(gen, disc, enc, X, device, cfg)
 
@@ -272,7 +275,7 @@ def _in_row_threads(fn, X):
 
 
 def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
-                cfg: ScoreConfig) -> dict[str, np.ndarray]:
+                cfg: ScoreConfig, *, freeze: bool = True) -> dict[str, np.ndarray]:
     have_latent = cfg.latent_factor is not None
     have_knn = cfg.knn_bank is not None
     out = {name: np.empty(X.shape[0], dtype=np.float64) for name in ("discriminator", "reconstruction")}
@@ -285,7 +288,7 @@ def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor
     amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
            if cfg.amp_dtype is not None else contextlib.nullcontext())
     refine = cfg.n_refine_steps > 0
-    with frozen(gen, disc, enc) if refine else contextlib.nullcontext():
+    with frozen(gen, disc, enc) if refine and freeze else contextlib.nullcontext():
         for start in range(0, X.shape[0], cfg.batch_size):
             chunk = X[start : start + cfg.batch_size]
             n = chunk.shape[0]

@@ -92,3 +92,37 @@ def test_table_rows_split_between_threads_score_as_on_one_thread(monkeypatch):
     for name in ("discriminator", "reconstruction", "latent", "knn"):
         np.testing.assert_array_equal(split[name].to_numpy(), one[name].to_numpy(), err_msg=name)
     np.testing.assert_array_equal(pieces, det.score_samples(T))
+
+
+def test_refinement_on_worker_threads_leaves_the_networks_as_they_were(monkeypatch):
+    """Latent refinement in several worker threads: every parameter's requires_grad flag is
+    restored and no gradient reaches the networks; scores agree with one-thread scoring."""
+    from gananomaly import GANAnomalyDetector
+
+    monkeypatch.setattr(scoring, "SPLIT_MIN_ROWS", 128)
+    entered, real_frozen = [], scoring.frozen
+
+    def counting_frozen(*nets):
+        entered.append(len(nets))
+        return real_frozen(*nets)
+
+    rng = np.random.RandomState(1)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, n_refine_steps=3, random_state=0).fit(rng.randn(300, 5))
+    nets = (det.generator_, det.discriminator_, det.encoder_)
+    flags = [p.requires_grad for net in nets for p in net.parameters()]
+    grads = [None if p.grad is None else p.grad.clone() for net in nets for p in net.parameters()]
+    T = rng.randn(1000, 5)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(scoring, "frozen", counting_frozen)
+    try:
+        torch.set_num_threads(4)
+        split = det.score_samples(T)
+        assert entered == [3]  # once around the four workers, never by a worker (shared flags)
+        torch.set_num_threads(1)
+        one = det.score_samples(T)
+    finally:
+        torch.set_num_threads(before)
+    assert [p.requires_grad for net in nets for p in net.parameters()] == flags
+    after = [p.grad for net in nets for p in net.parameters()]
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(after, grads))
+    np.testing.assert_allclose(split, one, rtol=1e-6, atol=1e-9)
