@@ -38,6 +38,7 @@ split across modules, the rules and the code that relies on them would drift apa
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -260,18 +261,42 @@ def _in_row_threads(fn, X):
     scoring, bit for bit, on any thread count."""
     from concurrent.futures import ThreadPoolExecutor
 
-    before = torch.get_num_threads()
-    workers = max(1, min(before, X.shape[0] // SPLIT_MIN_ROWS))
-    step = max(ROW_BLOCK, -(-X.shape[0] // (workers * ROW_BLOCK)) * ROW_BLOCK)
-    pieces = [X[start : start + step] for start in range(0, X.shape[0], step)] or [X]
-    torch.set_num_threads(1)
-    try:
+    with _one_intra_op_thread() as threads:
+        workers = max(1, min(threads, X.shape[0] // SPLIT_MIN_ROWS))
+        step = max(ROW_BLOCK, -(-X.shape[0] // (workers * ROW_BLOCK)) * ROW_BLOCK)
+        pieces = [X[start : start + step] for start in range(0, X.shape[0], step)] or [X]
         if len(pieces) == 1:
             return [fn(pieces[0])]
         with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
             return list(pool.map(fn, pieces))
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"users": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread():
+    """torch's (process-wide) intra-op thread count set to 1 inside the block; yields the
+    count the caller had. Calls from several threads at once share the setting: the first
+    saves the count, the last restores it, so concurrent scoring (a multi-threaded server)
+    never leaves the process on the wrong count. A call that starts while another runs
+    gets 1 (its rows run on one worker)."""
+    with _THREADS_LOCK:
+        if _THREADS_STATE["users"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+            threads = _THREADS_STATE["saved"]
+        else:
+            threads = 1
+        _THREADS_STATE["users"] += 1
+    try:
+        yield threads
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _THREADS_STATE["users"] -= 1
+            if _THREADS_STATE["users"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
 
 
 def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,

@@ -126,3 +126,28 @@ def test_refinement_on_worker_threads_leaves_the_networks_as_they_were(monkeypat
     after = [p.grad for net in nets for p in net.parameters()]
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(after, grads))
     np.testing.assert_allclose(split, one, rtol=1e-6, atol=1e-9)
+
+
+def test_concurrent_scoring_calls_restore_the_thread_count(monkeypatch):
+    """Scoring from several Python threads at once (a multi-threaded server): every call gets
+    one-thread scoring's values and the process ends on the thread count it had."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gananomaly import GANAnomalyDetector
+
+    monkeypatch.setattr(scoring, "SPLIT_MIN_ROWS", 128)
+    rng = np.random.RandomState(2)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(rng.randn(300, 5))
+    tables = [rng.randn(700, 5) for _ in range(6)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = [det.score_samples(t) for t in tables]
+        torch.set_num_threads(3)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            got = list(pool.map(det.score_samples, tables))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
