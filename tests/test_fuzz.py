@@ -129,8 +129,10 @@ def config_mutations(draw, config):
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed or retyped this branch
         kind = draw(st.sampled_from(["replace", "replace", "delete", "scale", "retype", "add_key", "repeat"]))
+        # Replacements are copied: a shared list or dict of REPLACEMENTS mutated later (add_key,
+        # repeat) would leak into other examples, or come to contain itself (not JSON).
         if kind == "replace":
-            parent[path[-1]] = draw(st.sampled_from(REPLACEMENTS))
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(REPLACEMENTS)))
         elif kind == "delete":
             del parent[path[-1]]
         elif kind == "scale" and type(value) in (int, float):
@@ -140,7 +142,7 @@ def config_mutations(draw, config):
             parent[path[-1]] = (float(value) if type(value) is int else int(value) if type(value) is float
                                 and np.isfinite(value) else str(value))
         elif kind == "add_key" and isinstance(value, dict):
-            value["unexpected"] = draw(st.sampled_from(REPLACEMENTS))
+            value["unexpected"] = copy.deepcopy(draw(st.sampled_from(REPLACEMENTS)))
         elif kind == "repeat" and isinstance(value, list) and value:
             value.append(value[-1])
     return doc
