@@ -139,8 +139,8 @@ def save(obj, path: str | os.PathLike) -> Path:
         return atomic_dir(path, write)
     if not isinstance(obj, GANAnomalyDetector):
         raise TypeError(f"can only save a GANAnomalyDetector or a Pipeline ending in one, got {type(obj).__name__}")
-    check_is_fitted(obj)
-    return atomic_dir(path, lambda tmp: obj.write_to(tmp, path))
+    obj.save(path)  # the detector's own atomic save
+    return path
 
 
 
