@@ -251,3 +251,20 @@ def test_cli_startup_benchmark_times_each_command_against_bare_python(tmp_path):
     assert all(r["seconds"] > 0 and r["over_python_s"] == r["seconds"] - result["python_startup_s"]
                for r in result["commands"])
     assert "| `gananomaly score --help` |" in (tmp_path / "cli_startup.md").read_text()
+
+
+def test_image_speed_report_sets_each_option_beside_the_defaults_one_thread_figure():
+    from benchmarks.images import _speed_lines
+
+    def row(model, threads, train):
+        return {"model": model, "size": "32x32", "threads": threads, "train_images_per_s": train,
+                "score_images_per_s": 1.0}
+
+    rows = [row("defaults", 1, 1000.0), row("defaults", 2, 1800.0), row("fast", 1, 2500.0)]
+    ms = {"mean": {"mean": 0.9}, "noise": {"mean": 0.8}}
+    summary = {"auroc": {"ours": ms, "fast": ms},
+               "fidelity": {"fidelity": {"mean": 0.7}, "coverage": {"mean": 0.6}},
+               "option_fidelity": {"fast": {"fidelity": {"mean": 0.2}, "coverage": {"mean": 0.1}}}}
+    text = "\n".join(_speed_lines(rows, summary))
+    assert "| ours | 0.900 | 0.800 | 0.700 | 0.600 | 1.00 |" in text  # the 2-thread row is not the base
+    assert "| fast | 0.900 | 0.800 | 0.200 | 0.100 | 2.50 |" in text

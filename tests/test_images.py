@@ -289,6 +289,8 @@ def test_conv_throughput_reports_images_per_second():
     assert (table["score_images_per_s"].astype(float) > 0).all()
     assert (table["train_images_per_s"].astype(float) > 0).all()
     assert set(table["device"]) == {"cpu"}
+    with pytest.raises(ValueError, match="extra_epochs"):
+        conv_throughput((8,), channels=1, n_images=64, extra_epochs=0)
 
 
 def test_anomaly_map_lights_up_planted_defects():
