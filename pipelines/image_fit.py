@@ -284,8 +284,8 @@ def conv_throughput(
     if int(extra_epochs) < 1:
         raise ValueError(f"extra_epochs must be >= 1, got {extra_epochs!r}")
     rng = np.random.RandomState(seed)
-    kwargs = dict(batch_size=batch_size, device=device, precision=precision, validation_fraction=0.0,
-                  random_state=seed, **(params or {}))
+    kwargs = {"batch_size": batch_size, "device": device, "precision": precision, "validation_fraction": 0.0,
+              "random_state": seed, **(params or {})}
 
     def timed_fit(X: np.ndarray, epochs: int):
         det = GANAnomalyDetector(epochs=epochs, encoder_epochs=epochs, **kwargs)

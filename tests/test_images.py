@@ -289,6 +289,8 @@ def test_conv_throughput_reports_images_per_second():
     assert (table["score_images_per_s"].astype(float) > 0).all()
     assert (table["train_images_per_s"].astype(float) > 0).all()
     assert set(table["device"]) == {"cpu"}
+    bf16 = conv_throughput((8,), channels=1, n_images=64, repeats=1, params={"precision": "bf16"})
+    assert set(bf16["precision"]) == {"torch.bfloat16"}  # params override the function's own defaults
     with pytest.raises(ValueError, match="extra_epochs"):
         conv_throughput((8,), channels=1, n_images=64, extra_epochs=0)
 
