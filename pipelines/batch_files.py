@@ -10,11 +10,14 @@ becomes an :class:`OutputError` naming what could not be written (:func:`writing
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import errno
+import gzip
 import hashlib
 import json
 import logging
+import lzma
 import os
 import shutil
 import tempfile
@@ -23,19 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from gananomaly.pipelines.csv_input import COMPRESSION
 from gananomaly.pipelines.frame_scoring import ScoreReport
 
 from gananomaly._atomic import atomic_open
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "MANIFEST_VERSION", "OutputError", "writing", "output_lock",
-           "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "concat_parts", "prepare_workdir",
-           "write_json_atomic", "fsync_dir", "job_stats"]
+           "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "output_compression",
+           "concat_parts", "prepare_workdir", "write_json_atomic", "fsync_dir", "job_stats"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gananomaly-batch-score"
-MANIFEST_VERSION = 2
+# 3: categorical and ID columns of a CSV are read as text (parts of version 2 may hold other values)
+MANIFEST_VERSION = 3
 
 
 def fsync_dir(path: Path) -> None:
@@ -192,11 +197,13 @@ def reuse_part(work: Path, k: int, rows: tuple[int, int], n_read: int) -> ScoreR
 def assemble(work: Path, n_parts: int, out_path: Path, out_format: str, out_dir: Path) -> None:
     """Concatenate the parts into a uniquely named temporary file next to the output and
     rename it onto the output; on any failure the temporary file is removed (the parts
-    stay, for --resume)."""
+    stay, for --resume). A CSV output is compressed as its suffix says (``.csv.gz``)."""
     hint = (f"; the output was not changed (rerun with --resume to reuse the {n_parts} chunk(s) scored in "
             f"{str(work)!r})")
+    # the temporary name ends in the output's compression suffix, which concat_parts follows
+    compressed = (output_compression(out_path) or "") if out_format == "csv" else ""
     with writing("the output", out_path, hint):
-        fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_dir)
+        fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp" + compressed, dir=out_dir)
         os.close(fd)
         tmp = Path(name)
         try:
@@ -209,26 +216,39 @@ def assemble(work: Path, n_parts: int, out_path: Path, out_format: str, out_dir:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def output_compression(out_path: Path) -> str | None:
+    """The compression of a CSV output, from its suffix (``.gz``, ``.bz2``, ``.xz``; none
+    for another suffix); a suffix of a compression that cannot be written here is refused."""
+    suffix = out_path.suffix.lower()
+    if suffix in _CSV_WRITERS:
+        return suffix
+    if suffix in COMPRESSION:
+        raise ValueError(f"--output {str(out_path)!r}: a CSV output can be compressed as "
+                         f"{', '.join('.csv' + s for s in _CSV_WRITERS)}, not {suffix}")
+    return None
+
+
+_CSV_WRITERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
 def concat_parts(parts: list[Path], tmp: Path, out_format: str) -> None:
-    """Concatenate the part files into ``tmp`` one part at a time (bounded memory)."""
+    """Concatenate the part files into ``tmp`` one part at a time (bounded memory). A
+    Parquet output takes the schema all parts agree on (a column that is all missing in
+    one part, or an empty part, has the null type there); a CSV output is compressed as
+    the suffix of ``tmp`` says (``.gz``, ``.bz2``, ``.xz``)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if out_format == "parquet":
-        writer = None
-        try:
+        schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in parts],
+                                  promote_options="permissive")
+        with pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
                 table = pq.read_table(part)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(tmp, schema)
-                elif table.schema != schema:
-                    table = table.cast(schema)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+                writer.write_table(table if table.schema == schema else table.cast(schema))
     else:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        opener = _CSV_WRITERS.get(tmp.suffix.lower(), open)
+        with opener(tmp, "wt", encoding="utf-8", newline="") as fh:
             for i, part in enumerate(parts):
                 pq.read_table(part).to_pandas().to_csv(fh, header=i == 0, index=False)
     with open(tmp, "rb+") as fh:

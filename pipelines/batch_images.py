@@ -96,7 +96,9 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
 def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, shape) -> tuple[pd.DataFrame, ScoreReport]:
     if array is None:
         mode = "grey" if shape[0] == 1 else "rgb"
-        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path)
+        # a chunk of unreadable files only is committed empty (its files counted as skipped)
+        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path,
+                                            allow_empty=True)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:
         images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines.csv_input import check_unique, compression_of, csv_columns, not_utf8, read_options
+from gananomaly.pipelines.table_data import stored_columns
 
 __all__ = ["Chunk", "file_columns", "parquet_chunks", "csv_chunks", "progress_total", "progress_bar"]
 
@@ -38,7 +40,9 @@ class Chunk:
 
 
 def file_columns(path: Path, fmt: str) -> tuple[list[str], int | None]:
-    """Column names and (Parquet) row count of the input, read from its header/footer."""
+    """Column names and (Parquet) row count of the input, read from its header/footer;
+    refuses a repeated column name. A Parquet file's columns are every column it stores,
+    a pandas index included (bar an unnamed one, ``__index_level_0__``, which was no column)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -46,14 +50,10 @@ def file_columns(path: Path, fmt: str) -> tuple[list[str], int | None]:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on non-Parquet bytes
             raise ValueError(f"{str(path)!r} is not a readable Parquet file: {exc}") from exc
-        return [str(n) for n in pf.schema_arrow.names], int(pf.metadata.num_rows)
-    try:
-        header = pd.read_csv(path, nrows=0)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"{str(path)!r} is empty (no header line)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} is not a readable CSV file: {exc}") from exc
-    return [str(c) for c in header.columns], None
+        names = stored_columns(pf.schema_arrow.names)
+        check_unique(names, str(path))
+        return names, int(pf.metadata.num_rows)
+    return csv_columns(path), None
 
 
 def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
@@ -70,7 +70,10 @@ def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[
 
     def emit(table) -> Chunk:
         nonlocal index, start
-        chunk = Chunk(index, table.to_pandas(), np.arange(start, start + table.num_rows), [], table.num_rows)
+        # without pandas' metadata: it would turn a column stored as the index back into the
+        # index, and the column would be gone from the frame
+        frame = table.to_pandas(ignore_metadata=True)
+        chunk = Chunk(index, frame, np.arange(start, start + table.num_rows), [], table.num_rows)
         index += 1
         start += table.num_rows
         return chunk
@@ -87,26 +90,27 @@ def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[
         yield emit(pa.Table.from_batches(pending))
 
 
-_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
-
-
 def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str | None,
-               on_bad_rows: str) -> Iterator[Chunk]:
+               on_bad_rows: str, text_columns: Sequence[str] = ()) -> Iterator[Chunk]:
     """Chunks of a CSV file. Row numbers are 1-based data rows (the header is row 0); a
     malformed line (wrong number of fields) keeps its number, so later rows keep theirs.
     Each chunk advances the progress by the bytes of the file read since the last one (the
-    parser reads ahead by its buffer, so the sum reaches the file's size by the last chunk)."""
+    parser reads ahead by its buffer, so the sum reaches the file's size by the last chunk).
+    ``text_columns`` (the model's categorical columns) and the ID column are read as
+    strings, so a value does not depend on the other rows of its chunk; the ID keeps
+    "NA", "null" and the like as they are written."""
     # Every column is parsed (not only ``columns``): with ``usecols`` the parser would no
     # longer notice lines with too many fields.
-    dtype = {id_column: str} if id_column else None
-    compression = _COMPRESSION.get(path.suffix.lower())
+    header, _ = file_columns(path, "csv")
+    options = read_options(header, text_columns, [id_column] if id_column else [])
+    compression = compression_of(path)
     skipped: list[int] = []  # data-row numbers of malformed lines seen so far
     reported = 0
     index = 0
     size = path.stat().st_size
     done = 0
     try:
-        with open(path, "rb") as fh, pd.read_csv(fh, chunksize=chunk_rows, dtype=dtype, compression=compression,
+        with open(path, "rb") as fh, pd.read_csv(fh, chunksize=chunk_rows, compression=compression, **options,
                                                  on_bad_lines="warn" if on_bad_rows == "skip" else "error") as reader:
             while (frame := _next_chunk(reader, skipped)) is not None:
                 rows = frame.index.to_numpy(dtype=np.int64) + 1
@@ -132,7 +136,7 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
                              "--on-bad-rows skip)") from exc
         raise ValueError(f"{str(path)!r}: cannot parse the CSV: {exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{str(path)!r}: not valid UTF-8 text: {exc}") from exc
+        raise not_utf8(path, exc) from exc
 
 
 def _next_chunk(reader, skipped: list[int]) -> pd.DataFrame | None:

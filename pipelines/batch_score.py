@@ -76,12 +76,14 @@ from gananomaly.pipelines.batch_files import (
     commit_part,
     content_hash,
     job_stats,
+    output_compression,
     output_lock,
     prepare_workdir,
     reuse_part,
 )
 from gananomaly.pipelines.batch_images import score_image_source
 from gananomaly.pipelines.batch_read import csv_chunks, file_columns, parquet_chunks, progress_bar, progress_total
+from gananomaly.pipelines.csv_input import NotUTF8Error
 from gananomaly.pipelines.frame_scoring import (
     BAD_ROW_POLICIES,
     EXTRA_POLICIES,
@@ -229,7 +231,7 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     if explain > n_columns:
         raise ValueError(f"explain (--explain) is {explain}, but the model has only {n_columns} input columns")
     where = str(in_path)
-    needed, n_total, extra = _input_plan(in_path, in_format, schema, id_column, extra_columns, ignore)
+    needed, n_total, extra = _input_plan(in_path, in_format, schema, id_column, extra_columns, ignore, explain)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
                 "input_size": in_path.stat().st_size, "input_sha256": content_hash([in_path]),
                 "chunk_rows": chunk_rows, "id_column": id_column, "columns": needed, "on_bad_rows": on_bad_rows,
@@ -239,7 +241,7 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     if in_format == "parquet":
         chunks = parquet_chunks(in_path, needed, chunk_rows)
     else:
-        chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows)
+        chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows, schema.categorical)
     policies = {"id_column": id_column, "extra_columns": extra_columns, "on_bad_rows": on_bad_rows,
                 "unseen": unseen, "explain": explain}
     total_units, unit = progress_total(in_path, in_format, n_total)
@@ -248,6 +250,10 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
         # the library splits a table's rows between threads (one-thread kernels each), which
         # holds up next to busy processes: the caller's thread count is used as it is
         total, n_chunks, reused = _score_chunks(model, schema, chunks, work, where, resume, policies, bar)
+    except NotUTF8Error:
+        # no run can resume these chunks: the input has to change before it can be scored
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         bar.close()
     if total.rows_read == 0:
@@ -269,14 +275,14 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
 
 
 def _input_plan(in_path: Path, in_format: str, schema, id_column: str | None, extra_columns: str,
-                ignore: tuple[str, ...]) -> tuple[list[str], int | None, list[str]]:
+                ignore: tuple[str, ...], explain: int) -> tuple[list[str], int | None, list[str]]:
     """(columns to read, Parquet row count, extra columns) of the input, from its header or
     footer; refuses an empty input and one that lacks a column the model needs."""
     where = str(in_path)
     if in_path.stat().st_size == 0:
         raise ValueError(f"{where} is empty")
     columns, n_total = file_columns(in_path, in_format)
-    extra = check_columns(columns, schema, id_column, extra_columns, where, ignore)
+    extra = check_columns(columns, schema, id_column, extra_columns, where, ignore, explain)
     if extra:
         log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
     needed = (list(schema.columns) if schema.named else [c for c in columns if c != id_column and c not in ignore])
@@ -319,6 +325,8 @@ def _score_chunks(model, schema, chunks, work: Path, where: str, resume: bool, p
 def _check_output(out_path: Path, output_format: str | None) -> tuple[str, Path]:
     """The output's format and directory; refuses a missing directory or a directory path."""
     out_format = file_format(out_path, output_format)
+    if out_format == "csv":
+        output_compression(out_path)  # refuses a compression that cannot be written
     out_dir = out_path.parent if str(out_path.parent) else Path(".")
     if not out_dir.is_dir():
         raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")

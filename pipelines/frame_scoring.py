@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines.csv_input import check_unique
 from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES
 
 from gananomaly import estimator as _estimator
 from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame, top_columns
 
 __all__ = ["SCORE_COLUMNS", "MAX_STANDARDISED", "EXTRA_POLICIES", "BAD_ROW_POLICIES", "UNSEEN_POLICIES",
-           "MAX_LISTED_ROWS", "ScoreReport", "check_policy", "check_columns", "score_prepared", "score_frame"]
+           "MAX_LISTED_ROWS", "ScoreReport", "check_policy", "check_columns", "output_columns", "score_prepared",
+           "score_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +176,16 @@ def check_policy(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def check_columns(columns: list[str], schema: ModelSchema, id_column: str | None, extra_columns: str,
-                   where: str, ignore: Sequence[str] = ()) -> list[str]:
+                  where: str, ignore: Sequence[str] = (), explain: int = 0) -> list[str]:
     """Check the input's columns against the model; return the extra ones (``ignore``:
-    columns known to be no features, such as a config's dropped columns, never extra)."""
+    columns known to be no features, such as a config's dropped columns, never extra).
+    Refuses a repeated column name and an ID column named like a column of the output."""
+    check_unique(list(columns), where)
+    if id_column is not None:
+        clash = output_columns(explain)
+        if id_column in clash:
+            raise ValueError(f"ID column {id_column!r} has the name of a column of the scores (output columns: "
+                             f"{clash}); rename it in the input")
     if not schema.named:
         return []
     missing = [c for c in schema.columns if c not in columns]
@@ -192,6 +201,13 @@ def check_columns(columns: list[str], schema: ModelSchema, id_column: str | None
         raise ValueError(f"{where} has column(s) {extra} that the model was not fitted on "
                          "(use extra_columns='drop' / --extra-columns drop to ignore them)")
     return extra
+
+
+def output_columns(explain: int = 0) -> list[str]:
+    """The columns a scoring output holds besides the ID: the scores, then ``explain``
+    pairs of explanation columns."""
+    pairs = [f"explain_{k}_{what}" for k in range(1, explain + 1) for what in ("column", "contribution")]
+    return list(SCORE_COLUMNS) + pairs
 
 
 def _unseen(frame: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, report: ScoreReport, unseen: str,
@@ -266,7 +282,7 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
     schema = schema or model_schema(model)
     df = df.rename(columns=str)
     if not _checked:
-        extra = check_columns(list(df.columns), schema, id_column, extra_columns, where)
+        extra = check_columns(list(df.columns), schema, id_column, extra_columns, where, explain=explain)
         if extra:
             log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
     rows = np.arange(1, len(df) + 1) if row_numbers is None else np.asarray(row_numbers)

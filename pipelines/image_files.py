@@ -70,6 +70,7 @@ def load_image_files(
     size: int | tuple[int, int] | None = None,
     on_error: str = "skip",
     root: Path | None = None,
+    allow_empty: bool = False,
 ) -> ImageSet:
     """Read image files with Pillow into one ``(n, C, H, W)`` array.
 
@@ -86,6 +87,9 @@ def load_image_files(
         or raise ``ValueError`` naming them all.
     root : path, optional
         Names are given relative to it.
+    allow_empty : bool, default=False
+        When no file can be read (and ``size`` is given): an empty set, with the skipped
+        files, instead of an error.
 
     Returns
     -------
@@ -104,7 +108,7 @@ def load_image_files(
         try:
             with Image.open(path) as img:
                 img.load()
-                img = img.convert(pil_mode)
+                img = _converted(img, pil_mode)
                 if target is None:
                     target = (img.height, img.width)
                 if (img.height, img.width) != target:
@@ -114,6 +118,8 @@ def load_image_files(
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             skipped.append((name, f"{type(exc).__name__}: {exc}"))
             continue
+        if arr.ndim == 2 and pil_mode == "RGB":  # a grey image of more than 8 bits, scaled as one channel
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
         arrays.append(arr[None] if arr.ndim == 2 else np.moveaxis(arr, 2, 0))
         names.append(name)
     if skipped:
@@ -124,8 +130,28 @@ def load_image_files(
     if resized and size is None:
         log.warning("%d image(s) had another size than %dx%d and were resized to it", resized, *target)
     if not arrays:
+        if allow_empty and target is not None:
+            return ImageSet(np.empty((0, 3 if pil_mode == "RGB" else 1, *target)), [], None, skipped)
         raise ValueError("no readable images" + (f" (skipped: {', '.join(n for n, _ in skipped)})" if skipped else ""))
     return ImageSet(np.stack(arrays), names, None, skipped)
+
+
+def _converted(img, pil_mode: str):
+    """``img`` in ``pil_mode`` ("L" or "RGB"), pixel values 0..255. A grey image of 16-bit
+    integers (Pillow's modes ``I;16*``; ``I`` for a PNG, whose samples have at most 16 bits)
+    is scaled by its type's range, 65535 -> 255, into a float image (one channel, which the
+    caller repeats for RGB): Pillow's own conversion would clip every value above 255.
+    Other images of more than 8 bits per sample (32-bit integers, floats) have no range to
+    scale by: refused (a ValueError, which names the file where it is reported)."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+        values = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
+        return Image.fromarray(values.astype(np.float32))  # mode "F"
+    if img.mode in ("I", "F"):
+        raise ValueError(f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels (mode {img.mode}) "
+                         "have no fixed range to scale to 0..255; save the image with 8 or 16 bits per sample")
+    return img.convert(pil_mode)
 
 
 def _array_images(arr: np.ndarray, channels: str, prefix: str) -> ImageSet:

@@ -8,15 +8,20 @@ The input schema of a *fitted* model (:class:`ModelSchema`, :func:`model_schema`
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from gananomaly.pipelines.csv_input import check_unique, csv_columns, header_names, not_utf8, read_options
 from gananomaly.pipelines.table_config import TabularConfig
 
 from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame
 
-__all__ = ["file_format", "read_file", "read_table", "infer_columns", "schema_of", "ModelSchema", "model_schema",
-           "prepare_frame", "format_rows"]
+__all__ = ["file_format", "read_file", "stored_columns", "read_table", "infer_columns", "schema_of", "ModelSchema",
+           "model_schema", "prepare_frame", "format_rows"]
+
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # an unnamed index pandas stored in a Parquet file
 
 def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     """``"csv"`` or ``"parquet"``: ``fmt`` if given, else from the suffix (``.csv``,
@@ -35,7 +40,10 @@ def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def read_table(config: TabularConfig) -> pd.DataFrame:
-    """The whole table named by ``config`` (a file or a built-in data set)."""
+    """The whole table named by ``config`` (a file or a built-in data set). A CSV file's
+    categorical columns (those the config names, or every column but the numeric ones when
+    it names those) are read as strings and its ID columns as written, so ``"001"`` stays
+    ``"001"``, as batch scoring reads it."""
     if config.builtin is not None:
         from gananomaly.pipelines.datasets import load_builtin
 
@@ -44,33 +52,68 @@ def read_table(config: TabularConfig) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"data.path: no such file {str(path)!r}")
     try:
-        return read_file(path, config.format)
+        text = _text_columns(config, path)
+        return read_file(path, config.format, text_columns=text, id_columns=config.id_columns)
     except ValueError as exc:
         raise ValueError(f"data.path: {exc}") from exc
 
 
-def read_file(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+def _text_columns(config: TabularConfig, path: Path) -> list[str]:
+    if config.categorical_columns is not None:
+        return list(config.categorical_columns)
+    if config.numeric_columns is None or file_format(path, config.format) != "csv":
+        return []  # the roles follow the types the file's values have
+    others = set(config.numeric_columns) | set(config.id_columns) | set(config.drop_columns) | {config.label_column}
+    return [c for c in header_names(path) if c not in others]
+
+
+def read_file(path: str | os.PathLike, fmt: str | None = None, *, text_columns: Sequence[str] = (),
+              id_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a whole CSV or Parquet file (format from the suffix unless ``fmt`` is given).
+    Every column a Parquet file stores is a column (an index pandas stored with it too).
+    A CSV file's ``text_columns`` and ``id_columns`` are read as strings; the ID columns
+    keep "NA", "null" and the like as IDs (the other columns read them as missing).
 
     Raises
     ------
     ValueError
-        Empty file, no rows, or a file that cannot be parsed.
+        Empty file, no rows, a repeated column name, a CSV file that is not UTF-8 (naming
+        its first bad line) or a file that cannot be parsed.
     """
     path = Path(path)
     fmt = file_format(path, fmt)
     try:
         if fmt == "parquet":
-            df = pd.read_parquet(path)
+            df = _read_parquet(path)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, **read_options(csv_columns(path), text_columns, id_columns))
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{str(path)!r} is empty") from exc
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from exc
     except (pd.errors.ParserError, OSError) as exc:
         raise ValueError(f"cannot read {str(path)!r} as {fmt}: {exc}") from exc
     if len(df) == 0:
         raise ValueError(f"{str(path)!r} has a header but no rows")
     return df
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Every stored column as a column: without pandas' metadata, which would make a column
+    stored as the index the index again. Only an unnamed index pandas stored
+    (``__index_level_0__``) stays out, as it was never a column."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    keep = stored_columns(table.column_names)
+    check_unique(keep, str(path))
+    return table.select(keep).to_pandas(ignore_metadata=True)
+
+
+def stored_columns(names: Sequence[str]) -> list[str]:
+    """The columns of a Parquet file with the ``names`` its schema lists: all of them but
+    an unnamed index pandas stored (``__index_level_0__``, never a column of the frame)."""
+    return [str(n) for n in names if not _PANDAS_INDEX.fullmatch(str(n))]
 
 
 def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], list[str]]:

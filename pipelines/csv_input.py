@@ -1,0 +1,106 @@
+"""Reading CSV text the same way when a model is fitted and when it scores.
+
+pandas infers a column's type from the rows it sees: per chunk when a file is streamed,
+once for the whole file at fit time. A column of codes such as ``"001"`` would become the
+number 1 in one place and stay ``"001"`` in another, so the columns whose values are text
+(categorical and ID columns) are always read as strings (:func:`read_options`). An ID is
+copied to the output as it is: ``"NA"`` or ``"null"`` are IDs there, not missing values.
+
+The header is read as it is written (:func:`header_names`): pandas renames a repeated
+name to ``name.1``, which would hide it. Text that is not UTF-8 is an error naming the
+first line that is not (:func:`not_utf8`).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+from pandas.io.parsers.readers import STR_NA_VALUES
+
+__all__ = ["COMPRESSION", "NotUTF8Error", "compression_of", "read_options", "header_names", "csv_columns",
+           "check_unique", "not_utf8"]
+
+#: File suffix -> pandas' name of the compression (as pandas infers it from a path).
+COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
+_OPENERS = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+
+
+class NotUTF8Error(ValueError):
+    """The CSV text is not UTF-8 (the message names the first line that is not)."""
+
+
+def compression_of(path: Path) -> str | None:
+    return COMPRESSION.get(Path(path).suffix.lower())
+
+
+def read_options(header: Iterable[str], text_columns: Iterable[str] = (),
+                 id_columns: Iterable[str] = ()) -> dict:
+    """``read_csv`` keyword arguments: ``text_columns`` and ``id_columns`` read as strings;
+    the ID columns without pandas' missing-value strings ("NA", "null", "None", ...),
+    every other column of ``header`` with them."""
+    ids = set(id_columns)
+    text = set(text_columns) | ids
+    if not text:
+        return {}
+    options: dict = {"dtype": {c: str for c in text}}
+    if ids:
+        options["keep_default_na"] = False
+        options["na_values"] = {c: sorted(STR_NA_VALUES) for c in header if c not in ids}
+    return options
+
+
+def header_names(path: Path) -> list[str]:
+    """The names of the CSV header as written (a repeated name stays repeated)."""
+    first = _read_head(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(v) for v in first.iloc[0].tolist()] if len(first) else []
+
+
+def csv_columns(path: Path) -> list[str]:
+    """The column names pandas reads from the CSV header; a repeated name is refused."""
+    check_unique(header_names(path), str(path))
+    return [str(c) for c in _read_head(path, nrows=0).columns]
+
+
+def _read_head(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, compression=compression_of(path), **kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r} is empty (no header line)") from exc
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from exc
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"{str(path)!r} is not a readable CSV file: {exc}") from exc
+
+
+def check_unique(columns: list[str], where: str) -> None:
+    """Refuse a table whose columns repeat a name (which of them would be the feature?)."""
+    dupes = sorted({c for c in columns if c and columns.count(c) > 1})
+    if dupes:
+        raise ValueError(f"{where} has duplicate column names: {dupes}; every column must have its own name")
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> NotUTF8Error:
+    """The error for a CSV file that is not UTF-8, naming its first line that is not
+    (found by decoding the file line by line: a newline byte never occurs inside a
+    UTF-8 character, so a line decodes on its own exactly when it is valid)."""
+    where = str(path)
+    fix = ("CSV input must be UTF-8 text: convert the file (e.g. `iconv -f latin1 -t utf-8`) or write it as "
+           "Parquet")
+    opener = _OPENERS.get(compression_of(path) or "", open)
+    try:
+        with opener(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    what = "the header" if number == 1 else f"row {number - 1}"
+                    return NotUTF8Error(f"{where}: {what} (line {number}) is not valid UTF-8: byte "
+                                        f"0x{line[bad.start]:02x} at position {bad.start + 1} of the line. {fix}")
+    except OSError:  # unreadable here (a compression this module does not open): pandas' words
+        pass
+    return NotUTF8Error(f"{where}: not valid UTF-8 text ({exc.reason}). {fix}")
