@@ -49,20 +49,32 @@ def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarra
         if values.shape[1] != mean.shape[0]:
             raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with {mean.shape[0]}")
         return _data.to_tensor(values, mean, scale)
-    keys = _keys(context, X)
+    keys = _keys(context, X, categories)
     unknown = sorted(set(keys.tolist()) - set(categories))
     if unknown:
         raise ValueError(f"context has values never seen in fit: {unknown[:10]}; known: {categories[:10]}")
     return _onehot(keys, categories)
 
 
-def _keys(context, X: np.ndarray) -> np.ndarray:
+def _key(v) -> str:
+    """The category a context value names: whole-valued floats as integers (``3.0`` -> ``"3"``:
+    integer codes read from a column with a gap arrive as floats)."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:
     values = np.asarray(context, dtype=object)
     if values.ndim != 1 or values.shape[0] != X.shape[0]:
         raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
-    if any(v is None or (isinstance(v, float) and v != v) for v in values):
+    if any(v is None or (isinstance(v, (float, np.floating)) and v != v) for v in values):
         raise ValueError("context contains missing values (None/NaN)")
-    return np.array([str(v) for v in values], dtype=object)
+    keys = [_key(v) for v in values]
+    if known is not None:  # a model whose categories were recorded as "3.0" still reads 3.0
+        known_set = set(known)
+        keys = [k if k in known_set or str(v) not in known_set else str(v) for k, v in zip(keys, values)]
+    return np.array(keys, dtype=object)
 
 
 def _onehot(keys: np.ndarray, categories: list[str]) -> torch.Tensor:

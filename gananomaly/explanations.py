@@ -310,8 +310,7 @@ def top_columns(model, X, k: int) -> pd.DataFrame:
     ValueError
         ``k`` is not an int in [1, number of input columns].
     """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    _check_count("k", k)
     columns = input_columns(model)
     if k > len(columns):
         raise ValueError(f"k={k} is larger than the number of input columns of the model ({len(columns)})")
@@ -354,6 +353,8 @@ def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
     a number in the column's units, or the category whose one-hot feature it expected most)
     and ``imputed`` (the value was missing and the pipeline filled it in).
     """
+    if top is not None:
+        _check_count("top", top)
     p = _explain_pass(model, data)
     n, m = p.contributions.shape
     order = _ranking(p)
@@ -394,11 +395,21 @@ def _detector(model):
     return model.steps[-1][1] if isinstance(model, Pipeline) else model
 
 
+def _check_count(name: str, value) -> None:
+    """``value`` must be a positive int (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def _feature_index(feature, names: list[str]) -> int:
     """Position of a detector feature: its name among ``names``, or ``x<j>`` when the
     detector was fitted on an unnamed array."""
     f = str(feature)
-    return int(f[1:]) if f.startswith("x") and f[1:].isdigit() else names.index(f)
+    if f in names:  # a named feature first: a column may itself be called "x2"
+        return names.index(f)
+    if f.startswith("x") and f[1:].isdigit() and int(f[1:]) < len(names):
+        return int(f[1:])
+    raise ValueError(f"the detector explained a feature {f!r} that is not among its input columns {names}")
 
 
 def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:

@@ -324,9 +324,11 @@ def _check_fitted(fitted: Any, arch: dict, invalid: Invalid) -> None:
             invalid("fitted.threshold_", "must hold exactly one of contamination, score")
         if "score" in threshold:
             invalid.number(threshold["score"], "fitted.threshold_.score")
-        elif threshold["contamination"] != "auto":
-            invalid.number(threshold["contamination"], "fitted.threshold_.contamination", lo=0.0, hi=0.5,
-                           positive=True)
+        elif threshold["contamination"] != "auto":  # set_threshold(fpr=...) pins any share in (0, 1)
+            share = invalid.number(threshold["contamination"], "fitted.threshold_.contamination", lo=0.0, hi=1.0,
+                                   positive=True)
+            if share >= 1.0:
+                invalid("fitted.threshold_.contamination", f"must be below 1, got {share}")
     if "n_epochs_" in fitted:
         invalid.int(fitted["n_epochs_"], "fitted.n_epochs_", 0, 2**31)
     sc = invalid.keys(fitted["score_config"], "fitted.score_config", _SCORE_KEYS)

@@ -38,6 +38,7 @@ split across modules, the rules and the code that relies on them would drift apa
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass, field
 
@@ -197,6 +198,22 @@ def fit_map_scale(gen: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch
     return np.ascontiguousarray(np.maximum(mean, floor), dtype=np.float32)
 
 
+def _normal(t):
+    """``t`` as a normal tensor: a copy when it was made under ``torch.inference_mode()``
+    (autograd must not record inference tensors)."""
+    return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+
+
+def _gradients_allowed(fn):
+    """Run ``fn``, which needs autograd, even inside a caller's ``torch.inference_mode()``
+    (serving code often scores in it): inference mode off, inference-tensor arguments copied."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(*[_normal(a) for a in args], **kwargs)
+    return wrapper
+
+
 def _refine(gen, disc, x, z0, cfg: ScoreConfig) -> torch.Tensor:
     """Batched latent search: Adam on every row's ``z`` at once, minimising that row's own
     residual. Each row's loss depends only on its own ``z`` and Adam's update is
@@ -320,12 +337,14 @@ def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor
             x = pad_rows(chunk).to(device, non_blocking=True)
             with amp:
                 if refine:
-                    with torch.no_grad():
-                        z = enc(x).float()
-                    with torch.enable_grad():
-                        z = _refine(gen, disc, x, z, cfg)
-                    with torch.no_grad():
-                        rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True, cfg)
+                    with torch.inference_mode(False):  # the search needs gradients, whatever the caller's mode
+                        x = _normal(x)
+                        with torch.no_grad():
+                            z = enc(x).float()
+                        with torch.enable_grad():
+                            z = _refine(gen, disc, x, z, cfg)
+                        with torch.no_grad():
+                            rec, feat, fx = _residuals(gen, disc, x, z, cfg.joint, True, cfg)
                 else:
                     with torch.inference_mode():
                         z = enc(x).float()
@@ -350,6 +369,7 @@ def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor
     return out
 
 
+@_gradients_allowed
 def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
                   cfg: ScoreConfig, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-input residual maps of ``X`` (float64, on the networks' grid): the squared
@@ -385,6 +405,7 @@ def residual_maps(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     return torch.cat(rec_maps).numpy(), torch.cat(disc_maps).numpy()
 
 
+@_gradients_allowed
 def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor, device: torch.device,
                   cfg: ScoreConfig, weights: tuple[float, float, float], batch_size: int = 4096) -> np.ndarray:
     """Per-feature contributions (float64, ``(n, n_features)``) of standardised table rows

@@ -68,6 +68,20 @@ def test_context_contract(data, conditional, tmp_path):
     np.testing.assert_array_equal(labels == -1, conditional.decision_function(X_test, context=ctx_test) < 0)
 
 
+def test_integer_context_codes_read_the_same_as_floats():
+    """Codes 0, 1, 2 arrive as 0.0, 1.0, 2.0 when their column has a gap somewhere."""
+    X = np.random.RandomState(0).randn(120, 3)
+    codes = np.arange(120) % 3
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X, context=codes)
+    assert det.context_categories_ == ["0", "1", "2"]
+    as_ints = det.score_samples(X[:6], context=codes[:6])
+    np.testing.assert_array_equal(det.score_samples(X[:6], context=codes[:6].astype(np.float64)), as_ints)
+    floats = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X, context=codes.astype(float))
+    assert floats.context_categories_ == ["0", "1", "2"]
+    with pytest.raises(ValueError, match=r"never seen in fit: \['2.5'\]"):
+        det.score_samples(X[:1], context=[2.5])
+
+
 def test_conditional_generator_follows_the_context(conditional):
     hot = conditional.generate(300, context=["A"] * 300, random_state=0)
     cold = conditional.generate(300, context=["B"] * 300, random_state=0)

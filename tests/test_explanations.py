@@ -57,3 +57,21 @@ def test_top_columns_of_a_bare_detector_rank_its_features():
     assert (top["explain_1_column"] == "c").mean() >= 0.9  # a random ranking: 0.25
     long = det.explain(Xs, top=1)
     assert list(top["explain_1_column"]) == list(long["feature"])
+
+
+def test_columns_named_like_positions_are_explained_by_name():
+    # a frame whose columns are called x2, x0, x1: "x1" is the third column, not position 1
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(rng.randn(200, 3), columns=["x2", "x0", "x1"])
+    det = GANAnomalyDetector(**TINY).fit(X)
+    Xs = X.iloc[:10].copy()
+    Xs["x2"] += 50.0
+    top = top_columns(det, Xs, 1)
+    assert list(top["explain_1_column"]) == list(det.explain(Xs, top=1)["feature"]) == ["x2"] * 10
+    assert list(column_contributions(det, Xs).idxmax(axis=1)) == ["x2"] * 10
+
+
+@pytest.mark.parametrize("top", [0, -1, 2.5, True])
+def test_explain_columns_refuses_a_top_that_is_not_a_positive_int(pipe, features, top):
+    with pytest.raises(ValueError, match="top must be a positive int"):
+        explain_columns(pipe, features, top=top)

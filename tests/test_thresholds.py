@@ -90,6 +90,9 @@ def test_thresholds_survive_save_and_load(fitted, tmp_path):
     det.save(tmp_path / "pinned")
     pinned = gananomaly.load(tmp_path / "pinned")
     assert pinned.threshold_ == {"contamination": 0.05} and pinned.offset_ == pytest.approx(det.offset_)
+    det.set_threshold(fpr=0.7)  # any false-positive rate in (0, 1) saves, not only contaminations up to 0.5
+    det.save(tmp_path / "wide")
+    assert _flagged(gananomaly.load(tmp_path / "wide"), X) == pytest.approx(0.7, abs=0.003)
     # a recorded offset_ that disagrees with the stored training scores is refused
     cfg_path = tmp_path / "pinned" / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -98,7 +101,7 @@ def test_thresholds_survive_save_and_load(fitted, tmp_path):
     with pytest.raises(ValueError, match="offset_.*does not match"):
         gananomaly.load(tmp_path / "pinned")
     cfg["fitted"]["offset_"] -= 1.0
-    cfg["fitted"]["threshold_"] = {"contamination": 0.9}
+    cfg["fitted"]["threshold_"] = {"contamination": 1.0}
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="threshold_"):
         gananomaly.load(tmp_path / "pinned")
