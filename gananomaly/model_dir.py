@@ -28,7 +28,7 @@ from gananomaly.model_format import (
     WEIGHTS_NAME,
 )
 
-__all__ = ["atomic_dir", "identity", "exchange"]
+__all__ = ["atomic_dir", "identity", "exchange", "open_files", "OpenFiles"]
 
 def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
@@ -147,3 +147,41 @@ def identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+class OpenFiles(dict):
+    """Open binary handles on files of one save of a model directory, by relative name
+    (None: missing); close them with ``with``."""
+
+    def __enter__(self) -> OpenFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fh in self.values():
+            if fh is not None:
+                fh.close()
+
+
+def open_files(path: Path, names: tuple[str, ...]) -> OpenFiles | None:
+    """Open the files ``names`` (relative to the model directory ``path``) all from one save.
+
+    A save replaces the whole directory and never changes a file in place, and an open file
+    stays readable after a later save removes it: when ``path`` is the same directory before
+    and after opening, every handle belongs to that one save, however long the reads then take.
+    Returns None when ``path`` was replaced meanwhile (open again).
+    """
+    before = identity(path)
+    files = OpenFiles()
+    try:
+        for name in names:
+            try:
+                files[name] = open(path / name, "rb")
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                files[name] = None
+    except BaseException:
+        files.__exit__()
+        raise
+    if identity(path) != before:
+        files.__exit__()
+        return None
+    return files

@@ -162,14 +162,19 @@ def parse_json(data: bytes, invalid: Invalid) -> Any:
         invalid.corrupt(str(exc)[:200])
 
 
-def read_limited(path: Path, limit: int, invalid: Invalid) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except FileNotFoundError:
-        invalid("", "is missing")
-    except IsADirectoryError:
-        invalid("", "is a directory, not a file")
+def read_limited(path: Path, limit: int, invalid: Invalid, fh=None) -> bytes:
+    """At most ``limit`` bytes of ``path`` (or of the open binary file ``fh``, read from its start)."""
+    if fh is not None:
+        fh.seek(0)
+        data = fh.read(limit + 1)
+    else:
+        try:
+            with open(path, "rb") as opened:
+                data = opened.read(limit + 1)
+        except FileNotFoundError:
+            invalid("", "is missing")
+        except IsADirectoryError:
+            invalid("", "is a directory, not a file")
     if len(data) > limit:
         invalid("", f"is larger than {limit} bytes")
     return data
@@ -191,9 +196,9 @@ def check_format_version(doc: dict, invalid: Invalid, path: Path) -> int:
     return version
 
 
-def read_config(path: str | os.PathLike, detector_cls: type) -> dict[str, Any]:
+def read_config(path: str | os.PathLike, detector_cls: type, fh=None) -> dict[str, Any]:
     """Read and check ``config.json`` of a saved model (schema, types, bounds); the saved
-    parameters must be ones ``detector_cls`` accepts.
+    parameters must be ones ``detector_cls`` accepts. ``fh``: the file already open.
 
     Raises
     ------
@@ -208,9 +213,9 @@ def read_config(path: str | os.PathLike, detector_cls: type) -> dict[str, Any]:
     invalid = Invalid(path, CONFIG_NAME)
     if not path.is_dir():
         invalid("", "is missing (the path is a file, not a model directory)")
-    if not (path / CONFIG_NAME).exists():
+    if fh is None and not (path / CONFIG_NAME).exists():
         invalid("", "is missing")
-    doc = parse_json(read_limited(path / CONFIG_NAME, MAX_CONFIG_BYTES, invalid), invalid)
+    doc = parse_json(read_limited(path / CONFIG_NAME, MAX_CONFIG_BYTES, invalid, fh), invalid)
     return check_config(doc, path, detector_cls)
 
 

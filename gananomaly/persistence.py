@@ -34,9 +34,10 @@ On Linux (``renameat2`` with ``RENAME_EXCHANGE``) the new directory and the old 
 places in one step, so a reader always finds a whole model at ``path``, old or new. Elsewhere
 the old directory is moved aside first: a reader arriving in the moment between the two
 renames finds nothing there (``FileNotFoundError``). Concurrent saves to one path all
-succeed and the last one to swap wins. A load that overlaps a save and reads files of two
-different saves (a checksum or shape mismatch while the directory at ``path`` changed
-under it) reads again.
+succeed and the last one to swap wins. A load opens every file of the model before it reads
+any, and opens them again when the directory at ``path`` was replaced meanwhile: the files it
+reads all belong to one save however long the reading takes (a save never changes a file in
+place, and an open file stays readable after the next save removes it).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from pathlib import Path
 from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
-from gananomaly.model_dir import atomic_dir, identity
+from gananomaly.model_dir import OpenFiles, atomic_dir, open_files
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
@@ -96,8 +97,11 @@ def recorded_digest(path: str | os.PathLike) -> str | None:
     return read_config(path).get(DIGEST_KEY)
 
 
-# A load that overlaps a save may read two saves' files: it reads again this many times.
-_READ_ATTEMPTS = 3
+# A load opens every file of one save before it reads any; when a save replaced the
+# directory while the files were being opened, it opens them again, at most this many times.
+_OPEN_ATTEMPTS = 50
+_FILES = (CONFIG_NAME, WEIGHTS_NAME, PIPELINE_CONFIG, PREPROCESSING_NAME, f"{DETECTOR_DIR}/{CONFIG_NAME}",
+          f"{DETECTOR_DIR}/{WEIGHTS_NAME}")
 
 
 def save(obj, path: str | os.PathLike) -> Path:
@@ -163,45 +167,49 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
         message names the key or tensor), or was written by a newer format.
     """
     path = Path(path)
-    for attempt in range(_READ_ATTEMPTS):
-        before = identity(path)
-        try:
-            return _load_once(path, device)
-        except (ValueError, FileNotFoundError):
-            after = identity(path)
-            if attempt + 1 == _READ_ATTEMPTS or after == before:
-                raise
-            # The directory at path was replaced while it was read (a concurrent save):
-            # what was read may mix two models, so read the new one.
-            if after is None:
-                time.sleep(0.05)
+    for _ in range(_OPEN_ATTEMPTS):
+        files = open_files(path, _FILES)  # one save's files, however long the reads take
+        if files is not None:
+            break
+        time.sleep(0.001)
+    else:
+        raise ValueError(f"{str(path)!r} was replaced by another save {_OPEN_ATTEMPTS} times while it was opened; "
+                         f"load it again when the saves stop")
+    with files:
+        if files[PIPELINE_CONFIG] is not None:
+            return _load_pipeline(path, files, device=device)
+        return _load_detector(path, files, "", device)
 
 
-def _load_once(path: Path, device: str):
-    if (path / PIPELINE_CONFIG).is_file():
-        return _load_pipeline(path, device=device)
-    config = read_config(path)
+def _load_detector(path: Path, files: OpenFiles, prefix: str, device: str):
+    """The detector whose files are ``files[prefix + name]``."""
+    config = _read_config(path, GANAnomalyDetector, files[prefix + CONFIG_NAME])
     invalid = Invalid(path, WEIGHTS_NAME)
-    if not (path / WEIGHTS_NAME).exists():
+    weights = files[prefix + WEIGHTS_NAME]
+    if weights is None:
         invalid("", "is missing")
     expected = Expected(config, path)
-    tensors = check_weights(read_limited(path / WEIGHTS_NAME, expected.max_bytes, invalid), config, path, expected)
+    tensors = check_weights(read_limited(path / WEIGHTS_NAME, expected.max_bytes, invalid, weights), config, path,
+                            expected)
     try:
         return GANAnomalyDetector.from_record(config, tensors, device)
     except RecordError as exc:  # a value the schema allows that the detector still refuses
         Invalid(path, CONFIG_NAME)(exc.key, exc.what)
 
 
-def _load_pipeline(path: Path, *, device: str):
+def _load_pipeline(path: Path, files: OpenFiles, *, device: str):
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
     invalid = Invalid(path, PIPELINE_CONFIG)
-    meta = check_pipeline_meta(parse_json(read_limited(path / PIPELINE_CONFIG, MAX_CONFIG_BYTES, invalid),
-                                            invalid), path)
-    detector = load(path / DETECTOR_DIR, device=device)
+    meta = check_pipeline_meta(parse_json(read_limited(path / PIPELINE_CONFIG, MAX_CONFIG_BYTES, invalid,
+                                                       files[PIPELINE_CONFIG]), invalid), path)
+    detector = _load_detector(path / DETECTOR_DIR, files, f"{DETECTOR_DIR}/", device)
     prep_invalid = Invalid(path, PREPROCESSING_NAME)
-    prep_bytes = read_limited(path / PREPROCESSING_NAME, MAX_PREPROCESSING_BYTES, prep_invalid)
+    if files[PREPROCESSING_NAME] is None:
+        prep_invalid("", "is missing")
+    prep_bytes = read_limited(path / PREPROCESSING_NAME, MAX_PREPROCESSING_BYTES, prep_invalid,
+                              files[PREPROCESSING_NAME])
     recorded = meta.get(PREPROCESSING_DIGEST_KEY)
     if recorded is not None and hashlib.sha256(prep_bytes).hexdigest() != recorded:
         prep_invalid("", f"checksum mismatch: {PIPELINE_CONFIG} records another SHA-256; the file was damaged "

@@ -309,6 +309,49 @@ def test_concurrent_saves_and_loads_of_one_path(saved, tmp_path, data):
     assert gananomaly.load(path).offset_ in {m.offset_ for m in models}
 
 
+def test_a_slow_load_during_repeated_saves_reads_one_whole_model(saved, tmp_path, data, monkeypatch):
+    """A load slower than the interval between saves still returns one save's model: its
+    files are all opened before any is read (reading the config of one save and the weights
+    of the next used to fail the checksum on every attempt)."""
+    a = gananomaly.load(saved[0])
+    b = gananomaly.load(saved[0])
+    with torch.no_grad():  # other weights: a mixed read would fail the checksum
+        for param in b.generator_.parameters():
+            param.add_(0.01)
+    expected = {id(m): m.score_samples(data[1][:4]) for m in (a, b)}
+    path = tmp_path / "m"
+    a.save(path)
+    real = persistence.Expected
+
+    def slow(*args, **kwargs):  # between reading the config and the weights
+        time.sleep(0.03)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "Expected", slow)
+    stop, errors = threading.Event(), []
+
+    def write():
+        i = 0
+        while not stop.is_set():
+            try:
+                (a, b)[i % 2].save(path)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            i += 1
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(6):
+            scores = gananomaly.load(path).score_samples(data[1][:4])
+            assert any(np.array_equal(scores, s) for s in expected.values())
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+
+
 def _exchange_supported(tmp_path: Path) -> bool:
     a, b = tmp_path / ".xa", tmp_path / ".xb"
     a.mkdir()
