@@ -316,11 +316,16 @@ def main(argv=None) -> int:
                         help="file counts of the generated folders scored by the batch job ('' to skip)")
     parser.add_argument("--folders-only", action="store_true",
                         help="measure only the folders and merge them into --out's images.json")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="measure only the images per second and merge them into --out's images.json")
     args = parser.parse_args(argv)
     folders = tuple(int(v) for v in args.folders.split(",") if v.strip())
-    if args.folders_only:  # add the folder rows to the last results, keep the rest
+    if args.folders_only or args.speed_only:  # measure one part again, keep the rest of the last results
         result = json.loads((Path(args.out) / "images.json").read_text())
-        result["folders"] = folder_scale(folders)
+        if args.folders_only:
+            result["folders"] = folder_scale(folders)
+        if args.speed_only:
+            result["throughput"] = throughput(options=not args.no_options)
     else:
         result = run(args.seeds, quick=args.quick, speed=not args.no_speed, folders=folders,
                      options=not args.no_options)
