@@ -28,7 +28,7 @@ def det(tmp_path_factory):
     from gananomaly import GANAnomalyDetector
 
     rng = np.random.RandomState(0)
-    model = GANAnomalyDetector(epochs=2, encoder_epochs=2, random_state=0).fit(
+    model = GANAnomalyDetector(epochs=2, encoder_epochs=2, random_state=0, validation_fraction=0).fit(
         pd.DataFrame(rng.randn(200, 3), columns=COLS))
     path = tmp_path_factory.mktemp("rel") / "det"
     model.save(path)
@@ -295,9 +295,10 @@ def test_pipeline_model_is_checked_after_its_preprocessing(tmp_path):
     from gananomaly.pipelines.datasets import mixed_table
     from gananomaly.pipelines.tabular import TabularConfig, fit_tabular
 
-    cfg = TabularConfig(name="b", builtin="mixed", options={"n_samples": 200}, id_columns=["order_id"],
+    cfg = TabularConfig(name="b", builtin="mixed", options={"n_samples": 100}, id_columns=["order_id"],
                         drop_columns=["anomaly_kind"], label_column="is_anomaly", mlflow=False,
-                        detector={"epochs": 2, "encoder_epochs": 2, "random_state": 0, "device": "cpu"})
+                        detector={"epochs": 1, "encoder_epochs": 1, "hidden_dims": [8], "random_state": 0,
+                                  "device": "cpu", "validation_fraction": 0})
     result = fit_tabular(cfg, output_dir=tmp_path)
     data = mixed_table(60, random_state=3).drop(columns=["is_anomaly", "anomaly_kind"])
     data.loc[5, "amount"] = 1e25

@@ -14,7 +14,8 @@ def model_dir(tmp_path):
     X = np.random.RandomState(0).randn(60, 3)
     np.save(tmp_path / "x.npy", X)
     path = tmp_path / "model"
-    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X).save(path)
+    # validation_fraction 0: no fidelity measurement, the slow part of so small a fit
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0, validation_fraction=0).fit(X).save(path)
     return path
 
 
@@ -45,6 +46,19 @@ def test_output_that_cannot_be_written_is_one_line(model_dir, tmp_path, capsys):
                     "--epochs", "1"], capsys)
     assert rc == 2 and "Traceback" not in err and err.count("\n") == 1 and "not an existing directory" in err
     json.dumps(err)  # printable
+
+
+def test_bad_table_input_or_output_is_one_line_before_any_work(model_dir, tmp_path, capsys):
+    (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
+    out = tmp_path / "s.csv"
+    rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / "dup.csv"), "--output", str(out)],
+                   capsys)
+    assert rc == 2 and err.count("\n") == 1 and "duplicate column names: ['a']" in err
+    (tmp_path / "ok.csv").write_text("a,b,c\n1,2,3\n")
+    rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / "ok.csv"),
+                    "--output", str(tmp_path / "s.csv.zip")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "can be compressed as .csv.gz" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.csv", "model", "ok.csv", "x.npy"]
 
 
 def test_version_and_help_answer_without_importing_torch():

@@ -331,3 +331,34 @@ def test_folder_scoring_decodes_a_bounded_number_of_images_at_a_time(folder, fit
     stats = bs.score_file(out / "model", folder / "test", tmp_path / "s.parquet", chunk_rows=50_000)
     assert max(seen) == 10 and sum(seen) == 40 and stats["rows_scored"] == 40
     assert pd.read_parquet(tmp_path / "s.parquet")["file"].is_unique
+
+
+def test_a_chunk_of_unreadable_files_only_is_skipped_like_any_unreadable_file(folder, fitted, tmp_path):
+    from gananomaly.pipelines.batch_score import score_file
+
+    _, out = fitted
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "c.png"):
+        (src / name).write_bytes((folder / "test" / "normal" / "n000.png").read_bytes())
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # alone in chunk 2 of 3
+    stats = score_file(out / "model", src, tmp_path / "s.parquet", chunk_rows=1)
+    assert (stats["rows_read"], stats["rows_scored"], stats["n_skipped"]) == (3, 2, 1)
+    assert pd.read_parquet(tmp_path / "s.parquet")["file"].tolist() == ["a.png", "c.png"]
+
+
+def test_16_bit_grey_images_are_scaled_to_0_255_not_clipped(tmp_path):
+    from gananomaly.pipelines.image import load_image_files
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, value in zip(paths, (1000, 60000)):
+        Image.fromarray(np.full((4, 4), value, np.uint16)).save(path)
+    assert Image.open(paths[0]).mode.startswith("I")
+    grey = load_image_files(paths, mode="grey")
+    np.testing.assert_allclose(grey.images[:, 0, 0, 0], [1000 * 255 / 65535, 60000 * 255 / 65535], rtol=1e-6)
+    rgb = load_image_files(paths, mode="rgb", size=2)
+    assert rgb.images.shape == (2, 3, 2, 2)
+    np.testing.assert_allclose(rgb.images[1], 60000 * 255 / 65535, rtol=1e-6)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f.tif \(ValueError: floating-point pixels \(mode F\)"):
+        load_image_files([tmp_path / "f.tif"], on_error="raise", root=tmp_path)
