@@ -44,10 +44,11 @@ def read_options(header: Iterable[str], text_columns: Iterable[str] = (),
     the ID columns without pandas' missing-value strings ("NA", "null", "None", ...),
     every other column of ``header`` with them."""
     ids = set(id_columns)
-    text = set(text_columns) | ids
-    if not text:
+    if not ids and not text_columns:
         return {}
-    options: dict = {"dtype": {c: str for c in text}}
+    # object, not str: the values stay the Python strings the parser made (faster to read
+    # than pandas' string dtype); an ID keeps the string dtype it always had
+    options: dict = {"dtype": {**{c: object for c in text_columns}, **{c: str for c in ids}}}
     if ids:
         options["keep_default_na"] = False
         options["na_values"] = {c: sorted(STR_NA_VALUES) for c in header if c not in ids}
