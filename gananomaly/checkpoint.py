@@ -30,12 +30,22 @@ import torch
 
 from gananomaly._atomic import atomic_open
 
-__all__ = ["CheckpointStore", "tensor_digest", "read_checkpoint", "CHECKPOINT_NAME"]
+__all__ = ["CheckpointStore", "tensor_digest", "read_checkpoint", "recorded_seed", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = 2
 _MAGIC = b"gananomaly-checkpoint %d sha256=" % _FORMAT
 _HEADER_LEN = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
+
+
+def recorded_seed(directory: str | os.PathLike, default: int) -> int:
+    """The seed the checkpoint in ``directory`` was written with (``default`` when there is
+    none, or it records none)."""
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.is_file():
+        return default
+    seed = read_checkpoint(path).get("fingerprint", {}).get("seed")
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else default
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -126,7 +136,7 @@ class CheckpointStore:
             differ = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
             raise ValueError(
                 f"checkpoint {str(self.path)!r} was written for different {', '.join(differ)}; "
-                "resume with the same data and parameters, or use another checkpoint_dir"
+                "resume with the same data, parameters and random_state, or use another checkpoint_dir"
             )
         state = payload["state"]
         for key in ("rng", "torch_rng", "cuda_rng"):  # RNG states must be CPU byte tensors

@@ -457,6 +457,9 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         device = _data.resolve_device(self.device)
         amp_dtype = _data.resolve_precision(self.precision, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if resume and self.random_state is None and self.checkpoint_dir is not None:
+            # random_state=None: the interrupted fit drew its own seed; continue with it
+            seed = _ckpt.recorded_seed(self.checkpoint_dir, default=seed)
 
         self.input_mean_, self.input_scale_ = self._fit_scaler(X)
         self.objective_ = (self.objective if self.objective != "auto"
@@ -480,7 +483,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             rng = torch.Generator(device=device).manual_seed(seed)
             trainer = Trainer(*nets, X_fit.to(device), self.arch_["latent_dim"], cfg, rng, estimator=self,
                               X_val=None if X_val is None else X_val.to(device))
-            store = (_ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg))
+            store = (_ckpt.CheckpointStore(self.checkpoint_dir, self._checkpoint_fingerprint(Xt, cfg, seed))
                      if self.checkpoint_dir is not None else None)
             trainer.callbacks = callbacks + self._builtin_callbacks(cfg, n_batches, store, trainer)
             try:
@@ -614,12 +617,15 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         Xt = self._to_tensor(Xv)
         return (Xt if ctx is None else torch.cat([Xt, ctx], dim=1)), Xv
 
-    def _checkpoint_fingerprint(self, Xt: torch.Tensor, cfg: TrainConfig) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the data and every training setting."""
-        params = {k: (v if v is None or isinstance(v, (str, int, float, tuple, list)) else type(v).__name__)
+    def _checkpoint_fingerprint(self, Xt: torch.Tensor, cfg: TrainConfig, seed: int) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: the data, every training setting (one
+        key per parameter, so a refusal names it) and the seed drawn from ``random_state``
+        (it chose the held-out rows)."""
+        params = {f"params.{k}": repr(v if v is None or isinstance(v, (str, int, float, tuple, list))
+                                      else type(v).__name__)
                   for k, v in self.get_params(deep=False).items()
-                  if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device")}
-        return {"params": repr(sorted(params.items())), "arch": repr(sorted(self.arch_.items())),
+                  if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device", "random_state")}
+        return {**params, "seed": int(seed), "arch": repr(sorted(self.arch_.items())),
                 "epochs": cfg.epochs, "encoder_epochs": cfg.encoder_epochs, "data": _ckpt.tensor_digest(Xt)}
 
     # ------------------------------------------------------------------ scoring

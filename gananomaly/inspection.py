@@ -41,7 +41,15 @@ class InspectionMixin:
             out = self.generator_(z).float().cpu().numpy().astype(np.float64)
         if out.ndim == 2:
             out = out[:, : self.n_features_in_]
-        return self._unscale(out)
+        return self._image_layout(self._unscale(out))
+
+    def _image_layout(self, out: np.ndarray) -> np.ndarray:
+        """Rows of an MLP fitted on images (flattened ``C*H*W`` features) as ``(n, C, H, W)``,
+        the layout a convolutional model returns; anything else unchanged."""
+        shape = getattr(self, "image_shape_", None)
+        if shape is not None and out.ndim == 2:
+            return out.reshape((out.shape[0], *shape))
+        return out
 
     def anomaly_map(self, X, *, context=None, component: str = "combined") -> np.ndarray:
         """Where each sample is anomalous: a map per image, or a value per feature of a table.
@@ -68,6 +76,8 @@ class InspectionMixin:
         cfg = self.score_config_
         rec_map, disc_map = _scoring.residual_maps(self.generator_, self.discriminator_, self.encoder_, Xt,
                                                    self.device_, cfg, min(self._score_cfg(Xt).batch_size, 1024))
+        if getattr(self, "image_shape_", None) is not None and rec_map.ndim == 2:  # an MLP on flattened images
+            rec_map, disc_map = (self._image_layout(m).mean(axis=1) for m in (rec_map, disc_map))
         if rec_map.ndim == 3 and tuple(rec_map.shape[1:]) != tuple(self.image_shape_[1:]):
             rec_map = _images.resize(rec_map[:, None], self.image_shape_[1:])[:, 0]
             disc_map = _images.resize(disc_map[:, None], self.image_shape_[1:])[:, 0]
@@ -129,10 +139,10 @@ class InspectionMixin:
     def reconstruct(self, X, *, context=None) -> np.ndarray:
         """``G(E(x))`` in the original units (no latent refinement).
 
-        For convolutional networks the images come back channel-first, resized from the
-        network's resolution to the fitted image size: ``(n, C, H, W)``.
+        Images come back channel-first at the fitted image size, ``(n, C, H, W)`` (for
+        convolutional networks resized from the network's resolution).
         """
-        return self._reconstruct(self._prepare(X, context)[0])
+        return self._image_layout(self._reconstruct(self._prepare(X, context)[0]))
 
     def _reconstruct(self, Xt: torch.Tensor) -> np.ndarray:
         """``G(E(x))`` of prepared rows, in the original units."""

@@ -11,7 +11,7 @@ wrong coarse structure at the coarse levels, wrong fine texture at the fine ones
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -121,9 +121,26 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         return X
 
     def fit(self, X, y=None):
-        """Fit one detector per pyramid level on normal images ``X``."""
-        if not isinstance(self.levels, Integral) or self.levels < 1:
+        """Fit one detector per pyramid level on normal images ``X``.
+
+        Parameters are checked before any training; a fit that fails leaves the detector as
+        it was (a refit keeps the previous model, a first fit leaves it unfitted)."""
+        if isinstance(self.levels, bool) or not isinstance(self.levels, Integral) or self.levels < 1:
             raise ValueError(f"levels must be an int >= 1, got {self.levels!r}")
+        if self.contamination != "auto" and not (isinstance(self.contamination, Real)
+                                                 and not isinstance(self.contamination, bool)
+                                                 and 0 < self.contamination <= 0.5):
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
+        before = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        try:
+            return self._fit(X)
+        except BaseException:
+            for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+                delattr(self, key)
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X):
         X = self._resize(_as_images(X))
         side = X.shape[2]
         if side % (2 ** (self.levels - 1)):
@@ -149,9 +166,6 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
             self.level_stats_.append((float(q50), float(max(q75 - q25, 1e-12))))
         self.level_map_stats_ = self._map_stats(X, rng)
         train = self._combine(per_level)
-        if self.contamination != "auto" and not (isinstance(self.contamination, float)
-                                                 and 0 < self.contamination <= 0.5):
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
         self.offset_ = threshold_at(-train, self.contamination)
         return self
 

@@ -7,6 +7,7 @@ tracks; it can also be passed to ``fit`` inside a run of one's own.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -15,6 +16,8 @@ from gananomaly.fidelity import FIDELITY_KEYS
 from gananomaly.training import Callback
 
 __all__ = ["MLflowCallback"]
+
+log = logging.getLogger(__name__)
 
 
 class MLflowCallback(Callback):
@@ -77,6 +80,14 @@ class MLflowCallback(Callback):
 
     def on_fit_end(self, estimator: Any) -> None:
         self.flush()
+
+    def on_fit_exit(self, estimator: Any) -> None:
+        """A failed or interrupted fit keeps the losses of the epochs it completed (those runs
+        are the ones someone debugs); a store error here never hides the fit's own error."""
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - the fit's exception, if any, is the one to see
+            log.warning("could not send the last epochs' metrics to MLflow: %s", exc)
 
     def flush(self) -> None:
         """Send the buffered metrics now."""

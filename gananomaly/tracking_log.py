@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gananomaly.images import to_channels_first
 from gananomaly.tracking_callback import MLflowCallback
 from gananomaly.tracking_plots import as_images, plot_grid, plot_histogram, plot_losses, plot_roc
 
@@ -248,7 +249,10 @@ def log_image_grids(mlflow, det, Xt_eval, image_shape, n: int = 16) -> None:
         try:
             batch = Xt_eval[:n]
             recon = as_images(det.reconstruct(batch), image_shape)
-            orig = as_images(np.asarray(batch), image_shape)
+            orig = np.asarray(batch)
+            if getattr(det, "image_shape_", None) is not None:  # the caller's layout, as reconstructions have it
+                orig = to_channels_first(orig, getattr(det, "channels", "auto"))
+            orig = as_images(orig, image_shape)
             if recon.ndim == 4:
                 both = np.concatenate([orig, recon]) if orig.shape[1:] == recon.shape[1:] else recon
                 mlflow.log_figure(plot_grid(both, "inputs (top) and reconstructions (bottom)", ncols=len(recon)),

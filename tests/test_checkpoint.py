@@ -78,10 +78,28 @@ def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(tmp_path
     assert (ckpt / CHECKPOINT_NAME).exists()
     with pytest.raises(ValueError, match="different data"):
         GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train[:-1], resume=True)
-    with pytest.raises(ValueError, match="different params"):
+    with pytest.raises(ValueError, match=r"different params\.kappa;"):  # the parameter is named
         GANAnomalyDetector(**{**PARAMS, "kappa": 0.5}, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    with pytest.raises(ValueError, match="different seed"):  # another seed held out other rows
+        GANAnomalyDetector(**{**PARAMS, "random_state": 1}, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         GANAnomalyDetector(**PARAMS).fit(X_train, resume=True)
+
+
+def test_a_fit_without_random_state_resumes_with_its_own_seed(tmp_path, blobs):
+    """random_state=None draws a seed per fit; a resume continues with the interrupted fit's
+    seed (its held-out rows), not a new one, and a RandomState instance counts by its seed."""
+    X_train, X_test, _ = blobs
+    ckpt = tmp_path / "ckpt"
+    params = dict(epochs=2, encoder_epochs=1, hidden_dims=(16,), checkpoint_dir=str(ckpt))
+    first = GANAnomalyDetector(**params).fit(X_train)
+    resumed = GANAnomalyDetector(**params).fit(X_train, resume=True)  # every epoch done: the same model
+    np.testing.assert_array_equal(resumed.score_samples(X_test), first.score_samples(X_test))
+    other = tmp_path / "other"
+    GANAnomalyDetector(**{**params, "checkpoint_dir": str(other)}, random_state=np.random.RandomState(1)).fit(X_train)
+    with pytest.raises(ValueError, match="different seed"):
+        GANAnomalyDetector(**{**params, "checkpoint_dir": str(other)},
+                           random_state=np.random.RandomState(2)).fit(X_train, resume=True)
 
 
 def test_malicious_checkpoint_is_refused(tmp_path, blobs):

@@ -89,6 +89,9 @@ def test_network_parameter_forces_mlp_or_conv(grey):
     assert det.arch_["kind"] == "mlp" and det.arch_["n_features"] == 64
     assert det.image_shape_ == (1, 8, 8)
     assert det.score_samples(grey).shape == (80,)
+    # image in, image out, as for a conv model: maps (n, H, W), reconstructions and samples (n, C, H, W)
+    assert det.anomaly_map(grey[:3]).shape == (3, 8, 8)
+    assert det.reconstruct(grey[:3]).shape == det.generate(3).shape == (3, 1, 8, 8)
     with pytest.raises(ValueError, match="network='conv' needs image input"):
         GANAnomalyDetector(network="conv", **TINY).fit(grey.reshape(80, 64))
     flat = GANAnomalyDetector(**TINY).fit(grey.reshape(80, 64))
@@ -373,3 +376,20 @@ def test_image_map_statistics_are_validated_on_load(tmp_path, fitted_grey):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="older gananomaly.*map statistics.*refit"):
         gananomaly.load(tmp_path / "m")
+
+
+def test_tracked_reconstruction_grid_shows_the_inputs_of_grey_images(grey, monkeypatch):
+    """Grey (n, H, W) input: the grid's top row (inputs) used to be dropped, since the inputs
+    kept the caller's layout while reconstructions come back (n, C, H, W)."""
+    import gananomaly.tracking_log as tracking_log
+
+    tiles = {}
+    monkeypatch.setattr(tracking_log, "plot_grid", lambda arr, title, **kw: tiles.setdefault(title, arr.shape[0]))
+
+    class Store:
+        def log_figure(self, figure, name):
+            pass
+
+    det = GANAnomalyDetector(**TINY).fit(grey)
+    tracking_log.log_image_grids(Store(), det, grey[:5], det.image_shape_)
+    assert tiles["inputs (top) and reconstructions (bottom)"] == 10

@@ -76,6 +76,29 @@ def test_contract_and_bad_input(fitted):
         fitted.score_samples(np.full((2, 1, 16, 16), np.nan))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one-epoch generators are not meant to be faithful
+def test_a_failed_fit_leaves_the_detector_as_it_was(monkeypatch):
+    from sklearn.exceptions import NotFittedError
+
+    X = make_images(40, np.random.RandomState(3))[:, :, :8, :8]
+    det = LaplacianPyramidDetector(levels=2, epochs=1, random_state=0).fit(X)
+    scores, offset = det.score_samples(X), det.offset_
+    det.set_params(contamination=0.7)  # refused before any training
+    with pytest.raises(ValueError, match="contamination"):
+        det.fit(X + 5.0)
+    det.set_params(contamination="auto")
+    monkeypatch.setattr(LaplacianPyramidDetector, "_map_stats", lambda *a: 1 / 0)  # fails after the training
+    with pytest.raises(ZeroDivisionError):
+        det.fit(X + 5.0)
+    np.testing.assert_array_equal(det.score_samples(X), scores)  # the level detectors were not replaced
+    assert det.offset_ == offset
+    fresh = LaplacianPyramidDetector(levels=2, epochs=1, random_state=0)
+    with pytest.raises(ZeroDivisionError):
+        fresh.fit(X)
+    with pytest.raises(NotFittedError):  # a first fit that fails leaves nothing half-fitted
+        fresh.predict(X)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # a 10-epoch generator is not meant to be faithful
 def test_anomaly_map_puts_a_planted_spot_above_the_rest():
     """Maps per level and combined: shapes, the combination, and a planted bright (or dark)

@@ -309,6 +309,9 @@ def test_interrupt_or_termination_during_fit_ends_run_killed(data, store, signam
     runs = client.search_runs([client.get_experiment_by_name(signame).experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
     assert type(info.value).__name__ in runs[0].data.tags["gananomaly.error"]
+    # the losses of the epochs completed before the signal are kept (they were sent every 10 epochs)
+    history = client.get_metric_history(runs[0].info.run_id, "gan/d_loss")
+    assert [m.step for m in history][:1] == [0]
     assert mlflow.active_run() is None
 
 
