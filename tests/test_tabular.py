@@ -25,7 +25,9 @@ from gananomaly.pipelines.tabular import (
 import gananomaly
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
-TINY = {"epochs": 3, "hidden_dims": [16], "latent_dim": 4, "random_state": 0, "device": "cpu"}
+# validation_fraction 0: no fidelity measurement (these tests look at the pipeline, not the generator)
+TINY = {"epochs": 3, "hidden_dims": [16], "latent_dim": 4, "random_state": 0, "device": "cpu",
+        "validation_fraction": 0}
 
 
 def tiny_config(**kw) -> TabularConfig:
