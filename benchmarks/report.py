@@ -25,8 +25,11 @@ TARGETS = {
     "gpu": "GPU tabular scoring >= 5e7 rows/s on an H100-class card",
     "dependency": "generated dependency anomalies: mean AUROC >= 0.85",
     "local": "generated local anomalies: mean AUROC >= 0.97",
-    "fidelity": "default generator's held-out fidelity >= 0.8 on every generated data set",
+    "fidelity": "default generator on every generated data set: held-out fidelity >= 0.9 and Parzen gap >= -0.5 nats",
 }
+# What a generator that learned the generated data sets reaches (real samples: about 1 and 0);
+# generators that drew columns independently, collapsed or blurred the data measured below both.
+FIDELITY_FLOOR, PARZEN_GAP_FLOOR = 0.9, -0.5
 # The estimator's defaults on a table: objective="auto" is the minimax GAN, encoder izif.
 DEFAULT_CONTESTANT = "ours gan/izif"
 DEFAULT_ENTRY = DEFAULT_CONTESTANT + " [combined]"
@@ -76,9 +79,13 @@ def targets(results: dict) -> list[dict]:
                     if row else "not measured", "status": _status(row["auroc_mean"] >= floor if row else None)})
     gen = [r for r in summary if r["entry"] == DEFAULT_ENTRY and r["dataset"].startswith("gen_")
            and "@" not in r["dataset"] and "gen_fidelity" in r]
+    # k-NN fidelity alone passes a generator that draws every column from its own marginal (the
+    # dependency anomalies themselves) now and then; the Parzen gap does not: both are required.
     out.append({"name": "fidelity", "target": TARGETS["fidelity"],
-                "measured": ", ".join(f"{r['dataset']} {r['gen_fidelity']:.2f}" for r in gen) or "not measured",
-                "status": _status(min(r["gen_fidelity"] for r in gen) >= 0.8 if gen else None)})
+                "measured": ", ".join(f"{r['dataset']} {r['gen_fidelity']:.2f} / "
+                                      f"{r.get('gen_parzen_gap', float('nan')):+.1f}" for r in gen) or "not measured",
+                "status": _status(all(r["gen_fidelity"] >= FIDELITY_FLOOR and r.get("gen_parzen_gap", float("-inf"))
+                                      >= PARZEN_GAP_FLOOR for r in gen) if gen else None)})
     sp = results.get("speed")
     if sp and sp.get("score"):
         ratios = [r["ratio_ours_over_iforest"] for r in sp["score"]]

@@ -268,3 +268,19 @@ def test_image_speed_report_sets_each_option_beside_the_defaults_one_thread_figu
     text = "\n".join(_speed_lines(rows, summary))
     assert "| ours | 0.900 | 0.800 | 0.700 | 0.600 | 1.00 |" in text  # the 2-thread row is not the base
     assert "| fast | 0.900 | 0.800 | 0.200 | 0.100 | 2.50 |" in text
+
+
+def test_fidelity_target_needs_the_parzen_gap_too():
+    """k-NN fidelity alone passed a generator that draws each column independently now and
+    then; the target also asks for the Parzen gap, which such a generator fails."""
+    from benchmarks.report import DEFAULT_ENTRY, targets
+
+    def result(fidelity, gap):
+        row = {"entry": DEFAULT_ENTRY, "dataset": "gen_dependency", "gen_fidelity": fidelity, "gen_parzen_gap": gap,
+               "auroc_mean": 0.9, "auroc_std": 0.01, "n_seeds": 5}
+        return {"quality": {"summary": [row]}}
+
+    status = {case: next(t for t in targets(result(*case)) if t["name"] == "fidelity")["status"]
+              for case in [(1.0, -0.1), (0.92, -1.4), (0.85, -0.1)]}
+    assert status[(1.0, -0.1)] == "met"
+    assert status[(0.92, -1.4)] != "met" and status[(0.85, -0.1)] != "met"
