@@ -342,7 +342,9 @@ def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: s
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"no such input file {str(path)!r}")
-        data = read_file(path)
+        # as the batch job reads it: categories and IDs as text ("001" stays "001", an ID "NA" an ID)
+        data = read_file(path, text_columns=model_schema(model).categorical,
+                         id_columns=[id_column] if id_column else [])
     scores, _report = score_frame(model, data, id_column=id_column, extra_columns=extra_columns,
                                   on_bad_rows=on_bad_rows, unseen=unseen)
     return scores

@@ -48,6 +48,13 @@ def test_codes_keep_their_leading_zeros_whatever_the_chunking(model_dir, tmp_pat
         outs.append(pd.read_csv(tmp_path / f"s{k}.csv"))
     pd.testing.assert_frame_equal(outs[0], outs[1])
     assert outs[0]["label"].iloc[-1] == -1
+    # the in-memory scoring of a file reads it the same way as the batch job
+    from gananomaly.pipelines.tabular import score_tabular
+
+    ids = tmp_path / "ids.csv"
+    pd.DataFrame({"order_id": ["NA", "o2"], "amount": [50.0, 51.0], "store": ["001", "002"]}).to_csv(ids, index=False)
+    frame = score_tabular(model_dir, ids, id_column="order_id")
+    assert list(frame["order_id"]) == ["NA", "o2"] and (frame["label"] == 1).all()
 
 
 def test_ids_that_read_like_missing_values_are_kept_and_gzip_output(model_dir, tmp_path):
