@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
-           "column_contributions", "top_columns", "top_frame", "input_columns"]
+           "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text"]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
             bad_mask |= col_bad
         out[col] = values
     for col in schema.categorical:
-        out[col] = _categorical(df[col])
+        out[col] = categorical_text(df[col])
     if bad:
         if on_bad_rows == "error":
             details = "; ".join(f"column {c!r}: rows {format_rows(r)} (e.g. {examples[c]!r})" for c, r in bad.items())
@@ -186,7 +186,7 @@ def _numeric(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.ndarray
     return values, (np.isnan(values) & ~blank) | np.isinf(values)
 
 
-def _categorical(s: pd.Series) -> np.ndarray:
+def categorical_text(s: pd.Series) -> np.ndarray:
     """One categorical column as an object array of Python strings (None where missing)."""
     obj = s.astype(object)
     na = obj.isna().to_numpy()

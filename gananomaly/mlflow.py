@@ -35,6 +35,7 @@ because every saved ``MLmodel`` names ``gananomaly.mlflow`` as its loader module
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +152,21 @@ def save_model(
     check_is_fitted(det)
     _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
     path = os.path.abspath(os.fspath(path))
-    _validate_and_prepare_target_save_path(path)
+    existed = os.path.isdir(path)
+    _validate_and_prepare_target_save_path(path)  # refuses a non-empty directory
     mlflow_model = Model() if mlflow_model is None else mlflow_model
-    _describe(mlflow_model, model, path, signature=signature, input_example=input_example, metadata=metadata)
-    _save_model(model, path, mlflow_model)
-    _write_environment(path, pip_requirements, extra_pip_requirements)
+    try:
+        _describe(mlflow_model, model, path, signature=signature, input_example=input_example, metadata=metadata)
+        _save_model(model, path, mlflow_model)
+        _write_environment(path, pip_requirements, extra_pip_requirements)
+    except BaseException:
+        # nothing half-written: the directory is left as it was (empty, or not there), so a retry works
+        for entry in os.listdir(path):
+            target = os.path.join(path, entry)
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.unlink(target)
+        if not existed:
+            os.rmdir(path)
+        raise
 
 
 def _describe(mlflow_model, model, path: str, *, signature, input_example, metadata) -> None:
@@ -167,7 +178,10 @@ def _describe(mlflow_model, model, path: str, *, signature, input_example, metad
     if example is not None:
         _save_example(mlflow_model, example, path)
     if signature is None and example is not None:
-        signature = infer_pyfunc_signature(model, example)
+        try:
+            signature = infer_pyfunc_signature(model, example)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"input_example does not score with this model: {exc}") from exc
     elif signature is False:
         signature = None
     if signature is not None:

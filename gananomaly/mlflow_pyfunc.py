@@ -18,7 +18,7 @@ import pandas as pd
 
 __all__ = ["EXPLAIN_PARAM", "GANAnomalyPyfunc", "column_steps", "example_frame", "explain_count", "explanations",
            "infer_pyfunc_signature", "input_columns",
-           "numeric_columns", "score_frame", "split_model", "unseen_categories"]
+           "convert_columns", "score_frame", "split_model", "unseen_categories"]
 
 
 def split_model(model) -> tuple[Any, Any]:
@@ -51,7 +51,13 @@ def score_frame(model, X) -> pd.DataFrame:
     DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more
     anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
     """
+    from gananomaly.estimator import SCORE_COLUMNS
+
     prep, det = split_model(model)
+    if len(X) == 0:  # one row per input row: none
+        out = pd.DataFrame({c: np.empty(0, dtype=np.int64 if c == "label" else np.float64) for c in SCORE_COLUMNS})
+        out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(0)
+        return out
     Xt = prep.transform(X) if prep is not None else X
     out = det.score_table(Xt)
     out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
@@ -109,12 +115,13 @@ class GANAnomalyPyfunc:
             X = np.asarray(data, dtype=np.float64)
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
-        X = numeric_columns(self.model, X)
+        X = convert_columns(self.model, X)
         out = score_frame(self.model, X)
         unseen, counts = unseen_categories(self.model, X)
         if unseen.any():
-            # all-zero one-hot codes can look normal: such rows are outliers by definition
-            out.loc[out.index[unseen], "label"] = -1
+            # all-zero one-hot codes can look normal: such rows are outliers by definition (by
+            # position: the caller's index may repeat labels)
+            out.iloc[np.flatnonzero(unseen), out.columns.get_loc("label")] = -1
             warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
                           + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
                           UserWarning, stacklevel=2)
@@ -176,30 +183,43 @@ def column_steps(model):
             yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
 
 
-def numeric_columns(model, X):
-    """``X`` with the columns the preprocessing treats as numbers (every transformer but a
-    one-hot encoder) converted to float64; a value that is no number raises a ValueError
-    naming the column and rows."""
+def convert_columns(model, X):
+    """``X`` with the columns of a pipeline's preprocessing in the types it was fitted on, as the
+    batch job reads them: numeric columns (every transformer but a one-hot encoder) as float64,
+    a blank text cell missing (the pipeline imputes it) and any other value that is no number a
+    ValueError naming the column and rows; the columns of a one-hot encoder fitted on text as
+    text (``1`` and ``1.0`` are the category ``"1"``)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
+
+    from gananomaly.explanations import categorical_text
 
     if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
         return X
     numeric: list[str] = []
+    text: list[str] = []
     for trans, last, cols in column_steps(model):
-        if isinstance(trans, str) or isinstance(last, OneHotEncoder):  # "drop"/"passthrough"; categories
+        if isinstance(trans, str):  # "drop"/"passthrough"
             continue
-        numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
-    if not numeric:
+        if isinstance(last, OneHotEncoder):
+            text += [c for c, cats in zip(cols, last.categories_) if c in X.columns
+                     and all(isinstance(v, str) for v in cats if not pd.isna(v))]
+        else:
+            numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
+    if not numeric and not text:
         return X
     X = X.copy()
     for col in numeric:
-        values = pd.to_numeric(X[col], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() & X[col].notna().to_numpy())
+        raw = X[col].astype(object)
+        blank = raw.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+        values = pd.to_numeric(raw.where(~blank, None), errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & raw.notna().to_numpy() & ~blank)
         if len(bad):
             raise ValueError(f"column {col!r} holds values that are no numbers in rows {bad[:10].tolist()} "
                              f"(e.g. {X[col].iloc[bad[0]]!r})")
         X[col] = values.astype(np.float64)
+    for col in text:
+        X[col] = categorical_text(X[col])
     return X
 
 

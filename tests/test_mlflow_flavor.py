@@ -321,6 +321,45 @@ def test_serving_labels_and_warns_about_unseen_categories(mixed_pipeline, tmp_pa
     np.testing.assert_array_equal(out["label"].iloc[others], plain["label"].iloc[others])
 
 
+def test_pyfunc_reads_awkward_frames_as_the_batch_job_does(mixed_pipeline, tmp_path):
+    """A repeated index label, no rows, a blank number; and a failed save leaves nothing."""
+    from gananomaly.pipelines.datasets import mixed_table
+
+    df = mixed_table(40, random_state=3).drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
+    with pytest.raises(ValueError, match="input_example"):  # named, and no half-written directory left
+        gm.save_model(mixed_pipeline, tmp_path / "m", input_example=df.iloc[:2].rename(columns={"amount": "zz"}))
+    assert not (tmp_path / "m").exists()
+    gm.save_model(mixed_pipeline, tmp_path / "m")  # the retry works
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    plain = model.predict(df)
+    pair = df.iloc[[4, 0]].set_axis([7, 7]).assign(device=["smartwatch", df["device"].iloc[0]])
+    with pytest.warns(UserWarning, match="never seen"):
+        assert list(model.predict(pair)["label"]) == [-1, plain["label"].iloc[0]]  # not both rows labelled 7
+    empty = model.predict(df.iloc[:0])
+    assert len(empty) == 0 and list(empty.columns) == list(plain.columns)
+    blank = df.astype({"amount": object})
+    blank.loc[2, "amount"] = " "
+    missing = df.copy()
+    missing.loc[2, "amount"] = np.nan
+    np.testing.assert_array_equal(model.predict(blank)["score"], model.predict(missing)["score"])
+
+
+def test_pyfunc_reads_integer_category_codes_as_the_categories_they_are(tmp_path):
+    """Categories fitted as text ("1", "2", "3"): integer codes at scoring time are those
+    categories (they were all-zero one-hot rows: silently wrong scores, no warning)."""
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular, score_tabular
+
+    rng = np.random.RandomState(0)
+    df = pd.DataFrame({"x1": rng.randn(120), "store": rng.choice([1, 2, 3], 120)})
+    cfg = TabularConfig(name="codes", path="unused.csv", numeric_columns=["x1"], categorical_columns=["store"],
+                        mlflow=False, detector={"epochs": 1, "encoder_epochs": 1, "hidden_dims": (8,),
+                                                "random_state": 0, "validation_fraction": 0})
+    pipe = fit_tabular(cfg, df, save=False).pipeline
+    gm.save_model(pipe, tmp_path / "m")
+    out = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(df.iloc[:6])
+    np.testing.assert_allclose(out["score"], score_tabular(pipe, df.iloc[:6])["score"], rtol=1e-9)
+
+
 def test_integer_and_float_numbers_are_accepted_with_a_signature(mixed_pipeline, tmp_path):
     """The mixed table's own int64 column (n_items) and float versions of every numeric column
     pass the logged signature (MLflow refused int64 for double and floats for long)."""
