@@ -91,7 +91,7 @@ class _LineProgress:
             print(f"gananomaly fit: {min(self.done, self.total)}/{self.total} epochs {extra}".rstrip(),
                   file=sys.stderr, flush=True)
 
-    def set_postfix(self, **values) -> None:
+    def set_postfix(self, refresh: bool = True, **values) -> None:
         self.postfix = values
 
     def close(self) -> None:
@@ -121,11 +121,11 @@ class ProgressBar(Callback):
     def on_epoch_end(self, estimator: Any, logs: dict[str, Any]) -> None:
         if self.bar is None:
             return
-        self.bar.update(1)
-        if logs.get("phase") == "gan":
-            self.bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}")
+        if logs.get("phase") == "gan":  # this epoch's losses, then the step that shows them
+            self.bar.set_postfix(d=f"{logs['d_loss']:.3f}", g=f"{logs['g_loss']:.3f}", refresh=False)
         else:
-            self.bar.set_postfix(e=f"{logs['e_loss']:.4f}")
+            self.bar.set_postfix(e=f"{logs['e_loss']:.4f}", refresh=False)
+        self.bar.update(1)
 
     def on_fit_exit(self, estimator: Any) -> None:
         if self.bar is not None:

@@ -9,6 +9,7 @@ fit; the estimator records it.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from gananomaly import data as _data
@@ -68,7 +69,8 @@ def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:
     values = np.asarray(context, dtype=object)
     if values.ndim != 1 or values.shape[0] != X.shape[0]:
         raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
-    if any(v is None or (isinstance(v, (float, np.floating)) and v != v) for v in values):
+    if any(v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and v != v)
+           for v in values):  # None, NaN and pandas' missing markers (a nullable column's <NA>)
         raise ValueError("context contains missing values (None/NaN)")
     keys = [_key(v) for v in values]
     if known is not None:  # a model whose categories were recorded as "3.0" still reads 3.0

@@ -68,9 +68,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 # whatever its size, and the networks' float32 arithmetic stays finite (1e20 in a column of
 # unit scale would otherwise overflow to an infinite score).
 MAX_STANDARDISED = 1e6
-# A feature whose spread is below this fraction of its largest magnitude is constant (a
-# relative test: data in tiny units is not constant).
-CONSTANT_RELATIVE = 1e-9
+# A feature whose spread is below this fraction of its largest magnitude is constant: within
+# about a hundred float64 roundings of its values (a relative test: data in tiny units is not
+# constant, nor is a small spread on a large offset, such as 1e8 + noise of 0.01).
+CONSTANT_RELATIVE = 100 * float(np.finfo(np.float64).eps)
 # A feature whose standard deviation exceeds this many robust scales (IQR / 1.349) has its
 # scale set by a few extreme values: every ordinary value then standardises to about zero.
 EXTREME_SPREAD = 1e4

@@ -55,6 +55,10 @@ def test_context_contract(data, conditional, tmp_path):
         conditional.score_samples(X_test[:3], context=["A", "B"])
     with pytest.raises(ValueError, match="missing"):
         GANAnomalyDetector(epochs=1).fit(X[:3], context=["A", None, "B"])
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="missing"):  # a nullable column's <NA> is not a category
+        GANAnomalyDetector(epochs=1).fit(X[:3], context=pd.array([1, None, 2], dtype="Int64"))
     with pytest.raises(ValueError, match="without a context"):
         GANAnomalyDetector(epochs=1, random_state=0).fit(X[:50]).score_samples(X[:2], context=["A", "B"])
     # rows score the same alone and in a batch; the context is part of the saved model

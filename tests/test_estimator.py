@@ -361,13 +361,17 @@ def test_bad_callback_type_is_rejected(blobs):
 
 
 def test_verbose_progress_bar(blobs, capsys):
-    GANAnomalyDetector(epochs=20, encoder_epochs=10, verbose=1, random_state=0).fit(blobs[0][:100])
+    det = GANAnomalyDetector(epochs=20, encoder_epochs=10, verbose=1, random_state=0).fit(blobs[0][:100])
     # stderr is not a terminal under pytest: plain progress lines there (a bar on terminals),
     # about one per tenth of the epochs, and nothing on stdout
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = [line for line in captured.err.splitlines() if line.startswith("gananomaly fit:")]
     assert 5 <= len(lines) <= 12 and lines[-1].startswith("gananomaly fit: 30/30 epochs"), lines
+    # each line carries the losses of the epoch it counts (it showed the epoch before's)
+    d, g = det.history_["d_loss"][2], det.history_["g_loss"][2]
+    assert lines[0] == f"gananomaly fit: 3/30 epochs d={d:.3f} g={g:.3f}"
+    assert lines[-1].endswith(f"e={det.history_['e_loss'][-1]:.4f}")
 
 
 # ---- bad input --------------------------------------------------------------------------------
@@ -409,6 +413,8 @@ def test_training_data_that_would_erase_or_fake_a_column_is_named():
     a 1000-sigma value there then scored as normal), the constant-column test is relative
     (data in units of 1e-13 is not constant), and bad training data gets a warning naming
     the columns."""
+    import warnings
+
     import pandas as pd
 
     rng = np.random.RandomState(0)
@@ -423,6 +429,12 @@ def test_training_data_that_would_erase_or_fake_a_column_is_named():
     unit = GANAnomalyDetector(epochs=3, random_state=0).fit(X)
     np.testing.assert_allclose(tiny.input_scale_ * 1e13, unit.input_scale_, rtol=1e-9)
     assert np.corrcoef(tiny.score_samples(X * 1e-13), unit.score_samples(X))[0, 1] > 0.999
+    # a small spread on a large offset is a column, not a constant (an 8-sigma value in it was invisible)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        shifted = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0,
+                                     validation_fraction=0).fit(X.assign(b=1e8 + 0.01 * X["b"]))
+    assert shifted.input_scale_[1] == pytest.approx(0.01 * X["b"].std(ddof=0), rel=1e-6)
     # a constant column, and all-identical rows
     const = X.assign(b=7.0)
     with pytest.warns(UserWarning, match=r"constant in the training data.*'b'"):
