@@ -28,22 +28,30 @@ from gananomaly.pipelines.batch_read import progress_bar
 from gananomaly.pipelines.frame_scoring import ScoreReport, score_prepared
 from gananomaly.pipelines.model_loading import load_model
 
-__all__ = ["score_image_source"]
+__all__ = ["score_image_source", "image_shape"]
 
 log = logging.getLogger(__name__)
 
 
+def image_shape(model) -> tuple[int, ...] | None:
+    """The (C, H, W) a fitted detector (or pipeline ending in one) takes; None for a table model."""
+    from sklearn.pipeline import Pipeline
+
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    return getattr(det, "image_shape_", None)
+
+
 def score_image_source(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path, *, chunk_rows: int,
-                       chunk_bytes: int, resume: bool, progress: bool | None, start_time: float) -> dict[str, Any]:
+                       chunk_bytes: int, resume: bool, progress: bool | None, start_time: float,
+                       model_id: str | None = None) -> dict[str, Any]:
     """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model:
     ``chunk_rows`` files read at a time, at most ``chunk_bytes`` of decoded pixels (memory
     bounded by one chunk of images; an array file is read whole), parts committed per chunk
-    so an interrupted run resumes, the output written whole or not at all."""
-    from sklearn.pipeline import Pipeline
-
-    model, model_id = load_model(model)
-    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    shape = getattr(det, "image_shape_", None)
+    so an interrupted run resumes, the output written whole or not at all. ``model_id``
+    given: ``model`` is already loaded and that is its fingerprint."""
+    if model_id is None:
+        model, model_id = load_model(model)
+    shape = image_shape(model)
     if shape is None:
         raise ValueError(f"--input {str(in_path)!r} holds images, but the model was fitted on a table: "
                          "pass a CSV or Parquet file")

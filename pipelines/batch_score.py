@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from gananomaly.pipelines.batch_files import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -81,8 +82,15 @@ from gananomaly.pipelines.batch_files import (
     prepare_workdir,
     reuse_part,
 )
-from gananomaly.pipelines.batch_images import score_image_source
-from gananomaly.pipelines.batch_read import csv_chunks, file_columns, parquet_chunks, progress_bar, progress_total
+from gananomaly.pipelines.batch_images import image_shape, score_image_source
+from gananomaly.pipelines.batch_read import (
+    Chunk,
+    csv_chunks,
+    file_columns,
+    parquet_chunks,
+    progress_bar,
+    progress_total,
+)
 from gananomaly.pipelines.csv_input import NotUTF8Error
 from gananomaly.pipelines.frame_scoring import (
     BAD_ROW_POLICIES,
@@ -125,6 +133,8 @@ log = logging.getLogger(__name__)
 #: Seconds to sleep after each committed chunk (to share a busy machine; also lets a
 #: supervisor interrupt a job at a chunk boundary).
 THROTTLE_ENV = "GANANOMALY_BATCH_THROTTLE_S"
+#: ``in_format`` of a 2-D ``.npy``/``.npz`` array scored by a table model.
+ARRAY_FORMAT = "array"
 #: Decoded images held at once by a folder-scoring job (bytes of float64 pixels).
 IMAGE_CHUNK_BYTES = 64 * 2**20
 
@@ -142,7 +152,9 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     model : fitted model, model directory or MLflow model URI
         See :func:`load_model`.
     input : path
-        ``.csv`` (also compressed, e.g. ``.csv.gz``) or ``.parquet``/``.pq``.
+        ``.csv`` (also compressed, e.g. ``.csv.gz``) or ``.parquet``/``.pq``; for a model
+        fitted on an unnamed array also a 2-D ``.npy``/``.npz`` array (an ``.npz``: its first
+        array), read whole; for an image model a folder of images, ``.npy`` or ``.npz``.
     output : path
         ``.csv`` or ``.parquet``; written whole or not at all.
     id_column : str, optional
@@ -189,14 +201,14 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     out_path = Path(output)
     if threshold:
         model = with_threshold(model, threshold)
-    if in_path.is_dir() or (in_path.is_file() and in_path.suffix.lower() in (".npy", ".npz")):
-        if explain:
-            raise ValueError("explain (--explain) is for tables; an image's explanation is its anomaly map")
+    table = {"id_column": id_column, "chunk_rows": chunk_rows, "resume": resume, "extra_columns": extra_columns,
+             "on_bad_rows": on_bad_rows, "unseen": unseen, "progress": progress, "start_time": start_time,
+             "explain": int(explain), "ignore": tuple(ignore_columns)}
+    is_array = in_path.is_file() and in_path.suffix.lower() in (".npy", ".npz")
+    if in_path.is_dir() or is_array:
         out_format, out_dir = _check_output(out_path, output_format)
         with output_lock(out_path):
-            return score_image_source(model, in_path, out_path, out_format, out_dir, chunk_rows=chunk_rows,
-                                      chunk_bytes=IMAGE_CHUNK_BYTES, resume=resume, progress=progress,
-                                      start_time=start_time)
+            return _score_images_or_array(model, in_path, out_path, out_format, out_dir, table)
     if not in_path.is_file():
         raise FileNotFoundError(f"--input: no such file or folder {str(in_path)!r}")
     in_format = file_format(in_path, input_format)
@@ -204,10 +216,22 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
         raise ValueError(f"--output {str(out_path)!r} is the input file")
     out_format, out_dir = _check_output(out_path, output_format)
     with output_lock(out_path):
-        return _score_table_file(model, in_path, in_format, out_path, out_format, out_dir, id_column=id_column,
-                                 chunk_rows=chunk_rows, resume=resume, extra_columns=extra_columns,
-                                 on_bad_rows=on_bad_rows, unseen=unseen, progress=progress, start_time=start_time,
-                                 explain=int(explain), ignore=tuple(ignore_columns))
+        return _score_table_file(model, in_path, in_format, out_path, out_format, out_dir, **table)
+
+
+def _score_images_or_array(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path,
+                           table: dict[str, Any]) -> dict[str, Any]:
+    """:func:`score_file` for a folder or an array file, under the output's lock: images for
+    an image model; a 2-D array is a table for a table model."""
+    model, model_id = load_model(model)
+    if in_path.is_file() and image_shape(model) is None:
+        return _score_table_file(model, in_path, ARRAY_FORMAT, out_path, out_format, out_dir, model_id=model_id,
+                                 **table)
+    if table["explain"]:
+        raise ValueError("explain (--explain) is for tables; an image's explanation is its anomaly map")
+    return score_image_source(model, in_path, out_path, out_format, out_dir, chunk_rows=table["chunk_rows"],
+                              chunk_bytes=IMAGE_CHUNK_BYTES, resume=table["resume"], progress=table["progress"],
+                              start_time=table["start_time"], model_id=model_id)
 
 
 def _check_arguments(extra_columns: str, on_bad_rows: str, unseen: str, chunk_rows: Any, explain: Any) -> None:
@@ -223,28 +247,37 @@ def _check_arguments(extra_columns: str, on_bad_rows: str, unseen: str, chunk_ro
 def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_format: str, out_dir: Path, *,
                       id_column: str | None, chunk_rows: int, resume: bool, extra_columns: str, on_bad_rows: str,
                       unseen: str, progress: bool | None, start_time: float, explain: int,
-                      ignore: tuple[str, ...]) -> dict[str, Any]:
-    """:func:`score_file` for a table, under the output's lock."""
-    model, model_id = load_model(model)
+                      ignore: tuple[str, ...], model_id: str | None = None) -> dict[str, Any]:
+    """:func:`score_file` for a table (a CSV or Parquet file, or a 2-D array file:
+    ``in_format`` :data:`ARRAY_FORMAT`), under the output's lock. ``model_id`` given:
+    ``model`` is already loaded and that is its fingerprint."""
+    if model_id is None:
+        model, model_id = load_model(model)
     schema = model_schema(model)
     n_columns = len(input_columns(model))
     if explain > n_columns:
         raise ValueError(f"explain (--explain) is {explain}, but the model has only {n_columns} input columns")
     where = str(in_path)
-    needed, n_total, extra = _input_plan(in_path, in_format, schema, id_column, extra_columns, ignore, explain)
+    if in_format == ARRAY_FORMAT:
+        array = _array_table(in_path, schema, id_column)
+        needed, n_total, extra = list(schema.columns), len(array), []
+    else:
+        needed, n_total, extra = _input_plan(in_path, in_format, schema, id_column, extra_columns, ignore, explain)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
                 "input_size": in_path.stat().st_size, "input_sha256": content_hash([in_path]),
                 "chunk_rows": chunk_rows, "id_column": id_column, "columns": needed, "on_bad_rows": on_bad_rows,
                 "unseen": unseen, "explain": explain, "model_id": model_id}
     work = out_dir / f"{out_path.name}.parts"
     prepare_workdir(work, manifest, resume)
-    if in_format == "parquet":
+    if in_format == ARRAY_FORMAT:
+        chunks = _array_chunks(array, needed, chunk_rows)
+    elif in_format == "parquet":
         chunks = parquet_chunks(in_path, needed, chunk_rows)
     else:
         chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows, schema.categorical)
     policies = {"id_column": id_column, "extra_columns": extra_columns, "on_bad_rows": on_bad_rows,
                 "unseen": unseen, "explain": explain}
-    total_units, unit = progress_total(in_path, in_format, n_total)
+    total_units, unit = progress_total(in_path, "parquet" if in_format == ARRAY_FORMAT else in_format, n_total)
     bar = progress_bar(total_units, progress, f"scoring {in_path.name}", unit)
     try:
         # the library splits a table's rows between threads (one-thread kernels each), which
@@ -272,6 +305,40 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     stats = job_stats(total, out_path, n_chunks, reused, model_id, start_time)
     stats["extra_columns"] = extra
     return stats
+
+
+def _array_table(in_path: Path, schema, id_column: str | None) -> np.ndarray:
+    """The table of a ``.npy``/``.npz`` file (an ``.npz``: its first array, as ``gananomaly
+    fit`` reads it) for a model fitted on an unnamed array; refuses images, an array for a
+    model fitted on named columns and an ID column (an array has no column names)."""
+    where = str(in_path)
+    if in_path.suffix.lower() == ".npy":
+        array = np.load(in_path, allow_pickle=False)
+    else:
+        with np.load(in_path, allow_pickle=False) as data:
+            if not data.files:
+                raise ValueError(f"--input {where!r} holds no arrays")
+            array = data[data.files[0]]
+    if array.ndim != 2:
+        raise ValueError(f"--input {where!r} holds a {array.ndim}-D array (images), but the model was fitted on "
+                         "a table: pass a 2-D array (rows x columns), a CSV or a Parquet file")
+    if schema.named:
+        raise ValueError(f"--input {where!r} is an array without column names, but the model was fitted on named "
+                         f"columns {schema.columns[:10]}: pass a CSV or Parquet file")
+    if id_column is not None:
+        raise ValueError(f"--id-column {id_column!r}: --input {where!r} is an array, which has no named columns")
+    if len(array) == 0:
+        raise ValueError(f"{where} has no data rows")
+    return array
+
+
+def _array_chunks(array: np.ndarray, columns: list[str], chunk_rows: int):
+    """Chunks of ``chunk_rows`` rows of a 2-D array, as the readers of files give them
+    (1-based row numbers; the columns named like the model's positions)."""
+    for index, start in enumerate(range(0, len(array), chunk_rows)):
+        rows = array[start : start + chunk_rows]
+        yield Chunk(index, pd.DataFrame(rows, columns=columns), np.arange(start + 1, start + len(rows) + 1), [],
+                    advance=len(rows))
 
 
 def _input_plan(in_path: Path, in_format: str, schema, id_column: str | None, extra_columns: str,

@@ -37,6 +37,56 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auto_or(convert, valid, what: str):
+    """An argparse ``type``: 'auto' or a number that ``convert`` reads and ``valid`` accepts;
+    its error says what is expected (argparse names the option)."""
+
+    def parse(text: str):
+        if text == "auto":
+            return text
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"must be 'auto' or {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_epochs = _auto_or(int, lambda n: n >= 1, "a whole number of epochs >= 1")
+_contamination = _auto_or(float, lambda c: 0 < c <= 0.5, "a number in (0, 0.5] (a share: 0.01 for 1%)")
+
+
+class _OutputChecked(Exception):
+    """Raised in place of writing a model: the output could be saved to."""
+
+
+def _check_model_output(output: str) -> None:
+    """Refuse, before any training, an ``--output`` the save would refuse: a missing or
+    read-only parent directory, a file, a link, a directory that is not empty and not a
+    gananomaly model. The save's own check runs (on a temporary directory that is removed)."""
+    import os
+    from pathlib import Path
+
+    from gananomaly.model_dir import atomic_dir
+
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--output {output!r}: {parent!r} is not an existing directory")
+
+    def stop(_tmp: Path) -> None:
+        raise _OutputChecked
+
+    try:
+        atomic_dir(Path(output), stop)
+    except _OutputChecked:
+        return
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"--output: {exc}") from exc
+
+
 def _fit(args: argparse.Namespace) -> int:
     import os
 
@@ -45,14 +95,10 @@ def _fit(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"--input {args.input!r} does not exist")
-    parent = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(parent):  # before a fit that may take hours
-        raise FileNotFoundError(f"--output {args.output!r}: {parent!r} is not an existing directory")
+    _check_model_output(args.output)  # before a fit that may take hours
     X = read_numeric(args.input)
     det = GANAnomalyDetector(
-        objective=args.objective, encoder=args.encoder,
-        epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
-        contamination=args.contamination if args.contamination == "auto" else float(args.contamination),
+        objective=args.objective, encoder=args.encoder, epochs=args.epochs, contamination=args.contamination,
         random_state=args.seed, verbose=1, checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=args.checkpoint_every,
     )
@@ -72,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     demo = sub.add_parser("demo", help="fit on scikit-learn's breast-cancer data and print AUROC per score")
-    demo.add_argument("--epochs", default="auto", help="GAN epochs (default: auto)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=_epochs, default="auto", help="GAN epochs (default: auto)")
+    demo.add_argument("--seed", type=int, default=0, help="random_state of the detector")
     demo.add_argument("--experiment", default="gananomaly-demo", help="MLflow experiment name")
     demo.add_argument("--tracking-uri", default=None,
                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -83,11 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a detector on a numeric table (.npy/.npz/.csv/.parquet) and save it")
     fit.add_argument("--input", required=True, help="training data (normal rows)")
     fit.add_argument("--output", required=True, help="model directory to write (replaced atomically)")
-    fit.add_argument("--epochs", default="auto")
-    fit.add_argument("--objective", default="auto", choices=["auto", "gan", "wgan-gp"])
-    fit.add_argument("--encoder", default="izif", choices=["izif", "bigan"])
-    fit.add_argument("--contamination", default="auto")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--epochs", type=_epochs, default="auto",
+                     help="GAN epochs (default: auto, stopped by the fidelity measure)")
+    fit.add_argument("--objective", default="auto", choices=["auto", "gan", "wgan-gp"],
+                     help="the estimator's objective (default: auto)")
+    fit.add_argument("--encoder", default="izif", choices=["izif", "bigan"],
+                     help="the estimator's encoder (default: izif)")
+    fit.add_argument("--contamination", type=_contamination, default="auto",
+                     help="share of outliers expected: auto (default) or a float in (0, 0.5]")
+    fit.add_argument("--seed", type=int, default=0, help="random_state of the detector")
     fit.add_argument("--checkpoint-dir", default=None, help="write training checkpoints here")
     fit.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
@@ -103,7 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(sub)
+    _add_common_options(parser, __version__)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, version: str) -> None:
+    """``--version`` and ``-v``/``--verbose`` on every command too (the README lists them
+    under every command: ``gananomaly fit -v``, ``gananomaly tabular score -v``), whichever
+    module registered it; the ``-v`` given after the command adds to the one before it."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for command in (c for group in groups for c in group.choices.values()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
+            _add_common_options(command, version)  # a group of commands (tabular, image, runs)
+            continue
+        command.add_argument("--version", action="version", version=f"gananomaly {version}")
+        command.add_argument("-v", "--verbose", dest="command_verbose", action="count",
+                             default=argparse.SUPPRESS, help="more logging (repeat for debug)")
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -142,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return quick
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += vars(args).pop("command_verbose", 0)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

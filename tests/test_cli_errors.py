@@ -1,22 +1,31 @@
 """Every expected failure of the command line is one line on stderr and rc 2, never a traceback."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from gananomaly.pipelines.cli import main
 
 
-@pytest.fixture
-def model_dir(tmp_path):
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
     from gananomaly import GANAnomalyDetector
 
     X = np.random.RandomState(0).randn(60, 3)
-    np.save(tmp_path / "x.npy", X)
-    path = tmp_path / "model"
+    path = tmp_path_factory.mktemp("saved") / "model"
     # validation_fraction 0: no fidelity measurement, the slow part of so small a fit
     GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0, validation_fraction=0).fit(X).save(path)
-    return path
+    return X, path
+
+
+@pytest.fixture
+def model_dir(saved, tmp_path):
+    import shutil
+
+    X, path = saved
+    np.save(tmp_path / "x.npy", X)
+    return Path(shutil.copytree(path, tmp_path / "model"))  # one fit and save; each test damages its own copy
 
 
 def _run(argv, capsys):
@@ -74,10 +83,92 @@ def test_version_and_help_answer_without_importing_torch():
             "atexit.register(lambda: 'torch' in sys.modules and os._exit(9))\n"
             "from gananomaly.pipelines.cli import main\n"
             "sys.exit(main(sys.argv[1:]))")
-    for args in (["--version"], ["--help"], ["score", "--help"], ["tabular", "fit", "--help"],
-                 ["image", "fit", "--help"], ["runs", "compare", "--help"]):
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-        assert proc.returncode == 0, (args, proc.returncode, proc.stderr)
-        assert "gananomaly" in proc.stdout
+    runs = [(args, subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True))  # at once: each waits on its imports
+            for args in (["--version"], ["--help"], ["score", "--help"], ["tabular", "fit", "--help"],
+                         ["image", "fit", "--help"], ["runs", "compare", "--help"])]
+    for args, proc in runs:
+        stdout, stderr = proc.communicate()
+        assert proc.returncode == 0, (args, proc.returncode, stderr)
+        assert "gananomaly" in stdout
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(_COMMANDS) == set(sub.choices)
+
+
+def test_fit_refuses_an_output_it_cannot_replace_before_training(tmp_path, capsys, monkeypatch):
+    """The save's rule is checked before the fit (it ran the whole fit, then refused the save)."""
+    from gananomaly import GANAnomalyDetector
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted before the output was checked")
+
+    monkeypatch.setattr(GANAnomalyDetector, "fit", no_fit)
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep")
+    for output, why in (("notes", "refusing to replace it"), ("x.npy", "a file of that name exists")):
+        rc, err = _run(["fit", "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / output),
+                        "--epochs", "1"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and why in err and "--output" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "x.npy"]  # no temporary directory left
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep"
+
+
+def test_a_2d_array_is_scored_as_a_table_by_a_table_model(model_dir, tmp_path, capsys):
+    """`gananomaly fit` takes a 2-D .npy table; `score` takes it too, as a CSV of the same numbers."""
+    import pandas as pd
+
+    X = np.load(tmp_path / "x.npy")[:7]
+    np.save(tmp_path / "t.npy", X)
+    np.savetxt(tmp_path / "t.csv", X, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    for name in ("t.npy", "t.csv"):
+        rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / name),
+                        "--output", str(tmp_path / f"{name}.scores.csv"), "--no-progress"], capsys)
+        assert rc == 0, err
+    from_array, from_csv = (pd.read_csv(tmp_path / f"{n}.scores.csv") for n in ("t.npy", "t.csv"))
+    pd.testing.assert_frame_equal(from_array, from_csv)
+    assert len(from_array) == 7 and "label" in from_array.columns
+    np.save(tmp_path / "img.npy", np.zeros((2, 3, 3)))
+    rc, err = _run(["score", "--model", str(model_dir), "--input", str(tmp_path / "img.npy"),
+                    "--output", str(tmp_path / "img.csv")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "3-D array (images)" in err
+
+
+def test_fit_options_are_described_and_their_errors_name_them(tmp_path, capsys):
+    from gananomaly.pipelines.cli import build_parser
+
+    for option, value in (("--epochs", "2.5"), ("--contamination", "1%"), ("--contamination", "0.7")):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", "--input", "x.npy", "--output", "m", option, value])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"argument {option}: must be 'auto'" in err and value in err
+    parser = build_parser()
+    fit = next(a for a in parser._actions if a.dest == "command").choices["fit"]
+    assert [a.dest for a in fit._actions if not a.help] == []
+
+
+def _commands(parser, path=()):
+    """(path, parser) of every command that has no subcommands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from _commands(sub, path + (name,))
+                else:
+                    yield path + (name,), sub
+
+
+def test_verbose_and_version_are_taken_by_every_command(tmp_path, capsys):
+    """The README lists -v/--verbose and --version under every command."""
+    from gananomaly.pipelines.cli import build_parser
+
+    commands = dict(_commands(build_parser()))
+    assert {("fit",), ("score",), ("tabular", "score"), ("image", "fit"), ("runs", "compare")} <= set(commands)
+    missing = [path for path, sub in commands.items()
+               if not {"-v", "--verbose", "--version"} <= set(sub._option_string_actions)]
+    assert missing == []
+    rc = main(["fit", "-v", "--input", str(tmp_path / "none.npy"), "--output", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" in err and "does not exist" in err  # -v: the traceback too
