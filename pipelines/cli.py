@@ -14,6 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from gananomaly.pipelines.cli_types import contamination_option, epochs_option
+
 __all__ = ["main", "build_parser"]
 
 # Each is light to import (its command's work loads when the command runs), so that
@@ -37,26 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auto_or(convert, valid, what: str):
-    """An argparse ``type``: 'auto' or a number that ``convert`` reads and ``valid`` accepts;
-    its error says what is expected (argparse names the option)."""
-
-    def parse(text: str):
-        if text == "auto":
-            return text
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not valid(value):  # NaN fails every comparison
-            raise argparse.ArgumentTypeError(f"must be 'auto' or {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_epochs = _auto_or(int, lambda n: n >= 1, "a whole number of epochs >= 1")
-_contamination = _auto_or(float, lambda c: 0 < c <= 0.5, "a number in (0, 0.5] (a share: 0.01 for 1%)")
+_epochs, _contamination = epochs_option, contamination_option
 
 
 class _OutputChecked(Exception):

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from gananomaly.pipelines.cli_types import epochs_option
+
 __all__ = ["register_cli", "main"]
 
 
@@ -31,7 +33,7 @@ def _params(pairs: list[str] | None, epochs: str | None) -> dict[str, Any]:
         value = _parse_value(value)
         params[key] = tuple(value) if isinstance(value, list) else value
     if epochs is not None:
-        params["epochs"] = epochs if epochs == "auto" else int(epochs)
+        params["epochs"] = epochs
     return params
 
 
@@ -77,8 +79,7 @@ def _cli_score(args: argparse.Namespace) -> int:
 def _cli_demo(args: argparse.Namespace) -> int:
     from gananomaly.pipelines.image_fit import run_image_demo
 
-    epochs = args.epochs if args.epochs == "auto" else int(args.epochs)
-    run_image_demo(args.task, digits=args.digits, epochs=epochs, seed=args.seed)
+    run_image_demo(args.task, digits=args.digits, epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -110,7 +111,7 @@ def register_cli(subparsers) -> None:
     fit.add_argument("--size", type=int, nargs="+", metavar="N",
                      help="resize image files to N x N (or H W); default: the first training image's size")
     fit.add_argument("--scores", help="write per-file test scores to this .csv or .parquet file")
-    fit.add_argument("--epochs", default=None, help="GAN epochs (default: auto)")
+    fit.add_argument("--epochs", type=epochs_option, default=None, help="GAN epochs (default: auto)")
     fit.add_argument("--seed", type=int, default=0, help="random_state of the detector (default 0)")
     fit.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="detector parameter (JSON value), e.g. --param latent_dim=32; repeatable")
@@ -135,7 +136,7 @@ def register_cli(subparsers) -> None:
     demo.add_argument("--task", choices=("digits", "texture"), default="digits",
                       help="digits (one class at a time) or texture (planted defects)")
     demo.add_argument("--digits", type=int, nargs="+", default=None, help="normal digits to try (default 0..9)")
-    demo.add_argument("--epochs", default="auto", help="GAN epochs (default: auto)")
+    demo.add_argument("--epochs", type=epochs_option, default="auto", help="GAN epochs (default: auto)")
     demo.add_argument("--seed", type=int, default=0, help="random_state of the detector (default 0)")
     demo.set_defaults(func=_cli_demo)
 

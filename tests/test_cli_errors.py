@@ -137,9 +137,11 @@ def test_a_2d_array_is_scored_as_a_table_by_a_table_model(model_dir, tmp_path, c
 def test_fit_options_are_described_and_their_errors_name_them(tmp_path, capsys):
     from gananomaly.pipelines.cli import build_parser
 
-    for option, value in (("--epochs", "2.5"), ("--contamination", "1%"), ("--contamination", "0.7")):
+    cases = [(["fit"], "--epochs", "2.5"), (["fit"], "--contamination", "1%"), (["fit"], "--contamination", "0.7"),
+             (["image", "fit"], "--epochs", "2.5")]
+    for command, option, value in cases:
         with pytest.raises(SystemExit) as exc:
-            main(["fit", "--input", "x.npy", "--output", "m", option, value])
+            main([*command, "--input", "x.npy", "--output", "m", option, value])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and f"argument {option}: must be 'auto'" in err and value in err
     parser = build_parser()
