@@ -28,7 +28,7 @@ from gananomaly.model_format import (
     WEIGHTS_NAME,
 )
 
-__all__ = ["atomic_dir", "identity", "exchange", "open_files", "OpenFiles"]
+__all__ = ["atomic_dir", "check_target", "identity", "exchange", "open_files", "OpenFiles"]
 
 def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
@@ -125,6 +125,15 @@ def _install(tmp: Path, path: Path, parent: Path) -> None:
             continue
         shutil.rmtree(old, ignore_errors=True)
     raise OSError(f"cannot save model to {str(path)!r}: other processes kept replacing it")
+
+
+def check_target(path: Path) -> None:
+    """Raise what a save to ``path`` would raise about the place itself (a missing or
+    read-only parent directory, a file, a directory that is neither empty nor a gananomaly
+    model), writing nothing: for jobs that check before hours of training."""
+    path = Path(path)
+    _check_parent(path)
+    _check_replaceable(path)
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:

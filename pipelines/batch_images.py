@@ -91,7 +91,7 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
         files = image_files.list_images(in_path)
         if not files:
             raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
-        names = [str(f.relative_to(in_path)) for f in files]
+        names = [image_files.text_name(str(f.relative_to(in_path))) for f in files]
         chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
         return names, chunks, None, content_hash(files, names)
     data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")

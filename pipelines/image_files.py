@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "list_images", "load_image_files", "load_image_source"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "list_images", "load_image_files", "load_image_source", "text_name"]
 
 # the job's messages keep one logger name, whichever of its modules writes them
 log = logging.getLogger("gananomaly.pipelines.image")
@@ -60,7 +60,22 @@ def _size(size: Any) -> tuple[int, int] | None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files under ``folder``, sorted; linked folders are followed (each real folder once)."""
+    out, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: read each folder once
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES
+                and (Path(root) / f).is_file()]
+    return sorted(out)
+
+
+def text_name(name: str) -> str:
+    """A file name as text that can be written anywhere (bytes that are not UTF-8 escaped)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def load_image_files(
@@ -95,7 +110,7 @@ def load_image_files(
     -------
     ImageSet
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -104,18 +119,18 @@ def load_image_files(
     arrays, names, skipped = [], [], []
     resized = 0
     for path in paths:
-        name = str(path.relative_to(root)) if root is not None else str(path)
+        name = text_name(str(path.relative_to(root)) if root is not None else str(path))
         try:
             with Image.open(path) as img:
                 img.load()
-                img = _converted(img, pil_mode)
+                img = _converted(ImageOps.exif_transpose(img), pil_mode)  # as a viewer shows the photo
                 if target is None:
                     target = (img.height, img.width)
                 if (img.height, img.width) != target:
                     resized += 1
                     img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.float64)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
             skipped.append((name, f"{type(exc).__name__}: {exc}"))
             continue
         if arr.ndim == 2 and pil_mode == "RGB":  # a grey image of more than 8 bits, scaled as one channel
@@ -164,6 +179,19 @@ def _array_images(arr: np.ndarray, channels: str, prefix: str) -> ImageSet:
     return ImageSet(imgs, [f"{prefix}[{i}]" for i in range(len(imgs))])
 
 
+def _load_array(src: Path, archive, key: str | None = None) -> np.ndarray:
+    """One array of a .npy (``archive`` None) or of an open .npz, never unpickling; an object
+    array (strings from pandas, say) is named with what to do."""
+    try:
+        return np.load(src, allow_pickle=False) if archive is None else archive[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        where = src.name if key is None else f"{src.name}:{key}"
+        raise ValueError(f"{where!r} holds Python objects, which are never unpickled; save plain arrays "
+                         f"(strings with .astype(str), numbers as numbers)") from None
+
+
 def load_image_source(
     source: str | os.PathLike,
     *,
@@ -182,20 +210,21 @@ def load_image_source(
     if not src.exists():
         raise FileNotFoundError(f"image source {str(src)!r} does not exist")
     if src.is_file():
-        if src.suffix == ".npy":
-            return _array_images(np.load(src, allow_pickle=False), channels, src.name)
-        if src.suffix == ".npz":
+        suffix = src.suffix.lower()
+        if suffix == ".npy":
+            return _array_images(_load_array(src, None), channels, src.name)
+        if suffix == ".npz":
             with np.load(src, allow_pickle=False) as z:
                 if split not in z.files:
                     if split == "train":
                         raise ValueError(f"{str(src)!r} has no 'train' array (found {sorted(z.files)})")
                     return None
-                out = _array_images(z[split], channels, f"{src.name}:{split}")
+                out = _array_images(_load_array(src, z, split), channels, f"{src.name}:{split}")
                 if split == "test":
                     if "test_kinds" in z.files:
-                        out.kinds = [str(k) for k in z["test_kinds"]]
+                        out.kinds = [str(k) for k in _load_array(src, z, "test_kinds")]
                     elif "test_labels" in z.files:
-                        out.kinds = ["anomaly" if int(v) else "normal" for v in z["test_labels"]]
+                        out.kinds = ["anomaly" if int(v) else "normal" for v in _load_array(src, z, "test_labels")]
                     if out.kinds is not None and len(out.kinds) != len(out.images):
                         raise ValueError(f"{str(src)!r}: {len(out.kinds)} test labels for {len(out.images)} images")
             return out

@@ -79,8 +79,10 @@ def fit_images(
     ``scores`` (DataFrame or None), ``skipped`` (unreadable files), ``fit_seconds``.
     """
     from gananomaly import GANAnomalyDetector
+    from gananomaly.model_dir import check_target
     from gananomaly.persistence import save
 
+    check_target(Path(model_dir))  # before the training, not after it
     train, test = _load_splits(source, mode=mode, size=size, on_error=on_error, channels=channels)
     if scores_csv is not None:
         if test is None:
@@ -114,10 +116,20 @@ def fit_images(
 def _load_splits(source, *, mode: str, size, on_error: str, channels: str) -> tuple[ImageSet, ImageSet | None]:
     """The training images and the test images (None when there are none), resized alike."""
     train = load_image_source(source, split="train", mode=mode, size=size, on_error=on_error, channels=channels)
+    if train is None:
+        raise ValueError(f"image source {str(source)!r} has a test/ folder but no train/ folder of normal images")
     if size is None and Path(source).is_dir():
         size = tuple(train.images.shape[2:])  # test images are resized to the training size
     test = load_image_source(source, split="test", mode=mode, size=size, on_error=on_error, channels=channels)
+    if test is not None and test.images.shape[1:] != train.images.shape[1:]:
+        raise ValueError(f"image source {str(source)!r}: test images are {_shape(test)}, training images "
+                         f"{_shape(train)}; give both splits one size and channel count")
     return train, test
+
+
+def _shape(images: ImageSet) -> str:
+    c, h, w = images.images.shape[1:]
+    return f"{h}x{w} with {c} channel(s)"
 
 
 def _tracked_fit(det, source, mode: str, train: ImageSet, test: ImageSet | None, labelled: bool, *,

@@ -1,0 +1,93 @@
+"""Image sources a user really has: a file Pillow refuses as too large, linked folders, phone
+photos with an EXIF rotation, upper-case suffixes, arrays saved from pandas, a test/ folder
+without train/, splits of different sizes, file names that are not UTF-8; and a model folder
+that cannot be written is found before the training."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from gananomaly.pipelines.image_files import list_images, load_image_files, load_image_source
+from PIL import Image
+
+from gananomaly import GANAnomalyDetector
+
+
+def _png(path, side=8, seed=0):
+    rng = np.random.RandomState(seed)
+    Image.fromarray((rng.rand(side, side) * 255).astype(np.uint8)).save(path)
+
+
+def test_a_file_pillow_refuses_as_too_large_is_skipped_and_named(tmp_path, monkeypatch):
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", seed=i)
+    _png(tmp_path / "big.png", side=16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16x16 is then a "decompression bomb"
+    data = load_image_files(sorted(tmp_path.glob("*.png")), root=tmp_path)
+    assert data.names == ["0.png", "1.png", "2.png"]
+    assert data.skipped[0][0] == "big.png" and "DecompressionBombError" in data.skipped[0][1]
+
+
+def test_linked_folders_are_read_once_and_exif_rotation_is_applied(tmp_path):
+    (tmp_path / "real").mkdir()
+    for i in range(2):
+        _png(tmp_path / "real" / f"{i}.png", seed=i)
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "data" / "linked")
+    os.symlink(tmp_path / "data", tmp_path / "data" / "loop")  # a link back up: read once
+    names = [str(p.relative_to(tmp_path / "data")) for p in list_images(tmp_path / "data")]
+    assert names == ["linked/0.png", "linked/1.png"]
+    photo = Image.new("L", (16, 8))  # stored 16 wide, 8 high; EXIF says: turn it a quarter
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "photo.jpg", exif=exif)
+    assert load_image_files([tmp_path / "photo.jpg"]).images.shape == (1, 1, 16, 8)  # as a viewer shows it
+
+
+def test_arrays_with_upper_case_suffix_and_object_labels(tmp_path):
+    with open(tmp_path / "X.NPY", "wb") as fh:
+        np.save(fh, np.zeros((4, 8, 8)))
+    assert load_image_source(tmp_path / "X.NPY").images.shape == (4, 1, 8, 8)
+    np.savez(tmp_path / "s.npz", train=np.zeros((4, 8, 8)), test=np.zeros((2, 8, 8)),
+             test_kinds=np.array(["normal", "spot"], dtype=object))  # as pandas gives them
+    with pytest.raises(ValueError, match=r"'s\.npz:test_kinds' holds Python objects.*astype\(str\)"):
+        load_image_source(tmp_path / "s.npz", split="test")
+
+
+def test_fit_images_checks_its_inputs_and_model_folder_before_training(tmp_path, monkeypatch):
+    from gananomaly.pipelines.image import fit_images
+
+    fits = []
+    monkeypatch.setattr(GANAnomalyDetector, "fit", lambda self, *a, **k: fits.append(1) or self)
+    (tmp_path / "only" / "test").mkdir(parents=True)
+    _png(tmp_path / "only" / "test" / "a.png")
+    with pytest.raises(ValueError, match="test/ folder but no train/"):
+        fit_images(tmp_path / "only", tmp_path / "m", mlflow=False)
+    np.savez(tmp_path / "mixed.npz", train=np.zeros((4, 16, 16)), test=np.zeros((2, 12, 12)))
+    with pytest.raises(ValueError, match=r"test images are 12x12.*training images 16x16"):
+        fit_images(tmp_path / "mixed.npz", tmp_path / "m", mlflow=False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    np.save(tmp_path / "x.npy", np.zeros((4, 8, 8)))
+    with pytest.raises(ValueError, match="not a gananomaly model"):
+        fit_images(tmp_path / "x.npy", tmp_path / "notes", mlflow=False)
+    assert fits == [] and (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_file_names_that_are_not_utf8_are_scored_and_written(tmp_path):
+    from gananomaly.pipelines.batch_score import score_file
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        _png(folder / f"{i}.png", seed=i)
+    odd = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.png")  # Latin-1 bytes in a name
+    _png(odd, seed=5)
+    model = tmp_path / "m"
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0).fit(
+        np.random.RandomState(0).rand(20, 1, 8, 8) * 255).save(model)
+    score_file(model, folder, tmp_path / "s.csv")
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(lines) == 5 and any(line.startswith("caf\\xe9.png,") for line in lines)
