@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from gananomaly.pipelines.table_data import file_format
 from gananomaly._atomic import atomic_open
 
 __all__ = ["GRID_GAP", "GRID_MAX_TILES", "GRID_TILE_MIN", "OVERLAY_SATURATION", "auroc_per_kind", "grid_tile_shape",
-           "overlay_pixels", "score_images", "score_images_and_data", "score_table", "table_format",
+           "overlay_paths", "overlay_pixels", "score_images", "score_images_and_data", "score_table", "table_format",
            "top_anomaly_grid", "write_map_overlays", "write_table_atomic"]
 
 
@@ -117,9 +118,12 @@ def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels
         data = load_image_source(src, split="test" if src.suffix == ".npz" else "train", channels=channels)
     if data is None:
         raise ValueError(f"no images to score in {str(src)!r}")
+    if maps_dir is not None:
+        inputs = [src] if src.is_file() else list_images(src / "test" if (src / "test").is_dir() else src)
+        overlay_paths(data.names, maps_dir, inputs=inputs)  # refuse a clash before the scoring pass
     frame = score_table(det, data)
     if maps_dir is not None:
-        write_map_overlays(det, data, maps_dir)
+        write_map_overlays(det, data, maps_dir, inputs=inputs)
     if out_csv is not None:
         write_table_atomic(frame, out_csv)
     return frame, data
@@ -147,26 +151,54 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (255 * pixels).round().astype(np.uint8)
 
 
-def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batch: int = 256) -> list[Path]:
-    """Write, per image, ``<maps_dir>/<name>.png``: :func:`overlay_pixels` of the image and its
-    anomaly map (:meth:`GANAnomalyDetector.anomaly_map`), at the image's size. Each file is
-    written atomically; images are mapped ``batch`` at a time."""
+def overlay_paths(names: list[str], maps_dir: str | os.PathLike, *,
+                  inputs: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The overlay file of each image name under ``maps_dir``: the name (folders kept, any
+    character other than a letter, digit, ``_``, ``.``, ``-`` or ``/`` made ``_``) with ``.png``
+    appended, so ``a.jpg`` -> ``a.jpg.png`` and ``x.npy[3]`` -> ``x.npy_3_.png``. Names that
+    clash after that (ignoring case) keep the first image's file; each later one gets ``_<k>``
+    (the smallest k free) before ``.png``. Raises ValueError, writing nothing, when an overlay
+    would replace one of ``inputs`` (the files scored)."""
+    cleaned = [re.sub(r"[^\w./-]", "_", name).lstrip("/").replace("..", "_") or "_" for name in names]
+    taken = {c.casefold() + ".png" for c in cleaned}
+    used: set[str] = set()
+    rel = []
+    for c in cleaned:
+        cand = c + ".png"
+        k = 0
+        while cand.casefold() in used or (k and cand.casefold() in taken):
+            k += 1
+            cand = f"{c}_{k}.png"
+        used.add(cand.casefold())
+        rel.append(cand)
+    root = Path(maps_dir)
+    paths = [root / r for r in rel]
+    protected = {os.path.realpath(p) for p in inputs}
+    for name, path in zip(names, paths):
+        if os.path.realpath(path) in protected:
+            raise ValueError(f"--maps {str(root)!r}: the overlay of {name!r} would replace the input file "
+                             f"{str(path)!r}; write the maps to another folder")
+    return paths
+
+
+def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batch: int = 256,
+                       inputs: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Write, per image, its :func:`overlay_paths` file under ``maps_dir``: :func:`overlay_pixels`
+    of the image and its anomaly map (:meth:`GANAnomalyDetector.anomaly_map`), at the image's
+    size. Refuses (ValueError, nothing written) an overlay that would replace one of ``inputs``.
+    Each file is written atomically; images are mapped ``batch`` at a time."""
     from PIL import Image
 
-    root = Path(maps_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    written = []
-    for start in range(0, len(data.names), batch):
+    paths = overlay_paths(data.names, maps_dir, inputs=inputs)
+    Path(maps_dir).mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(paths), batch):
         images = data.images[start : start + batch]
         rgb = overlay_pixels(images, det.anomaly_map(images))
-        for name, pixels in zip(data.names[start : start + batch], rgb):
-            safe = re.sub(r"[^\w./-]", "_", name).lstrip("/").replace("..", "_")
-            path = (root / safe).with_suffix(".png")
+        for path, pixels in zip(paths[start : start + batch], rgb):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(path, "wb") as fh:
                 Image.fromarray(_to_uint8(pixels), mode="RGB").save(fh, format="PNG")
-            written.append(path)
-    return written
+    return paths
 
 
 #: Most tiles in :func:`top_anomaly_grid`; tiles are enlarged (nearest neighbour, by a whole
