@@ -302,7 +302,7 @@ def test_image_score_writes_heat_map_overlays(folder, fitted, tmp_path):
         img = np.asarray(Image.open(p), dtype=float)
         assert img.shape == (16, 16, 3)
         if p.parent.name == "spot":
-            spot = np.asarray(Image.open(folder / "test" / "spot" / p.name)) == 255  # the planted 5x5 block
+            spot = np.asarray(Image.open(folder / "test" / "spot" / p.stem)) == 255  # the planted 5x5 block
             red = img[..., 0] - img[..., 1]
             inside.append(red[spot].mean())
             outside.append(red[~spot].mean())
