@@ -82,16 +82,15 @@ def fit_images(
     from gananomaly.model_dir import check_target
     from gananomaly.persistence import save
 
-    check_target(Path(model_dir))  # before the training, not after it
+    check_target(Path(model_dir))  # the outputs and the data are checked before the training, not after it
     train, test = _load_splits(source, mode=mode, size=size, on_error=on_error, channels=channels)
+    if scores_csv is not None and test is None:
+        raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r}")
     if scores_csv is not None:
-        if test is None:
-            raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r}")
-        table_format(scores_csv)  # a bad name fails before the fit, not after
+        table_format(scores_csv)
     det = GANAnomalyDetector(**{"random_state": 0, **(params or {}), "channels": "first"})
     labelled = test is not None and test.kinds is not None and len(set(test.kinds)) > 1 and "normal" in test.kinds
-    run_id = None
-    start = time.perf_counter()
+    run_id, start = None, time.perf_counter()
     if mlflow:
         det, run_id = _tracked_fit(det, source, mode, train, test, labelled, experiment=experiment,
                                    run_name=run_name, tracking_uri=tracking_uri, log_model=log_model)
