@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "write_bytes"]
+__all__ = ["atomic_open", "write_bytes", "fitted_state_kept"]
 
 
 @contextlib.contextmanager
@@ -38,3 +38,22 @@ def write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _fitted_names(obj, private: tuple[str, ...]) -> list[str]:
+    return [k for k in vars(obj) if (k.endswith("_") and not k.startswith("__")) or k in private]
+
+
+@contextlib.contextmanager
+def fitted_state_kept(obj, private: tuple[str, ...] = ()) -> Iterator[None]:
+    """A fit that raises inside the block leaves ``obj`` as it was: its fitted attributes
+    (names ending in ``_``, and ``private``) are restored, and those the fit added removed
+    (an unfitted estimator stays unfitted)."""
+    before = {k: vars(obj)[k] for k in _fitted_names(obj, private)}
+    try:
+        yield
+    except BaseException:
+        for key in _fitted_names(obj, private):
+            del vars(obj)[key]
+        vars(obj).update(before)
+        raise

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from gananomaly import data as _data
+from gananomaly.explanations import category_str
 
 __all__ = ["fit", "encode"]
 
@@ -58,11 +59,9 @@ def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarra
 
 
 def _key(v) -> str:
-    """The category a context value names: whole-valued floats as integers (``3.0`` -> ``"3"``:
-    integer codes read from a column with a gap arrive as floats)."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
+    """The category a context value names (:func:`gananomaly.explanations.category_str`: 3.0 is
+    "3"; integer codes read from a column with a gap arrive as floats, numpy's too)."""
+    return category_str(float(v) if isinstance(v, np.floating) else v)
 
 
 def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ from gananomaly import data as _data
 from gananomaly import defaults as _defaults
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
+from gananomaly._atomic import fitted_state_kept
 from gananomaly.callbacks import Callback
 from gananomaly.inspection import InspectionMixin
 from gananomaly.networks import build_networks, mlp_spec
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 
 # Columns of :meth:`GANAnomalyDetector.score_table`, the one scoring output.
 SCORE_COLUMNS = (*_scoring.COMPONENTS, "combined", "score", "label")
+
+
+def empty_score_table() -> pd.DataFrame:
+    """:meth:`GANAnomalyDetector.score_table` of no rows: its columns and dtypes."""
+    return pd.DataFrame({c: np.empty(0, dtype=np.int64 if c == "label" else np.float64) for c in SCORE_COLUMNS})
 
 
 # torch's own intra-op thread count when gananomaly was imported: a different count at fit
@@ -439,16 +445,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         A fit that raises leaves the detector exactly as it was before (the previous model,
         if any, still scores; an unfitted detector stays unfitted).
         """
-        before = {k: v for k, v in self.__dict__.items()
-                  if (k.endswith("_") and not k.startswith("__")) or k == "_offset"}
-        try:
+        with fitted_state_kept(self, private=("_offset",)):
             return self._fit(X, context=context, resume=resume)
-        except BaseException:
-            for key in [k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")]:
-                del self.__dict__[key]
-            self.__dict__.pop("_offset", None)
-            self.__dict__.update(before)
-            raise
 
     def _fit(self, X, *, context, resume: bool):
         self._validate_params()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
-           "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text"]
+           "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text", "category_str"]
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +192,16 @@ def categorical_text(s: pd.Series) -> np.ndarray:
     na = obj.isna().to_numpy()
     if pd.api.types.is_string_dtype(s) and all(isinstance(v, str) for v in obj[~na]):
         return np.where(na, None, obj.to_numpy()).astype(object)
-    return np.where(na, None, obj.map(_category_str)).astype(object)
+    return np.where(na, None, obj.map(category_str)).astype(object)
 
 
-def _category_str(v: Any) -> Any:
+def category_str(v: Any) -> Any:
+    """The category a value names (None stays None): its string, a whole-valued float as its
+    integer (3.0 read from a column with gaps is the category "3")."""
     if v is None:
         return None
     if isinstance(v, float) and v.is_integer():
-        return str(int(v))  # 3.0 read from a column with gaps is the category "3"
+        return str(int(v))
     return str(v)
 
 

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from gananomaly._atomic import fitted_state_kept
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.images import resize
 from gananomaly.scoring import threshold_at
@@ -131,14 +132,8 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
                                                  and not isinstance(self.contamination, bool)
                                                  and 0 < self.contamination <= 0.5):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
-        before = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
-        try:
+        with fitted_state_kept(self):
             return self._fit(X)
-        except BaseException:
-            for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
-                delattr(self, key)
-            vars(self).update(before)
-            raise
 
     def _fit(self, X):
         X = self._resize(_as_images(X))

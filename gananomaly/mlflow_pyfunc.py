@@ -51,11 +51,11 @@ def score_frame(model, X) -> pd.DataFrame:
     DataFrame with columns ``discriminator``, ``reconstruction``, ``latent``, ``knn``, ``combined`` (higher = more
     anomalous), ``score`` (= ``score_samples``) and ``label`` (+1/-1, = ``predict``).
     """
-    from gananomaly.estimator import SCORE_COLUMNS
+    from gananomaly.estimator import empty_score_table
 
     prep, det = split_model(model)
     if len(X) == 0:  # one row per input row: none
-        out = pd.DataFrame({c: np.empty(0, dtype=np.int64 if c == "label" else np.float64) for c in SCORE_COLUMNS})
+        out = empty_score_table()
         out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(0)
         return out
     Xt = prep.transform(X) if prep is not None else X

@@ -127,20 +127,28 @@ def _install(tmp: Path, path: Path, parent: Path) -> None:
     raise OSError(f"cannot save model to {str(path)!r}: other processes kept replacing it")
 
 
-def check_target(path: Path) -> None:
+def check_target(path: Path, *, probe: bool = True) -> Path:
     """Raise what a save to ``path`` would raise about the place itself (a missing or
     read-only parent directory, a file, a directory that is neither empty nor a gananomaly
-    model), writing nothing: for jobs that check before hours of training."""
+    model); with ``probe``, also create and remove the temporary directory a save starts
+    with. Nothing stays written: jobs call it before hours of training. Returns the parent
+    directory."""
     path = Path(path)
-    _check_parent(path)
+    parent = _check_parent(path)
     _check_replaceable(path)
+    if probe:
+        os.rmdir(_temporary_dir(path, parent))
+    return parent
+
+
+def _temporary_dir(path: Path, parent: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing a model there)."""
-    parent = _check_parent(path)
-    _check_replaceable(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    parent = check_target(path, probe=False)
+    tmp = _temporary_dir(path, parent)
     try:
         write(tmp)
         _install(tmp, path, parent)

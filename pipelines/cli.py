@@ -42,30 +42,20 @@ def _demo(args: argparse.Namespace) -> int:
 _epochs, _contamination = epochs_option, contamination_option
 
 
-class _OutputChecked(Exception):
-    """Raised in place of writing a model: the output could be saved to."""
-
-
 def _check_model_output(output: str) -> None:
-    """Refuse, before any training, an ``--output`` the save would refuse: a missing or
-    read-only parent directory, a file, a link, a directory that is not empty and not a
-    gananomaly model. The save's own check runs (on a temporary directory that is removed)."""
+    """Refuse, before any training, an ``--output`` the save would refuse (the save's own
+    check, :func:`gananomaly.model_dir.check_target`): a missing or read-only parent
+    directory, a file, a link, a directory that is not empty and not a gananomaly model."""
     import os
     from pathlib import Path
 
-    from gananomaly.model_dir import atomic_dir
+    from gananomaly.model_dir import check_target
 
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"--output {output!r}: {parent!r} is not an existing directory")
-
-    def stop(_tmp: Path) -> None:
-        raise _OutputChecked
-
     try:
-        atomic_dir(Path(output), stop)
-    except _OutputChecked:
-        return
+        check_target(Path(output))
     except (ValueError, OSError) as exc:
         raise CLIError(f"--output: {exc}") from exc
 

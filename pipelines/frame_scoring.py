@@ -56,7 +56,7 @@ def score_prepared(model, X) -> pd.DataFrame:
 
 
 def _empty_scores() -> pd.DataFrame:
-    return pd.DataFrame({c: np.empty(0, dtype=np.int64 if c == "label" else np.float64) for c in SCORE_COLUMNS})
+    return _estimator.empty_score_table()
 
 
 def _transform(model, X) -> tuple[Any, Any]:
