@@ -66,6 +66,9 @@ OUR_VARIANTS: dict[str, dict[str, Any]] = {
     # many latent dimensions as features, 4 x n_features hidden units (at least 32), no knn.
     "old-default": {"objective": "wgan-gp", "epochs": "fixed-500", "narrow": True, "knn_weight": 0.0},
     "wgan-gp/izif": {"objective": "wgan-gp"},
+    # A latent-size rule probed against the default's (as many latent dimensions as features):
+    # at least 16 (benchmarks/NOTES.md).
+    "gan/izif latent>=16": {"objective": "gan", "latent_at_least_16": True},
     "wgan-gp/bigan": {"objective": "wgan-gp", "encoder": "bigan"},
     "gan/bigan": {"objective": "gan", "encoder": "bigan"},
 }
@@ -140,6 +143,8 @@ def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tup
         if kwargs.pop("narrow", False):
             width = int(min(256, max(32, 4 * d)))
             kwargs.update(hidden_dims=(width, width), latent_dim=int(min(64, max(2, d // 2))))
+        if kwargs.pop("latent_at_least_16", False):
+            kwargs["latent_dim"] = int(min(64, max(16, d)))
         epoch_scale = kwargs.pop("epoch_scale", None)
         hidden_scale = kwargs.pop("hidden_scale", None)
         if epoch_scale is not None:
@@ -165,6 +170,12 @@ def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tup
         if refine:
             cols.update(_refined_columns(det, split, refine))
         extra = {"fidelity": dict(det.fidelity_), "epochs": int(det.n_epochs_)}
+        # the same measures on the normal test rows: never seen in training nor in choosing the
+        # generator kept (fidelity_ is measured on the rows that chose it, so it leans high)
+        normal_test = split.X_test[split.y_test == 0]
+        if len(normal_test) >= 2:
+            extra["fidelity"].update({f"test_{k}": v for k, v in
+                                      det.generator_fidelity(normal_test, random_state=seed).items()})
         if split.name.startswith("gen_"):
             extra["fidelity"].update(_mode_coverage(det, seed))
         return cols, fit_s, extra

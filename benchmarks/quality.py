@@ -84,8 +84,9 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                 "fit_s": float(fit_s),
             }
             fid = extra.get("fidelity") or {}
-            for key in ("fidelity", "coverage", "density", "precision", "recall", "parzen_gap", "modes_covered",
-                        "on_mode"):
+            for key in ("fidelity", "coverage", "density", "reverse_density", "precision", "recall", "parzen_gap",
+                        "modes_covered", "on_mode", "test_fidelity", "test_coverage", "test_density",
+                        "test_reverse_density"):
                 if key in fid:
                     run[f"gen_{key}"] = float(fid[key])
             if "epochs" in extra:
@@ -175,8 +176,9 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             "auprc_mean": float(ap.mean()), "auprc_std": float(ap.std()),
             "fit_s_median": float(np.median([r["fit_s"] for r in rs])),
         })
-        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_parzen_gap", "gen_modes_covered",
-                    "gen_on_mode", "epochs"):
+        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_reverse_density", "gen_parzen_gap",
+                    "gen_modes_covered", "gen_on_mode", "gen_test_fidelity", "gen_test_coverage", "gen_test_density",
+                    "gen_test_reverse_density", "epochs"):
             vals = [r[key] for r in rs if key in r]
             if vals:
                 out[-1][key] = float(np.mean(vals))

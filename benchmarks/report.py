@@ -25,10 +25,13 @@ TARGETS = {
     "gpu": "GPU tabular scoring >= 5e7 rows/s on an H100-class card",
     "dependency": "generated dependency anomalies: mean AUROC >= 0.85",
     "local": "generated local anomalies: mean AUROC >= 0.97",
-    "fidelity": "default generator on every generated data set: held-out fidelity >= 0.9 and Parzen gap >= -0.5 nats",
+    "fidelity": "default generator on every generated data set: fidelity on the normal test rows >= 0.9 "
+                "and Parzen gap >= -0.5 nats",
 }
-# What a generator that learned the generated data sets reaches (real samples: about 1 and 0);
-# generators that drew columns independently, collapsed or blurred the data measured below both.
+# What a generator that learned the generated data sets reaches (real samples: about 0.97 and
+# 0); generators that drew columns independently, collapsed, blurred the data or drew it too
+# narrowly measured below both. The fidelity is the one on the normal test rows: the held-out
+# rows of fit also chose the generator kept, so their figure leans high.
 FIDELITY_FLOOR, PARZEN_GAP_FLOOR = 0.9, -0.5
 # The estimator's defaults on a table: objective="auto" is the minimax GAN, encoder izif.
 DEFAULT_CONTESTANT = "ours gan/izif"
@@ -78,13 +81,14 @@ def targets(results: dict) -> list[dict]:
                     "measured": f"{row['auroc_mean']:.3f} ± {row['auroc_std']:.3f} ({row['n_seeds']} seeds)"
                     if row else "not measured", "status": _status(row["auroc_mean"] >= floor if row else None)})
     gen = [r for r in summary if r["entry"] == DEFAULT_ENTRY and r["dataset"].startswith("gen_")
-           and "@" not in r["dataset"] and "gen_fidelity" in r]
+           and "@" not in r["dataset"] and "gen_test_fidelity" in r]
     # k-NN fidelity alone passes a generator that draws every column from its own marginal (the
     # dependency anomalies themselves) now and then; the Parzen gap does not: both are required.
     out.append({"name": "fidelity", "target": TARGETS["fidelity"],
-                "measured": ", ".join(f"{r['dataset']} {r['gen_fidelity']:.2f} / "
+                "measured": ", ".join(f"{r['dataset']} {r['gen_test_fidelity']:.2f} / "
                                       f"{r.get('gen_parzen_gap', float('nan')):+.1f}" for r in gen) or "not measured",
-                "status": _status(all(r["gen_fidelity"] >= FIDELITY_FLOOR and r.get("gen_parzen_gap", float("-inf"))
+                "status": _status(all(r["gen_test_fidelity"] >= FIDELITY_FLOOR
+                                      and r.get("gen_parzen_gap", float("-inf"))
                                       >= PARZEN_GAP_FLOOR for r in gen) if gen else None)})
     sp = results.get("speed")
     if sp and sp.get("score"):
@@ -168,17 +172,22 @@ def _fidelity_md(q: dict) -> list[str]:
             gap = c.get("gen_parzen_gap") if c else None
             modes = (f" / {c['gen_modes_covered']:.1f} modes, {c['gen_on_mode']:.2f} on them"
                      if c is not None and "gen_modes_covered" in c else "")
-            row.append("–" if c is None else f"{c['gen_fidelity']:.2f} / {c['gen_coverage']:.2f} / "
+            test = (f"{c['gen_test_fidelity']:.2f} (rd {c['gen_test_reverse_density']:.2f}, cov "
+                    f"{c['gen_test_coverage']:.2f}) / " if c is not None and "gen_test_fidelity" in c else "– / ")
+            row.append("–" if c is None else test + f"{c['gen_fidelity']:.2f} / "
                        + (f"{gap:+.1f}" if gap is not None else "–") + f" / {c['auroc_mean']:.3f}" + modes)
         rows.append(row)
-    return ["### Generator fidelity on held-out normal rows", "",
-            "Per cell: fidelity (harmonic mean of min(density, 1) and coverage, k-NN manifold, 5 neighbours) / "
-            "coverage / Parzen log-likelihood gap against as many real rows (nats per row; 0 = as good as real "
-            "samples) / AUROC of the combined score; on the generated sets also the mixture's modes covered "
-            "(of 3; mean over seeds) and the share of samples on a mode. Means over seeds. On data sets with few "
-            "rows in many "
-            "dimensions (wine, digits, breast cancer) the k-NN measures saturate near 1 and the Parzen "
-            "window is unreliable; the generated data sets (10-D, 500 rows) are the informative ones.", "",
+    return ["### Generator fidelity on normal rows it was not trained on", "",
+            "Per cell: fidelity on the normal test rows (harmonic mean of min(density, 1), coverage and "
+            "min(reverse density, 1); k-NN manifold, 5 neighbours; as many generated rows; real samples score "
+            "about 0.97 on the generated sets) with its reverse density (rd: below 1 when the generated rows "
+            "are narrower than the data) and coverage / the same fidelity on the fit's held-out rows (they "
+            "also chose the generator kept, so it leans high) / Parzen log-likelihood gap against as many "
+            "real rows (nats per row; 0 = as good as real samples) / AUROC of the combined score; on the "
+            "generated sets also the mixture's modes covered (of 3; mean over seeds) and the share of samples "
+            "on a mode. Means over seeds. On data sets with few rows in many dimensions (wine, digits, breast "
+            "cancer) the measures rest on few rows and the Parzen window is unreliable; the generated data "
+            "sets (10-D, 500 rows) are the informative ones.", "",
             _table(["variant", *names], rows), ""]
 
 

@@ -33,7 +33,9 @@ from gananomaly._atomic import atomic_open
 __all__ = ["CheckpointStore", "tensor_digest", "read_checkpoint", "recorded_seed", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-_FORMAT = 2
+# 3: the fidelity that chose the generator kept includes the reverse density (a format-2
+# checkpoint's best generator was chosen by another measure, so it is not resumed).
+_FORMAT = 3
 _MAGIC = b"gananomaly-checkpoint %d sha256=" % _FORMAT
 _HEADER_LEN = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 
 __all__ = [
-    "MAX_GAN_STEPS", "EVAL_STEPS", "PATIENCE", "ENCODER_STEPS", "MIN_VALIDATION_ROWS", "MAX_VALIDATION_ROWS",
+    "MAX_GAN_STEPS", "IMAGE_GAN_STEPS", "MAX_IMAGE_EPOCHS", "EVAL_STEPS", "PATIENCE", "ENCODER_STEPS",
+    "MIN_VALIDATION_ROWS", "MAX_VALIDATION_ROWS",
     "auto_objective", "auto_width", "auto_latent_dim", "auto_knn_weight", "training_budget", "encoder_epochs",
     "training_threads", "THREAD_ENV",
 ]
@@ -16,8 +17,11 @@ __all__ = [
 # Upper bound on discriminator steps of an ``epochs="auto"`` fit; training normally stops
 # earlier, when the held-out fidelity stops improving.
 MAX_GAN_STEPS = 12000
-# Convolutional (image) fits: about this many discriminator steps.
-IMAGE_GAN_STEPS = 500
+# Convolutional (image) fits: at most this many discriminator steps (and at most
+# MAX_IMAGE_EPOCHS epochs). Fewer steps leave a generator whose samples are far narrower than
+# the images (low reverse density), while the AUROC barely moves: the fidelity decided it.
+IMAGE_GAN_STEPS = 10000
+MAX_IMAGE_EPOCHS = 2000
 # Fidelity is measured about every this many discriminator steps...
 EVAL_STEPS = 250
 # ...and training stops after this many measurements without a better generator.
@@ -50,7 +54,9 @@ def auto_width(n_features: int) -> int:
 
 def auto_latent_dim(n_features: int) -> int:
     """Default latent size: the number of features, between 2 and 64. (Half of it cannot
-    represent full-rank data, so the generator smeared its samples across the gaps.)"""
+    represent full-rank data, so the generator smeared its samples across the gaps. At least
+    16 latent dimensions drew a ring of 8 modes in the plane more faithfully, but detected
+    worse on iris and wine: benchmarks/NOTES.md.)"""
     return int(min(64, max(2, n_features)))
 
 
@@ -59,13 +65,14 @@ def training_budget(n_batches: int, epochs, image: bool = False) -> tuple[int, i
 
     ``epochs="auto"``: up to :data:`MAX_GAN_STEPS` discriminator steps for tables,
     fidelity measured about every :data:`EVAL_STEPS` steps; convolutional image fits cost
-    far more per step and keep about :data:`IMAGE_GAN_STEPS` steps (10 to 500 epochs). An
+    far more per step and run up to :data:`IMAGE_GAN_STEPS` steps (10 to
+    :data:`MAX_IMAGE_EPOCHS` epochs), with the same early stopping. An
     explicit ``epochs`` is the exact number of epochs, with the same evaluation rhythm.
     """
     n_batches = max(1, int(n_batches))
     eval_every = max(1, round(EVAL_STEPS / n_batches))
     if epochs == "auto" and image:
-        max_epochs = int(min(500, max(10, math.ceil(IMAGE_GAN_STEPS / n_batches))))
+        max_epochs = int(min(MAX_IMAGE_EPOCHS, max(10, math.ceil(IMAGE_GAN_STEPS / n_batches))))
         return max_epochs, min(eval_every, max_epochs)
     if epochs == "auto":
         return int(math.ceil(MAX_GAN_STEPS / n_batches)), eval_every

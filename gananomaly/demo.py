@@ -140,4 +140,5 @@ def _print_fidelity(detector) -> None:
         where = "held-out" if f.get("held_out") else "training"
         print(f"generator fidelity on {int(f['n_rows'])} {where} rows after {detector.n_epochs_} epochs: "
               f"{f['fidelity']:.3f} (precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
-              f"density {f['density']:.3f}, coverage {f['coverage']:.3f}); real samples score about 1")
+              f"density {f['density']:.3f}, coverage {f['coverage']:.3f}, reverse density "
+              f"{f.get('reverse_density', float('nan')):.3f}); real samples score about 1")

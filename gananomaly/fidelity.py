@@ -11,9 +11,15 @@ broken one. These measures compare generated rows with real held-out rows direct
   generated row (robust to outlying real rows; about 1 for a perfect generator); coverage is
   the share of real rows whose ball holds at least one generated row (drops with every
   missed mode; about ``1 - 2**-k`` for a perfect generator).
-* ``fidelity``: the harmonic mean of ``min(density, 1)`` and coverage, one number in [0, 1]
-  that falls both when the generator misses modes and when it produces rows where the data
-  never lies. Training keeps the generator with the best value.
+* **reverse density**: density with the roles swapped, how many generated rows' balls hold
+  each real row (about 1 for a perfect generator in any dimension). It falls when the
+  generated rows are packed tighter than the data. Coverage cannot see that in many
+  dimensions: a real row's ball is then wide enough to hold a shrunken copy of the data, so a
+  generator whose samples huddle near the modes scores full coverage and density.
+* ``fidelity``: the harmonic mean of ``min(density, 1)``, coverage and
+  ``min(reverse_density, 1)``, one number in [0, 1] that falls when the generator misses modes,
+  when it produces rows where the data never lies, and when its rows are too narrow. Training
+  keeps the generator with the best value.
 * **Parzen log-likelihood gap** (Goodfellow et al. 2014): held-out log-likelihood under a
   Gaussian Parzen window on generated rows minus the same under real rows.
 * **mode coverage** on data whose modes are known (synthetic mixtures).
@@ -35,7 +41,7 @@ __all__ = [
 
 # k of the k-NN balls (Naeem et al. 2020 use 5).
 NEIGHBOURS = 5
-FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "fidelity")
+FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "reverse_density", "fidelity")
 # Below this fidelity on held-out rows the generator has not learned the normal data: real
 # samples score near 1, a collapsed generator near 0.
 WARN_FIDELITY = 0.5
@@ -61,7 +67,8 @@ def _kth_radius(points: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
-    """Precision, recall, density, coverage and fidelity of ``fake`` rows against ``real`` rows.
+    """Precision, recall, density, coverage, reverse density and fidelity of ``fake`` rows
+    against ``real`` rows.
 
     Parameters
     ----------
@@ -72,7 +79,8 @@ def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
 
     Returns
     -------
-    dict with ``precision``, ``recall``, ``density``, ``coverage`` and ``fidelity`` (floats).
+    dict with ``precision``, ``recall``, ``density``, ``coverage``, ``reverse_density`` and
+    ``fidelity`` (floats).
     """
     R, Fk = _as_tensor(real), _as_tensor(fake)
     if R.shape[0] < 2 or Fk.shape[0] < 2:
@@ -85,14 +93,16 @@ def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
     r_real, r_fake = _kth_radius(R, k), _kth_radius(Fk, k)
     d = torch.cdist(R, Fk)  # (n_real, n_fake)
     inside_real = d <= r_real[:, None]  # fake j inside the ball of real i
+    inside_fake = d <= r_fake[None, :]  # real i inside the ball of fake j
     precision = float(inside_real.any(0).double().mean())
-    recall = float((d <= r_fake[None, :]).any(1).double().mean())
+    recall = float(inside_fake.any(1).double().mean())
     density = float(inside_real.double().sum() / (min(k, R.shape[0] - 1) * Fk.shape[0]))
+    reverse = float(inside_fake.double().sum() / (min(k, Fk.shape[0] - 1) * R.shape[0]))
     coverage = float((d.min(1).values <= r_real).double().mean())
-    dens = min(density, 1.0)
-    fidelity = 0.0 if dens + coverage == 0 else 2 * dens * coverage / (dens + coverage)
+    parts = (min(density, 1.0), coverage, min(reverse, 1.0))
+    fidelity = 0.0 if min(parts) == 0 else len(parts) / sum(1.0 / p for p in parts)
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage,
-            "fidelity": fidelity}
+            "reverse_density": reverse, "fidelity": fidelity}
 
 
 def expected_coverage(k: int = NEIGHBOURS) -> float:

@@ -107,7 +107,8 @@ def model_card(model) -> str:
     fidelity = getattr(det, "fidelity_", None) or {}
     if fidelity:
         lines.append("- Generator fidelity on held-out normal rows: " + ", ".join(
-            f"{k} {fidelity[k]:.3g}" for k in ("fidelity", "coverage", "density", "parzen_gap") if k in fidelity))
+            f"{k} {fidelity[k]:.3g}" for k in ("fidelity", "coverage", "density", "reverse_density", "parzen_gap")
+            if k in fidelity))
     history = getattr(det, "history_", {}) or {}
     if history.get("d_loss"):
         lines.append(f"- Final losses: d_loss {history['d_loss'][-1]:.4g}, g_loss {history['g_loss'][-1]:.4g}")

@@ -468,10 +468,13 @@ class Trainer:
             i = fid.index(self.best["score"]) if self.cfg.keep_best and self.best is not None else len(fid) - 1
             final = fid[i]
             if final < WARN_FIDELITY:
+                rd = self.history["reverse_density"][i]
+                narrow = " (its samples are narrower than the data)" if rd < 0.5 else ""
                 warnings.warn(
                     f"the generator has not learned the normal data: on held-out rows its samples reach "
                     f"fidelity {final:.2f} (coverage {self.history['coverage'][i]:.2f}, density "
-                    f"{self.history['density'][i]:.2f}; real samples score about 1). Its scores then act as "
+                    f"{self.history['density'][i]:.2f}, reverse density {rd:.2f}{narrow}; real samples score "
+                    "about 1). Its scores then act as "
                     "a distance, not a learned density. Train longer (epochs='auto' or more epochs, a larger "
                     "max_time), use objective='gan', or lower learning_rate.",
                     GeneratorFidelityWarning,

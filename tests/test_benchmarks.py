@@ -153,7 +153,10 @@ def test_quick_run_end_to_end(tmp_path, monkeypatch):
     fid = {s["contestant"]: s for s in q["summary"] if s["dataset"] == "gen_local" and s["column"] == "combined"}
     assert fid["ours gan/izif"]["gen_fidelity"] >= 0.8
     assert fid["ours gan/izif"]["gen_fidelity"] >= fid["ours old-default"]["gen_fidelity"] + 0.2
-    assert "Generator fidelity on held-out normal rows" in md_path.read_text()
+    # ...and on the normal test rows, which neither trained nor chose the generator
+    assert fid["ours gan/izif"]["gen_test_fidelity"] >= fid["ours old-default"]["gen_test_fidelity"] + 0.2
+    assert 0 < fid["ours gan/izif"]["gen_test_reverse_density"] <= 2
+    assert "Generator fidelity on normal rows it was not trained on" in md_path.read_text()
 
     sp = results["speed"]
     assert [r["n_rows"] for r in sp["score"]] == [500, 2_000]
@@ -263,8 +266,8 @@ def test_image_speed_report_sets_each_option_beside_the_defaults_one_thread_figu
     rows = [row("defaults", 1, 1000.0), row("defaults", 2, 1800.0), row("fast", 1, 2500.0)]
     ms = {"mean": {"mean": 0.9}, "noise": {"mean": 0.8}}
     summary = {"auroc": {"ours": ms, "fast": ms},
-               "fidelity": {"fidelity": {"mean": 0.7}, "coverage": {"mean": 0.6}},
-               "option_fidelity": {"fast": {"fidelity": {"mean": 0.2}, "coverage": {"mean": 0.1}}}}
+               "fidelity": {"test_fidelity": {"mean": 0.7}, "test_reverse_density": {"mean": 0.6}},
+               "option_fidelity": {"fast": {"test_fidelity": {"mean": 0.2}, "test_reverse_density": {"mean": 0.1}}}}
     text = "\n".join(_speed_lines(rows, summary))
     assert "| ours | 0.900 | 0.800 | 0.700 | 0.600 | 1.00 |" in text  # the 2-thread row is not the base
     assert "| fast | 0.900 | 0.800 | 0.200 | 0.100 | 2.50 |" in text
@@ -276,8 +279,8 @@ def test_fidelity_target_needs_the_parzen_gap_too():
     from benchmarks.report import DEFAULT_ENTRY, targets
 
     def result(fidelity, gap):
-        row = {"entry": DEFAULT_ENTRY, "dataset": "gen_dependency", "gen_fidelity": fidelity, "gen_parzen_gap": gap,
-               "auroc_mean": 0.9, "auroc_std": 0.01, "n_seeds": 5}
+        row = {"entry": DEFAULT_ENTRY, "dataset": "gen_dependency", "gen_fidelity": 1.0, "gen_test_fidelity": fidelity,
+               "gen_parzen_gap": gap, "auroc_mean": 0.9, "auroc_std": 0.01, "n_seeds": 5}
         return {"quality": {"summary": [row]}}
 
     status = {case: next(t for t in targets(result(*case)) if t["name"] == "fidelity")["status"]

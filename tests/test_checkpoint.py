@@ -118,9 +118,13 @@ def test_malicious_checkpoint_is_refused(tmp_path, blobs):
         GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
     # a bare pickle (no digest header) is refused before it is read
     torch.save({"format": 1, "state": Boom()}, ckpt / CHECKPOINT_NAME)
-    with pytest.raises(ValueError, match="not a gananomaly training checkpoint of format 2.*delete it"):
+    with pytest.raises(ValueError, match="not a gananomaly training checkpoint of format 3.*delete it"):
         GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
     assert not marker.exists()
+    # a checkpoint of the previous format (its best generator chosen by another fidelity) is refused
+    (ckpt / CHECKPOINT_NAME).write_bytes(b"gananomaly-checkpoint 2 sha256=" + b"0" * 64 + b"\n" + b"x" * 100)
+    with pytest.raises(ValueError, match="format 3 \\(it was written by another gananomaly version\\)"):
+        GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
 
 
 def test_a_damaged_checkpoint_is_refused_not_resumed(tmp_path, blobs):

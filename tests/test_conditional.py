@@ -92,6 +92,19 @@ def test_conditional_generator_follows_the_context(conditional):
     assert hot.mean() > 1.0 and cold.mean() < -1.0
 
 
+def test_generator_fidelity_draws_with_the_rows_own_contexts(data, conditional):
+    """Measured on normal test rows with their own contexts the generator matches them; with
+    the contexts swapped every generated row lands on the other machine's readings."""
+    _, _, X_test, ctx_test, y = data
+    normal, ctx = X_test[y == 0], ctx_test[y == 0]
+    right = conditional.generator_fidelity(normal, context=ctx, random_state=0)
+    swapped = conditional.generator_fidelity(normal, context=np.where(ctx == "A", "B", "A"), random_state=0)
+    assert right["fidelity"] > 0.5 and right["coverage"] > 0.6, right
+    assert swapped["fidelity"] < 0.05 and swapped["precision"] < 0.05, swapped
+    with pytest.raises(ValueError, match="context"):
+        conditional.generator_fidelity(normal)
+
+
 def test_refinement_keeps_the_context_fixed(data):
     X, ctx, X_test, ctx_test, y = data
     det = GANAnomalyDetector(epochs=20, n_refine_steps=10, random_state=0).fit(X, context=ctx)

@@ -56,6 +56,25 @@ def test_collapsed_and_partial_generators_score_low():
     assert m["density"] < 0.3 and m["fidelity"] < 0.5  # spread everywhere: low density
 
 
+@pytest.mark.parametrize("d", [2, 30, 300])
+def test_fidelity_sees_a_narrow_generator_in_any_dimension(d):
+    """In many dimensions a real row's k-NN ball holds a shrunken copy of the data, so density
+    and coverage stay at 1 for a generator whose samples huddle near the centre. The reverse
+    density sees it, in every dimension, while real samples keep a high fidelity."""
+    rng = np.random.RandomState(d)
+    real = rng.randn(600, d)
+    perfect = manifold_metrics(real, rng.randn(600, d))
+    assert perfect["fidelity"] > 0.85 and 0.75 < perfect["reverse_density"] < 1.3
+    narrow = manifold_metrics(real, 0.6 * rng.randn(600, d))
+    wide = manifold_metrics(real, 1.6 * rng.randn(600, d))
+    if d == 2:  # a mild effect in the plane
+        assert max(narrow["fidelity"], wide["fidelity"]) < perfect["fidelity"] - 0.05
+        return
+    assert narrow["coverage"] > 0.95 and narrow["density"] > 1  # blind to it...
+    assert narrow["reverse_density"] < 0.1 and narrow["fidelity"] < 0.1  # ...the fidelity is not
+    assert wide["fidelity"] < 0.1
+
+
 def test_mode_coverage_and_parzen_gap():
     real = ring(2000, 0)
     assert mode_coverage(real, RING_CENTERS, 0.6)["modes"] == 8
@@ -115,6 +134,28 @@ def test_fidelity_is_recorded_and_the_best_generator_kept(ring_fit):
     # training improved on its start: the first measurement is far below the best
     assert h["fidelity"][0] < f["fidelity"] - 0.2
     assert f["fidelity"] > 0.8 and f["coverage"] > 0.75
+
+
+def test_generator_fidelity_on_rows_the_fit_never_saw(ring_fit):
+    """The same measures on fresh normal rows (what the benchmarks report): the default
+    generator reproduces the ring, modes at their width (reverse density), and an untrained
+    generator does not; one random_state, one answer."""
+    fresh = ring(1000, 9)
+    f = ring_fit.generator_fidelity(fresh, random_state=0)
+    assert f == ring_fit.generator_fidelity(fresh, random_state=0)
+    assert f["fidelity"] > 0.65 and f["reverse_density"] > 0.6 and f["coverage"] > 0.65, f
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        untrained = GANAnomalyDetector(epochs=1, learning_rate=1e-6, random_state=0).fit(ring(600, 0))
+    assert untrained.generator_fidelity(fresh, random_state=0)["fidelity"] < 0.2
+    sub = ring_fit.generator_fidelity(ring(5000, 9), random_state=0, max_rows=300)
+    assert 0.4 < sub["fidelity"] <= 1
+    with pytest.raises(ValueError, match="features"):
+        ring_fit.generator_fidelity(np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        ring_fit.generator_fidelity(fresh[:1])
+    with pytest.raises(ValueError, match="max_rows"):
+        ring_fit.generator_fidelity(fresh, max_rows=1)
 
 
 def test_correlated_gaussian_parzen_gap_is_small():
