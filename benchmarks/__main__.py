@@ -193,6 +193,11 @@ def merge(parts: list[dict]) -> dict:
             if key not in results and key != "quality":
                 results[key] = value
     quality = [p["quality"] for p in parts if p.get("quality")]
+    measures = {r.get("gen_fidelity_measure", 1) for q in quality for r in q["runs"] if "gen_fidelity" in r}
+    if len(measures) > 1:
+        raise ValueError(f"these results measured the generator's fidelity by different definitions "
+                         f"(versions {sorted(measures)} of gananomaly.fidelity.MEASURE_VERSION) and cannot be "
+                         "merged: rerun the older part")
     if quality:
         seen: set = set()
         runs, errors, datasets = [], [], {}

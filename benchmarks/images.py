@@ -60,6 +60,12 @@ def _highpass_energy(X: np.ndarray) -> np.ndarray:
     return windows.topk(top, dim=1).values.mean(1).double().numpy()
 
 
+def real_patch_ceiling(X_train: np.ndarray, normal_test: np.ndarray) -> float:
+    """The fidelity that training patches reach in place of generated ones, oriented as
+    ``generator_fidelity(normal_test)``: the test patches are the real rows."""
+    return manifold_metrics(normal_test, X_train[: len(normal_test)])["fidelity"]
+
+
 def _fidelity(det: GANAnomalyDetector, normal_test: np.ndarray, seed: int) -> dict[str, float]:
     """The fit's held-out fidelity measures, and the same on the normal test patches
     (``test_*``: never seen in training nor in choosing the generator kept)."""
@@ -87,8 +93,7 @@ def texture_quality(seed: int, *, n_train: int = 600, n_test_normal: int = 200, 
     our_maps = det.anomaly_map(X_test)
     fidelity = {"ours": _fidelity(det, X_test[normal], seed)}
     # what real patches reach on the same test patches: the ceiling of test_fidelity
-    fidelity["ours"]["test_fidelity_of_real_patches"] = manifold_metrics(
-        X_train[: int(normal.sum())], X_test[normal])["fidelity"]
+    fidelity["ours"]["test_fidelity_of_real_patches"] = real_patch_ceiling(X_train, X_test[normal])
     for name, params in (OPTIONS.items() if options else ()):
         start = time.perf_counter()
         option = GANAnomalyDetector(random_state=seed, **params).fit(X_train)
@@ -209,7 +214,8 @@ def summarise(runs: list[dict]) -> dict:
         if all(key in r["fidelity"] for r in runs):
             out["fidelity"][key] = ms([r["fidelity"][key] for r in runs])
     out["option_fidelity"] = {name: {key: ms([r["option_fidelity"][name][key] for r in runs])
-                                     for key in ("test_fidelity", "test_reverse_density", "fidelity")}
+                                     for key in ("test_fidelity", "test_reverse_density", "fidelity")
+                                     if all(key in r["option_fidelity"].get(name, {}) for r in runs)}
                               for name in runs[0].get("option_fidelity", {})}
     ours, iso = out["auroc"]["ours"], out["auroc"]["IsolationForest"]
     out["targets"] = {
@@ -286,9 +292,10 @@ def _speed_lines(rows: list[dict], summary: dict) -> list[str]:
             model = "defaults" if name == "ours" else name
             speed = {r["size"]: r["train_images_per_s"] for r in rows if r.get("model") == model and r["threads"] == 1}
             a = summary["auroc"][name]
+            measure = {k: f"{fid[name][k]['mean']:.3f}" if k in fid[name] else "–"
+                       for k in ("test_fidelity", "test_reverse_density")}
             lines.append(f"| {name} | {a['mean']['mean']:.3f} | {a['noise']['mean']:.3f} | "
-                         f"{fid[name]['test_fidelity']['mean']:.3f} | "
-                         f"{fid[name]['test_reverse_density']['mean']:.3f} | "
+                         f"{measure['test_fidelity']} | {measure['test_reverse_density']} | "
                          + " | ".join(f"{speed.get(s, float('nan')) / base[s]:.2f}" for s in sizes) + " |")
     return lines
 
@@ -348,9 +355,10 @@ def main(argv=None) -> int:
     else:
         result = run(args.seeds, quick=args.quick, speed=not args.no_speed, folders=folders,
                      options=not args.no_options)
+    # the measurements first: a report that fails to render must not lose them
+    _write_atomic(Path(args.out) / "images.json", json.dumps(result, indent=2))
     text = markdown(result)
     print(text)
-    _write_atomic(Path(args.out) / "images.json", json.dumps(result, indent=2))
     if args.md:
         _write_atomic(Path(args.md), text)
     return 0

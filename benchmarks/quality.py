@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks import datasets as _datasets
+from gananomaly.fidelity import MEASURE_VERSION
 
 __all__ = ["run_quality", "summarise", "leaderboard"]
 
@@ -89,6 +90,8 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                         "test_reverse_density"):
                 if key in fid:
                     run[f"gen_{key}"] = float(fid[key])
+            if fid:
+                run["gen_fidelity_measure"] = MEASURE_VERSION
             if "epochs" in extra:
                 run["epochs"] = int(extra["epochs"])
             runs.append(run)

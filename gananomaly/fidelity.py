@@ -35,10 +35,13 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FIDELITY_KEYS", "NEIGHBOURS", "WARN_FIDELITY", "GeneratorFidelityWarning", "manifold_metrics",
+    "FIDELITY_KEYS", "MEASURE_VERSION", "NEIGHBOURS", "WARN_FIDELITY", "GeneratorFidelityWarning", "manifold_metrics",
     "parzen_gap", "mode_coverage", "expected_coverage",
 ]
 
+# Which definition of ``fidelity`` (results of different definitions do not average):
+# 1 = density and coverage, 2 = density, coverage and reverse density.
+MEASURE_VERSION = 2
 # k of the k-NN balls (Naeem et al. 2020 use 5).
 NEIGHBOURS = 5
 FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "reverse_density", "fidelity")
@@ -48,8 +51,9 @@ WARN_FIDELITY = 0.5
 
 
 class GeneratorFidelityWarning(UserWarning):
-    """The generator does not reproduce the held-out normal data (missed modes, or samples
-    where the data never lies): its anomaly scores are a distance, not a learned density."""
+    """The generator does not reproduce the held-out normal data (missed modes, samples where
+    the data never lies, or samples narrower than the data): its anomaly scores are a
+    distance, not a learned density."""
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -82,6 +86,8 @@ def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
     dict with ``precision``, ``recall``, ``density``, ``coverage``, ``reverse_density`` and
     ``fidelity`` (floats).
     """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
     R, Fk = _as_tensor(real), _as_tensor(fake)
     if R.shape[0] < 2 or Fk.shape[0] < 2:
         raise ValueError(f"need at least 2 real and 2 generated rows, got {R.shape[0]} and {Fk.shape[0]}")

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from gananomaly import images as _images
 from gananomaly import scoring as _scoring
@@ -52,19 +52,27 @@ class InspectionMixin:
         their normal test rows). As many generated rows as rows of ``X`` (at most
         ``max_rows``, a random subset) are drawn, with ``X``'s own contexts for a conditional
         model, and compared in the model's standardised units (images: per channel, at the
-        fitted size) by :func:`gananomaly.fidelity.manifold_metrics`: precision, recall,
+        fitted size; an MLP fitted on images: per pixel) by
+        :func:`gananomaly.fidelity.manifold_metrics`: precision, recall,
         density, coverage, reverse density and ``fidelity`` (about 1 for real samples).
         """
         from gananomaly.fidelity import manifold_metrics
 
         if not isinstance(max_rows, Integral) or isinstance(max_rows, bool) or max_rows < 2:
             raise ValueError(f"max_rows must be an int >= 2, got {max_rows!r}")
+        rs = check_random_state(random_state)
+        n = _num_samples(X)
+        if n > max_rows:  # the subset first: a large image set is never scaled whole
+            keep = np.sort(rs.choice(n, max_rows, replace=False))
+            X = _safe_indexing(X, keep)
+            if context is not None:
+                if _num_samples(context) != n:
+                    raise ValueError(f"context must have one value per row ({n}), got {_num_samples(context)}")
+                context = _safe_indexing(np.asarray(context, dtype=object) if isinstance(context, (list, tuple))
+                                         else context, keep)
         Xt, _ = self._prepare(X, context)
         if Xt.shape[0] < 2:
             raise ValueError(f"X needs at least 2 rows to measure fidelity, got {Xt.shape[0]}")
-        rs = check_random_state(random_state)
-        if Xt.shape[0] > max_rows:
-            Xt = Xt[torch.as_tensor(np.sort(rs.choice(Xt.shape[0], max_rows, replace=False)))]
         rng = torch.Generator(device=self.device_).manual_seed(int(rs.randint(np.iinfo(np.int32).max)))
         z = torch.randn(Xt.shape[0], self.arch_["latent_dim"], device=self.device_, generator=rng)
         real = Xt

@@ -25,7 +25,8 @@ class MLflowCallback(Callback):
 
     Metrics are named ``<phase>/<loss>``: ``gan/d_loss``, ``gan/g_loss``, ``gan/g_std_ratio``,
     the held-out fidelity measures ``gan/precision``, ``gan/recall``, ``gan/density``,
-    ``gan/coverage`` and ``gan/fidelity`` at the epochs where they were measured,
+    ``gan/coverage``, ``gan/reverse_density`` and ``gan/fidelity`` at the epochs where they
+    were measured,
     (and ``gan/e_loss`` for ``encoder="bigan"``) and ``encoder/e_loss`` for the izif encoder
     phase; the step is the epoch within its phase. Non-finite values are skipped.
 

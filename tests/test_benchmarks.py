@@ -287,3 +287,63 @@ def test_fidelity_target_needs_the_parzen_gap_too():
               for case in [(1.0, -0.1), (0.92, -1.4), (0.85, -0.1)]}
     assert status[(1.0, -0.1)] == "met"
     assert status[(0.92, -1.4)] != "met" and status[(0.85, -0.1)] != "met"
+
+
+def test_image_reports_render_results_without_the_test_fidelity():
+    """An images.json written before the test-set fidelity existed (what --speed-only and
+    --folders-only reload) still summarises and renders, the missing measures as a dash."""
+    from benchmarks.images import _speed_lines, summarise
+
+    old_run = {"auroc": {"ours": {k: 0.9 for k in ("scratch", "spot", "noise", "foreign", "mean")},
+                         "IsolationForest": {k: 0.7 for k in ("scratch", "spot", "noise", "foreign", "mean")}},
+               "pixel": {}, "seconds": {"ours": 13.0}, "fidelity": {"fidelity": 0.74, "coverage": 0.6},
+               "option_fidelity": {"fast": {"fidelity": 0.5, "coverage": 0.4}}}
+    summary = summarise([old_run, old_run])
+    assert "test_fidelity" not in summary["fidelity"] and summary["fidelity"]["fidelity"]["mean"] == 0.74
+    rows = [{"model": "defaults", "size": "32x32", "threads": 1, "train_images_per_s": 1000.0,
+             "score_images_per_s": 1.0},
+            {"model": "fast", "size": "32x32", "threads": 1, "train_images_per_s": 2000.0, "score_images_per_s": 1.0}]
+    summary["auroc"]["fast"] = summary["auroc"]["ours"]
+    text = "\n".join(_speed_lines(rows, summary))
+    assert "| fast | 0.900 | 0.900 | – | – | 2.00 |" in text
+
+
+def test_real_patch_ceiling_treats_the_test_patches_as_the_real_rows():
+    """Coverage is not symmetric: the ceiling must be oriented as generator_fidelity (test
+    patches real, training patches in the generated rows' place)."""
+    from benchmarks.images import real_patch_ceiling
+    from gananomaly.fidelity import manifold_metrics
+
+    rng = np.random.RandomState(0)
+    train, test = rng.randn(200, 16), np.r_[rng.randn(150, 16), 4 + rng.randn(50, 16)]
+    assert manifold_metrics(test, train)["fidelity"] != manifold_metrics(train, test)["fidelity"]
+    assert real_patch_ceiling(train, test) == manifold_metrics(test, train)["fidelity"]
+
+
+def test_fidelity_target_needs_every_generated_set_measured_on_test_rows():
+    from benchmarks.report import DEFAULT_ENTRY, targets
+
+    def row(name, test):
+        r = {"entry": DEFAULT_ENTRY, "dataset": name, "gen_fidelity": 1.0, "gen_parzen_gap": 0.0,
+             "auroc_mean": 0.9, "auroc_std": 0.01, "n_seeds": 5}
+        return dict(r, gen_test_fidelity=test) if test is not None else r
+
+    fid = next(t for t in targets({"quality": {"summary": [row("gen_local", 0.95), row("gen_global", None)]}})
+               if t["name"] == "fidelity")
+    assert fid["status"] == "n/a" and "not measured on gen_global" in fid["measured"]
+
+
+def test_merge_refuses_results_of_different_fidelity_definitions():
+    from benchmarks.__main__ import merge
+
+    def part(version):
+        run = {"dataset": "a", "seed": 0, "contestant": "ours gan/izif", "column": "combined", "auroc": 0.9,
+               "auprc": 0.5, "fit_s": 1.0, "family": "ours", "main": True, "order": 0, "gen_fidelity": 0.9}
+        if version is not None:
+            run["gen_fidelity_measure"] = version
+        return {"meta": {}, "quality": {"runs": [run], "errors": [], "datasets": [], "real_datasets": ["a"],
+                                        "generated_datasets": []}}
+
+    with pytest.raises(ValueError, match="different definitions"):
+        merge([part(2), part(None)])
+    assert merge([part(2), part(2)])["quality"]["runs"]

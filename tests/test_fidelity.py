@@ -91,6 +91,9 @@ def test_metrics_validate_input():
         manifold_metrics(np.zeros((10, 2)), np.zeros((10, 3)))
     with pytest.raises(ValueError, match="at least 2"):
         manifold_metrics(np.zeros((1, 2)), np.zeros((10, 2)))
+    for k in (0, -1, True, 2.0):  # k=0 gave fidelity 1.0 for any rows, k=-1 gave 3.1
+        with pytest.raises(ValueError, match="k must be an int"):
+            manifold_metrics(ring(20, 0), ring(20, 1), k=k)
     nan = manifold_metrics(ring(20, 0), np.full((20, 2), np.nan))
     assert all(np.isnan(v) for v in nan.values())
 
@@ -133,7 +136,7 @@ def test_fidelity_is_recorded_and_the_best_generator_kept(ring_fit):
     assert h["fidelity_epoch"][int(np.argmax(h["fidelity"]))] == f["best_epoch"]
     # training improved on its start: the first measurement is far below the best
     assert h["fidelity"][0] < f["fidelity"] - 0.2
-    assert f["fidelity"] > 0.8 and f["coverage"] > 0.75
+    assert f["fidelity"] > 0.7 and f["coverage"] > 0.7 and f["reverse_density"] > 0.5
 
 
 def test_generator_fidelity_on_rows_the_fit_never_saw(ring_fit):
