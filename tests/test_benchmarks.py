@@ -347,3 +347,13 @@ def test_merge_refuses_results_of_different_fidelity_definitions():
     with pytest.raises(ValueError, match="different definitions"):
         merge([part(2), part(None)])
     assert merge([part(2), part(2)])["quality"]["runs"]
+
+
+def test_fidelity_cases_show_what_the_reverse_density_adds():
+    from benchmarks.fidelity_cases import markdown, run
+
+    result = run(dims=(30,))
+    narrow, real = result["cases"]["0.6x the spread"]["30"], result["cases"]["real samples (N(0, I))"]["30"]
+    assert narrow["before"] > 0.95 and narrow["fidelity"] < 0.1  # blind before, caught now
+    assert real["fidelity"] > 0.85
+    assert "| 0.6x the spread | 1.00 -> 0.0" in markdown(result)
