@@ -469,6 +469,8 @@ def test_demo_tracking_prints_table_run_and_ui_command(data, store, capsys):
     assert run_id in out
     assert f"mlflow ui --backend-store-uri {store}" in out
     assert "IsolationForest (reference)" in out and "combined" in out
+    n_normal = int((np.asarray(y_eval) == 0).sum())
+    assert f"generator fidelity on the {n_normal} normal test rows: " in out  # rows the fit never saw
     assert list(result["table"].columns) == ["auroc", "auprc", "f1"]
     assert MlflowClient(store).get_run(run_id).data.params["dataset"].startswith("sklearn breast_cancer")
 
