@@ -170,17 +170,21 @@ def _ours(params: dict[str, Any], refine: int = 0) -> Callable[[Split, int], tup
         if refine:
             cols.update(_refined_columns(det, split, refine))
         extra = {"fidelity": dict(det.fidelity_), "epochs": int(det.n_epochs_)}
-        # the same measures on the normal test rows: never seen in training nor in choosing the
-        # generator kept (fidelity_ is measured on the rows that chose it, so it leans high)
         normal_test = split.X_test[split.y_test == 0]
         if len(normal_test) >= 2:
-            extra["fidelity"].update({f"test_{k}": v for k, v in
-                                      det.generator_fidelity(normal_test, random_state=seed).items()})
+            extra["fidelity"].update(fidelity_on_test_rows(det, normal_test, seed))
         if split.name.startswith("gen_"):
             extra["fidelity"].update(_mode_coverage(det, seed))
         return cols, fit_s, extra
 
     return run
+
+
+def fidelity_on_test_rows(det: Any, normal_test: np.ndarray, seed: int) -> dict[str, float]:
+    """The fidelity measures on normal test rows, keys prefixed ``test_``: rows never seen in
+    training nor in choosing the generator kept (``fidelity_`` is measured on the rows that
+    chose it, so it leans high)."""
+    return {f"test_{k}": float(v) for k, v in det.generator_fidelity(normal_test, random_state=seed).items()}
 
 
 def _mode_coverage(det: Any, seed: int, n_samples: int = 3000) -> dict[str, float]:

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gananomaly.fidelity import manifold_metrics
+from gananomaly.fidelity import harmonic_mean, manifold_metrics
 
 DIMS = (2, 8, 30, 100, 1024)
 N = 1000
 
 
 def _without_reverse(m: dict) -> float:
-    dens, cov = min(m["density"], 1.0), m["coverage"]
-    return 0.0 if dens + cov == 0 else 2 * dens * cov / (dens + cov)
+    return harmonic_mean(min(m["density"], 1.0), m["coverage"])
 
 
 def cases(d: int, rng: np.random.RandomState) -> dict[str, tuple[np.ndarray, np.ndarray]]:

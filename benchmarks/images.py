@@ -37,6 +37,7 @@ from gananomaly.pipelines.image_data import TEXTURE_DEFECTS, texture_defects
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.contestants import fidelity_on_test_rows
 from gananomaly import GANAnomalyDetector
 from gananomaly.fidelity import manifold_metrics
 from gananomaly.lapgan import LaplacianPyramidDetector
@@ -69,9 +70,7 @@ def real_patch_ceiling(X_train: np.ndarray, normal_test: np.ndarray) -> float:
 def _fidelity(det: GANAnomalyDetector, normal_test: np.ndarray, seed: int) -> dict[str, float]:
     """The fit's held-out fidelity measures, and the same on the normal test patches
     (``test_*``: never seen in training nor in choosing the generator kept)."""
-    out = {k: float(v) for k, v in (det.fidelity_ or {}).items()}
-    out.update({f"test_{k}": float(v) for k, v in det.generator_fidelity(normal_test, random_state=seed).items()})
-    return out
+    return {**{k: float(v) for k, v in (det.fidelity_ or {}).items()}, **fidelity_on_test_rows(det, normal_test, seed)}
 
 
 def texture_quality(seed: int, *, n_train: int = 600, n_test_normal: int = 200, n_per_defect: int = 50,

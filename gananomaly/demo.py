@@ -9,7 +9,6 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing
-from sklearn.utils.validation import _num_samples
 
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.metrics import evaluate_detector, evaluate_scores
@@ -61,7 +60,7 @@ def run_demo(epochs="auto", seed: int = 0, tracking: bool = True, experiment: st
     iforest = IsolationForest(random_state=seed).fit(X_train)
     table.loc["IsolationForest (reference)"] = evaluate_scores(y_test, -iforest.score_samples(X_test))
     print(f"fit: {fit_s:.1f} s on {detector.device_}")
-    _print_fidelity(detector, X_test[y_test == 0])
+    _print_fidelity(detector, X_test, y_test)
     print(table.round(4).to_string())
     return {"table": table, "detector": detector, "run": run_info}
 
@@ -111,7 +110,7 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
     table.loc["IsolationForest (reference)"] = evaluate_scores(y_test, -iforest.score_samples(X_test))
     if run_id is None:
         print(f"fit: {elapsed:.1f} s on {detector.device_} (not tracked)")
-        _print_fidelity(detector, _safe_indexing(X_test, np.flatnonzero(np.asarray(y_test) == 0)))
+        _print_fidelity(detector, X_test, y_test)
         print(table.round(4).to_string())
         return {"table": table, "detector": detector, "run": None}
     import mlflow
@@ -120,7 +119,7 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
     fit_s = run.data.metrics.get("fit_time_s", float("nan"))
     model_uri = run.data.tags.get("gananomaly.model_uri")
     print(f"fit: {fit_s:.1f} s on {detector.device_} (tracked fit with logging: {elapsed:.1f} s)")
-    _print_fidelity(detector, _safe_indexing(X_test, np.flatnonzero(np.asarray(y_test) == 0)))
+    _print_fidelity(detector, X_test, y_test)
     print(table.round(4).to_string())
     print(f"MLflow run {run_id} in experiment {experiment!r} at {uri}")
     if model_uri:
@@ -135,9 +134,9 @@ def demo_tracking(detector: GANAnomalyDetector, X_train, X_test, y_test, *, expe
             "run": {"run_id": run_id, "tracking_uri": uri, "experiment": experiment, "model_uri": model_uri}}
 
 
-def _print_fidelity(detector, normal_test=None) -> None:
-    """What the generator learned, measured on the held-out normal rows and, given
-    ``normal_test``, on normal test rows that neither trained nor chose it."""
+def _print_fidelity(detector, X_test=None, y_test=None) -> None:
+    """What the generator learned, measured on the held-out normal rows and, given labelled
+    test rows, on their normal rows (``y_test == 0``), which neither trained nor chose it."""
     f = getattr(detector, "fidelity_", None) or {}
     if f:
         where = "held-out" if f.get("held_out") else "training"
@@ -145,7 +144,8 @@ def _print_fidelity(detector, normal_test=None) -> None:
               f"{f['fidelity']:.3f} (precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
               f"density {f['density']:.3f}, coverage {f['coverage']:.3f}, reverse density "
               f"{f.get('reverse_density', float('nan')):.3f}); real samples score about 1")
-    if normal_test is not None and _num_samples(normal_test) >= 2:
-        t = detector.generator_fidelity(normal_test, random_state=0)
-        print(f"generator fidelity on the {_num_samples(normal_test)} normal test rows: {t['fidelity']:.3f} (coverage "
+    normal = np.flatnonzero(np.asarray(y_test) == 0) if X_test is not None else np.empty(0)
+    if normal.size >= 2:
+        t = detector.generator_fidelity(_safe_indexing(X_test, normal), random_state=0)
+        print(f"generator fidelity on the {normal.size} normal test rows: {t['fidelity']:.3f} (coverage "
               f"{t['coverage']:.3f}, density {t['density']:.3f}, reverse density {t['reverse_density']:.3f})")

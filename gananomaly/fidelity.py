@@ -36,7 +36,7 @@ import torch
 
 __all__ = [
     "FIDELITY_KEYS", "MEASURE_VERSION", "NEIGHBOURS", "WARN_FIDELITY", "GeneratorFidelityWarning", "manifold_metrics",
-    "parzen_gap", "mode_coverage", "expected_coverage",
+    "parzen_gap", "mode_coverage", "expected_coverage", "harmonic_mean",
 ]
 
 # Which definition of ``fidelity`` (results of different definitions do not average):
@@ -105,10 +105,14 @@ def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
     density = float(inside_real.double().sum() / (min(k, R.shape[0] - 1) * Fk.shape[0]))
     reverse = float(inside_fake.double().sum() / (min(k, Fk.shape[0] - 1) * R.shape[0]))
     coverage = float((d.min(1).values <= r_real).double().mean())
-    parts = (min(density, 1.0), coverage, min(reverse, 1.0))
-    fidelity = 0.0 if min(parts) == 0 else len(parts) / sum(1.0 / p for p in parts)
+    fidelity = harmonic_mean(min(density, 1.0), coverage, min(reverse, 1.0))
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage,
             "reverse_density": reverse, "fidelity": fidelity}
+
+
+def harmonic_mean(*parts: float) -> float:
+    """Harmonic mean of non-negative measures (0 when any is 0)."""
+    return 0.0 if min(parts) == 0 else len(parts) / sum(1.0 / p for p in parts)
 
 
 def expected_coverage(k: int = NEIGHBOURS) -> float:

@@ -29,19 +29,26 @@ class InspectionMixin:
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        rng = torch.Generator(device=self.device_).manual_seed(seed)
-        z = torch.randn(int(n_samples), self.arch_["latent_dim"], device=self.device_, generator=rng)
+        rs = check_random_state(random_state)
+        ctx = None
         if (getattr(self, "context_categories_", None) is not None or context is not None
                 or getattr(self, "context_mean_", None) is not None):
             ctx = self._encode_context(context, np.empty((int(n_samples), 0)), reset=False)
+        out = self._generator_output(int(n_samples), rs, ctx).cpu().numpy().astype(np.float64)
+        return self._image_layout(self._unscale(out))
+
+    def _generator_output(self, n: int, rs: np.random.RandomState, ctx: torch.Tensor | None) -> torch.Tensor:
+        """``n`` samples of the generator in its own (standardised) units, the noise seeded
+        from ``rs``, ``ctx`` (encoded contexts, one row per sample) appended to it; tables cut
+        to their features."""
+        rng = torch.Generator(device=self.device_).manual_seed(int(rs.randint(np.iinfo(np.int32).max)))
+        z = torch.randn(n, self.arch_["latent_dim"], device=self.device_, generator=rng)
+        if ctx is not None:
             z = torch.cat([z, ctx.to(self.device_)], dim=1)
         self.generator_.eval()
         with torch.inference_mode():
-            out = self.generator_(z).float().cpu().numpy().astype(np.float64)
-        if out.ndim == 2:
-            out = out[:, : self.n_features_in_]
-        return self._image_layout(self._unscale(out))
+            out = self.generator_(z).float()
+        return out[:, : self.n_features_in_] if out.ndim == 2 else out
 
     def generator_fidelity(self, X, *, context=None, random_state: Any = None, max_rows: int = 2000
                            ) -> dict[str, float]:
@@ -73,18 +80,10 @@ class InspectionMixin:
         Xt, _ = self._prepare(X, context)
         if Xt.shape[0] < 2:
             raise ValueError(f"X needs at least 2 rows to measure fidelity, got {Xt.shape[0]}")
-        rng = torch.Generator(device=self.device_).manual_seed(int(rs.randint(np.iinfo(np.int32).max)))
-        z = torch.randn(Xt.shape[0], self.arch_["latent_dim"], device=self.device_, generator=rng)
-        real = Xt
+        real, ctx = Xt, None
         if Xt.ndim == 2 and Xt.shape[1] > self.n_features_in_:  # the context columns of a conditional model
-            z = torch.cat([z, Xt[:, self.n_features_in_:].to(self.device_)], dim=1)
-            real = Xt[:, : self.n_features_in_]
-        self.generator_.eval()
-        with torch.inference_mode():
-            fake = self.generator_(z).float()
-        if fake.ndim == 2:
-            fake = fake[:, : self.n_features_in_]
-        return manifold_metrics(real.cpu(), fake.cpu())
+            real, ctx = Xt[:, : self.n_features_in_], Xt[:, self.n_features_in_:]
+        return manifold_metrics(real.cpu(), self._generator_output(Xt.shape[0], rs, ctx).cpu())
 
     def _image_layout(self, out: np.ndarray) -> np.ndarray:
         """Rows of an MLP fitted on images (flattened ``C*H*W`` features) as ``(n, C, H, W)``,
