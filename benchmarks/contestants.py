@@ -69,6 +69,9 @@ OUR_VARIANTS: dict[str, dict[str, Any]] = {
     # A latent-size rule probed against the default's (as many latent dimensions as features):
     # at least 16 (benchmarks/NOTES.md).
     "gan/izif latent>=16": {"objective": "gan", "latent_at_least_16": True},
+    # The optimiser of the minimax GAN before the two time-scale rule: G and D at the same
+    # learning rate, Adam betas (0.5, 0.999) (benchmarks/NOTES.md).
+    "gan/izif equal-lr": {"objective": "gan", "generator_learning_rate": 2e-4, "betas": (0.5, 0.999)},
     "wgan-gp/bigan": {"objective": "wgan-gp", "encoder": "bigan"},
     "gan/bigan": {"objective": "gan", "encoder": "bigan"},
 }

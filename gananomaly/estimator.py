@@ -160,7 +160,14 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         Discriminator steps per generator step (Goodfellow's k). None: 1 for ``"gan"``,
         5 for ``"wgan-gp"``.
     learning_rate : float or None, default=None
-        Adam learning rate of G and D. None: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
+        Adam learning rate of D (and of G unless ``generator_learning_rate`` is given).
+        None: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
+    generator_learning_rate : float or None, default=None
+        Adam learning rate of G (and of E with ``encoder="bigan"``). None: half of D's for
+        ``"gan"`` on tables (two time-scale updates), D's otherwise.
+    betas : tuple of two floats in [0, 1) or None, default=None
+        Adam's ``(beta1, beta2)`` for G and D. None: (0, 0.9) for ``"gan"`` on tables,
+        (0.5, 0.999) for ``"gan"`` on images, (0.5, 0.9) for ``"wgan-gp"``.
     encoder_learning_rate : float, default=1e-3
     gp_weight : float, default=10.0
     kappa : float, default=1.0
@@ -263,6 +270,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         "hidden_dims": [None, tuple, list],
         "d_steps": [None, Interval(Integral, 1, None, closed="left")],
         "learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "generator_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "betas": [None, tuple, list],
         "encoder_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "gp_weight": [Interval(Real, 0, None, closed="left")],
         "kappa": [Interval(Real, 0, None, closed="left")],
@@ -302,6 +311,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         hidden_dims: tuple[int, ...] | None = None,
         d_steps: int | None = None,
         learning_rate: float | None = None,
+        generator_learning_rate: float | None = None,
+        betas: tuple[float, float] | None = None,
         encoder_learning_rate: float = 1e-3,
         gp_weight: float = 10.0,
         kappa: float = 1.0,
@@ -337,6 +348,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         self.hidden_dims = hidden_dims
         self.d_steps = d_steps
         self.learning_rate = learning_rate
+        self.generator_learning_rate = generator_learning_rate
+        self.betas = betas
         self.encoder_learning_rate = encoder_learning_rate
         self.gp_weight = gp_weight
         self.kappa = kappa
@@ -515,6 +528,9 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         early = self.epochs == "auto" if self.early_stopping == "auto" else bool(self.early_stopping)
         early = early and validate
         wgan = self.objective_ == "wgan-gp"
+        image = self.arch_["kind"] == "conv"
+        d_lr, g_lr = _defaults.auto_learning_rates(self.objective_, image, self.learning_rate,
+                                                   self.generator_learning_rate)
         cfg = TrainConfig(
             objective=self.objective_,
             encoder=self.encoder,
@@ -526,7 +542,9 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             max_time=None if self.max_time is None else float(self.max_time),
             batch_size=batch_size,
             d_steps=self.d_steps if self.d_steps is not None else (5 if wgan else 1),
-            learning_rate=self.learning_rate if self.learning_rate is not None else (1e-4 if wgan else 2e-4),
+            learning_rate=d_lr,
+            g_learning_rate=g_lr,
+            betas=self._betas(image),
             encoder_learning_rate=self.encoder_learning_rate,
             gp_weight=self.gp_weight,
             kappa=self.kappa,
@@ -534,6 +552,14 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             context_dim=context_dim,
         )
         return cfg, n_batches
+
+    def _betas(self, image: bool) -> tuple[float, float]:
+        if self.betas is None:
+            return _defaults.auto_betas(self.objective_, image)
+        b = tuple(self.betas)
+        if len(b) != 2 or not all(isinstance(v, Real) and not isinstance(v, bool) and 0 <= v < 1 for v in b):
+            raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")
+        return float(b[0]), float(b[1])
 
     def _builtin_callbacks(self, cfg: TrainConfig, n_batches: int, store, trainer: Trainer) -> list:
         """The observers the parameters ask for: a progress display (``verbose``) and

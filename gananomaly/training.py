@@ -56,7 +56,9 @@ class TrainConfig:
     encoder_epochs: int | None = 100  # None: the defaults rule, from the GAN epochs trained
     batch_size: int = 64
     d_steps: int = 1
-    learning_rate: float = 2e-4
+    learning_rate: float = 2e-4  # discriminator (and izif encoder: see encoder_learning_rate)
+    g_learning_rate: float | None = None  # generator (and BiGAN encoder); None: learning_rate
+    betas: tuple[float, float] | None = None  # Adam's of G and D; None: (0.5, 0.9) WGAN-GP, else (0.5, 0.999)
     encoder_learning_rate: float = 1e-3
     gp_weight: float = 10.0
     kappa: float = 1.0
@@ -171,10 +173,11 @@ class Trainer:
         self.estimator, self.callbacks = estimator, list(callbacks)
         self.joint = cfg.encoder == "bigan"
         self.wgan = cfg.objective == "wgan-gp"
-        betas = (0.5, 0.9) if self.wgan else (0.5, 0.999)
+        betas = tuple(cfg.betas) if cfg.betas is not None else ((0.5, 0.9) if self.wgan else (0.5, 0.999))
+        g_lr = cfg.learning_rate if cfg.g_learning_rate is None else cfg.g_learning_rate
         g_params = list(gen_net.parameters()) + (list(enc_net.parameters()) if self.joint else [])
         self.opt_d = torch.optim.Adam(disc_net.parameters(), lr=cfg.learning_rate, betas=betas)
-        self.opt_g = torch.optim.Adam(g_params, lr=cfg.learning_rate, betas=betas)
+        self.opt_g = torch.optim.Adam(g_params, lr=g_lr, betas=betas)
         self.opt_e = torch.optim.Adam(enc_net.parameters(), lr=cfg.encoder_learning_rate, betas=(0.5, 0.999))
         self.history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "e_loss": [], "g_std_ratio": []}
         self.gan_epoch = 0  # epochs completed per phase

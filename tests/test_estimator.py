@@ -466,6 +466,10 @@ def test_diverged_training_is_reported():
         (dict(device="tpu"), "device"),
         (dict(hidden_dims=(16, -1)), "hidden_dims"),
         (dict(precision="fp8"), "precision"),
+        (dict(generator_learning_rate=0.0), "generator_learning_rate"),
+        (dict(betas=(0.5,)), "betas"),
+        (dict(betas=(0.5, 1.0)), "betas"),
+        (dict(betas="adam"), "betas"),
     ],
 )
 def test_bad_parameters(blobs, params, match):
@@ -579,3 +583,32 @@ def test_thread_policy_for_training():
 
     assert set(seen) == ({1} if before == est._DEFAULT_THREADS and not any(
         os.environ.get(k) for k in ("GANANOMALY_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")) else {before})
+
+
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        # the minimax GAN on tables: D at 2e-4, G at half of it, Adam without momentum
+        (dict(), (2e-4, 1e-4, (0.0, 0.9))),
+        (dict(learning_rate=1e-3), (1e-3, 5e-4, (0.0, 0.9))),
+        (dict(generator_learning_rate=3e-4, betas=[0.5, 0.999]), (2e-4, 3e-4, (0.5, 0.999))),
+        (dict(objective="wgan-gp"), (1e-4, 1e-4, (0.5, 0.9))),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:the generator has not learned")
+def test_optimisers_get_the_resolved_learning_rates_and_betas(blobs, params, expected, monkeypatch):
+    from gananomaly import training
+
+    made = []
+    original = training.Trainer.__init__
+
+    def spy_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(training.Trainer, "__init__", spy_init)
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0, **params).fit(blobs[0][:200])
+    (trainer,) = made
+    d_group, g_group = trainer.opt_d.param_groups[0], trainer.opt_g.param_groups[0]
+    assert (d_group["lr"], g_group["lr"]) == pytest.approx(expected[:2])
+    assert tuple(d_group["betas"]) == tuple(g_group["betas"]) == pytest.approx(expected[2])
