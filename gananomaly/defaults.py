@@ -44,26 +44,19 @@ def auto_learning_rates(objective: str, image: bool, learning_rate: float | None
                         generator_learning_rate: float | None) -> tuple[float, float]:
     """``(discriminator, generator)`` Adam learning rates.
 
-    ``learning_rate=None``: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
-    ``generator_learning_rate=None``: half the discriminator's for the minimax GAN on tables
-    (two time-scale updates: a discriminator that keeps ahead of the generator sends it
-    towards the parts of the data it does not yet produce; with equal rates its samples
-    stayed narrower than the data), the discriminator's otherwise.
+    ``learning_rate=None``: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``;
+    ``generator_learning_rate=None``: the discriminator's. (Half of it, with ``betas=(0, 0.9)``,
+    draws a generator as wide as the data, but the wider generator detected worse on small
+    tables and ranked broken columns less reliably: benchmarks/NOTES.md.)
     """
     d_lr = float(learning_rate) if learning_rate is not None else (1e-4 if objective == "wgan-gp" else 2e-4)
-    if generator_learning_rate is not None:
-        return d_lr, float(generator_learning_rate)
-    return d_lr, (d_lr / 2 if objective == "gan" and not image else d_lr)
+    return d_lr, (d_lr if generator_learning_rate is None else float(generator_learning_rate))
 
 
 def auto_betas(objective: str, image: bool) -> tuple[float, float]:
-    """``betas=None``: Adam's ``(beta1, beta2)`` for G and D. The minimax GAN on tables uses
-    (0, 0.9): momentum lets the two players chase each other's old gradients, and without it
-    the generator's samples spread to the data's width; images keep DCGAN's (0.5, 0.999) and
-    WGAN-GP its (0.5, 0.9)."""
-    if objective == "wgan-gp":
-        return 0.5, 0.9
-    return (0.5, 0.999) if image else (0.0, 0.9)
+    """``betas=None``: Adam's ``(beta1, beta2)`` for G and D: (0.5, 0.9) for WGAN-GP, DCGAN's
+    (0.5, 0.999) otherwise."""
+    return (0.5, 0.9) if objective == "wgan-gp" else (0.5, 0.999)
 
 
 def auto_knn_weight(image: bool) -> float:

@@ -163,11 +163,12 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         Adam learning rate of D (and of G unless ``generator_learning_rate`` is given).
         None: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
     generator_learning_rate : float or None, default=None
-        Adam learning rate of G (and of E with ``encoder="bigan"``). None: half of D's for
-        ``"gan"`` on tables (two time-scale updates), D's otherwise.
+        Adam learning rate of G (and of E with ``encoder="bigan"``). None: D's.
     betas : tuple of two floats in [0, 1) or None, default=None
-        Adam's ``(beta1, beta2)`` for G and D. None: (0, 0.9) for ``"gan"`` on tables,
-        (0.5, 0.999) for ``"gan"`` on images, (0.5, 0.9) for ``"wgan-gp"``.
+        Adam's ``(beta1, beta2)`` for G and D. None: (0.5, 0.999) for ``"gan"``, (0.5, 0.9)
+        for ``"wgan-gp"``. On tables ``generator_learning_rate=1e-4, betas=(0, 0.9)`` (two
+        time-scale updates, no momentum) draws a generator as wide as the data, at a cost in
+        detection on small tables (benchmarks/NOTES.md).
     encoder_learning_rate : float, default=1e-3
     gp_weight : float, default=10.0
     kappa : float, default=1.0
