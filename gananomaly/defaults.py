@@ -10,7 +10,8 @@ import math
 __all__ = [
     "MAX_GAN_STEPS", "IMAGE_GAN_STEPS", "MAX_IMAGE_EPOCHS", "EVAL_STEPS", "PATIENCE", "ENCODER_STEPS",
     "MIN_VALIDATION_ROWS", "MAX_VALIDATION_ROWS",
-    "auto_objective", "auto_learning_rates", "auto_betas", "auto_width", "auto_latent_dim", "auto_knn_weight", "training_budget", "encoder_epochs",
+    "auto_objective", "auto_learning_rates", "auto_betas",
+    "auto_width", "auto_latent_dim", "auto_knn_weight", "training_budget", "encoder_epochs",
     "training_threads", "THREAD_ENV",
 ]
 
