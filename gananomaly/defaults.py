@@ -41,7 +41,7 @@ def auto_objective(image: bool, conditional: bool) -> str:
     return "gan"
 
 
-def auto_learning_rates(objective: str, image: bool, learning_rate: float | None,
+def auto_learning_rates(objective: str, learning_rate: float | None,
                         generator_learning_rate: float | None) -> tuple[float, float]:
     """``(discriminator, generator)`` Adam learning rates.
 
@@ -54,7 +54,7 @@ def auto_learning_rates(objective: str, image: bool, learning_rate: float | None
     return d_lr, (d_lr if generator_learning_rate is None else float(generator_learning_rate))
 
 
-def auto_betas(objective: str, image: bool) -> tuple[float, float]:
+def auto_betas(objective: str) -> tuple[float, float]:
     """``betas=None``: Adam's ``(beta1, beta2)`` for G and D: (0.5, 0.9) for WGAN-GP, DCGAN's
     (0.5, 0.999) otherwise."""
     return (0.5, 0.9) if objective == "wgan-gp" else (0.5, 0.999)

@@ -529,9 +529,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         early = self.epochs == "auto" if self.early_stopping == "auto" else bool(self.early_stopping)
         early = early and validate
         wgan = self.objective_ == "wgan-gp"
-        image = self.arch_["kind"] == "conv"
-        d_lr, g_lr = _defaults.auto_learning_rates(self.objective_, image, self.learning_rate,
-                                                   self.generator_learning_rate)
+        d_lr, g_lr = _defaults.auto_learning_rates(self.objective_, self.learning_rate, self.generator_learning_rate)
         cfg = TrainConfig(
             objective=self.objective_,
             encoder=self.encoder,
@@ -545,7 +543,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             d_steps=self.d_steps if self.d_steps is not None else (5 if wgan else 1),
             learning_rate=d_lr,
             g_learning_rate=g_lr,
-            betas=self._betas(image),
+            betas=self._betas(),
             encoder_learning_rate=self.encoder_learning_rate,
             gp_weight=self.gp_weight,
             kappa=self.kappa,
@@ -554,9 +552,10 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         )
         return cfg, n_batches
 
-    def _betas(self, image: bool) -> tuple[float, float]:
+    def _betas(self) -> tuple[float, float]:
+        """Adam's betas of G and D: the parameter, validated, or the objective's rule."""
         if self.betas is None:
-            return _defaults.auto_betas(self.objective_, image)
+            return _defaults.auto_betas(self.objective_)
         b = tuple(self.betas)
         if len(b) != 2 or not all(isinstance(v, Real) and not isinstance(v, bool) and 0 <= v < 1 for v in b):
             raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")
