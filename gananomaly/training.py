@@ -58,7 +58,7 @@ class TrainConfig:
     d_steps: int = 1
     learning_rate: float = 2e-4  # discriminator (and izif encoder: see encoder_learning_rate)
     g_learning_rate: float | None = None  # generator (and BiGAN encoder); None: learning_rate
-    betas: tuple[float, float] | None = None  # Adam's of G and D; None: (0.5, 0.9) WGAN-GP, else (0.5, 0.999)
+    betas: tuple[float, float] | None = None  # Adam's of G and D; None: defaults.auto_betas(objective)
     encoder_learning_rate: float = 1e-3
     gp_weight: float = 10.0
     kappa: float = 1.0
@@ -173,7 +173,7 @@ class Trainer:
         self.estimator, self.callbacks = estimator, list(callbacks)
         self.joint = cfg.encoder == "bigan"
         self.wgan = cfg.objective == "wgan-gp"
-        betas = tuple(cfg.betas) if cfg.betas is not None else ((0.5, 0.9) if self.wgan else (0.5, 0.999))
+        betas = tuple(cfg.betas) if cfg.betas is not None else _defaults.auto_betas(cfg.objective)
         g_lr = cfg.learning_rate if cfg.g_learning_rate is None else cfg.g_learning_rate
         g_params = list(gen_net.parameters()) + (list(enc_net.parameters()) if self.joint else [])
         self.opt_d = torch.optim.Adam(disc_net.parameters(), lr=cfg.learning_rate, betas=betas)
