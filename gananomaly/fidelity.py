@@ -48,6 +48,8 @@ FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "reverse_density"
 # Below this fidelity on held-out rows the generator has not learned the normal data: real
 # samples score near 1, a collapsed generator near 0.
 WARN_FIDELITY = 0.5
+# Rows closer than this (relative to the largest row norm, at least 1) are copies of each other.
+_COPY_TOLERANCE = 1e-6
 
 
 class GeneratorFidelityWarning(UserWarning):
@@ -68,6 +70,30 @@ def _kth_radius(points: torch.Tensor, k: int) -> torch.Tensor:
         return torch.full((points.shape[0],), math.inf, dtype=points.dtype)
     d = torch.cdist(points, points)
     return d.topk(k + 1, dim=1, largest=False).values[:, k]  # column 0 is the row itself
+
+
+def _real_balls(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-NN balls of the real rows: radius and weight of each.
+
+    A row with at least ``k`` exact copies (integer, binary or one-hot columns) would get a
+    ball of radius 0, which no continuous generator can hit, and a generator that learned such
+    data would measure as a collapsed one. Its ball is widened to half the distance to the
+    nearest other location (generated rows nearer to it than to any other value count), and
+    weighted ``k / copies`` in ``density`` so that the copies' balls together count as ``k``
+    balls, as for rows without copies. Generated rows keep the plain rule: a generator that
+    repeats one row exactly has collapsed, and its zero radii say so."""
+    radius = _kth_radius(points, k)
+    weight = torch.ones_like(radius)
+    tol = _COPY_TOLERANCE * max(1.0, float(points.norm(dim=1).max()))
+    point_like = radius <= tol
+    if not bool(point_like.any()):
+        return radius, weight
+    d = torch.cdist(points[point_like], points)
+    copies = (d <= tol).sum(1) - 1  # itself excluded
+    gap = d.masked_fill(d <= tol, math.inf).min(1).values
+    radius[point_like] = torch.where(torch.isfinite(gap), 0.5 * gap, torch.zeros_like(gap))
+    weight[point_like] = min(k, points.shape[0] - 1) / copies.to(weight.dtype)
+    return radius, weight
 
 
 def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
@@ -96,13 +122,13 @@ def manifold_metrics(real, fake, k: int = NEIGHBOURS) -> dict[str, float]:
     if not (torch.isfinite(R).all() and torch.isfinite(Fk).all()):
         nan = float("nan")
         return {key: nan for key in FIDELITY_KEYS}
-    r_real, r_fake = _kth_radius(R, k), _kth_radius(Fk, k)
+    (r_real, w_real), r_fake = _real_balls(R, k), _kth_radius(Fk, k)
     d = torch.cdist(R, Fk)  # (n_real, n_fake)
     inside_real = d <= r_real[:, None]  # fake j inside the ball of real i
     inside_fake = d <= r_fake[None, :]  # real i inside the ball of fake j
     precision = float(inside_real.any(0).double().mean())
     recall = float(inside_fake.any(1).double().mean())
-    density = float(inside_real.double().sum() / (min(k, R.shape[0] - 1) * Fk.shape[0]))
+    density = float((inside_real.double() * w_real[:, None]).sum() / (min(k, R.shape[0] - 1) * Fk.shape[0]))
     reverse = float(inside_fake.double().sum() / (min(k, Fk.shape[0] - 1) * R.shape[0]))
     coverage = float((d.min(1).values <= r_real).double().mean())
     fidelity = harmonic_mean(min(density, 1.0), coverage, min(reverse, 1.0))

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from gananomaly import GANAnomalyDetector
 from gananomaly.fidelity import (
@@ -54,6 +55,35 @@ def test_collapsed_and_partial_generators_score_low():
     noise = np.random.RandomState(3).uniform(-6, 6, size=(1000, 2))
     m = manifold_metrics(real, noise)
     assert m["density"] < 0.3 and m["fidelity"] < 0.5  # spread everywhere: low density
+
+
+def test_data_with_repeated_rows_is_measured_not_mistaken_for_collapse():
+    """Binary columns: 16 distinct rows, each repeated about 60 times. A k-NN ball of radius 0
+    around every real row made a generator that reproduces the data (up to a small jitter)
+    score fidelity 0, like a collapsed one; a generator that repeats one row must still."""
+    rng = np.random.RandomState(0)
+    real = rng.randint(0, 2, size=(1000, 4)).astype(float)
+    learned = rng.randint(0, 2, size=(1000, 4)) + 0.05 * rng.randn(1000, 4)
+    m = manifold_metrics(real, learned)
+    assert m["fidelity"] > 0.95 and 0.8 < m["density"] < 1.2 and m["coverage"] > 0.95
+    two_rows = np.repeat(rng.randint(0, 2, size=(1000, 1)), 4, axis=1) + 0.05 * rng.randn(1000, 4)
+    m = manifold_metrics(real, two_rows)  # 2 of the 16 values
+    assert m["coverage"] < 0.2 and m["fidelity"] < 0.3
+    m = manifold_metrics(real, rng.uniform(0, 1, size=(1000, 4)))  # smeared between the values
+    assert m["density"] < 0.5 and m["fidelity"] < 0.5
+    m = manifold_metrics(real, np.full((1000, 4), 0.5))  # one row repeated: collapsed
+    assert m["fidelity"] == 0.0
+    copies = np.repeat(real[:1], 1000, axis=0)
+    m = manifold_metrics(real, copies)  # one of the 16 real values, repeated exactly: collapsed
+    assert m["coverage"] < 0.1 and m["fidelity"] < 0.2
+
+
+def test_rows_without_copies_keep_the_plain_k_nn_balls():
+    from gananomaly.fidelity import _kth_radius, _real_balls
+
+    rows = torch.as_tensor(correlated(300, 0), dtype=torch.float64)
+    radius, weight = _real_balls(rows, 5)
+    assert torch.equal(radius, _kth_radius(rows, 5)) and torch.equal(weight, torch.ones(300, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("d", [2, 30, 300])
