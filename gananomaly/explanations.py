@@ -151,7 +151,7 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
     examples: dict[str, list[Any]] = {}
     for col in schema.numeric:
         s = df[col]
-        values, col_bad = _numeric(s, col, where)
+        values, col_bad = numeric_cells(s, col, where)
         if col_bad.any():
             bad[col] = row_numbers[col_bad].tolist()
             examples[col] = s[col_bad].head(3).tolist()
@@ -173,8 +173,9 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
     return frame, keep, bad
 
 
-def _numeric(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, mask of cells that are not finite numbers) of one numeric column."""
+def numeric_cells(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, mask of cells that are no finite number) of one numeric column; a blank
+    text cell is missing (NaN, not flagged: the pipeline imputes it)."""
     if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
         raise ValueError(f"{where}: column {col!r} has type {s.dtype}, but the model expects numbers")
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):

@@ -186,13 +186,13 @@ def column_steps(model):
 def convert_columns(model, X):
     """``X`` with the columns of a pipeline's preprocessing in the types it was fitted on, as the
     batch job reads them: numeric columns (every transformer but a one-hot encoder) as float64,
-    a blank text cell missing (the pipeline imputes it) and any other value that is no number a
+    a blank text cell missing (the pipeline imputes it) and any other value that is no finite number a
     ValueError naming the column and rows; the columns of a one-hot encoder fitted on text as
     text (``1`` and ``1.0`` are the category ``"1"``)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from gananomaly.explanations import categorical_text
+    from gananomaly.explanations import categorical_text, numeric_cells
 
     if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
         return X
@@ -210,14 +210,12 @@ def convert_columns(model, X):
         return X
     X = X.copy()
     for col in numeric:
-        raw = X[col].astype(object)
-        blank = raw.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
-        values = pd.to_numeric(raw.where(~blank, None), errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() & raw.notna().to_numpy() & ~blank)
+        values, bad = numeric_cells(X[col], col, "X")
+        bad = np.flatnonzero(bad)
         if len(bad):
-            raise ValueError(f"column {col!r} holds values that are no numbers in rows {bad[:10].tolist()} "
+            raise ValueError(f"column {col!r} holds values that are no finite numbers in rows {bad[:10].tolist()} "
                              f"(e.g. {X[col].iloc[bad[0]]!r})")
-        X[col] = values.astype(np.float64)
+        X[col] = values
     for col in text:
         X[col] = categorical_text(X[col])
     return X

@@ -374,8 +374,12 @@ def test_integer_and_float_numbers_are_accepted_with_a_signature(mixed_pipeline,
         out = model.predict(variant)
         assert np.isfinite(out["score"]).all() and len(out) == len(df)
     np.testing.assert_allclose(model.predict(df.astype({"n_items": "float64"}))["score"], ref, rtol=1e-9)
-    with pytest.raises(Exception, match=r"column 'amount' holds values that are no numbers in rows \[0, 1"):
+    with pytest.raises(Exception, match=r"column 'amount' holds values that are no finite numbers in rows \[0, 1"):
         model.predict(df.astype({"amount": "object"}).assign(amount="lots"))
+    text_inf = df.astype({"amount": "object"})
+    text_inf.loc[3, "amount"] = "inf"  # text that parses to a number, but not a finite one
+    with pytest.raises(Exception, match=r"column 'amount' holds values that are no finite numbers in rows \[3\]"):
+        model.predict(text_inf)
 
 
 
