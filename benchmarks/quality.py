@@ -18,6 +18,12 @@ __all__ = ["run_quality", "summarise", "leaderboard"]
 
 log = logging.getLogger(__name__)
 
+# What a contestant's fit reports about its generator, kept per run as ``gen_<key>`` and
+# averaged over seeds in the summary.
+FIDELITY_FIELDS = ("fidelity", "coverage", "density", "reverse_density", "precision", "recall", "parzen_gap",
+                   "modes_covered", "on_mode", "test_fidelity", "test_coverage", "test_density",
+                   "test_reverse_density")
+
 
 def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict,
           deadline: float | None) -> dict:
@@ -85,9 +91,7 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
                 "fit_s": float(fit_s),
             }
             fid = extra.get("fidelity") or {}
-            for key in ("fidelity", "coverage", "density", "reverse_density", "precision", "recall", "parzen_gap",
-                        "modes_covered", "on_mode", "test_fidelity", "test_coverage", "test_density",
-                        "test_reverse_density"):
+            for key in FIDELITY_FIELDS:
                 if key in fid:
                     run[f"gen_{key}"] = float(fid[key])
             if fid:
@@ -179,9 +183,7 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             "auprc_mean": float(ap.mean()), "auprc_std": float(ap.std()),
             "fit_s_median": float(np.median([r["fit_s"] for r in rs])),
         })
-        for key in ("gen_fidelity", "gen_coverage", "gen_density", "gen_reverse_density", "gen_parzen_gap",
-                    "gen_modes_covered", "gen_on_mode", "gen_test_fidelity", "gen_test_coverage", "gen_test_density",
-                    "gen_test_reverse_density", "epochs"):
+        for key in (*(f"gen_{k}" for k in FIDELITY_FIELDS), "epochs"):
             vals = [r[key] for r in rs if key in r]
             if vals:
                 out[-1][key] = float(np.mean(vals))
