@@ -189,12 +189,13 @@ _PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (ganano
 
 
 def _where(mask: np.ndarray, names) -> str:
-    """``column 'a': rows 3, 17; column 'b': rows 0`` for the True cells of a 2-D mask."""
+    """``column 'a': row indices 3, 17; column 'b': row index 0`` for the True cells of a 2-D
+    mask (indices count from 0, as ``X[i]``; a file's rows elsewhere count from 1)."""
     parts = []
     for j in np.flatnonzero(mask.any(axis=0))[:5]:
         rows = np.flatnonzero(mask[:, j])
         shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        parts.append(f"column {names[j]!r}: row{'s' if len(rows) > 1 else ''} {shown}")
+        parts.append(f"column {names[j]!r}: row {'indices' if len(rows) > 1 else 'index'} {shown}")
     more = int(mask.any(axis=0).sum()) - 5
     return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
 

@@ -115,7 +115,8 @@ def format_rows(rows: list[int], limit: int = 10) -> str:
 
 
 def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndarray | None = None,
-                  on_bad_rows: str = "error", where: str = "input") -> tuple[pd.DataFrame, np.ndarray, dict]:
+                  on_bad_rows: str = "error", where: str = "input", hint: str | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Convert the model's columns of ``df`` to the types it was fitted on.
 
     Numeric columns become float64; a non-empty cell that is not a finite number is a bad
@@ -133,6 +134,8 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
         ``"skip"``: drop those rows.
     where : str
         Name of the source in messages.
+    hint : str, optional
+        What the error tells the user to do (default: fix the values or skip the rows).
 
     Returns
     -------
@@ -162,8 +165,8 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
     if bad:
         if on_bad_rows == "error":
             details = "; ".join(f"column {c!r}: rows {format_rows(r)} (e.g. {examples[c]!r})" for c, r in bad.items())
-            raise ValueError(f"{where}: values that are not finite numbers in numeric column(s): {details}. "
-                             "Fix them or skip those rows (on_bad_rows='skip', --on-bad-rows skip)")
+            hint = hint or "Fix them or skip those rows (on_bad_rows='skip', --on-bad-rows skip)"
+            raise ValueError(f"{where}: values that are not finite numbers in numeric column(s): {details}. {hint}")
         log.warning("%s: skipping %d row(s) with unparseable numbers: %s", where, int(bad_mask.sum()),
                     "; ".join(f"{c!r} rows {format_rows(r)}" for c, r in bad.items()))
     frame = pd.DataFrame(out, index=df.index, columns=schema.columns)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from gananomaly.pipelines.csv_input import check_unique, csv_columns, header_names, not_utf8, read_options
 from gananomaly.pipelines.table_config import TabularConfig
@@ -145,9 +146,40 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
     else:
         numeric = [c for c in free if pd.api.types.is_numeric_dtype(df[c])]
         categorical = [c for c in free if c not in numeric]
+    for col in categorical:
+        if config.categorical_columns is None or col not in config.categorical_columns:
+            _refuse_numbers_read_as_text(df[col], col)
     if not numeric and not categorical:
         raise ValueError(f"no feature columns left: every column is an ID, dropped or the label (columns: {columns})")
     return numeric, categorical
+
+
+# A text column whose cells are numbers in at least this share of its non-blank rows, with more
+# distinct numbers than NUMERIC_TEXT_MIN_DISTINCT, is a numeric column with a few bad cells.
+NUMERIC_TEXT_SHARE = 0.9
+NUMERIC_TEXT_MIN_DISTINCT = 20
+
+
+def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:
+    """Raise when an inferred categorical column is a numeric column holding a few cells that
+    are no numbers (``"12,50"``, ``"n/a"``): one-hot encoding it would make every new amount
+    an unseen category. Category codes (few distinct values) and columns the config lists as
+    categorical pass."""
+    text = s.astype(object)
+    filled = text.notna().to_numpy() & ~text.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+    if not filled.any():
+        return
+    values = pd.to_numeric(text[filled], errors="coerce")
+    is_number = values.notna().to_numpy()
+    if is_number.mean() < NUMERIC_TEXT_SHARE or is_number.all() or values.nunique() <= NUMERIC_TEXT_MIN_DISTINCT:
+        return
+    rows = (np.flatnonzero(filled)[~is_number] + 1).tolist()
+    examples = text[filled][~is_number].head(3).tolist()
+    raise ValueError(
+        f"column {col!r} holds numbers in {int(is_number.sum())} of its {int(filled.sum())} filled rows, but "
+        f"rows {format_rows(rows)} (counted from 1) are no numbers (e.g. {examples!r}), so it would be read as "
+        f"categories. Fix those cells (a blank cell is a missing value), or list {col!r} in "
+        "data.categorical_columns to keep it as categories")
 
 
 def schema_of(config: TabularConfig, df: pd.DataFrame) -> ModelSchema:

@@ -109,6 +109,11 @@ def _labels(config: TabularConfig, df: pd.DataFrame) -> np.ndarray:
     values = config.anomaly_values
     as_text = {str(v) for v in values}
     y = (col.isin(values) | col.astype(str).isin(as_text)).to_numpy().astype(int)
+    if not y.any():
+        present = sorted({str(v) for v in col.unique()[:50]})
+        raise ValueError(f"data.anomaly_values: none of {values!r} occurs in column {config.label_column!r} "
+                         f"(its values: {present[:10]}{' ...' if len(present) > 10 else ''}); every row would "
+                         "count as normal")
     return y
 
 
@@ -153,10 +158,12 @@ class TabularResult:
 
 
 def _split(config: TabularConfig, df: pd.DataFrame):
+    """(training rows, held-out rows or None, held-out labels or None, positions in ``df`` of the
+    training rows, of the held-out rows or None)."""
     from sklearn.model_selection import train_test_split
 
     if config.label_column is None:
-        return df, None, None
+        return df, None, None, np.arange(len(df)), None
     y = _labels(config, df)
     n_anom = int(y.sum())
     if config.fit_on == "normal":
@@ -176,8 +183,8 @@ def _split(config: TabularConfig, df: pd.DataFrame):
     y_test = y[test_idx]
     if len(np.unique(y_test)) < 2:
         log.warning("the held-out rows contain only one class; no AUROC can be computed")
-        return df.iloc[train_idx], df.iloc[test_idx], None
-    return df.iloc[train_idx], df.iloc[test_idx], y_test
+        y_test = None
+    return df.iloc[train_idx], df.iloc[test_idx], y_test, train_idx, test_idx
 
 
 def _flavor_available() -> bool:
@@ -221,11 +228,14 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     df = df.rename(columns=str)
     pipeline = build_pipeline(config, df)
     schema = schema_of(config, df)
-    train_df, test_df, y_test = _split(config, df)
-    X_train, _, _ = prepare_frame(train_df, schema, where="training data")
+    train_df, test_df, y_test, train_pos, test_pos = _split(config, df)
+    # Rows are named by their number in the data (from 1), whichever part of the split holds them.
+    X_train, _, _ = prepare_frame(train_df, schema, row_numbers=train_pos + 1, where="the data",
+                                  hint="Fix or remove those rows")
     X_test = None
     if test_df is not None:
-        X_test, _, _ = prepare_frame(test_df, schema, where="held-out data")
+        X_test, _, _ = prepare_frame(test_df, schema, row_numbers=test_pos + 1, where="the data",
+                                     hint="Fix or remove those rows")
     use_mlflow = config.mlflow if mlflow is None else mlflow
     run_id = None
     if use_mlflow:

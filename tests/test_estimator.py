@@ -546,7 +546,7 @@ def test_bad_table_input_names_columns_and_rows(fitted_blobs):
     import pandas as pd
 
     X = pd.DataFrame(np.random.RandomState(0).randn(40, 3), columns=["a", "b", "c"])
-    with pytest.raises(ValueError, match=r"missing \(NaN\) values: column 'b': row 7;.*tabular pipeline"):
+    with pytest.raises(ValueError, match=r"missing \(NaN\) values: column 'b': row index 7;.*tabular pipeline"):
         GANAnomalyDetector(epochs=1).fit(X.assign(b=X["b"].where(X.index != 7)))
     with pytest.raises(ValueError, match=r"non-numeric columns 'region'.*encodes categories"):
         GANAnomalyDetector(epochs=1).fit(X.assign(region="south"))
@@ -554,7 +554,7 @@ def test_bad_table_input_names_columns_and_rows(fitted_blobs):
         GANAnomalyDetector(epochs=1).fit(X.assign(when=pd.Timestamp("2026-01-01")))
     scoring = np.zeros((4, 5))
     scoring[2, 4] = np.nan
-    with pytest.raises(ValueError, match="column 4: row 2"):
+    with pytest.raises(ValueError, match="column 4: row index 2"):
         fitted_blobs.score_samples(scoring)
 
 

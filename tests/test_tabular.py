@@ -117,6 +117,31 @@ def test_missing_labels_are_named_by_row():
         fit_tabular(tiny_config(), df, save=False)
 
 
+def test_anomaly_values_that_match_no_label_are_refused():
+    with pytest.raises(ValueError, match=r"data\.anomaly_values: none of \['yes'\] occurs in column 'is_anomaly' "
+                                         r"\(its values: \['0', '1'\]\)"):
+        fit_tabular(tiny_config(anomaly_values=["yes"]), mixed_table(100), save=False)
+
+
+def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
+    """One '12,50' among 300 amounts made the column text: it was one-hot encoded, and every
+    new amount was an unseen category. The fit names the column and the row in the data."""
+    df = mixed_table(300).astype({"amount": object})
+    df.loc[7, "amount"] = "12,50"
+    with pytest.raises(ValueError, match=r"column 'amount' holds numbers in 299 of its 300 filled rows, but "
+                                         r"rows 8 \(counted from 1\) are no numbers \(e\.g\. \['12,50'\]\).*"
+                                         r"data\.categorical_columns"):
+        fit_tabular(tiny_config(), df, save=False)
+    codes = mixed_table(300).assign(tier=lambda d: np.where(np.arange(300) % 10, d["n_items"].astype(str), "other"))
+    assert "tier" in infer_columns(tiny_config(), codes)[1]  # few distinct codes: categories, as before
+    listed = tiny_config(categorical_columns=["amount", "channel", "device", "tier", "country"])
+    assert "amount" in infer_columns(listed, df)[1]  # the config's word goes
+    numeric = tiny_config(numeric_columns=["amount", "n_items", "duration_s", "customer_age"])
+    with pytest.raises(ValueError, match=r"the data: .*column 'amount': rows 8 \(e\.g\. \['12,50'\]\)\. "
+                                         r"Fix or remove those rows"):
+        fit_tabular(numeric, df, save=False)  # declared numeric: the cell is named by its row in the data
+
+
 # ------------------------------------------------------------------------------ pipeline
 def test_pipeline_is_column_transformer_then_detector():
     from sklearn.compose import ColumnTransformer
