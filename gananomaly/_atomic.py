@@ -4,21 +4,63 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "write_bytes", "fitted_state_kept"]
+__all__ = ["atomic_open", "write_bytes", "fitted_state_kept", "new_file_mode", "set_new_file_mode"]
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore it at once
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike | None = None, *, directory: bool = False) -> int:
+    """The permissions a file (or directory) written in place of ``path`` gets: those of the
+    file already there, else what ``open``/``mkdir`` would give (0o666 / 0o777 less the umask).
+    Temporary files are created private (0o600 / 0o700), so a finished output or model would
+    otherwise be readable by its owner only."""
+    if path is not None:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            pass
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def set_new_file_mode(tmp: str | os.PathLike, path: str | os.PathLike | None = None, *,
+                      directory: bool = False) -> None:
+    """Give the temporary ``tmp`` the permissions of :func:`new_file_mode` before it is moved
+    onto ``path``."""
+    os.chmod(tmp, new_file_mode(path, directory=directory))
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success flush, fsync and rename
-    it onto ``path``; on any error (or interrupt) remove it and leave ``path`` untouched."""
+    it onto ``path``; on any error (or interrupt) remove it and leave ``path`` untouched. The
+    file keeps the permissions of the one it replaces (a new one: the umask's)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode(path))
         if "b" not in mode:
             kwargs.setdefault("encoding", "utf-8")
         with os.fdopen(fd, mode, **kwargs) as fh:

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from gananomaly._atomic import set_new_file_mode
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
@@ -142,7 +143,9 @@ def check_target(path: Path, *, probe: bool = True) -> Path:
 
 
 def _temporary_dir(path: Path, parent: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    set_new_file_mode(tmp, directory=True)  # a model directory is readable as mkdir would make it
+    return tmp
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:

@@ -29,7 +29,7 @@ import pandas as pd
 from gananomaly.pipelines.csv_input import COMPRESSION
 from gananomaly.pipelines.frame_scoring import ScoreReport
 
-from gananomaly._atomic import atomic_open
+from gananomaly._atomic import atomic_open, set_new_file_mode
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "MANIFEST_VERSION", "OutputError", "writing", "output_lock",
            "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "output_compression",
@@ -208,6 +208,7 @@ def assemble(work: Path, n_parts: int, out_path: Path, out_format: str, out_dir:
         tmp = Path(name)
         try:
             concat_parts([_part_paths(work, k)[0] for k in range(n_parts)], tmp, out_format)
+            set_new_file_mode(tmp, out_path)
             os.replace(tmp, out_path)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -67,6 +67,37 @@ def test_unwritable_or_missing_parent(tmp_path, fitted_blobs):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
 
 
+def test_models_and_outputs_get_the_permissions_of_the_umask(tmp_path, blobs, fitted_blobs):
+    """Temporary files are created private (0600 / 0700); a model or an output moved into
+    place from one was readable by its owner only (a model server under another account could
+    not load it). Now: what the umask gives, and an output replaced keeps its own mode."""
+    import pandas as pd
+    from gananomaly.pipelines.batch_score import score_file
+
+    from gananomaly._atomic import atomic_open
+
+    def mode(p):
+        return os.stat(p).st_mode & 0o777
+
+    before = os.umask(0o027)
+    try:
+        fitted_blobs.save(tmp_path / "m")
+        assert mode(tmp_path / "m") == 0o750 and mode(tmp_path / "m" / CONFIG_NAME) == 0o640
+        with atomic_open(tmp_path / "new.json") as fh:
+            fh.write("{}")
+        assert mode(tmp_path / "new.json") == 0o640
+        (tmp_path / "shared.json").write_text("old")
+        os.chmod(tmp_path / "shared.json", 0o664)
+        with atomic_open(tmp_path / "shared.json") as fh:
+            fh.write("new")
+        assert mode(tmp_path / "shared.json") == 0o664 and (tmp_path / "shared.json").read_text() == "new"
+        pd.DataFrame(blobs[1]).rename(columns=str).to_csv(tmp_path / "in.csv", index=False)
+        score_file(str(tmp_path / "m"), tmp_path / "in.csv", tmp_path / "out.parquet", chunk_rows=50)
+        assert mode(tmp_path / "out.parquet") == 0o640
+    finally:
+        os.umask(before)
+
+
 def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):
     import pandas as pd
     from gananomaly.pipelines.batch_score import score_file
