@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -661,6 +662,14 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
 
     def _score_cfg(self, Xt: torch.Tensor) -> _scoring.ScoreConfig:
         """Scoring settings; image batches are kept to a size whose conv activations fit memory."""
+        cfg = self.score_config_
+        changed = [f"{k}={getattr(self, k)!r} (fitted with {getattr(cfg, k)!r})"
+                   for k in ("n_refine_steps", "refine_lr", "kappa") if getattr(self, k) != getattr(cfg, k)]
+        if changed:
+            warnings.warn(f"{', '.join(changed)} set after the fit: the scores and the threshold use the fitted "
+                          "value until the next fit (the standardisation was fitted with it). To study another "
+                          "refinement without refitting: score_components(X, raw=True, n_refine_steps=...)",
+                          UserWarning, stacklevel=4)
         if Xt.dim() != 4:
             return self.score_config_
         return dataclasses.replace(self.score_config_, batch_size=_images.score_batch_size(Xt, self.device_))

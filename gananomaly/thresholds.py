@@ -89,6 +89,14 @@ class ThresholdMixin:
 
     def set_params(self, **params):
         fitted = "training_components_" in self.__dict__
+        if fitted:
+            # The scores follow these at once (no fit runs to check them): a bad value is
+            # refused here, naming it, and the detector keeps its parameters.
+            from sklearn.utils._param_validation import validate_parameter_constraints
+
+            checked = {k: v for k, v in params.items() if k in self._parameter_constraints}
+            validate_parameter_constraints({k: self._parameter_constraints[k] for k in checked}, checked,
+                                           caller_name=type(self).__name__)
         super().set_params(**params)
         if fitted and self._SCORE_PARAMS & set(params):
             self.threshold_ = None

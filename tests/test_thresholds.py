@@ -36,6 +36,32 @@ def test_threshold_follows_parameters_set_after_the_fit(fitted):
     assert _flagged(det, X) == pytest.approx(0.1, abs=0.003)
 
 
+@pytest.mark.parametrize("key, value", [("contamination", 0.9), ("contamination", -1), ("contamination", "x"),
+                                        ("weight", float("nan")), ("component", "nope"), ("knn_weight", -1.0)])
+def test_a_bad_value_set_after_the_fit_is_refused_and_the_detector_unchanged(fitted, key, value):
+    """The scores follow these parameters at once, so no fit checks them: 0.9 flagged 90% of
+    the rows, weight=nan made every score NaN, the others failed inside numpy."""
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    before, params = det.score_samples(X), det.get_params()
+    with pytest.raises(ValueError, match=rf"The '{key}' parameter of GANAnomalyDetector must be"):
+        det.set_params(**{key: value})
+    assert det.get_params() == params
+    np.testing.assert_array_equal(det.score_samples(X), before)
+
+
+@pytest.mark.parametrize("key, value", [("n_refine_steps", 5), ("refine_lr", 0.5), ("kappa", 5.0)])
+def test_a_fit_time_scoring_setting_changed_after_the_fit_is_warned_about(fitted, key, value):
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    before = det.score_samples(X)
+    det.set_params(**{key: value})
+    with pytest.warns(UserWarning, match=rf"{key}={value!r} \(fitted with .*\) set after the fit: the scores and the "
+                                         r"threshold use the fitted value until the next fit"):
+        after = det.score_samples(X)
+    np.testing.assert_array_equal(after, before)
+
+
 def test_set_threshold_pins_until_scores_change(fitted):
     X, det = fitted
     det = pickle.loads(pickle.dumps(det))
