@@ -154,7 +154,18 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         errors.append(SafetensorError)
     except ImportError:  # pragma: no cover - safetensors is a dependency
         pass
+    if "mlflow" in sys.modules:  # a refused tracking URI or store, a run or model not found
+        from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)
     return tuple(errors)
+
+
+def _message(exc: BaseException) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        message = f"input nested too deeply ({message})"
+    return message
 
 
 _COMMANDS = ("demo", "fit", "score", "tabular", "image", "runs")
@@ -193,10 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        message = str(exc) or type(exc).__name__
-        if isinstance(exc, RecursionError):
-            message = f"input nested too deeply ({message})"
-        print(f"gananomaly {args.command}: error: {message}", file=sys.stderr)
+        print(f"gananomaly {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = {"score": "; rerun with --resume to continue from the finished chunks",

@@ -174,3 +174,15 @@ def test_verbose_and_version_are_taken_by_every_command(tmp_path, capsys):
     rc = main(["fit", "-v", "--input", str(tmp_path / "none.npy"), "--output", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" in err and "does not exist" in err  # -v: the traceback too
+
+
+@pytest.mark.parametrize("uri", ["foo://x", "file:///{tmp}/mlruns"])
+def test_a_tracking_uri_mlflow_refuses_is_one_line(tmp_path, capsys, monkeypatch, uri):
+    """MLflow's own refusals (an unknown scheme; the file store, which MLflow 3 refuses unless
+    MLFLOW_ALLOW_FILE_STORE is set) ended in a traceback."""
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    rc = main(["runs", "compare", "--experiment", "e", "--tracking-uri", uri.format(tmp=tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("gananomaly runs: error: ") and "Traceback" not in err
+    assert ("unsupported URI 'foo://x'" in err) if uri == "foo://x" else ("MLFLOW_ALLOW_FILE_STORE" in err)
