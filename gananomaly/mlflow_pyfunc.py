@@ -186,9 +186,9 @@ def column_steps(model):
 def convert_columns(model, X):
     """``X`` with the columns of a pipeline's preprocessing in the types it was fitted on, as the
     batch job reads them: numeric columns (every transformer but a one-hot encoder) as float64,
-    a blank text cell missing (the pipeline imputes it) and any other value that is no finite number a
-    ValueError naming the column and rows; the columns of a one-hot encoder fitted on text as
-    text (``1`` and ``1.0`` are the category ``"1"``)."""
+    a blank text cell missing (the pipeline imputes it) and any other value that is no finite
+    number (infinity included) a ValueError naming every such column and its rows; the columns of
+    a one-hot encoder fitted on text as text (``1`` and ``1.0`` are the category ``"1"``)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
@@ -205,16 +205,23 @@ def convert_columns(model, X):
             text += [c for c, cats in zip(cols, last.categories_) if c in X.columns
                      and all(isinstance(v, str) for v in cats if not pd.isna(v))]
         else:
-            numeric += [c for c in cols if c in X.columns and not pd.api.types.is_numeric_dtype(X[c])]
-    if not numeric and not text:
-        return X
-    X = X.copy()
+            numeric += [c for c in cols if c in X.columns]
+    converted: dict[str, np.ndarray] = {}
+    problems = []
     for col in numeric:
         values, bad = numeric_cells(X[col], col, "X")
         bad = np.flatnonzero(bad)
         if len(bad):
-            raise ValueError(f"column {col!r} holds values that are no finite numbers in rows {bad[:10].tolist()} "
-                             f"(e.g. {X[col].iloc[bad[0]]!r})")
+            problems.append(f"column {col!r} holds values that are no finite numbers in rows {bad[:10].tolist()} "
+                            f"(e.g. {X[col].iloc[bad[0]]!r})")
+        elif not pd.api.types.is_numeric_dtype(X[col]):
+            converted[col] = values
+    if problems:
+        raise ValueError("; ".join(problems))
+    if not converted and not text:
+        return X
+    X = X.copy()
+    for col, values in converted.items():
         X[col] = values
     for col in text:
         X[col] = categorical_text(X[col])

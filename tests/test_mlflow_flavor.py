@@ -380,6 +380,12 @@ def test_integer_and_float_numbers_are_accepted_with_a_signature(mixed_pipeline,
     text_inf.loc[3, "amount"] = "inf"  # text that parses to a number, but not a finite one
     with pytest.raises(Exception, match=r"column 'amount' holds values that are no finite numbers in rows \[3\]"):
         model.predict(text_inf)
+    both = df.copy()  # float infinity (was scikit-learn's error naming no column) in two columns at once
+    both.loc[5, "amount"] = np.inf
+    both.loc[[1, 2], "duration_s"] = -np.inf
+    with pytest.raises(Exception, match=r"column 'amount' holds values that are no finite numbers in rows \[5\] .*; "
+                                        r"column 'duration_s' holds .* in rows \[1, 2\]"):
+        model.predict(both)
 
 
 
