@@ -115,8 +115,8 @@ def format_rows(rows: list[int], limit: int = 10) -> str:
 
 
 def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndarray | None = None,
-                  on_bad_rows: str = "error", where: str = "input", hint: str | None = None
-                  ) -> tuple[pd.DataFrame, np.ndarray, dict]:
+                  on_bad_rows: str = "error", where: str = "input", hint: str | None = None,
+                  missing_is_bad: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Convert the model's columns of ``df`` to the types it was fitted on.
 
     Numeric columns become float64; a non-empty cell that is not a finite number is a bad
@@ -136,6 +136,8 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
         Name of the source in messages.
     hint : str, optional
         What the error tells the user to do (default: fix the values or skip the rows).
+    missing_is_bad : bool, default=False
+        Count a missing number as a bad value too (for a model without an imputer).
 
     Returns
     -------
@@ -155,6 +157,8 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
     for col in schema.numeric:
         s = df[col]
         values, col_bad = numeric_cells(s, col, where)
+        if missing_is_bad:
+            col_bad = col_bad | np.isnan(values)
         if col_bad.any():
             bad[col] = row_numbers[col_bad].tolist()
             examples[col] = s[col_bad].head(3).tolist()

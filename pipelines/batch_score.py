@@ -283,9 +283,11 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
         # the library splits a table's rows between threads (one-thread kernels each), which
         # holds up next to busy processes: the caller's thread count is used as it is
         total, n_chunks, reused = _score_chunks(model, schema, chunks, work, where, resume, policies, bar)
-    except NotUTF8Error:
-        # no run can resume these chunks: the input has to change before it can be scored
-        shutil.rmtree(work, ignore_errors=True)
+    except BaseException as exc:
+        # Not UTF-8: no run can resume these chunks (the input has to change before it can be
+        # scored). Any failure before a chunk was committed: nothing to resume either.
+        if isinstance(exc, NotUTF8Error) or not any(work.glob("part-*")):
+            shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         bar.close()

@@ -287,7 +287,9 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
             log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
     rows = np.arange(1, len(df) + 1) if row_numbers is None else np.asarray(row_numbers)
     report = ScoreReport(rows_read=len(df))
-    frame, keep, raw_columns = _prepared(df, schema, id_column, rows, on_bad_rows, where, report)
+    # A bare detector has no imputer: a missing number is a bad value, named with the others.
+    bare = not hasattr(model, "steps")
+    frame, keep, raw_columns = _prepared(df, schema, id_column, rows, on_bad_rows, where, report, bare)
     det, Xt, z, sources = None, frame, None, []
     if len(frame):  # (a pipeline's preprocessing refuses zero rows)
         det, Xt = _transform(model, frame)
@@ -318,12 +320,13 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
 
 
 def _prepared(df: pd.DataFrame, schema: ModelSchema, id_column: str | None, rows: np.ndarray, on_bad_rows: str,
-              where: str, report: ScoreReport) -> tuple[Any, np.ndarray, list[str]]:
+              where: str, report: ScoreReport, missing_is_bad: bool) -> tuple[Any, np.ndarray, list[str]]:
     """(the model's columns converted, mask of kept rows of ``df``, the input columns the
     detector's features come from); bad values counted in ``report``. A model fitted on an
     unnamed array takes the input's columns (bar the ID) in order, as an array."""
     if schema.named:
-        frame, keep, bad = prepare_frame(df, schema, row_numbers=rows, on_bad_rows=on_bad_rows, where=where)
+        frame, keep, bad = prepare_frame(df, schema, row_numbers=rows, on_bad_rows=on_bad_rows, where=where,
+                                         missing_is_bad=missing_is_bad)
         raw_columns = list(schema.numeric)
     else:
         feats = df.drop(columns=[id_column]) if id_column else df
@@ -331,7 +334,7 @@ def _prepared(df: pd.DataFrame, schema: ModelSchema, id_column: str | None, rows
             raise ValueError(f"{where} has {feats.shape[1]} feature column(s); the model expects {len(schema.numeric)}")
         raw_columns = [str(c) for c in feats.columns]
         frame, keep, bad = prepare_frame(feats, ModelSchema(raw_columns, []), row_numbers=rows,
-                                         on_bad_rows=on_bad_rows, where=where)
+                                         on_bad_rows=on_bad_rows, where=where, missing_is_bad=missing_is_bad)
         frame = frame.to_numpy()
     for col, r in bad.items():
         report.bad_values[col] = len(r)

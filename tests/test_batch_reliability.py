@@ -169,6 +169,24 @@ def test_resume_refuses_an_input_edited_in_place_with_its_mtime_restored(det, tm
     np.testing.assert_allclose(pd.read_csv(out)["score"], model.score_samples(fresh[COLS]), rtol=1e-12)
 
 
+def test_every_bad_cell_is_named_at_once_and_a_failed_job_leaves_no_work_directory(det, tmp_path):
+    """A bare detector (no imputer): a missing number and an infinity were named one run at a
+    time (infinity first, the missing value only after it was fixed), and a job that failed
+    before committing a chunk left ``<output>.parts`` with its manifest behind."""
+    _, model_dir = det
+    data = frame()
+    data.loc[2, "a"] = np.nan
+    data.loc[5, "c"] = np.inf
+    inp = write(data, tmp_path / "in.csv")
+    out = tmp_path / "s.csv"
+    with pytest.raises(ValueError, match=r"column 'a': rows 3 \(e\.g\. \[nan\]\); "
+                                         r"column 'c': rows 6 \(e\.g\. \[inf\]\)"):
+        score_file(model_dir, inp, out, id_column="id", chunk_rows=50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    stats = score_file(model_dir, inp, out, id_column="id", chunk_rows=50, on_bad_rows="skip")
+    assert stats["skipped_rows"] == [3, 6] and stats["rows_scored"] == 298
+
+
 def test_resume_after_a_strict_failure_may_skip_bad_rows_but_not_the_reverse(det, tmp_path, monkeypatch):
     _, model_dir = det
     data = frame()
