@@ -263,6 +263,10 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
         needed, n_total, extra = list(schema.columns), len(array), []
     else:
         needed, n_total, extra = _input_plan(in_path, in_format, schema, id_column, extra_columns, ignore, explain)
+        if not schema.named:
+            log.warning("%s: the model was fitted on an array without column names, so the input's columns are "
+                        "taken in their order: %s; reorder them if the model was fitted in another order", where,
+                        [c for c in needed if c != id_column][:20])
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
                 "input_size": in_path.stat().st_size, "input_sha256": content_hash([in_path]),
                 "chunk_rows": chunk_rows, "id_column": id_column, "columns": needed, "on_bad_rows": on_bad_rows,
