@@ -172,11 +172,16 @@ def read_numeric(path: str):
         with np.load(path, allow_pickle=False) as data:
             return data[data.files[0]]
     if lower.endswith(".csv"):
-        df = pd.read_csv(path)
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"--input {str(path)!r} is empty (no header, no rows)") from None
     elif lower.endswith((".parquet", ".pq")):
         df = pd.read_parquet(path)
     else:
         raise ValueError(f"--input {str(path)!r}: unsupported file type (use .npy, .npz, .csv or .parquet)")
+    if len(df) == 0:
+        raise ValueError(f"--input {str(path)!r} has no data rows (columns: {[str(c) for c in df.columns][:10]})")
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise ValueError(f"--input {str(path)!r}: non-numeric columns {bad[:5]}; use `gananomaly tabular fit` "

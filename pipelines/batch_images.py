@@ -25,7 +25,7 @@ from gananomaly.pipelines.batch_files import (
     reuse_part,
 )
 from gananomaly.pipelines.batch_read import progress_bar
-from gananomaly.pipelines.frame_scoring import ScoreReport, score_prepared
+from gananomaly.pipelines.frame_scoring import MAX_LISTED_ROWS, ScoreReport, score_prepared
 from gananomaly.pipelines.model_loading import load_model
 
 __all__ = ["score_image_source", "image_shape"]
@@ -53,7 +53,8 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
         model, model_id = load_model(model)
     shape = image_shape(model)
     if shape is None:
-        raise ValueError(f"--input {str(in_path)!r} holds images, but the model was fitted on a table: "
+        what = "is a folder (a folder is scored as images)" if in_path.is_dir() else "holds images"
+        raise ValueError(f"--input {str(in_path)!r} {what}, but the model was fitted on a table: "
                          "pass a CSV or Parquet file")
     # A chunk of decoded images (float64) stays within chunk_bytes, whatever --chunk-rows says.
     chunk_rows = int(min(chunk_rows, max(1, chunk_bytes // (8 * int(np.prod(shape))))))
@@ -119,7 +120,8 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
         raise ValueError(f"{in_path}: the model's scores are not finite for "
                          f"{[chunk_names[i] for i in np.flatnonzero(nonfinite)[:5]]}")
     scores.insert(0, "file", pd.Series(chunk_names, dtype=object))
-    report = ScoreReport(rows_read=len(chunk), rows_scored=len(chunk_names), n_skipped=len(skipped))
+    report = ScoreReport(rows_read=len(chunk), rows_scored=len(chunk_names), n_skipped=len(skipped),
+                         skipped_rows=[name for name, _ in skipped][:MAX_LISTED_ROWS])
     for name, reason in skipped:
         log.warning("%s: skipped %s (%s)", in_path, name, reason)
     return scores, report

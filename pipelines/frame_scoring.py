@@ -121,8 +121,9 @@ class ScoreReport:
     rows_read : int
         Data rows in the input (malformed CSV lines included).
     rows_scored : int
-    skipped_rows : list of int
-        Row numbers (1-based data rows, header excluded) that were skipped, at most 1000 listed.
+    skipped_rows : list of int (tables) or str (images)
+        Row numbers (1-based data rows, header excluded) or image files that were skipped, at
+        most 1000 listed.
     n_skipped : int
     bad_values : dict
         Column -> number of rows with unparseable values, values not finite or too large
@@ -137,7 +138,7 @@ class ScoreReport:
 
     rows_read: int = 0
     rows_scored: int = 0
-    skipped_rows: list[int] = field(default_factory=list)
+    skipped_rows: list[int | str] = field(default_factory=list)
     n_skipped: int = 0
     bad_values: dict[str, int] = field(default_factory=dict)
     malformed_rows: int = 0

@@ -77,7 +77,8 @@ def run_score_command(args: argparse.Namespace) -> int:
         line += f"; resumed {stats['chunks_reused']} of {stats['chunks']} chunks"
     print(line)
     if stats["n_skipped"]:
-        print(f"skipped {stats['n_skipped']} row(s): {format_rows(stats['skipped_rows'])}")
+        what = "file(s)" if any(isinstance(r, str) for r in stats["skipped_rows"]) else "row(s)"
+        print(f"skipped {stats['n_skipped']} {what}: {format_rows(stats['skipped_rows'])}")
     for col, count in stats["unseen_categories"].items():
         print(f"{count} row(s) with unseen categories in column {col!r}")
     return 0

@@ -127,7 +127,7 @@ class TabularConfig:
     def validate(self) -> TabularConfig:
         """Check every field; raise ValueError naming the config key."""
         _check_str("name", self.name)
-        if (self.path is None) == (self.builtin is None):
+        if self.path is not None and self.builtin is not None:
             raise ValueError("data: give exactly one of data.path (a CSV/Parquet file) and data.builtin "
                              f"(got path={self.path!r}, builtin={self.builtin!r})")
         if self.path is not None:
@@ -308,6 +308,10 @@ def load_config(path: str | os.PathLike) -> TabularConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config {str(path)!r} is not valid TOML: {exc}") from exc
     try:
-        return TabularConfig.from_dict(raw, base_dir=path.resolve().parent)
+        config = TabularConfig.from_dict(raw, base_dir=path.resolve().parent)
+        if config.path is None and config.builtin is None:  # a config file names its data
+            raise ValueError("data: give exactly one of data.path (a CSV/Parquet file) and data.builtin "
+                             "(got neither)")
+        return config
     except ValueError as exc:
         raise ValueError(f"config {str(path)!r}: {exc}") from exc

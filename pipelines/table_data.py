@@ -37,7 +37,7 @@ def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     if ".csv" in suffixes[-2:]:
         return "csv"
     raise ValueError(f"cannot tell the format of {str(path)!r} from its name; use a .csv or .parquet suffix "
-                     "(or give the format explicitly)")
+                     "(in Python, or as data.format in a config, the format can also be given explicitly)")
 
 
 def read_table(config: TabularConfig) -> pd.DataFrame:
@@ -50,6 +50,9 @@ def read_table(config: TabularConfig) -> pd.DataFrame:
 
         return load_builtin(config.builtin, **config.options)
     path = config.data_path
+    if path is None:
+        raise ValueError("data: the config names no data (data.path or data.builtin); give one, or pass the "
+                         "table itself: fit_tabular(config, dataframe)")
     if not path.is_file():
         raise FileNotFoundError(f"data.path: no such file {str(path)!r}")
     try:

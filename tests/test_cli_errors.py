@@ -202,3 +202,19 @@ def test_a_model_without_column_names_says_it_takes_a_files_columns_in_order(mod
     assert rc == 0
     assert "fitted on an array without column names, so the input's columns are taken in their order: " \
            "['c', 'b', 'a']" in caplog.text
+
+
+def test_empty_files_and_a_folder_of_tables_are_named_for_what_they_are(model_dir, tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("a,b,c\n")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "part.csv").write_text("a,b,c\n1,2,3\n")
+    cases = [(["fit", "--input", str(tmp_path / "empty.csv")], "is empty (no header, no rows)"),
+             (["fit", "--input", str(tmp_path / "header.csv")], "has no data rows (columns: ['a', 'b', 'c'])"),
+             (["score", "--model", str(model_dir), "--input", str(tmp_path / "tables")],
+              "is a folder (a folder is scored as images), but the model was fitted on a table")]
+    for argv, fragment in cases:
+        rc = main([*argv, "--output", str(tmp_path / "x.csv"), "--no-progress"] if argv[0] == "score"
+                  else [*argv, "--output", str(tmp_path / "m"), "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and fragment in err and err.count("\n") == 1, err

@@ -344,6 +344,7 @@ def test_a_chunk_of_unreadable_files_only_is_skipped_like_any_unreadable_file(fo
     (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # alone in chunk 2 of 3
     stats = score_file(out / "model", src, tmp_path / "s.parquet", chunk_rows=1)
     assert (stats["rows_read"], stats["rows_scored"], stats["n_skipped"]) == (3, 2, 1)
+    assert stats["skipped_rows"] == ["b.png"]  # named (the command printed "skipped 1 row(s): " and no name)
     assert pd.read_parquet(tmp_path / "s.parquet")["file"].tolist() == ["a.png", "c.png"]
 
 

@@ -117,6 +117,15 @@ def test_missing_labels_are_named_by_row():
         fit_tabular(tiny_config(), df, save=False)
 
 
+def test_a_config_for_a_dataframe_needs_no_data_path():
+    cfg = TabularConfig(name="mine", id_columns=["order_id"], drop_columns=["anomaly_kind"],
+                        label_column="is_anomaly", detector=dict(TINY), mlflow=False)
+    result = fit_tabular(cfg, mixed_table(200), save=False)
+    assert result.n_train > 0 and result.metrics is not None
+    with pytest.raises(ValueError, match=r"the config names no data .*fit_tabular\(config, dataframe\)"):
+        fit_tabular(cfg, save=False)
+
+
 def test_anomaly_values_that_match_no_label_are_refused():
     with pytest.raises(ValueError, match=r"data\.anomaly_values: none of \['yes'\] occurs in column 'is_anomaly' "
                                          r"\(its values: \['0', '1'\]\)"):
