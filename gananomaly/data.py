@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import warnings
 
@@ -209,6 +210,10 @@ def check_table(X) -> None:
     """Name the columns (and rows) of table input the detector cannot take, before
     scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values."""
     if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame
+        counts = collections.Counter(str(c) for c in X.columns)
+        dupes = sorted(c for c, n in counts.items() if n > 1)
+        if dupes:
+            raise ValueError(f"X has duplicate column names {dupes[:10]}: every column needs its own name")
         bad = [(c, str(t)) for c, t in X.dtypes.items()
                if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
         if bad:

@@ -552,6 +552,8 @@ def test_bad_table_input_names_columns_and_rows(fitted_blobs):
         GANAnomalyDetector(epochs=1).fit(X.assign(region="south"))
     with pytest.raises(ValueError, match=r"non-numeric columns 'when' \(datetime"):
         GANAnomalyDetector(epochs=1).fit(X.assign(when=pd.Timestamp("2026-01-01")))
+    with pytest.raises(ValueError, match=r"X has duplicate column names \['b'\]"):
+        GANAnomalyDetector(epochs=1).fit(pd.concat([X, X[["b"]]], axis=1))
     scoring = np.zeros((4, 5))
     scoring[2, 4] = np.nan
     with pytest.raises(ValueError, match="column 4: row index 2"):
