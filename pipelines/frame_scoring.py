@@ -25,7 +25,14 @@ from gananomaly.pipelines.csv_input import check_unique
 from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES
 
 from gananomaly import estimator as _estimator
-from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame, top_columns
+from gananomaly.explanations import (
+    ModelSchema,
+    format_rows,
+    input_columns,
+    model_schema,
+    prepare_frame,
+    top_columns,
+)
 
 __all__ = ["SCORE_COLUMNS", "MAX_STANDARDISED", "EXTRA_POLICIES", "BAD_ROW_POLICIES", "UNSEEN_POLICIES",
            "MAX_LISTED_ROWS", "ScoreReport", "check_policy", "check_columns", "output_columns", "score_prepared",
@@ -307,7 +314,12 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         # such rows are outliers by definition, whatever their score.
         scores.loc[unseen_rows, "label"] = -1
     if explain:
-        scores = pd.concat([scores, top_columns(model, frame, explain)], axis=1)
+        why = top_columns(model, frame, explain)
+        if not schema.named:  # the model's x0, x1, ... are the input's columns in order: use their names
+            names = dict(zip(input_columns(model), raw_columns))
+            for c in why.columns[::2]:
+                why[c] = why[c].map(names)
+        scores = pd.concat([scores, why], axis=1)
     if len(scores):
         drop = _nonfinite_scores(scores, z, sources, rows, keep, on_bad_rows, where, report)
         if drop.any():

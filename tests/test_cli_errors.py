@@ -191,15 +191,17 @@ def test_a_tracking_uri_mlflow_refuses_is_one_line(tmp_path, capsys, monkeypatch
 def test_a_model_without_column_names_says_it_takes_a_files_columns_in_order(model_dir, tmp_path, caplog):
     """Fitted on an array: a CSV's columns are taken by position, whatever their names; the
     job says so, naming the order it used (two files with the same rows in another column
-    order scored differently, silently)."""
+    order scored differently, silently), and its explanations use the file's names."""
     import pandas as pd
 
     X = np.load(tmp_path / "x.npy")
     pd.DataFrame(X[:, ::-1], columns=["c", "b", "a"]).to_csv(tmp_path / "in.csv", index=False)
     with caplog.at_level("WARNING"):
         rc = main(["score", "--model", str(model_dir), "--input", str(tmp_path / "in.csv"), "--output",
-                   str(tmp_path / "out.csv"), "--no-progress"])
+                   str(tmp_path / "out.csv"), "--no-progress", "--explain", "2"])
     assert rc == 0
+    out = pd.read_csv(tmp_path / "out.csv")  # explanations name the file's columns, not x0, x1, x2
+    assert set(out["explain_1_column"]) | set(out["explain_2_column"]) <= {"a", "b", "c"}
     assert "fitted on an array without column names, so the input's columns are taken in their order: " \
            "['c', 'b', 'a']" in caplog.text
 
