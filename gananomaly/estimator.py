@@ -74,6 +74,11 @@ def _resume(trainer: Trainer, store, resume: bool) -> None:
                  store.path, trainer.gan_epoch, trainer.enc_epoch)
 
 
+# Images whose mean brightness lies more than this many training standard deviations from the
+# training images' (for most of a batch) are warned about as being in another pixel range.
+PIXEL_RANGE_WARN = 10.0
+
+
 class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMixin, BaseEstimator):
     """Anomaly detector built on a generative adversarial network trained on normal data.
 
@@ -638,9 +643,32 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         """Validated scoring input as a tensor (with the context columns, if any)."""
         check_is_fitted(self)
         Xv = self._validate_input(X, reset=False)
+        if Xv.ndim == 4:
+            self._check_pixel_range(Xv)
         ctx = self._encode_context(context, Xv, reset=False)
         Xt = self._to_tensor(Xv)
         return (Xt if ctx is None else torch.cat([Xt, ctx], dim=1)), Xv
+
+    def _check_pixel_range(self, X: np.ndarray) -> None:
+        """Warn when most images' mean brightness lies more than :data:`PIXEL_RANGE_WARN` training
+        standard deviations from the training images', or their pixels spread more than
+        :data:`PIXEL_RANGE_WARN` times more, or spread almost not at all far from the training
+        mean (0-255 images given to a model fitted on 0-1 ones, or the reverse): every such image
+        would score as an outlier."""
+        if X.shape[0] == 0:
+            return
+        flat = X.reshape(X.shape[0], X.shape[1], -1)
+        z = np.abs(flat.mean(axis=2, dtype=np.float64) - self.input_mean_) / self.input_scale_
+        ratio = flat.std(axis=2, dtype=np.float64) / self.input_scale_
+        # 0-1 images given to a 0-255 model: almost no spread, and darker than nearly all training pixels
+        squeezed = (ratio * PIXEL_RANGE_WARN**2 < 2) & (z > 1.5)
+        off = (z > PIXEL_RANGE_WARN) | (ratio > PIXEL_RANGE_WARN) | squeezed
+        if np.mean(off.any(axis=1)) > 0.5:
+            mean, sd = np.round(self.input_mean_, 3).tolist(), np.round(self.input_scale_, 3).tolist()
+            warnings.warn(f"these images lie far outside the training images' pixel range (training mean {mean}, "
+                          f"standard deviation {sd} per channel): are they in another range (0-255 against 0-1)? "
+                          "They all score as outliers for that alone; scale them as the training images were",
+                          UserWarning, stacklevel=3)
 
     def _checkpoint_fingerprint(self, Xt: torch.Tensor, cfg: TrainConfig, seed: int) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the data, every training setting (one

@@ -265,6 +265,13 @@ def _part_paths(work: Path, k: int) -> tuple[Path, Path]:
 _LENIENT_RESUME = {"on_bad_rows": "error", "unseen": "error"}
 
 
+def discard_unused_workdir(work: Path) -> None:
+    """Remove the work directory of a job that failed before committing a chunk: there is
+    nothing to resume, and every failed attempt would leave one behind."""
+    if work.is_dir() and not any(work.glob("part-*")):
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def prepare_workdir(work: Path, manifest: dict[str, Any], resume: bool) -> None:
     """Start (or, with ``resume`` and a matching manifest, continue) the work directory.
     Without ``resume`` the parts of an earlier run are discarded: only ``--resume`` reuses

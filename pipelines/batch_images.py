@@ -20,6 +20,7 @@ from gananomaly.pipelines.batch_files import (
     assemble,
     commit_part,
     content_hash,
+    discard_unused_workdir,
     job_stats,
     prepare_workdir,
     reuse_part,
@@ -43,12 +44,13 @@ def image_shape(model) -> tuple[int, ...] | None:
 
 def score_image_source(model, in_path: Path, out_path: Path, out_format: str, out_dir: Path, *, chunk_rows: int,
                        chunk_bytes: int, resume: bool, progress: bool | None, start_time: float,
-                       model_id: str | None = None) -> dict[str, Any]:
+                       model_id: str | None = None, on_bad_rows: str = "skip") -> dict[str, Any]:
     """Score a folder of image files (or a ``.npy``/``.npz`` array) with an image model:
     ``chunk_rows`` files read at a time, at most ``chunk_bytes`` of decoded pixels (memory
     bounded by one chunk of images; an array file is read whole), parts committed per chunk
     so an interrupted run resumes, the output written whole or not at all. ``model_id``
-    given: ``model`` is already loaded and that is its fingerprint."""
+    given: ``model`` is already loaded and that is its fingerprint. ``on_bad_rows``: an
+    unreadable file is skipped and named (``"skip"``) or stops the job, named (``"error"``)."""
     if model_id is None:
         model, model_id = load_model(model)
     shape = image_shape(model)
@@ -61,7 +63,7 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
     names, chunks, array, content = _image_chunks(in_path, chunk_rows)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
                 "input_files": hashlib.sha256("\n".join(names).encode()).hexdigest(), "n_images": len(names),
-                "input_sha256": content, "chunk_rows": chunk_rows, "model_id": model_id}
+                "input_sha256": content, "chunk_rows": chunk_rows, "model_id": model_id, "on_bad_rows": on_bad_rows}
     work = out_dir / f"{out_path.name}.parts"
     prepare_workdir(work, manifest, resume)
     total, reused = ScoreReport(), 0
@@ -73,10 +75,13 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
             if report is not None:
                 reused += 1
             else:
-                scores, report = _score_chunk(model, in_path, chunk, names, array, shape)
+                scores, report = _score_chunk(model, in_path, chunk, names, array, shape, on_bad_rows)
                 commit_part(work, k, scores, report, span)
             total.add(report)
             bar.update(len(chunk))
+    except BaseException:
+        discard_unused_workdir(work)
+        raise
     finally:
         bar.close()
     if total.rows_scored == 0:
@@ -97,16 +102,18 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
         return names, chunks, None, content_hash(files, names)
     data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
     if data is None or len(data.names) == 0:
-        raise ValueError(f"--input: no images in {str(in_path)!r}")
+        raise ValueError(f"--input: no images in {str(in_path)!r}{image_files.npz_keys_hint(in_path)}")
     chunks = [list(range(k, min(k + chunk_rows, len(data.names)))) for k in range(0, len(data.names), chunk_rows)]
     return data.names, chunks, data, content_hash([in_path])
 
 
-def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, shape) -> tuple[pd.DataFrame, ScoreReport]:
+def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, shape, on_bad_rows: str
+                 ) -> tuple[pd.DataFrame, ScoreReport]:
     if array is None:
         mode = "grey" if shape[0] == 1 else "rgb"
         # a chunk of unreadable files only is committed empty (its files counted as skipped)
-        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error="skip", root=in_path,
+        on_error = "raise" if on_bad_rows == "error" else "skip"
+        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error, root=in_path,
                                             allow_empty=True)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:

@@ -76,6 +76,7 @@ from gananomaly.pipelines.batch_files import (
     assemble,
     commit_part,
     content_hash,
+    discard_unused_workdir,
     job_stats,
     output_compression,
     output_lock,
@@ -141,7 +142,7 @@ IMAGE_CHUNK_BYTES = 64 * 2**20
 
 def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id_column: str | None = None,
                chunk_rows: int = 50_000, resume: bool = False, extra_columns: str = "drop",
-               on_bad_rows: str = "error", unseen: str = "score", input_format: str | None = None,
+               on_bad_rows: str | None = None, unseen: str = "score", input_format: str | None = None,
                output_format: str | None = None, progress: bool | None = None,
                threshold: dict[str, Any] | None = None, explain: int = 0,
                ignore_columns: Sequence[str] = ()) -> dict[str, Any]:
@@ -166,7 +167,9 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     extra_columns, on_bad_rows, unseen : str
         Bad-input policies (see :func:`score_frame`). Malformed CSV lines (too many
         fields) follow ``on_bad_rows``; a line with too few fields has missing values,
-        which the model's imputers fill.
+        which the model's imputers fill. ``on_bad_rows`` None: ``"error"`` for a table,
+        ``"skip"`` for a folder of images (an unreadable file is named and skipped;
+        ``"error"`` stops at the first one, naming it).
     input_format, output_format : {"csv", "parquet"}, optional
         Default: from the file suffix.
     progress : bool, optional
@@ -196,6 +199,8 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     """
     start_time = time.perf_counter()
     _check_arguments(extra_columns, on_bad_rows, unseen, chunk_rows, explain)
+    is_images = Path(input).is_dir()
+    on_bad_rows = on_bad_rows or ("skip" if is_images else "error")
     chunk_rows = int(chunk_rows)
     in_path = Path(input)
     out_path = Path(output)
@@ -231,12 +236,14 @@ def _score_images_or_array(model, in_path: Path, out_path: Path, out_format: str
         raise ValueError("explain (--explain) is for tables; an image's explanation is its anomaly map")
     return score_image_source(model, in_path, out_path, out_format, out_dir, chunk_rows=table["chunk_rows"],
                               chunk_bytes=IMAGE_CHUNK_BYTES, resume=table["resume"], progress=table["progress"],
-                              start_time=table["start_time"], model_id=model_id)
+                              start_time=table["start_time"], model_id=model_id, on_bad_rows=table["on_bad_rows"])
 
 
-def _check_arguments(extra_columns: str, on_bad_rows: str, unseen: str, chunk_rows: Any, explain: Any) -> None:
+def _check_arguments(extra_columns: str, on_bad_rows: str | None, unseen: str, chunk_rows: Any, explain: Any
+                     ) -> None:
     check_policy("extra_columns", extra_columns, EXTRA_POLICIES)
-    check_policy("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
+    if on_bad_rows is not None:
+        check_policy("on_bad_rows", on_bad_rows, BAD_ROW_POLICIES)
     check_policy("unseen", unseen, UNSEEN_POLICIES)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
@@ -288,10 +295,10 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
         # holds up next to busy processes: the caller's thread count is used as it is
         total, n_chunks, reused = _score_chunks(model, schema, chunks, work, where, resume, policies, bar)
     except BaseException as exc:
-        # Not UTF-8: no run can resume these chunks (the input has to change before it can be
-        # scored). Any failure before a chunk was committed: nothing to resume either.
-        if isinstance(exc, NotUTF8Error) or not any(work.glob("part-*")):
+        # Not UTF-8: no run can resume these chunks (the input has to change before it can be scored).
+        if isinstance(exc, NotUTF8Error):
             shutil.rmtree(work, ignore_errors=True)
+        discard_unused_workdir(work)
         raise
     finally:
         bar.close()

@@ -192,6 +192,21 @@ def _load_array(src: Path, archive, key: str | None = None) -> np.ndarray:
                          f"(strings with .astype(str), numbers as numbers)") from None
 
 
+# The kind of a normal test image, and the test/ subfolders that hold normal images ("good"
+# is MVTec AD's name for them).
+NORMAL_KIND = "normal"
+NORMAL_FOLDERS = ("normal", "good")
+
+
+def npz_keys_hint(src: Path) -> str:
+    """``: it has no 'test' array (found [...])...`` for an ``.npz`` file, else ``""``: what an
+    error about a source without images to score adds."""
+    if not (src.is_file() and src.suffix.lower() == ".npz"):
+        return ""
+    with np.load(src, allow_pickle=False) as z:
+        return f": it has no 'test' array (found {sorted(z.files)}); an .npz is scored by its 'test' array"
+
+
 def load_image_source(
     source: str | os.PathLike,
     *,
@@ -245,6 +260,7 @@ def load_image_source(
         kinds = []
         for name in out.names:
             parts = Path(name).parts  # ("test", kind, file) or ("test", file)
-            kinds.append(parts[1] if len(parts) > 2 else "")
+            kind = parts[1] if len(parts) > 2 else ""
+            kinds.append(NORMAL_KIND if kind in NORMAL_FOLDERS else kind)
         out.kinds = kinds if all(kinds) else None
     return out

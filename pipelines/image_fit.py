@@ -85,11 +85,16 @@ def fit_images(
     check_target(Path(model_dir))  # the outputs and the data are checked before the training, not after it
     train, test = _load_splits(source, mode=mode, size=size, on_error=on_error, channels=channels)
     if scores_csv is not None and test is None:
-        raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r}")
+        raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r} (a test/ folder, "
+                         "or the \"test\" array of an .npz; a .npy holds training images only)")
     if scores_csv is not None:
         table_format(scores_csv)
     det = GANAnomalyDetector(**{"random_state": 0, **(params or {}), "channels": "first"})
     labelled = test is not None and test.kinds is not None and len(set(test.kinds)) > 1 and "normal" in test.kinds
+    if test is not None and not labelled:
+        log.warning("%s: the test images carry no labels to evaluate against (a test/ folder needs a 'normal' or "
+                    "'good' subfolder and one per defect kind; an .npz, test_kinds or test_labels): scores only, "
+                    "no AUROC", source)
     run_id, start = None, time.perf_counter()
     if mlflow:
         det, run_id = _tracked_fit(det, source, mode, train, test, labelled, experiment=experiment,
@@ -119,6 +124,8 @@ def _load_splits(source, *, mode: str, size, on_error: str, channels: str) -> tu
         raise ValueError(f"image source {str(source)!r} has a test/ folder but no train/ folder of normal images")
     if size is None and Path(source).is_dir():
         size = tuple(train.images.shape[2:])  # test images are resized to the training size
+    if Path(source).is_file() and Path(source).suffix.lower() == ".npy":
+        return train, None  # one array: the training images only (an .npz holds a "test" array)
     test = load_image_source(source, split="test", mode=mode, size=size, on_error=on_error, channels=channels)
     if test is not None and test.images.shape[1:] != train.images.shape[1:]:
         raise ValueError(f"image source {str(source)!r}: test images are {_shape(test)}, training images "

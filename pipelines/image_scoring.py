@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from gananomaly.pipelines import image_files
 from gananomaly.pipelines.frame_scoring import score_prepared
 from gananomaly.pipelines.image_files import ImageSet, list_images, load_image_files, load_image_source
 from gananomaly.pipelines.table_data import file_format
@@ -115,9 +116,9 @@ def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels
     elif src.is_dir():
         data = load_image_files(list_images(src), mode=mode, size=shape[1:], on_error=on_error, root=src)
     else:
-        data = load_image_source(src, split="test" if src.suffix == ".npz" else "train", channels=channels)
+        data = load_image_source(src, split="test" if src.suffix.lower() == ".npz" else "train", channels=channels)
     if data is None:
-        raise ValueError(f"no images to score in {str(src)!r}")
+        raise ValueError(f"no images to score in {str(src)!r}{image_files.npz_keys_hint(src)}")
     if maps_dir is not None:
         inputs = [src] if src.is_file() else list_images(src / "test" if (src / "test").is_dir() else src)
         overlay_paths(data.names, maps_dir, inputs=inputs)  # refuse a clash before the scoring pass
@@ -172,6 +173,8 @@ def overlay_paths(names: list[str], maps_dir: str | os.PathLike, *,
         used.add(cand.casefold())
         rel.append(cand)
     root = Path(maps_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--maps {str(root)!r} is a file, not a folder")
     paths = [root / r for r in rel]
     protected = {os.path.realpath(p) for p in inputs}
     for name, path in zip(names, paths):

@@ -25,9 +25,10 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", default=None, help="input column copied to the output")
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk (memory bound, resume unit)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")
-    parser.add_argument("--on-bad-rows", choices=BAD_ROW_POLICIES, default="error",
-                        help="rows with unparseable numbers, values too large to score or malformed CSV lines: "
-                             "error (default) or skip")
+    parser.add_argument("--on-bad-rows", choices=BAD_ROW_POLICIES, default=None,
+                        help="rows with unparseable numbers, values too large to score or malformed CSV lines, "
+                             "unreadable image files: error or skip (default: error for tables, skip for a "
+                             "folder of images)")
     parser.add_argument("--extra-columns", choices=EXTRA_POLICIES, default="drop",
                         help="input columns the model does not use: drop with a warning (default) or error")
     parser.add_argument("--unseen", choices=UNSEEN_POLICIES, default="score",

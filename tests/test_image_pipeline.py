@@ -2,6 +2,7 @@
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -363,3 +364,47 @@ def test_16_bit_grey_images_are_scaled_to_0_255_not_clipped(tmp_path):
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match=r"f.tif \(ValueError: floating-point pixels \(mode F\)"):
         load_image_files([tmp_path / "f.tif"], on_error="raise", root=tmp_path)
+
+
+def test_image_sources_users_get_wrong_are_named_or_refused(folder, fitted, tmp_path, caplog):
+    """An upper-case .NPZ scored its train array; a model's 0-255 inputs given as 0-1 (or the
+    reverse) all scored as outliers, silently; --on-bad-rows error was ignored for a folder; a
+    failed image job left <output>.parts behind; --maps onto a file failed after the scoring
+    pass; an .npz without a test array gave no reason; MVTec's test/good was not normal."""
+    from gananomaly.pipelines.batch_score import score_file
+
+    _, out = fitted
+    model = out / "model"
+    data = load_image_source(folder, split="test")
+    with open(tmp_path / "both.NPZ", "wb") as fh:  # (np.savez would append .npz to the name)
+        np.savez(fh, train=np.zeros((7, 16, 16)), test=data.images[:5])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(score_images(model, tmp_path / "both.NPZ")) == 5  # the test array, as for .npz
+    assert not [w for w in caught if "pixel range" in str(w.message)]  # its own kind of images: no warning
+    with pytest.warns(UserWarning, match=r"far outside the training images' pixel range .*0-255 against 0-1"):
+        score_images(model, _npy(tmp_path / "unit.npy", data.images[:5] / 255))
+    np.savez(tmp_path / "plain.npz", data.images[:3])
+    with pytest.raises(ValueError, match=r"no images to score in .*plain\.npz.*no 'test' array \(found \['arr_0'\]\)"):
+        score_images(model, tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match=r"--maps .* is a file, not a folder"):
+        score_images(model, folder, maps_dir=tmp_path / "plain.npz")
+    messy = tmp_path / "messy"
+    messy.mkdir()
+    (messy / "a.png").write_bytes((folder / "train" / "n000.png").read_bytes())
+    (messy / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ValueError, match=r"could not be read: b\.png"):
+        score_file(model, messy, tmp_path / "s.csv", on_bad_rows="error")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both.NPZ", "messy", "plain.npz", "unit.npy"]
+    assert score_file(model, messy, tmp_path / "s.csv")["skipped_rows"] == ["b.png"]  # default for images: skip
+    mvtec = tmp_path / "mvtec"
+    for kind, src in (("good", "normal"), ("spot", "spot")):
+        (mvtec / "test" / kind).mkdir(parents=True)
+        for f in sorted((folder / "test" / src).iterdir())[:3]:
+            (mvtec / "test" / kind / f.name).write_bytes(f.read_bytes())
+    assert set(load_image_source(mvtec, split="test").kinds) == {"normal", "spot"}
+
+
+def _npy(path, array):
+    np.save(path, array)
+    return path
