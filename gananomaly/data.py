@@ -191,7 +191,7 @@ def read_numeric(path: str):
 
 
 _PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (gananomaly.pipelines.tabular / "
-                  "`gananomaly tabular fit`) imputes missing values and encodes categories and dates")
+                  "`gananomaly tabular fit`) imputes missing values and encodes categories")
 
 
 def _where(mask: np.ndarray, names) -> str:

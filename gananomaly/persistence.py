@@ -116,7 +116,8 @@ def save(obj, path: str | os.PathLike) -> Path:
     ValueError
         ``path`` exists and is neither an empty directory nor a gananomaly model (it is
         never replaced), its parent directory does not exist, or the model would not load
-        back (for instance a size beyond :data:`MAX_PARAMETERS`).
+        back (for instance a size beyond :data:`MAX_PARAMETERS`, or preprocessing holding
+        types a load refuses, such as dates kept as categories); nothing is written then.
     """
     from sklearn.pipeline import Pipeline
     from sklearn.utils.validation import check_is_fitted
@@ -127,12 +128,17 @@ def save(obj, path: str | os.PathLike) -> Path:
         if not isinstance(final, GANAnomalyDetector):
             raise TypeError(f"the last step of the pipeline must be a GANAnomalyDetector, got {type(final).__name__}")
         check_is_fitted(final)
+        import skops.io as sio
+
+        prep = sio.dumps(obj[:-1])
+        refused = sorted(set(sio.get_untrusted_types(data=prep)) - set(TRUSTED_TYPES))
+        if refused:  # a load would refuse them: the model would be saved but never loaded again
+            raise ValueError(f"cannot save to {str(path)!r}: the preprocessing holds types a load refuses: {refused} "
+                             "(dates or other objects kept as categories? convert them to numbers or text before "
+                             "fitting); nothing was written")
 
         def write(tmp: Path) -> None:
-            import skops.io as sio
-
             final.write_to(tmp / DETECTOR_DIR, path)
-            prep = sio.dumps(obj[:-1])
             write_bytes(tmp / PREPROCESSING_NAME, prep)
             meta = {"format": FORMAT_NAME, "kind": "pipeline", "format_version": FORMAT_VERSION,
                     "library_version": __version__, "detector_step": obj.steps[-1][0],

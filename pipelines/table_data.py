@@ -138,6 +138,10 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
         raise ValueError(f"data.label_column: column {config.label_column!r} not in the data (columns: {columns})")
     reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column}
     free = [c for c in columns if c not in reserved]
+    dates = [c for c in free if pd.api.types.is_datetime64_any_dtype(df[c]) or pd.api.types.is_timedelta64_dtype(df[c])]
+    if dates:
+        raise ValueError(f"column(s) {dates} hold dates or durations, which the pipeline does not encode: derive "
+                         "numbers from them (days since a date, hour of day, ...) or list them in data.drop_columns")
     if config.numeric_columns is not None and config.categorical_columns is not None:
         numeric, categorical = list(config.numeric_columns), list(config.categorical_columns)
     elif config.numeric_columns is not None:

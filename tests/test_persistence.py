@@ -98,6 +98,28 @@ def test_models_and_outputs_get_the_permissions_of_the_umask(tmp_path, blobs, fi
         os.umask(before)
 
 
+def test_a_pipeline_a_load_would_refuse_is_not_saved(tmp_path):
+    """Dates kept as one-hot categories hold pandas Timestamps, which a load refuses (not on
+    the allow-list): the save succeeded and the model could never be loaded again. Now the
+    save is refused, naming the type, and nothing is written; the table pipeline refuses date
+    columns at the start, naming them."""
+    import pandas as pd
+    from gananomaly.pipelines.tabular import TabularConfig, build_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.RandomState(0)
+    when = pd.DataFrame({"when": pd.Series(pd.date_range("2024-01-01", periods=60)).astype(object)})
+    pipe = make_pipeline(OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                         GANAnomalyDetector(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0))
+    pipe.fit(when)
+    with pytest.raises(ValueError, match=r"cannot save .*types a load refuses: \['pandas\.Timestamp'\].*nothing was"):
+        gananomaly.persistence.save(pipe, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+    df = pd.DataFrame({"amount": rng.randn(60), "when": pd.date_range("2024-01-01", periods=60)})
+    with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations.*data\.drop_columns"):
+        build_pipeline(TabularConfig(detector={"epochs": 1}), df)
+
+
 def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):
     import pandas as pd
     from gananomaly.pipelines.batch_score import score_file
