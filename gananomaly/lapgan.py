@@ -128,6 +128,10 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         it was (a refit keeps the previous model, a first fit leaves it unfitted)."""
         if isinstance(self.levels, bool) or not isinstance(self.levels, Integral) or self.levels < 1:
             raise ValueError(f"levels must be an int >= 1, got {self.levels!r}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, Integral)
+                                      or self.size < max(2, 2 ** (self.levels - 1))):
+            raise ValueError(f"size must be None or an int >= {max(2, 2 ** (self.levels - 1))} (2**(levels-1) and "
+                             f"at least 2), got {self.size!r}")
         if self.contamination != "auto" and not (isinstance(self.contamination, Real)
                                                  and not isinstance(self.contamination, bool)
                                                  and 0 < self.contamination <= 0.5):

@@ -470,6 +470,8 @@ def test_diverged_training_is_reported():
         (dict(betas=(0.5,)), "betas"),
         (dict(betas=(0.5, 1.0)), "betas"),
         (dict(betas="adam"), "betas"),
+        (dict(max_time=True), "'max_time' parameter .* must be a number, not a bool"),
+        (dict(weight=True), "'weight' parameter .* must be a number, not a bool"),
     ],
 )
 def test_bad_parameters(blobs, params, match):

@@ -87,6 +87,9 @@ def test_a_failed_fit_leaves_the_detector_as_it_was(monkeypatch):
     with pytest.raises(ValueError, match="contamination"):
         det.fit(X + 5.0)
     det.set_params(contamination="auto")
+    for size in (0, -4, 8.0, "8", True):  # refused before any training, naming size (not torch's errors)
+        with pytest.raises(ValueError, match=r"size must be None or an int >= 2"):
+            LaplacianPyramidDetector(levels=2, size=size, epochs=1).fit(X)
     monkeypatch.setattr(LaplacianPyramidDetector, "_map_stats", lambda *a: 1 / 0)  # fails after the training
     with pytest.raises(ZeroDivisionError):
         det.fit(X + 5.0)
