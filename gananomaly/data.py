@@ -245,3 +245,12 @@ def check_table(X) -> None:
         if bad.any():
             kind = "missing (NaN)" if np.isnan(values[bad]).all() else "infinity or missing (NaN)"
             raise ValueError(f"X has {kind} values: {_where(bad, names)}; {_PIPELINE_HINT}")
+
+
+def refuse_bool_numbers(constraints: dict, params: dict, owner: str) -> None:
+    """scikit-learn's numeric constraints take ``True`` as 1: refuse a bool wherever a
+    parameter does not take booleans (``max_time=True``, ``epochs=False``)."""
+    for key, value in params.items():
+        if (isinstance(value, (bool, np.bool_)) and key in constraints
+                and not {"boolean", "verbose"} & {c for c in constraints[key] if isinstance(c, str)}):
+            raise ValueError(f"The {key!r} parameter of {owner} must be a number, not a bool; got {value!r}")

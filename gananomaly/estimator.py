@@ -79,15 +79,6 @@ def _resume(trainer: Trainer, store, resume: bool) -> None:
 PIXEL_RANGE_WARN = 10.0
 
 
-def refuse_bool_numbers(constraints: dict, params: dict, owner: str) -> None:
-    """scikit-learn's numeric constraints take ``True`` as 1: refuse a bool wherever a
-    parameter does not take booleans (``max_time=True``, ``epochs=False``)."""
-    for key, value in params.items():
-        if (isinstance(value, (bool, np.bool_)) and key in constraints
-                and not {"boolean", "verbose"} & {c for c in constraints[key] if isinstance(c, str)}):
-            raise ValueError(f"The {key!r} parameter of {owner} must be a number, not a bool; got {value!r}")
-
-
 class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMixin, BaseEstimator):
     """Anomaly detector built on a generative adversarial network trained on normal data.
 
@@ -479,7 +470,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
 
     def _fit(self, X, *, context, resume: bool):
         self._validate_params()
-        refuse_bool_numbers(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
+        _data.refuse_bool_numbers(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
         callbacks = _callbacks.check_callbacks(self.callbacks)  # a copy: the parameter is never modified
         X = self._validate_input(X, reset=True)
         device = _data.resolve_device(self.device)

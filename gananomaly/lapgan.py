@@ -11,7 +11,9 @@ wrong coarse structure at the coarse levels, wrong fine texture at the fine ones
 
 from __future__ import annotations
 
+import json
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,14 +24,19 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from gananomaly._atomic import fitted_state_kept
+from gananomaly._atomic import fitted_state_kept, write_bytes
+from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.images import resize
+from gananomaly.model_dir import LAPGAN_CONFIG, atomic_dir
+from gananomaly.model_format import FORMAT_NAME, FORMAT_VERSION
 from gananomaly.scoring import threshold_at
 
-__all__ = ["LaplacianPyramidDetector", "laplacian_pyramid"]
+__all__ = ["LaplacianPyramidDetector", "laplacian_pyramid", "MAX_LEVELS"]
 
 _MAP_COMPONENTS = ("combined", "reconstruction", "discriminator")
+# Most pyramid levels (the coarsest image then has side S / 128).
+MAX_LEVELS = 8
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +133,14 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
 
         Parameters are checked before any training; a fit that fails leaves the detector as
         it was (a refit keeps the previous model, a first fit leaves it unfitted)."""
-        if isinstance(self.levels, bool) or not isinstance(self.levels, Integral) or self.levels < 1:
-            raise ValueError(f"levels must be an int >= 1, got {self.levels!r}")
+        self._check_params()
+        with fitted_state_kept(self):
+            return self._fit(X)
+
+    def _check_params(self) -> None:
+        """The pyramid's own parameters (the level detectors check theirs when they fit)."""
+        if isinstance(self.levels, bool) or not isinstance(self.levels, Integral) or not 1 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be an int from 1 to {MAX_LEVELS}, got {self.levels!r}")
         if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, Integral)
                                       or self.size < max(2, 2 ** (self.levels - 1))):
             raise ValueError(f"size must be None or an int >= {max(2, 2 ** (self.levels - 1))} (2**(levels-1) and "
@@ -136,8 +149,81 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
                                                  and not isinstance(self.contamination, bool)
                                                  and 0 < self.contamination <= 0.5):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}")
-        with fitted_state_kept(self):
-            return self._fit(X)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path) -> None:
+        """Save to a directory, atomically: each level's detector as safetensors + JSON in
+        ``level_<k>/``, the pyramid's parameters and statistics as JSON (``lapgan.json``);
+        :func:`gananomaly.load` reads it back, checking every value."""
+        check_is_fitted(self)
+        path = Path(path)
+        meta = {"format": FORMAT_NAME, "kind": "lapgan", "format_version": FORMAT_VERSION,
+                "library_version": __version__, **self.record()}
+
+        def write(tmp: Path) -> None:
+            for k, det in enumerate(self.detectors_):
+                det.write_to(tmp / f"level_{k}", path)
+            write_bytes(tmp / LAPGAN_CONFIG, json.dumps(meta, indent=2, allow_nan=False).encode())
+
+        atomic_dir(path, write)
+
+    def record(self) -> dict[str, Any]:
+        """The pyramid's parameters and fitted statistics as JSON values (its level detectors
+        are saved on their own)."""
+        check_is_fitted(self)
+        params = self.get_params(deep=False)
+        params["hidden_dims"] = None if self.hidden_dims is None else [int(h) for h in self.hidden_dims]
+        if not (params["random_state"] is None or isinstance(params["random_state"], Integral)):
+            params["random_state"] = None  # a RandomState object: the refit draws fresh seeds
+        return {"params": params, "image_shape": [int(v) for v in self.image_shape_],
+                "level_stats": [list(t) for t in self.level_stats_],
+                "level_map_stats": [{c: list(v) for c, v in d.items()} for d in self.level_map_stats_],
+                "offset": float(self.offset_)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], detectors: list[GANAnomalyDetector], invalid) -> Any:
+        """The fitted pyramid of a checked ``record`` (:meth:`record`) and its level detectors;
+        ``invalid(key, what)`` raises the refusal naming a key."""
+        params = invalid.keys(record["params"], "params", set(cls().get_params()))
+        try:
+            lap = cls(**params)
+            lap._check_params()
+        except (TypeError, ValueError) as exc:
+            invalid("params", str(exc))
+        levels = lap.levels
+        shape = invalid.list(record["image_shape"], "image_shape", 3, 3)
+        c = invalid.int(shape[0], "image_shape[0]", 1, 3)
+        side = invalid.int(shape[1], "image_shape[1]", 2 ** (levels - 1), 2**16)
+        if shape[2] != side or side % 2 ** (levels - 1) or c == 2:
+            invalid("image_shape", f"must be (1 or 3, S, S) with S divisible by {2 ** (levels - 1)}, got {shape}")
+        if len(detectors) != levels:
+            invalid("params.levels", f"is {levels}, but the model holds {len(detectors)} level detectors")
+        for k, det in enumerate(detectors):  # level k models a band of side S / 2**k, conditioned below the top
+            want = c * (side // 2**k) ** 2
+            cond = 0 if k == levels - 1 else want
+            if det.n_features_in_ != want or int(det.arch_.get("context_dim", 0)) != cond:
+                invalid(f"level_{k}", f"holds a detector of {det.n_features_in_} features; level {k} of "
+                                      f"{tuple(shape)} images has {want}")
+        stats = invalid.list(record["level_stats"], "level_stats", levels, levels)
+        lap.level_stats_ = []
+        for k, pair in enumerate(stats):
+            pair = invalid.list(pair, f"level_stats[{k}]", 2, 2)
+            lap.level_stats_.append((invalid.number(pair[0], f"level_stats[{k}][0]"),
+                                     invalid.number(pair[1], f"level_stats[{k}][1]", positive=True)))
+        maps = invalid.list(record["level_map_stats"], "level_map_stats", levels, levels)
+        lap.level_map_stats_ = []
+        for k, d in enumerate(maps):
+            d = invalid.keys(d, f"level_map_stats[{k}]", set(_MAP_COMPONENTS))
+            out = {}
+            for comp in _MAP_COMPONENTS:
+                pair = invalid.list(d[comp], f"level_map_stats[{k}].{comp}", 2, 2)
+                out[comp] = (invalid.number(pair[0], f"level_map_stats[{k}].{comp}[0]"),
+                             invalid.number(pair[1], f"level_map_stats[{k}].{comp}[1]", positive=True))
+            lap.level_map_stats_.append(out)
+        lap.offset_ = invalid.number(record["offset"], "offset")
+        lap.image_shape_ = tuple(shape)
+        lap.detectors_ = list(detectors)
+        return lap
 
     def _fit(self, X):
         X = self._resize(_as_images(X))

@@ -40,15 +40,21 @@ def _check_parent(path: Path) -> Path:
     return parent
 
 
+# The statistics file of a saved LaplacianPyramidDetector (beside its level_<k>/ detectors).
+LAPGAN_CONFIG = "lapgan.json"
+
+
 def _is_model_dir(path: Path) -> bool:
-    """Whether the directory ``path`` holds a gananomaly model (detector or pipeline) and
-    nothing else: the only kind of directory :func:`save` replaces."""
+    """Whether the directory ``path`` holds a gananomaly model (detector, pipeline or
+    Laplacian pyramid) and nothing else: the only kind of directory :func:`save` replaces."""
     try:
         entries = set(os.listdir(path))
     except OSError:
         return False
+    lapgan = {LAPGAN_CONFIG, *(f"level_{k}" for k in range(len(entries)))}
     for layout, marker in (({CONFIG_NAME, WEIGHTS_NAME}, CONFIG_NAME),
-                           ({PIPELINE_CONFIG, PREPROCESSING_NAME, DETECTOR_DIR}, PIPELINE_CONFIG)):
+                           ({PIPELINE_CONFIG, PREPROCESSING_NAME, DETECTOR_DIR}, PIPELINE_CONFIG),
+                           (lapgan, LAPGAN_CONFIG)):
         if marker in entries and entries <= layout:
             try:
                 with open(path / marker, "rb") as fh:

@@ -51,7 +51,7 @@ from pathlib import Path
 from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
-from gananomaly.model_dir import OpenFiles, atomic_dir, open_files
+from gananomaly.model_dir import LAPGAN_CONFIG, OpenFiles, atomic_dir, open_files
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
@@ -70,6 +70,7 @@ from gananomaly.model_format import (
     Expected,
     Invalid,
     RecordError,
+    check_format_version,
     check_pipeline_meta,
     check_weights,
     parse_json,
@@ -100,8 +101,11 @@ def recorded_digest(path: str | os.PathLike) -> str | None:
 # A load opens every file of one save before it reads any; when a save replaced the
 # directory while the files were being opened, it opens them again, at most this many times.
 _OPEN_ATTEMPTS = 50
+# A LaplacianPyramidDetector: its statistics (LAPGAN_CONFIG), and one detector per level in level_<k>/.
+_MAX_LEVELS = 8  # gananomaly.lapgan.MAX_LEVELS (not imported: lapgan imports the estimator)
 _FILES = (CONFIG_NAME, WEIGHTS_NAME, PIPELINE_CONFIG, PREPROCESSING_NAME, f"{DETECTOR_DIR}/{CONFIG_NAME}",
-          f"{DETECTOR_DIR}/{WEIGHTS_NAME}")
+          f"{DETECTOR_DIR}/{WEIGHTS_NAME}", LAPGAN_CONFIG,
+          *(f"level_{k}/{name}" for k in range(_MAX_LEVELS) for name in (CONFIG_NAME, WEIGHTS_NAME)))
 
 
 def save(obj, path: str | os.PathLike) -> Path:
@@ -147,8 +151,14 @@ def save(obj, path: str | os.PathLike) -> Path:
             write_bytes(tmp / PIPELINE_CONFIG, json.dumps(meta, indent=2).encode())
 
         return atomic_dir(path, write)
+    from gananomaly.lapgan import LaplacianPyramidDetector
+
+    if isinstance(obj, LaplacianPyramidDetector):
+        obj.save(path)  # its own atomic save
+        return path
     if not isinstance(obj, GANAnomalyDetector):
-        raise TypeError(f"can only save a GANAnomalyDetector or a Pipeline ending in one, got {type(obj).__name__}")
+        raise TypeError(f"can only save a GANAnomalyDetector, a LaplacianPyramidDetector or a Pipeline ending in a "
+                        f"GANAnomalyDetector, got {type(obj).__name__}")
     obj.save(path)  # the detector's own atomic save
     return path
 
@@ -184,7 +194,33 @@ def load(path: str | os.PathLike, *, device: str = "auto"):
     with files:
         if files[PIPELINE_CONFIG] is not None:
             return _load_pipeline(path, files, device=device)
+        if files[LAPGAN_CONFIG] is not None:
+            return _load_lapgan(path, files, device)
         return _load_detector(path, files, "", device)
+
+
+def _load_lapgan(path: Path, files: OpenFiles, device: str):
+    """A LaplacianPyramidDetector: its checked ``lapgan.json`` and one checked detector per level."""
+    from gananomaly.lapgan import LaplacianPyramidDetector
+
+    invalid = Invalid(path, LAPGAN_CONFIG)
+    meta = parse_json(read_limited(path / LAPGAN_CONFIG, MAX_CONFIG_BYTES, invalid, files[LAPGAN_CONFIG]), invalid)
+    if not (isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("kind") == "lapgan"):
+        invalid("", "does not describe a gananomaly LaplacianPyramidDetector")
+    check_format_version(meta, invalid, path)
+    invalid.keys(meta, "", {"format", "kind", "format_version", "library_version", "params", "image_shape",
+                            "level_stats", "level_map_stats", "offset"})
+    invalid.str(meta["library_version"], "library_version")
+    params = meta["params"]
+    if not (isinstance(params, dict) and "levels" in params):
+        invalid("params.levels", "is missing")
+    levels = invalid.int(params["levels"], "params.levels", 1, _MAX_LEVELS)
+    detectors = []
+    for k in range(levels):  # checked before the pyramid: their shapes are read from their own headers
+        if files[f"level_{k}/{CONFIG_NAME}"] is None:
+            invalid(f"level_{k}", f"is missing: params.levels is {levels}")
+        detectors.append(_load_detector(path / f"level_{k}", files, f"level_{k}/", device))
+    return LaplacianPyramidDetector.from_record(meta, detectors, invalid)
 
 
 def _load_detector(path: Path, files: OpenFiles, prefix: str, device: str):

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from gananomaly import scoring as _scoring
+from gananomaly.data import refuse_bool_numbers
 
 __all__ = ["ThresholdMixin"]
 
@@ -97,8 +98,6 @@ class ThresholdMixin:
             checked = {k: v for k, v in params.items() if k in self._parameter_constraints}
             validate_parameter_constraints({k: self._parameter_constraints[k] for k in checked}, checked,
                                            caller_name=type(self).__name__)
-            from gananomaly.estimator import refuse_bool_numbers
-
             refuse_bool_numbers(self._parameter_constraints, checked, type(self).__name__)
         super().set_params(**params)
         if fitted and self._SCORE_PARAMS & set(params):

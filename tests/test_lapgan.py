@@ -146,3 +146,41 @@ def test_anomaly_map_comes_back_at_the_input_size(fitted):
     assert [m.shape for m in det.anomaly_map(rng.rand(3, 12, 12), per_level=True)] == [(3, 8, 8), (3, 4, 4)]
     # the module's detector, fitted on 16x16 images, maps them at 16x16
     assert fitted.anomaly_map(make_images(2, rng), component="discriminator").shape == (2, 16, 16)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # one-epoch generators are not meant to be faithful
+def test_save_and_load_give_the_same_scores_and_refuse_a_tampered_pyramid(tmp_path):
+    """It could only be pickled. Now: one safetensors + JSON detector per level and the
+    pyramid's statistics as checked JSON."""
+    import json
+    import shutil
+
+    import gananomaly
+    from gananomaly.persistence import save
+
+    X = make_images(40, np.random.RandomState(4))[:, :, :8, :8]
+    lap = LaplacianPyramidDetector(levels=2, epochs=1, random_state=0).fit(X)
+    save(lap, tmp_path / "m")
+    back = gananomaly.load(tmp_path / "m")
+    assert isinstance(back, LaplacianPyramidDetector) and back.get_params() == lap.get_params()
+    np.testing.assert_array_equal(back.score_samples(X), lap.score_samples(X))
+    np.testing.assert_array_equal(back.predict(X), lap.predict(X))
+    np.testing.assert_array_equal(back.anomaly_map(X[:2]), lap.anomaly_map(X[:2]))
+    lap.save(tmp_path / "m")  # a saved pyramid is replaced like any model
+
+    def tampered(edit, name):
+        shutil.copytree(tmp_path / "m", tmp_path / name)
+        meta = json.loads((tmp_path / name / "lapgan.json").read_text())
+        edit(meta)
+        (tmp_path / name / "lapgan.json").write_text(json.dumps(meta))
+        return tmp_path / name
+
+    cases = [(lambda m: m["params"].update(levels=3), r"lapgan\.json key 'level_2' is missing"),
+             (lambda m: m["level_stats"][0].__setitem__(1, -1.0), r"'level_stats\[0\]\[1\]' must be positive"),
+             (lambda m: m["level_map_stats"].pop(), r"'level_map_stats' must have between 2 and 2 entries"),
+             (lambda m: m.update(offset="x"), r"'offset' must be a number"),
+             (lambda m: m["params"].update(size=-3), r"key 'params' size must be None or an int"),
+             (lambda m: m.update(image_shape=[1, 16, 16]), r"key 'level_0' holds a detector of 64 features")]
+    for k, (edit, match) in enumerate(cases):
+        with pytest.raises(ValueError, match=match):
+            gananomaly.load(tampered(edit, f"t{k}"))
