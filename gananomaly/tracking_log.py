@@ -78,6 +78,25 @@ def _shape(X) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+def _check_image_shape(image_shape, X) -> tuple[int, ...] | None:
+    """``image_shape`` as ``(C, H, W)`` ints, checked against one sample of ``X`` before the fit
+    (a shape that does not fit the samples only failed when the grids were logged)."""
+    if image_shape is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in image_shape)
+        ok = len(shape) == 3 and all(v > 0 for v in shape) and all(float(v) == int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"image_shape must be (C, H, W), three positive ints, got {image_shape!r}")
+    per_sample = int(np.prod(_shape(X)[1:]))
+    if per_sample != int(np.prod(shape)):
+        raise ValueError(f"image_shape {shape} holds {int(np.prod(shape))} values, but one sample of X has "
+                         f"{per_sample}")
+    return shape
+
+
 def _is_image(det, X, image_shape) -> bool:
     if image_shape is not None:
         return True
@@ -124,6 +143,7 @@ class TrackedRun:
         """Check the model and the evaluation data (before any fit) and collect the parameters."""
         _, det, _ = split_model(model)
         y = check_eval(X_eval, y_eval)
+        image_shape = _check_image_shape(image_shape, X)
         return cls(model, X, X_eval, y, image_shape, log_model, _collect_params(model, det, extra_params), uri,
                    experiment, det=det, image=_is_image(det, X, image_shape))
 

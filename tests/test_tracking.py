@@ -346,6 +346,10 @@ def test_eval_arguments_validated_before_any_run(data, store):
                     tracking_uri=store)
     with pytest.raises(TypeError, match="GANAnomalyDetector"):
         tracked_fit(StandardScaler(), X, experiment="bad-eval", tracking_uri=store)
+    with pytest.raises(ValueError, match=r"image_shape \(3, 2, 2\) holds 12 values, but one sample of X has 4"):
+        tracked_fit(small_detector(), X, image_shape=(3, 2, 2), experiment="bad-eval", tracking_uri=store)
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\), three positive ints, got 'x'"):
+        tracked_fit(small_detector(), X, image_shape="x", experiment="bad-eval", tracking_uri=store)
     assert MlflowClient(store).get_experiment_by_name("bad-eval") is None
 
 
