@@ -48,8 +48,9 @@ def new_file_mode(path: str | os.PathLike | None = None, *, directory: bool = Fa
 def set_new_file_mode(tmp: str | os.PathLike, path: str | os.PathLike | None = None, *,
                       directory: bool = False) -> None:
     """Give the temporary ``tmp`` the permissions of :func:`new_file_mode` before it is moved
-    onto ``path``."""
-    os.chmod(tmp, new_file_mode(path, directory=directory))
+    onto ``path``; best effort (some mounts refuse chmod: the file then keeps what they give)."""
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, new_file_mode(path, directory=directory))
 
 
 @contextlib.contextmanager
@@ -60,7 +61,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, new_file_mode(path))
+        with contextlib.suppress(OSError):  # best effort, as set_new_file_mode
+            os.fchmod(fd, new_file_mode(path))
         if "b" not in mode:
             kwargs.setdefault("encoding", "utf-8")
         with os.fdopen(fd, mode, **kwargs) as fh:

@@ -653,17 +653,15 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
     def _check_pixel_range(self, X: np.ndarray) -> None:
         """Warn when most images' mean brightness lies more than :data:`PIXEL_RANGE_WARN` training
         standard deviations from the training images', or their pixels spread more than
-        :data:`PIXEL_RANGE_WARN` times more, or spread almost not at all far from the training
-        mean (0-255 images given to a model fitted on 0-1 ones, or the reverse): every such image
-        would score as an outlier."""
+        :data:`PIXEL_RANGE_WARN` times more, or 50 times less (0-255 images given to a model
+        fitted on 0-1 ones, or the reverse): every such image would score as an outlier."""
         if X.shape[0] == 0:
             return
         flat = X.reshape(X.shape[0], X.shape[1], -1)
         z = np.abs(flat.mean(axis=2, dtype=np.float64) - self.input_mean_) / self.input_scale_
         ratio = flat.std(axis=2, dtype=np.float64) / self.input_scale_
-        # 0-1 images given to a 0-255 model: almost no spread, and darker than nearly all training pixels
-        squeezed = (ratio * PIXEL_RANGE_WARN**2 < 2) & (z > 1.5)
-        off = (z > PIXEL_RANGE_WARN) | (ratio > PIXEL_RANGE_WARN) | squeezed
+        # 0-1 images given to a 0-255 model: their pixels spread a fiftieth of the training pixels or less
+        off = (z > PIXEL_RANGE_WARN) | (ratio > PIXEL_RANGE_WARN) | (ratio * PIXEL_RANGE_WARN**2 < 2)
         if np.mean(off.any(axis=1)) > 0.5:
             mean, sd = np.round(self.input_mean_, 3).tolist(), np.round(self.input_scale_, 3).tolist()
             warnings.warn(f"these images lie far outside the training images' pixel range (training mean {mean}, "

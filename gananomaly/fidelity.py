@@ -48,8 +48,6 @@ FIDELITY_KEYS = ("precision", "recall", "density", "coverage", "reverse_density"
 # Below this fidelity on held-out rows the generator has not learned the normal data: real
 # samples score near 1, a collapsed generator near 0.
 WARN_FIDELITY = 0.5
-# Rows closer than this (relative to the largest row norm, at least 1) are copies of each other.
-_COPY_TOLERANCE = 1e-6
 
 
 class GeneratorFidelityWarning(UserWarning):
@@ -78,21 +76,26 @@ def _real_balls(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     A row with at least ``k`` exact copies (integer, binary or one-hot columns) would get a
     ball of radius 0, which no continuous generator can hit, and a generator that learned such
     data would measure as a collapsed one. Its ball is widened to half the distance to the
-    nearest other location (generated rows nearer to it than to any other value count), and
-    weighted ``k / copies`` in ``density`` so that the copies' balls together count as ``k``
-    balls, as for rows without copies. Generated rows keep the plain rule: a generator that
-    repeats one row exactly has collapsed, and its zero radii say so."""
+    nearest other value (generated rows nearer to it than to any other value count), and
+    weighted ``k / m`` in ``density`` (``m`` rows share the value) so that their ``m`` balls
+    together count as ``k`` balls, as for rows without copies. Copies are exact equality (no
+    tolerance), so rows without copies keep their balls bit for bit. Generated rows keep the
+    plain rule: a generator that repeats one row exactly has collapsed, and its zero radii say
+    so."""
     radius = _kth_radius(points, k)
     weight = torch.ones_like(radius)
-    tol = _COPY_TOLERANCE * max(1.0, float(points.norm(dim=1).max()))
-    point_like = radius <= tol
+    _, group, size = torch.unique(points, dim=0, return_inverse=True, return_counts=True)
+    m = size[group]  # rows sharing each row's value, itself included
+    k_eff = min(k, points.shape[0] - 1)
+    point_like = m > k_eff
     if not bool(point_like.any()):
         return radius, weight
-    d = torch.cdist(points[point_like], points)
-    copies = (d <= tol).sum(1) - 1  # itself excluded
-    gap = d.masked_fill(d <= tol, math.inf).min(1).values
-    radius[point_like] = torch.where(torch.isfinite(gap), 0.5 * gap, torch.zeros_like(gap))
-    weight[point_like] = min(k, points.shape[0] - 1) / copies.to(weight.dtype)
+    rows = torch.nonzero(point_like)[:, 0]
+    d = torch.cdist(points[rows], points)
+    d = d.masked_fill(group[None, :] == group[rows][:, None], math.inf)  # its own value's rows
+    gap = d.min(1).values
+    radius[rows] = torch.where(torch.isfinite(gap), 0.5 * gap, torch.zeros_like(gap))
+    weight[rows] = k_eff / m[rows].to(weight.dtype)
     return radius, weight
 
 

@@ -80,6 +80,17 @@ def _as_images(X: Any) -> np.ndarray:
     return arr
 
 
+def _json_value(v: Any) -> Any:
+    """A parameter as a plain JSON value (numpy numbers as Python ones)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, Integral):
+        return int(v)
+    if isinstance(v, Real):
+        return float(v)
+    return v
+
+
 class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
     """A GAN anomaly detector per Laplacian-pyramid level, fine levels conditioned on the
     coarser image.
@@ -159,11 +170,12 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         path = Path(path)
         meta = {"format": FORMAT_NAME, "kind": "lapgan", "format_version": FORMAT_VERSION,
                 "library_version": __version__, **self.record()}
+        text = json.dumps(meta, indent=2, allow_nan=False).encode()  # before anything is written
 
         def write(tmp: Path) -> None:
             for k, det in enumerate(self.detectors_):
                 det.write_to(tmp / f"level_{k}", path)
-            write_bytes(tmp / LAPGAN_CONFIG, json.dumps(meta, indent=2, allow_nan=False).encode())
+            write_bytes(tmp / LAPGAN_CONFIG, text)
 
         atomic_dir(path, write)
 
@@ -171,9 +183,9 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         """The pyramid's parameters and fitted statistics as JSON values (its level detectors
         are saved on their own)."""
         check_is_fitted(self)
-        params = self.get_params(deep=False)
+        params = {k: _json_value(v) for k, v in self.get_params(deep=False).items()}
         params["hidden_dims"] = None if self.hidden_dims is None else [int(h) for h in self.hidden_dims]
-        if not (params["random_state"] is None or isinstance(params["random_state"], Integral)):
+        if not (self.random_state is None or isinstance(self.random_state, Integral)):
             params["random_state"] = None  # a RandomState object: the refit draws fresh seeds
         return {"params": params, "image_shape": [int(v) for v in self.image_shape_],
                 "level_stats": [list(t) for t in self.level_stats_],
@@ -184,18 +196,28 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
     def from_record(cls, record: dict[str, Any], detectors: list[GANAnomalyDetector], invalid) -> Any:
         """The fitted pyramid of a checked ``record`` (:meth:`record`) and its level detectors;
         ``invalid(key, what)`` raises the refusal naming a key."""
-        params = invalid.keys(record["params"], "params", set(cls().get_params()))
+        from gananomaly.model_format import MAX_IMAGE_SIDE
+
+        params = dict(invalid.keys(record["params"], "params", {"levels"}, set(cls().get_params())))
+        if isinstance(params.get("hidden_dims"), list):
+            params["hidden_dims"] = tuple(params["hidden_dims"])
         try:
             lap = cls(**params)
             lap._check_params()
+            # the level detectors' own parameters, as a refit would pass them on
+            GANAnomalyDetector(epochs=lap.epochs, latent_dim=lap.latent_dim, hidden_dims=lap.hidden_dims,
+                               batch_size=lap.batch_size, weight=lap.weight, device=lap.device,
+                               random_state=lap.random_state)._validate_params()
         except (TypeError, ValueError) as exc:
             invalid("params", str(exc))
         levels = lap.levels
         shape = invalid.list(record["image_shape"], "image_shape", 3, 3)
         c = invalid.int(shape[0], "image_shape[0]", 1, 3)
-        side = invalid.int(shape[1], "image_shape[1]", 2 ** (levels - 1), 2**16)
-        if shape[2] != side or side % 2 ** (levels - 1) or c == 2:
+        side = invalid.int(shape[1], "image_shape[1]", 2 ** (levels - 1), MAX_IMAGE_SIDE)
+        if invalid.int(shape[2], "image_shape[2]", 1, MAX_IMAGE_SIDE) != side or side % 2 ** (levels - 1) or c == 2:
             invalid("image_shape", f"must be (1 or 3, S, S) with S divisible by {2 ** (levels - 1)}, got {shape}")
+        if lap.size is not None and lap.size != side:  # images are resized to size before the shape check
+            invalid("params.size", f"is {lap.size}, but the images were fitted at side {side}")
         if len(detectors) != levels:
             invalid("params.levels", f"is {levels}, but the model holds {len(detectors)} level detectors")
         for k, det in enumerate(detectors):  # level k models a band of side S / 2**k, conditioned below the top

@@ -79,8 +79,9 @@ def _shape(X) -> tuple[int, ...]:
 
 
 def _check_image_shape(image_shape, X) -> tuple[int, ...] | None:
-    """``image_shape`` as ``(C, H, W)`` ints, checked against one sample of ``X`` before the fit
-    (a shape that does not fit the samples only failed when the grids were logged)."""
+    """``image_shape`` as ``(C, H, W)`` ints, checked against one sample of ``X`` (the
+    detector's own input: None when preprocessing comes first) before the fit (a shape that
+    does not fit the samples only failed when the grids were logged)."""
     if image_shape is None:
         return None
     try:
@@ -90,6 +91,8 @@ def _check_image_shape(image_shape, X) -> tuple[int, ...] | None:
         ok = False
     if not ok:
         raise ValueError(f"image_shape must be (C, H, W), three positive ints, got {image_shape!r}")
+    if X is None:
+        return shape
     per_sample = int(np.prod(_shape(X)[1:]))
     if per_sample != int(np.prod(shape)):
         raise ValueError(f"image_shape {shape} holds {int(np.prod(shape))} values, but one sample of X has "
@@ -141,9 +144,9 @@ class TrackedRun:
     def prepare(cls, model, X, *, X_eval, y_eval, extra_params, image_shape, log_model: bool, uri: str,
                 experiment: str) -> TrackedRun:
         """Check the model and the evaluation data (before any fit) and collect the parameters."""
-        _, det, _ = split_model(model)
+        prep, det, _ = split_model(model)
         y = check_eval(X_eval, y_eval)
-        image_shape = _check_image_shape(image_shape, X)
+        image_shape = _check_image_shape(image_shape, X if prep is None else None)
         return cls(model, X, X_eval, y, image_shape, log_model, _collect_params(model, det, extra_params), uri,
                    experiment, det=det, image=_is_image(det, X, image_shape))
 

@@ -265,6 +265,11 @@ def _part_paths(work: Path, k: int) -> tuple[Path, Path]:
 _LENIENT_RESUME = {"on_bad_rows": "error", "unseen": "error"}
 
 
+# Manifest keys added later, with the behaviour of the runs whose manifests lack them (image
+# jobs skipped unreadable files before on_bad_rows reached them; table manifests always had it).
+_BEFORE_THE_KEY = {"on_bad_rows": "skip"}
+
+
 def discard_unused_workdir(work: Path) -> None:
     """Remove the work directory of a job that failed before committing a chunk: there is
     nothing to resume, and every failed attempt would leave one behind."""
@@ -285,6 +290,7 @@ def prepare_workdir(work: Path, manifest: dict[str, Any], resume: bool) -> None:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ValueError(f"cannot resume: {str(mpath)!r} is missing or corrupt ({exc}); "
                                  f"remove {str(work)!r} or run without --resume") from exc
+            old = {**_BEFORE_THE_KEY, **old}  # a manifest written before a key existed: its behaviour then
             diffs = [k for k in manifest if old.get(k) != manifest[k] and old.get(k) != _LENIENT_RESUME.get(k, ...)]
             if diffs:
                 detail = "; ".join(_difference(k, old.get(k), manifest[k]) for k in diffs if k != "model_id")

@@ -295,9 +295,10 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
             log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
     rows = np.arange(1, len(df) + 1) if row_numbers is None else np.asarray(row_numbers)
     report = ScoreReport(rows_read=len(df))
-    # A bare detector has no imputer: a missing number is a bad value, named with the others.
-    bare = not hasattr(model, "steps")
-    frame, keep, raw_columns = _prepared(df, schema, id_column, rows, on_bad_rows, where, report, bare)
+    # Without an imputer (a bare detector, or preprocessing that fills nothing) a missing number is
+    # a bad value, named with the others by its row in the input.
+    frame, keep, raw_columns = _prepared(df, schema, id_column, rows, on_bad_rows, where, report,
+                                         not _imputes(model))
     det, Xt, z, sources = None, frame, None, []
     if len(frame):  # (a pipeline's preprocessing refuses zero rows)
         det, Xt = _transform(model, frame)
@@ -330,6 +331,20 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         scores.insert(0, id_column, df[id_column].to_numpy()[keep])
     report.rows_scored = len(scores)
     return scores, report
+
+
+def _imputes(model) -> bool:
+    """Whether a model's preprocessing fills missing values: an imputer in any step, nested in
+    pipelines and column transformers."""
+    def walk(obj) -> bool:
+        if "Imputer" in type(obj).__name__:
+            return True
+        for attr in ("steps", "transformers_"):
+            if any(not isinstance(item[1], str) and walk(item[1]) for item in getattr(obj, attr, None) or []):
+                return True
+        return False
+
+    return hasattr(model, "steps") and any(walk(step) for _, step in model.steps[:-1])
 
 
 def _prepared(df: pd.DataFrame, schema: ModelSchema, id_column: str | None, rows: np.ndarray, on_bad_rows: str,

@@ -204,6 +204,8 @@ def npz_keys_hint(src: Path) -> str:
     if not (src.is_file() and src.suffix.lower() == ".npz"):
         return ""
     with np.load(src, allow_pickle=False) as z:
+        if "test" in z.files:
+            return ": its 'test' array is empty"
         return f": it has no 'test' array (found {sorted(z.files)}); an .npz is scored by its 'test' array"
 
 

@@ -7,6 +7,7 @@ The input schema of a *fitted* model (:class:`ModelSchema`, :func:`model_schema`
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from gananomaly.explanations import ModelSchema, format_rows, model_schema, prep
 __all__ = ["file_format", "read_file", "stored_columns", "read_table", "infer_columns", "schema_of", "ModelSchema",
            "model_schema", "prepare_frame", "format_rows"]
 
+log = logging.getLogger("gananomaly.pipelines.tabular")
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # an unnamed index pandas stored in a Parquet file
 
 def file_format(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -138,7 +140,7 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
         raise ValueError(f"data.label_column: column {config.label_column!r} not in the data (columns: {columns})")
     reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column}
     free = [c for c in columns if c not in reserved]
-    dates = [c for c in free if pd.api.types.is_datetime64_any_dtype(df[c]) or pd.api.types.is_timedelta64_dtype(df[c])]
+    dates = [c for c in free if _holds_dates(df[c])]
     if dates:
         raise ValueError(f"column(s) {dates} hold dates or durations, which the pipeline does not encode: derive "
                          "numbers from them (days since a date, hour of day, ...) or list them in data.drop_columns")
@@ -162,9 +164,25 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
 
 
 # A text column whose cells are numbers in at least this share of its non-blank rows, with more
-# distinct numbers than NUMERIC_TEXT_MIN_DISTINCT, is a numeric column with a few bad cells.
+# distinct numbers than NUMERIC_TEXT_MIN_DISTINCT, looks numeric: with at most NUMERIC_TEXT_BAD
+# of its cells (or 2) no number it is refused (a numeric column with a few bad cells), with more
+# it is read as categories with a warning (codes such as ZIP and ZIP+4 mixed).
 NUMERIC_TEXT_SHARE = 0.9
 NUMERIC_TEXT_MIN_DISTINCT = 20
+NUMERIC_TEXT_BAD = 0.01
+
+
+def _holds_dates(s: pd.Series) -> bool:
+    """A column of dates, times or durations (datetime64/timedelta64, or Python date and time
+    objects as Parquet's date32 reads)."""
+    import datetime as _dt
+
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+        return True
+    if s.dtype != object:
+        return False
+    sample = s.dropna().head(100)
+    return len(sample) > 0 and all(isinstance(v, (_dt.date, _dt.time, _dt.timedelta)) for v in sample)
 
 
 def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:
@@ -182,6 +200,11 @@ def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:
         return
     rows = (np.flatnonzero(filled)[~is_number] + 1).tolist()
     examples = text[filled][~is_number].head(3).tolist()
+    if len(rows) > max(2, NUMERIC_TEXT_BAD * int(filled.sum())):
+        log.warning("column %r holds numbers in %d of its %d filled rows and is read as categories (it also holds "
+                    "e.g. %r); if it is numeric, fix those cells or list it in data.numeric_columns", col,
+                    int(is_number.sum()), int(filled.sum()), examples)
+        return
     raise ValueError(
         f"column {col!r} holds numbers in {int(is_number.sum())} of its {int(filled.sum())} filled rows, but "
         f"rows {format_rows(rows)} (counted from 1) are no numbers (e.g. {examples!r}), so it would be read as "

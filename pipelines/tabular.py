@@ -109,7 +109,7 @@ def _labels(config: TabularConfig, df: pd.DataFrame) -> np.ndarray:
     values = config.anomaly_values
     as_text = {str(v) for v in values}
     y = (col.isin(values) | col.astype(str).isin(as_text)).to_numpy().astype(int)
-    if not y.any():
+    if not y.any() and col.nunique() > 1:  # a label with several values, none of them listed: a typo
         present = sorted({str(v) for v in col.unique()[:50]})
         raise ValueError(f"data.anomaly_values: none of {values!r} occurs in column {config.label_column!r} "
                          f"(its values: {present[:10]}{' ...' if len(present) > 10 else ''}); every row would "

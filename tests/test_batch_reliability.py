@@ -185,6 +185,14 @@ def test_every_bad_cell_is_named_at_once_and_a_failed_job_leaves_no_work_directo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
     stats = score_file(model_dir, inp, out, id_column="id", chunk_rows=50, on_bad_rows="skip")
     assert stats["skipped_rows"] == [3, 6] and stats["rows_scored"] == 298
+    from gananomaly.pipelines.frame_scoring import score_frame
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model, _ = det
+    no_imputer = make_pipeline(StandardScaler().fit(frame()[COLS]), model)  # fills nothing: as a bare detector
+    with pytest.raises(ValueError, match=r"column 'a': rows 3 \(e\.g\. \[nan\]\)"):
+        score_frame(no_imputer, data.drop(columns="id"))
 
 
 def test_resume_after_a_strict_failure_may_skip_bad_rows_but_not_the_reverse(det, tmp_path, monkeypatch):
@@ -346,3 +354,17 @@ def test_scores_that_come_out_infinite_are_never_written(det, monkeypatch):
     scores, report = score_frame(model, data, id_column="id", on_bad_rows="skip")
     assert report.skipped_rows == [5] and report.n_skipped == 1 and report.rows_scored == 19
     assert "r1-4" not in set(scores["id"]) and np.isfinite(scores.drop(columns=["id"]).to_numpy(float)).all()
+
+
+def test_an_image_job_interrupted_before_on_bad_rows_was_recorded_still_resumes(tmp_path):
+    """Image manifests gained on_bad_rows; one written before it (those jobs skipped unreadable
+    files) resumes under the same policy and is refused under another."""
+    import json
+
+    work = tmp_path / "out.csv.parts"
+    work.mkdir()
+    before = {"format": "x", "version": 1, "input": "in", "chunk_rows": 10, "model_id": "m"}
+    (work / batch_files.MANIFEST_NAME).write_text(json.dumps(before))
+    batch_files.prepare_workdir(work, {**before, "on_bad_rows": "skip"}, resume=True)
+    with pytest.raises(ValueError, match=r"cannot resume .*on_bad_rows"):
+        batch_files.prepare_workdir(work, {**before, "on_bad_rows": "error"}, resume=True)

@@ -180,7 +180,15 @@ def test_save_and_load_give_the_same_scores_and_refuse_a_tampered_pyramid(tmp_pa
              (lambda m: m["level_map_stats"].pop(), r"'level_map_stats' must have between 2 and 2 entries"),
              (lambda m: m.update(offset="x"), r"'offset' must be a number"),
              (lambda m: m["params"].update(size=-3), r"key 'params' size must be None or an int"),
-             (lambda m: m.update(image_shape=[1, 16, 16]), r"key 'level_0' holds a detector of 64 features")]
+             (lambda m: m.update(image_shape=[1, 16, 16]), r"key 'level_0' holds a detector of 64 features"),
+             (lambda m: m["params"].update(size=4096), r"'params\.size' is 4096, but the images were fitted at side 8"),
+             (lambda m: m["params"].update(batch_size=0), r"key 'params' .*batch_size"),
+             (lambda m: m.update(image_shape=[1, 8, 8.0]), r"'image_shape\[2\]' must be an integer")]
     for k, (edit, match) in enumerate(cases):
         with pytest.raises(ValueError, match=match):
             gananomaly.load(tampered(edit, f"t{k}"))
+    older = gananomaly.load(tampered(lambda m: m["params"].pop("weight"), "older"))  # a key added since: default
+    assert older.weight == LaplacianPyramidDetector().weight
+    lap.set_params(levels=np.int64(2), batch_size=np.int64(64), hidden_dims=None)  # numpy ints, as from a grid
+    lap.save(tmp_path / "np")
+    assert gananomaly.load(tmp_path / "np").get_params() == {**lap.get_params(), "levels": 2, "batch_size": 64}

@@ -118,6 +118,9 @@ def test_a_pipeline_a_load_would_refuse_is_not_saved(tmp_path):
     df = pd.DataFrame({"amount": rng.randn(60), "when": pd.date_range("2024-01-01", periods=60)})
     with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations.*data\.drop_columns"):
         build_pipeline(TabularConfig(detector={"epochs": 1}), df)
+    as_objects = df.assign(when=df["when"].dt.date)  # Parquet's date32 reads as Python dates
+    with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations"):
+        build_pipeline(TabularConfig(detector={"epochs": 1}), as_objects)
 
 
 def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):

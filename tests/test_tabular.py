@@ -130,6 +130,8 @@ def test_anomaly_values_that_match_no_label_are_refused():
     with pytest.raises(ValueError, match=r"data\.anomaly_values: none of \['yes'\] occurs in column 'is_anomaly' "
                                          r"\(its values: \['0', '1'\]\)"):
         fit_tabular(tiny_config(anomaly_values=["yes"]), mixed_table(100), save=False)
+    clean = mixed_table(100).assign(is_anomaly=0)  # a label that is normal everywhere: no typo, it fits
+    assert fit_tabular(tiny_config(), clean, save=False).n_train > 0
 
 
 def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
@@ -143,6 +145,8 @@ def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
         fit_tabular(tiny_config(), df, save=False)
     codes = mixed_table(300).assign(tier=lambda d: np.where(np.arange(300) % 10, d["n_items"].astype(str), "other"))
     assert "tier" in infer_columns(tiny_config(), codes)[1]  # few distinct codes: categories, as before
+    zips = mixed_table(300).assign(zip=[f"{10000 + i}" if i % 20 else f"{10000 + i}-1234" for i in range(300)])
+    assert "zip" in infer_columns(tiny_config(), zips)[1]  # 5% of ZIP+4 codes: categories (with a warning)
     listed = tiny_config(categorical_columns=["amount", "channel", "device", "tier", "country"])
     assert "amount" in infer_columns(listed, df)[1]  # the config's word goes
     numeric = tiny_config(numeric_columns=["amount", "n_items", "duration_s", "customer_age"])

@@ -350,6 +350,9 @@ def test_eval_arguments_validated_before_any_run(data, store):
         tracked_fit(small_detector(), X, image_shape=(3, 2, 2), experiment="bad-eval", tracking_uri=store)
     with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\), three positive ints, got 'x'"):
         tracked_fit(small_detector(), X, image_shape="x", experiment="bad-eval", tracking_uri=store)
+    from gananomaly.tracking_log import _check_image_shape
+
+    assert _check_image_shape([1, 2, 2], None) == (1, 2, 2)  # after preprocessing: the width is not X's
     assert MlflowClient(store).get_experiment_by_name("bad-eval") is None
 
 
