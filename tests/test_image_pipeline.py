@@ -110,8 +110,8 @@ def test_image_tables_have_one_schema_and_one_pass(folder, fitted, tmp_path, mon
     encoded, loaded = [], []
     load = gananomaly.load
 
-    def counting_load(path):
-        loaded.append(load(path))
+    def counting_load(path, **kwargs):
+        loaded.append(load(path, **kwargs))
         loaded[0].encoder_.register_forward_hook(lambda module, args, output: encoded.append(len(output)))
         return loaded[0]
 
@@ -408,3 +408,16 @@ def test_image_sources_users_get_wrong_are_named_or_refused(folder, fitted, tmp_
 def _npy(path, array):
     np.save(path, array)
     return path
+
+
+def test_image_score_takes_an_mlflow_model_as_gananomaly_score_does(fitted, folder, tmp_path):
+    """`gananomaly image score` loaded model directories only; `gananomaly score` also took
+    MLflow models (a local MLflow model directory here; runs:/ and models:/ URIs the same way)."""
+    pytest.importorskip("mlflow")
+    import gananomaly
+    import gananomaly.mlflow as gm
+
+    result, out = fitted
+    gm.save_model(gananomaly.load(out / "model"), tmp_path / "mlflow_model")
+    frame = score_images(tmp_path / "mlflow_model", folder)
+    np.testing.assert_allclose(frame["combined"], result["scores"]["combined"], rtol=0, atol=1e-12)
