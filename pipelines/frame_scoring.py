@@ -329,6 +329,7 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
     report.skipped_rows = rows[~keep][:MAX_LISTED_ROWS].tolist()
     if id_column is not None:
         scores.insert(0, id_column, df[id_column].to_numpy()[keep])
+    scores.index = df.index[keep]  # the input's labels of the rows scored: joins back onto the input
     report.rows_scored = len(scores)
     return scores, report
 

@@ -224,6 +224,13 @@ def test_score_tabular_handles_missing_values_and_unseen_categories(fitted):
     assert list(scores["order_id"]) == list(df["order_id"])
     with pytest.raises(ValueError, match=r"column 'channel' has categories not seen in training in rows 3 "):
         score_tabular(result.pipeline, df, unseen="error")
+    # the scores keep the input's index, so they join back onto its rows (they came back 0..n-1)
+    shuffled = df.iloc[::-1].set_axis(np.arange(500, 560) * 7).astype({"amount": object})
+    shuffled.iloc[4, shuffled.columns.get_loc("amount")] = "oops"
+    kept = score_tabular(result.pipeline, shuffled, id_column="order_id", on_bad_rows="skip")
+    assert list(kept.index) == [i for j, i in enumerate(shuffled.index) if j != 4]
+    joined = shuffled.drop(index=shuffled.index[4]).join(kept["score"])
+    np.testing.assert_allclose(joined["score"], scores.set_index("order_id").loc[joined["order_id"], "score"])
 
 
 def test_categorical_codes_read_as_numbers_match_string_categories():
