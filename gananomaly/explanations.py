@@ -365,6 +365,13 @@ def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
     """
     if top is not None:
         _check_count("top", top)
+    if _is_pipeline(model) and not isinstance(data, pd.DataFrame):
+        raise TypeError(f"a pipeline's explanation needs a DataFrame with its input columns, got {type(data).__name__}")
+    if len(data) == 0:
+        return pd.DataFrame({"row": pd.Series(dtype=np.int64), "rank": pd.Series(dtype=np.int64),
+                             "column": pd.Series(dtype=object), "contribution": pd.Series(dtype=np.float64),
+                             "value": pd.Series(dtype=object), "expected": pd.Series(dtype=object),
+                             "imputed": pd.Series(dtype=bool)})
     p = _explain_pass(model, data)
     n, m = p.contributions.shape
     order = _ranking(p)
@@ -379,7 +386,12 @@ def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
     return pd.DataFrame({"row": p.rows[local], "rank": np.tile(np.arange(1, width + 1), n), "column": names[cols],
                          "contribution": p.contributions[local, cols], "value": value,
                          "expected": [expected[c][r] for r, c in zip(local, cols)],
-                         "imputed": [bool(pd.isna(v)) for v in value]})
+                         "imputed": [_missing(v) for v in value]})
+
+
+def _missing(v: Any) -> bool:
+    """A cell the pipeline fills in: missing, or blank text (read as missing, see numeric_cells)."""
+    return bool(pd.isna(v)) or (isinstance(v, str) and not v.strip())
 
 
 def _values_by_column(data, p: _Pass) -> list:
@@ -436,19 +448,54 @@ def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
     return out
 
 
+def _to_input_units(pre, columns: list[str], block: np.ndarray) -> np.ndarray:
+    """The numeric features ``block`` (the transformed ``columns``) in the input's units: through
+    the inverse of the transformer that made them (a column transformer's part for exactly those
+    columns, or a preprocessing of invertible steps only). NaN, with a warning, when no such
+    inverse exists: a value in the model's scaled units would read as a real amount."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    def inverse_of(steps: list):
+        """The inverse of a chain of transformers; imputers count as identity (the expected value
+        of a filled cell is the model's, in the same units); None when a step has no inverse."""
+        chain = [t for t in steps if "Imputer" not in type(t).__name__]
+        if any(isinstance(t, (OneHotEncoder, ColumnTransformer)) or not hasattr(t, "inverse_transform")
+               for t in chain):
+            return None
+
+        def apply(values):
+            for t in reversed(chain):
+                values = t.inverse_transform(values)
+            return values
+        return apply
+
+    step = pre.steps[0][1] if len(pre.steps) == 1 else None
+    inverse = None
+    if isinstance(step, ColumnTransformer):
+        for _, trans, cols in getattr(step, "transformers_", []):
+            if not isinstance(cols, slice) and not isinstance(trans, str) and [str(c) for c in cols] == columns:
+                inverse = inverse_of([t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans])
+    else:
+        inverse = inverse_of([t for _, t in pre.steps])
+    if inverse is not None:
+        try:
+            return np.asarray(inverse(block), dtype=np.float64)
+        except (ValueError, TypeError, AttributeError):
+            pass
+    log.warning("explain: the preprocessing has no inverse for the numeric columns %s; their 'expected' values "
+                "are left empty (NaN) rather than given in the model's scaled units", columns[:10])
+    return np.full(block.shape, np.nan)
+
+
 def _expected_values(pre, names: list[str], source: list[str], schema: ModelSchema, expected_t: np.ndarray) -> dict:
     """Per input column, the value the model expected for every row: numeric features
     mapped back through their scaler, categorical ones as the most expected category."""
     out: dict[str, list] = {}
-    transformers = {name: trans for name, trans, _ in getattr(pre.steps[0][1], "transformers_", [])} \
-        if len(pre.steps) == 1 else {}
     numeric_idx = [j for j, c in enumerate(source) if c in schema.numeric]
     if numeric_idx:
-        block = expected_t[:, numeric_idx]
-        num = transformers.get("numeric")
-        scaler = num.named_steps.get("scale") if hasattr(num, "named_steps") else None
-        if scaler is not None and hasattr(scaler, "inverse_transform") and block.shape[1] == scaler.n_features_in_:
-            block = scaler.inverse_transform(block)
+        block = _to_input_units(pre, [source[j] for j in numeric_idx], expected_t[:, numeric_idx])
         for k, j in enumerate(numeric_idx):
             out[source[j]] = block[:, k].tolist()
     for col in schema.categorical:

@@ -19,6 +19,11 @@ from gananomaly import scoring as _scoring
 __all__ = ["InspectionMixin"]
 
 
+# generate() runs the generator on this many samples at a time, and refuses a draw of more values.
+GENERATE_BLOCK = 65_536
+MAX_GENERATED_VALUES = 2**31
+
+
 class InspectionMixin:
     """``generate``, ``generator_fidelity``, ``reconstruct``, ``anomaly_map`` and ``explain``."""
 
@@ -27,8 +32,12 @@ class InspectionMixin:
 
         A detector fitted with a context needs ``context`` (one value per sample)."""
         check_is_fitted(self)
-        if not isinstance(n_samples, Integral) or n_samples < 1:
+        if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+        values = int(n_samples) * int(np.prod(getattr(self, "image_shape_", None) or (self.n_features_in_,)))
+        if values > MAX_GENERATED_VALUES:
+            raise ValueError(f"n_samples={n_samples} would hold {values:,} values ({values * 8 / 2**30:.0f} GiB as "
+                             f"float64), more than {MAX_GENERATED_VALUES:,}: draw them in several calls")
         rs = check_random_state(random_state)
         ctx = None
         if (getattr(self, "context_categories_", None) is not None or context is not None
@@ -46,8 +55,8 @@ class InspectionMixin:
         if ctx is not None:
             z = torch.cat([z, ctx.to(self.device_)], dim=1)
         self.generator_.eval()
-        with torch.inference_mode():
-            out = self.generator_(z).float()
+        with torch.inference_mode():  # in blocks: the networks' activations stay bounded
+            out = torch.cat([self.generator_(z[i : i + GENERATE_BLOCK]).float() for i in range(0, n, GENERATE_BLOCK)])
         return out[:, : self.n_features_in_] if out.ndim == 2 else out
 
     def generator_fidelity(self, X, *, context=None, random_state: Any = None, max_rows: int = 2000

@@ -151,6 +151,10 @@ def save_model(
 
     _, det = split_model(model)
     check_is_fitted(det)
+    if getattr(det, "context_categories_", None) is not None or getattr(det, "context_mean_", None) is not None:
+        raise ValueError("this detector was fitted with a context, which the MLflow pyfunc cannot pass (its predict "
+                         "takes one table): a logged or registered model could never score. Save it with "
+                         "det.save(path) and score with det.score_samples(X, context=...)")
     _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
     path = os.path.abspath(os.fspath(path))
     existed = os.path.isdir(path)

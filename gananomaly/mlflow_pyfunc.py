@@ -106,6 +106,9 @@ class GANAnomalyPyfunc:
                     raise ValueError(f"input is missing the columns {missing[:10]} the model was trained on")
                 X = data[columns]
             else:
+                from gananomaly.data import check_table
+
+                check_table(data)  # names a column that is no number (to_numpy's error named none)
                 X = data.to_numpy(dtype=np.float64)
         elif isinstance(data, dict):
             if len(data) != 1:
@@ -212,8 +215,8 @@ def convert_columns(model, X):
         values, bad = numeric_cells(X[col], col, "X")
         bad = np.flatnonzero(bad)
         if len(bad):
-            problems.append(f"column {col!r} holds values that are no finite numbers in rows {bad[:10].tolist()} "
-                            f"(e.g. {X[col].iloc[bad[0]]!r})")
+            problems.append(f"column {col!r} holds values that are no finite numbers in rows {(bad[:10] + 1).tolist()} "
+                            f"(counted from 1; e.g. {X[col].iloc[bad[0]]!r})")
         elif not pd.api.types.is_numeric_dtype(X[col]):
             converted[col] = values
     if problems:

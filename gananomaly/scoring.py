@@ -424,7 +424,10 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     out = []
     with frozen(gen, disc, enc), torch.enable_grad():
         for start in range(0, X.shape[0], batch_size):
-            x = X[start : start + batch_size].to(device).clone().requires_grad_(True)
+            n = min(batch_size, X.shape[0] - start)
+            # padded to whole blocks, as scoring: a row's contributions then have the same bits alone
+            # or in any batch (ranks of near-tied columns never flip with the batch)
+            x = pad_rows(X[start : start + batch_size]).to(device).clone().requires_grad_(True)
             z = enc(x).float()
             x_hat = gen(z).float()
             zz = z if cfg.joint else None
@@ -438,7 +441,7 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
             raw["knn"] = d2.topk(k, dim=1, largest=False).values.sqrt().mean(1)
             std = {name: (raw[name].double() - cfg.loc[name]) / cfg.scale[name] for name in COMPONENTS}
             (grad,) = torch.autograd.grad(combine(std, *weights).sum(), x)
-            out.append((grad * x)[:, :n_feat].detach().double().cpu())
+            out.append((grad * x)[:n, :n_feat].detach().double().cpu())
     return torch.cat(out).numpy()
 
 

@@ -76,6 +76,8 @@ class ThresholdMixin:
         if len(given) != 1:
             raise ValueError(f"set_threshold takes exactly one of contamination, fpr, score; got {sorted(given)}")
         ((key, value),) = given.items()
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{key} must be a number, not a bool; got {value!r}")
         if key == "contamination" and not (value == "auto" or (isinstance(value, Real) and 0 < value <= 0.5)):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {value!r}")
         if key == "fpr" and not (isinstance(value, Real) and 0 < value < 1):

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gananomaly.pipelines.cli_types import contamination_option, epochs_option
+from gananomaly.pipelines.cli_types import contamination_option, epochs_option, seed_arg
 
 __all__ = ["main", "build_parser"]
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="fit on scikit-learn's breast-cancer data and print AUROC per score")
     demo.add_argument("--epochs", type=_epochs, default="auto", help="GAN epochs (default: auto)")
-    demo.add_argument("--seed", type=int, default=0, help="random_state of the detector")
+    demo.add_argument("--seed", type=seed_arg, default=0, help="random_state of the detector")
     demo.add_argument("--experiment", default="gananomaly-demo", help="MLflow experiment name")
     demo.add_argument("--tracking-uri", default=None,
                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the estimator's encoder (default: izif)")
     fit.add_argument("--contamination", type=_contamination, default="auto",
                      help="share of outliers expected: auto (default) or a float in (0, 0.5]")
-    fit.add_argument("--seed", type=int, default=0, help="random_state of the detector")
+    fit.add_argument("--seed", type=seed_arg, default=0, help="random_state of the detector")
     fit.add_argument("--checkpoint-dir", default=None, help="write training checkpoints here")
     fit.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from gananomaly.pipelines.cli_types import epochs_option
+from gananomaly.pipelines.cli_types import epochs_option, seed_arg
 
 __all__ = ["register_cli", "main"]
 
@@ -112,7 +112,7 @@ def register_cli(subparsers) -> None:
                      help="resize image files to N x N (or H W); default: the first training image's size")
     fit.add_argument("--scores", help="write per-file test scores to this .csv or .parquet file")
     fit.add_argument("--epochs", type=epochs_option, default=None, help="GAN epochs (default: auto)")
-    fit.add_argument("--seed", type=int, default=0, help="random_state of the detector (default 0)")
+    fit.add_argument("--seed", type=seed_arg, default=0, help="random_state of the detector (default 0)")
     fit.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="detector parameter (JSON value), e.g. --param latent_dim=32; repeatable")
     fit.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
@@ -137,7 +137,7 @@ def register_cli(subparsers) -> None:
                       help="digits (one class at a time) or texture (planted defects)")
     demo.add_argument("--digits", type=int, nargs="+", default=None, help="normal digits to try (default 0..9)")
     demo.add_argument("--epochs", type=epochs_option, default="auto", help="GAN epochs (default: auto)")
-    demo.add_argument("--seed", type=int, default=0, help="random_state of the detector (default 0)")
+    demo.add_argument("--seed", type=seed_arg, default=0, help="random_state of the detector (default 0)")
     demo.set_defaults(func=_cli_demo)
 
     thr = sub.add_parser("throughput", help="images/s of the conv detector (training and scoring)")

@@ -220,3 +220,11 @@ def test_empty_files_and_a_folder_of_tables_are_named_for_what_they_are(model_di
                   else [*argv, "--output", str(tmp_path / "m"), "--epochs", "1"])
         err = capsys.readouterr().err
         assert rc == 2 and fragment in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999", "x"])
+def test_a_seed_numpy_cannot_take_is_named_as_the_option(seed, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--no-mlflow", "--seed", seed])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --seed: must be an int" in err  # was train_test_split's error

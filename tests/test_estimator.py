@@ -617,3 +617,13 @@ def test_optimisers_get_the_resolved_learning_rates_and_betas(blobs, params, exp
     d_group, g_group = trainer.opt_d.param_groups[0], trainer.opt_g.param_groups[0]
     assert (d_group["lr"], g_group["lr"]) == pytest.approx(expected[:2])
     assert tuple(d_group["betas"]) == tuple(g_group["betas"]) == pytest.approx(expected[2])
+
+
+def test_generate_refuses_a_bool_and_a_draw_too_large_before_allocating(fitted_blobs):
+    with pytest.raises(ValueError, match="n_samples must be a positive int, got True"):
+        fitted_blobs.generate(True)  # was one sample
+    with pytest.raises(ValueError, match=r"n_samples=1000000000000 would hold .* values .*several calls"):
+        fitted_blobs.generate(10**12)  # was torch's allocation failure
+    big = fitted_blobs.generate(70_000, random_state=3)  # more than one block of the generator
+    np.testing.assert_array_equal(big, fitted_blobs.generate(70_000, random_state=3))
+    assert big.shape == (70_000, fitted_blobs.n_features_in_) and np.isfinite(big).all()

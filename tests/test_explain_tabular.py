@@ -61,3 +61,31 @@ def test_expected_values_imputed_flags_and_top(fitted):
     assert np.corrcoef(expected, value)[0, 1] > 0.2  # in the column's units, following the row
     with pytest.raises(TypeError, match="tabular pipeline"):
         explain_tabular(fitted[-1], df)
+    blank = df.astype({"amount": object})
+    blank.loc[5, "amount"] = "  "  # blank text: read as missing and imputed, so flagged as imputed
+    flagged = explain_tabular(fitted, blank)
+    assert flagged[(flagged["column"] == "amount") & (flagged["row"] == 5)]["imputed"].item()
+    empty = explain_tabular(fitted, df.iloc[:0])
+    assert len(empty) == 0 and list(empty.columns) == list(full.columns)
+    with pytest.raises(TypeError, match="needs a DataFrame"):
+        explain_tabular(fitted, df.to_numpy())
+
+
+def test_expected_values_are_in_the_inputs_units_for_a_pipeline_of_ones_own(fitted):
+    """Only the tabular pipeline's own layout was mapped back; any other gave the model's
+    scaled units (about 0 for an amount of 7,000) as if they were amounts."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gananomaly import GANAnomalyDetector
+    from gananomaly.explanations import explain_columns
+
+    rng = np.random.RandomState(0)
+    X = 5000 + 800 * rng.randn(300, 3)
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(epochs=2, validation_fraction=0, random_state=0))
+    pipe.fit(frame)
+    out = explain_columns(pipe, frame.iloc[:20])
+    assert out["expected"].astype(float).between(2000, 8000).all()

@@ -69,6 +69,9 @@ def test_set_threshold_pins_until_scores_change(fitted):
     assert _flagged(det, X) == pytest.approx(0.25, abs=0.003) and det.contamination == "auto"
     det.set_threshold(score=-1.5)
     assert det.offset_ == -1.5 and det.threshold_ == {"score": -1.5}
+    with pytest.raises(ValueError, match="score must be a number, not a bool"):
+        det.set_threshold(score=True)  # was taken as 1.0
+    assert det.threshold_ == {"score": -1.5}
     np.testing.assert_array_equal(det.predict(X) == -1, det.score_samples(X) < -1.5)
     restored = pickle.loads(pickle.dumps(det))
     assert restored.offset_ == -1.5
