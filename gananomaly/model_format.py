@@ -59,6 +59,8 @@ MAX_HISTORY_VALUES = 10_000_000
 MAX_STRING = 4096
 
 _TOP_KEYS = {"format", "format_version", "library_version", "params", "arch", "fitted", "history", DIGEST_KEY}
+# Parameters saved as JSON lists and restored as tuples.
+_TUPLE_PARAMS = ("hidden_dims", "betas")
 _MLP_KEYS = {"kind", "n_features", "latent_dim", "hidden_dims", "joint", "spectral_norm", "dropout"}
 _CONV_KEYS = {"kind", "channels", "size", "latent_dim", "width", "joint", "spectral_norm", "dropout"}
 _FITTED_REQUIRED = {"n_features_in_", "offset_", "score_config"}
@@ -290,16 +292,22 @@ def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
         if isinstance(value, dict):
             invalid(name, "must not be a JSON object")
         if isinstance(value, list):
-            if key != "hidden_dims":
+            if key == "hidden_dims":
+                for i, h in enumerate(invalid.list(value, name, 1, MAX_LAYERS)):
+                    invalid.int(h, f"{name}[{i}]", 1, MAX_DIM)
+            elif key == "betas":  # Adam's (beta1, beta2)
+                for i, b in enumerate(invalid.list(value, name, 2, 2)):
+                    if not invalid.number(b, f"{name}[{i}]", lo=0.0) < 1.0:
+                        invalid(f"{name}[{i}]", f"must be in [0, 1), got {b}")
+            else:
                 invalid(name, "must not be a list")
-            for i, h in enumerate(invalid.list(value, name, 1, MAX_LAYERS)):
-                invalid.int(h, f"{name}[{i}]", 1, MAX_DIM)
     if type(params.get("n_refine_steps")) is int:
         invalid.int(params["n_refine_steps"], "params.n_refine_steps", 0, MAX_REFINE_STEPS)
     est = detector_cls()
     values = dict(params)
-    if isinstance(values.get("hidden_dims"), list):
-        values["hidden_dims"] = tuple(values["hidden_dims"])
+    for key in _TUPLE_PARAMS:
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
     est.set_params(**values)
     try:
         est._validate_params()

@@ -116,8 +116,9 @@ class RecordMixin:
         schema allows that the detector refuses."""
         est = cls()
         params = dict(config["params"])
-        if isinstance(params.get("hidden_dims"), list):
-            params["hidden_dims"] = tuple(params["hidden_dims"])
+        for key in ("hidden_dims", "betas"):  # saved as JSON lists
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
         est.set_params(**params)
         dev = _data.resolve_device(device)
         arch, fitted = config["arch"], config["fitted"]

@@ -198,8 +198,9 @@ class TabularConfig:
         unknown = sorted(set(params) - valid)
         if unknown:
             raise ValueError(f"detector: unknown parameter(s) {unknown}; valid: {sorted(valid)}")
-        if isinstance(params.get("hidden_dims"), list):
-            params["hidden_dims"] = tuple(params["hidden_dims"])
+        for key in ("hidden_dims", "betas"):  # TOML arrays
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
         det = GANAnomalyDetector(**params)
         try:
             det._validate_params()

@@ -123,6 +123,26 @@ def test_a_pipeline_a_load_would_refuse_is_not_saved(tmp_path):
         build_pipeline(TabularConfig(detector={"epochs": 1}), as_objects)
 
 
+def test_a_detector_with_adam_betas_saves_and_loads(tmp_path, blobs):
+    """betas (the README's option for a wider tabular generator) made every save fail after the
+    fit ("params.betas must not be a list"). Saved as a list, restored as the tuple; a tampered
+    value is refused naming it."""
+    det = GANAnomalyDetector(epochs=2, validation_fraction=0, random_state=0, betas=(0.0, 0.9),
+                             generator_learning_rate=1e-4).fit(blobs[0])
+    det.save(tmp_path / "m")
+    back = gananomaly.load(tmp_path / "m")
+    assert back.betas == (0.0, 0.9) and back.get_params() == {**det.get_params(), "callbacks": None}
+    np.testing.assert_array_equal(back.score_samples(blobs[1]), det.score_samples(blobs[1]))
+    for bad, match in (([0.5, 1.5], r"params\.betas\[1\]' must be in \[0, 1\)"), ([0.5], "params.betas")):
+        shutil.copytree(tmp_path / "m", tmp_path / "t")
+        config = json.loads((tmp_path / "t" / CONFIG_NAME).read_text())
+        config["params"]["betas"] = bad
+        (tmp_path / "t" / CONFIG_NAME).write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=match):
+            gananomaly.load(tmp_path / "t")
+        shutil.rmtree(tmp_path / "t")
+
+
 def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, fitted_blobs):
     import pandas as pd
     from gananomaly.pipelines.batch_score import score_file
