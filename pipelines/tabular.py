@@ -226,6 +226,8 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     if len(df) == 0:
         raise ValueError("the data has no rows")
     df = df.rename(columns=str)
+    if save:
+        _check_output(_output_dir(config, output_dir))  # before hours of training, not after
     pipeline = build_pipeline(config, df)
     schema = schema_of(config, df)
     train_df, test_df, y_test, train_pos, test_pos = _split(config, df)
@@ -289,11 +291,30 @@ def _evaluate(config: TabularConfig, pipeline, test_df: pd.DataFrame | None, X_t
     return metrics, test_scores
 
 
+def _output_dir(config: TabularConfig, output_dir: str | os.PathLike | None) -> Path:
+    return Path(output_dir or config.output_dir or Path("runs") / config.name)
+
+
+def _check_output(out: Path) -> None:
+    """Raise what saving ``<out>/model`` and ``<out>/metrics.json`` would raise about the places
+    themselves (a file where the folder goes, a model folder that cannot be replaced, a folder
+    where metrics.json goes); nothing is written."""
+    from gananomaly.model_dir import check_target
+
+    where = f"the output folder {str(out)!r} (--output, output.dir)"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{where} is a file, not a folder")
+    if (out / "model").exists():
+        check_target(out / "model", probe=False)
+    if (out / "metrics.json").is_dir():
+        raise ValueError(f"{where} holds a folder named metrics.json, where the summary is written")
+
+
 def _save(config: TabularConfig, result: TabularResult, output_dir: str | os.PathLike | None) -> Path:
     """Save the fitted pipeline to ``<out>/model`` and the summary to ``<out>/metrics.json``."""
     from gananomaly.persistence import save as save_model
 
-    out = Path(output_dir or config.output_dir or Path("runs") / config.name)
+    out = _output_dir(config, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = save_model(result.pipeline, out / "model")
     metrics = result.metrics

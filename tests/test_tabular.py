@@ -126,6 +126,23 @@ def test_a_config_for_a_dataframe_needs_no_data_path():
         fit_tabular(cfg, save=False)
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_fit(tmp_path, monkeypatch):
+    """It was found after the fit (and after a tracked run was logged), with a half-written output."""
+    from gananomaly.pipelines import tabular
+
+    monkeypatch.setattr(tabular, "build_pipeline", lambda *a: 1 / 0)  # nothing may start
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"output folder .*afile.* is a file, not a folder"):
+        fit_tabular(tiny_config(), output_dir=tmp_path / "afile")
+    (tmp_path / "out" / "metrics.json").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"holds a folder named metrics\.json"):
+        fit_tabular(tiny_config(), output_dir=tmp_path / "out")
+    (tmp_path / "other" / "model").mkdir(parents=True)
+    (tmp_path / "other" / "model" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"cannot save model to .*model.*not a gananomaly model"):
+        fit_tabular(tiny_config(), output_dir=tmp_path / "other")
+
+
 def test_anomaly_values_that_match_no_label_are_refused():
     with pytest.raises(ValueError, match=r"data\.anomaly_values: none of \['yes'\] occurs in column 'is_anomaly' "
                                          r"\(its values: \['0', '1'\]\)"):
