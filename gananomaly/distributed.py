@@ -22,6 +22,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -40,15 +41,17 @@ def weights_digest(detector) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gananomaly._args import epochs_arg, positive_int_arg, seed_arg
     from gananomaly.data import read_numeric
     from gananomaly.estimator import GANAnomalyDetector
+    from gananomaly.model_dir import check_target
 
     parser = argparse.ArgumentParser(prog="python -m gananomaly.distributed")
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--epochs", default="auto")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=epochs_arg, default="auto", help='"auto" or a positive int')
+    parser.add_argument("--batch-size", type=positive_int_arg, default=64)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--objective", default="auto", choices=["auto", "gan", "wgan-gp"])
     parser.add_argument("--encoder", default="izif", choices=["izif", "bigan"])
     parser.add_argument("--backend", default=None, help="nccl or gloo (default: nccl with CUDA, else gloo)")
@@ -59,16 +62,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     backend = args.backend or ("nccl" if cuda else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    try:  # everything a rank can refuse, before any rank trains (torchrun then stops the others)
+        X = read_numeric(args.input)
+        if len(X) == 0:
+            raise ValueError(f"--input {args.input!r} has no rows")
+        det = GANAnomalyDetector(
+            epochs=args.epochs, batch_size=args.batch_size, random_state=args.seed, objective=args.objective,
+            encoder=args.encoder, device=f"cuda:{local_rank}" if cuda else "cpu",
+        )
+        det._validate_params()
+        if int(os.environ["RANK"]) == 0:
+            check_target(Path(args.output))  # the save comes after the training
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"gananomaly.distributed (rank {os.environ['RANK']}): error: {exc}", file=sys.stderr)
+        return 2
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
     try:
-        X = read_numeric(args.input)
-        det = GANAnomalyDetector(
-            epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
-            batch_size=args.batch_size, random_state=args.seed, objective=args.objective, encoder=args.encoder,
-            device=f"cuda:{local_rank}" if cuda else "cpu",
-        ).fit(X)
+        det.fit(X)
         digest = weights_digest(det)
         digests: list[str | None] = [None] * dist.get_world_size()
         dist.all_gather_object(digests, digest)

@@ -255,6 +255,14 @@ class Trainer:
                                                "bad": int(best["bad"]), "states": best["states"]}
         notify(self.callbacks, "on_resume", self.estimator, {"epochs_done": self.gan_epoch + self.enc_epoch})
 
+    def _on_any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on any (a collective: every rank calls it)."""
+        import torch.distributed as dist
+
+        value = torch.tensor([float(flag)], dtype=torch.float64, device=self.X.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
     def _mean_over_ranks(self, logs: dict[str, Any]) -> None:
         if self.world == 1:
             return
@@ -402,6 +410,8 @@ class Trainer:
             self.gan_epoch = epoch + 1
             self.gan_seconds += time.perf_counter() - started
             out_of_time = cfg.max_time is not None and self.gan_seconds >= cfg.max_time
+            if cfg.max_time is not None and self.world > 1:
+                out_of_time = self._on_any_rank(out_of_time)  # each rank has its own clock: stop together
             if self.X_val is not None and (self.gan_epoch % cfg.eval_every == 0 or self.gan_epoch == cfg.epochs
                                            or out_of_time):
                 self._evaluate(logs)

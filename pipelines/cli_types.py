@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from gananomaly._args import seed_arg
+
 __all__ = ["auto_or", "epochs_option", "contamination_option", "seed_arg"]
 
 
@@ -27,14 +29,3 @@ def auto_or(convert, valid, what: str):
 
 epochs_option = auto_or(int, lambda n: n >= 1, "a whole number of epochs >= 1")
 contamination_option = auto_or(float, lambda c: 0 < c <= 0.5, "a number in (0, 0.5] (a share: 0.01 for 1%)")
-
-
-def seed_arg(text: str) -> int:
-    """``--seed``: an int in [0, 2**32 - 1], what numpy and scikit-learn take as a seed."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an int in [0, 2**32 - 1], got {value}")
-    return value

@@ -39,3 +39,23 @@ def test_distributed_module_refuses_to_run_outside_torchrun(tmp_path):
     from gananomaly.distributed import main
 
     assert main(["--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "m")]) == 2
+
+
+def test_bad_arguments_input_or_output_are_refused_before_any_rank_trains(tmp_path, monkeypatch, capsys):
+    """Options were read without checks (a traceback per rank) and the output was checked only
+    after every rank had trained; under torchrun the other ranks then died on a closed peer."""
+    import gananomaly.distributed as gd
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(gd.dist, "init_process_group", lambda **kw: 1 / 0)  # never reached
+    np.save(tmp_path / "x.npy", np.random.RandomState(0).randn(50, 3))
+    for bad in (["--epochs", "abc"], ["--epochs", "0"], ["--batch-size", "0"], ["--seed", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            gd.main(["--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "m"), *bad])
+        assert exit_.value.code == 2 and f"argument {bad[0]}: must be" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    for inp, out, match in ((tmp_path / "nope.npy", tmp_path / "m", "nope.npy"),
+                            (tmp_path / "x.npy", tmp_path / "afile", "cannot save model to")):
+        assert gd.main(["--input", str(inp), "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gananomaly.distributed (rank 0): error: ") and match in err and err.count("\n") == 1

@@ -9,7 +9,7 @@ import gananomaly
 
 # data -> networks -> training -> scoring -> estimator -> persistence -> integrations.
 LAYERS = (
-    ("_version", "_atomic", "defaults", "parzen", "callbacks", "metrics", "conv", "tracking_plots",
+    ("_version", "_atomic", "_args", "defaults", "parzen", "callbacks", "metrics", "conv", "tracking_plots",
      "explanations"),                                              # foundations: no library imports below them
     ("data", "context", "fidelity", "checkpoint"),                  # input handling, measures
     ("networks", "images"),                                         # networks and image input
