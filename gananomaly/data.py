@@ -167,11 +167,19 @@ def read_numeric(path: str):
     import pandas as pd
 
     lower = str(path).lower()
-    if lower.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return data[data.files[0]]
+    if lower.endswith((".npy", ".npz")):
+        try:
+            if lower.endswith(".npy"):
+                return np.load(path, allow_pickle=False)
+            with np.load(path, allow_pickle=False) as data:
+                if not data.files:
+                    raise ValueError(f"--input {str(path)!r} holds no arrays")
+                return data[data.files[0]]
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):  # an object array: only a pickle could load it
+                raise ValueError(f"--input {str(path)!r} holds an array of Python objects, which is never "
+                                 "unpickled; save numbers (a float or int array)") from None
+            raise
     if lower.endswith(".csv"):
         try:
             df = pd.read_csv(path)

@@ -101,6 +101,11 @@ def read_file(path: str | os.PathLike, fmt: str | None = None, *, text_columns: 
         raise ValueError(f"cannot read {str(path)!r} as {fmt}: {exc}") from exc
     if len(df) == 0:
         raise ValueError(f"{str(path)!r} has a header but no rows")
+    if fmt == "csv" and df.shape[1] == 1:
+        seps = [name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if sep in str(df.columns[0])]
+        if seps:
+            raise ValueError(f"{str(path)!r} reads as one column named {str(df.columns[0])[:80]!r}: its fields are "
+                             f"separated by {seps[0]}, but CSV files are read with commas; save it with commas")
     return df
 
 
@@ -140,6 +145,10 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
         raise ValueError(f"data.label_column: column {config.label_column!r} not in the data (columns: {columns})")
     reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column}
     free = [c for c in columns if c not in reserved]
+    empty = [c for c in free if not df[c].notna().any()]
+    if empty:
+        raise ValueError(f"column(s) {empty[:10]} hold no values at all (every cell missing): list them in "
+                         "data.drop_columns")
     dates = [c for c in free if _holds_dates(df[c])]
     if dates:
         raise ValueError(f"column(s) {dates} hold dates or durations, which the pipeline does not encode: derive "

@@ -19,6 +19,7 @@ re-exported here. The command line is :mod:`gananomaly.pipelines.table_cli`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -157,6 +158,16 @@ class TabularResult:
         return float(self.metrics.loc[self.pipeline[-1].component, "auroc"])
 
 
+@contextlib.contextmanager
+def _names_test_size(config: TabularConfig, counts: str):
+    """scikit-learn's refusal of a split, said in the config's terms."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"split.test_size = {config.test_size} cannot split {counts} (fit_on = "
+                         f"{config.fit_on!r}): {exc}") from None
+
+
 def _split(config: TabularConfig, df: pd.DataFrame):
     """(training rows, held-out rows or None, held-out labels or None, positions in ``df`` of the
     training rows, of the held-out rows or None)."""
@@ -171,14 +182,16 @@ def _split(config: TabularConfig, df: pd.DataFrame):
         if len(normal_idx) < 4:
             raise ValueError(f"data.label_column: only {len(normal_idx)} normal row(s) (anomaly_values="
                              f"{config.anomaly_values}); need at least 4 to fit and evaluate")
-        train_idx, test_normal = train_test_split(normal_idx, test_size=config.test_size,
-                                                  random_state=config.random_state)
+        with _names_test_size(config, f"{len(normal_idx)} normal rows"):
+            train_idx, test_normal = train_test_split(normal_idx, test_size=config.test_size,
+                                                      random_state=config.random_state)
         test_idx = np.sort(np.r_[test_normal, np.flatnonzero(y == 1)])
         train_idx = np.sort(train_idx)
     else:
         stratify = y if 2 <= n_anom <= len(y) - 2 else None
-        train_idx, test_idx = train_test_split(np.arange(len(df)), test_size=config.test_size,
-                                               random_state=config.random_state, stratify=stratify)
+        with _names_test_size(config, f"{len(df)} rows, {n_anom} anomalies"):
+            train_idx, test_idx = train_test_split(np.arange(len(df)), test_size=config.test_size,
+                                                   random_state=config.random_state, stratify=stratify)
         train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     y_test = y[test_idx]
     if len(np.unique(y_test)) < 2:

@@ -211,7 +211,11 @@ def test_empty_files_and_a_folder_of_tables_are_named_for_what_they_are(model_di
     (tmp_path / "header.csv").write_text("a,b,c\n")
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "part.csv").write_text("a,b,c\n1,2,3\n")
+    np.savez(tmp_path / "none.npz")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     cases = [(["fit", "--input", str(tmp_path / "empty.csv")], "is empty (no header, no rows)"),
+             (["fit", "--input", str(tmp_path / "none.npz")], "holds no arrays"),  # was an IndexError traceback
+             (["fit", "--input", str(tmp_path / "objects.npy")], "objects.npy' holds an array of Python objects"),
              (["fit", "--input", str(tmp_path / "header.csv")], "has no data rows (columns: ['a', 'b', 'c'])"),
              (["score", "--model", str(model_dir), "--input", str(tmp_path / "tables")],
               "is a folder (a folder is scored as images), but the model was fitted on a table")]

@@ -143,12 +143,25 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_fit(tmp_p
         fit_tabular(tiny_config(), output_dir=tmp_path / "other")
 
 
+def test_a_csv_separated_by_semicolons_is_refused_not_read_as_one_column(tmp_path):
+    """It was fitted as one text column (every row its own category), with no word."""
+    mixed_table(50).to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    cfg = tiny_config(builtin=None, options={}, path=str(tmp_path / "semi.csv"))
+    with pytest.raises(ValueError, match=r"reads as one column named 'order_id;.*separated by semicolons"):
+        fit_tabular(cfg, save=False)
+    empty = mixed_table(50).assign(notes=np.nan)  # the imputer skipped it; the summary still counted it
+    with pytest.raises(ValueError, match=r"column\(s\) \['notes'\] hold no values at all.*drop_columns"):
+        fit_tabular(tiny_config(), empty, save=False)
+
+
 def test_anomaly_values_that_match_no_label_are_refused():
     with pytest.raises(ValueError, match=r"data\.anomaly_values: none of \['yes'\] occurs in column 'is_anomaly' "
                                          r"\(its values: \['0', '1'\]\)"):
         fit_tabular(tiny_config(anomaly_values=["yes"]), mixed_table(100), save=False)
     clean = mixed_table(100).assign(is_anomaly=0)  # a label that is normal everywhere: no typo, it fits
     assert fit_tabular(tiny_config(), clean, save=False).n_train > 0
+    with pytest.raises(ValueError, match=r"split\.test_size = 0\.999 cannot split \d+ normal rows"):
+        fit_tabular(tiny_config(test_size=0.999), mixed_table(100), save=False)  # scikit-learn's words only
 
 
 def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
