@@ -73,12 +73,23 @@ def _fit(args: argparse.Namespace) -> int:
     det = GANAnomalyDetector(
         objective=args.objective, encoder=args.encoder, epochs=args.epochs, contamination=args.contamination,
         random_state=args.seed, verbose=1, checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, max_time=args.max_time,
     )
     det.fit(X, resume=args.resume)
     det.save(args.output)
     print(f"saved model to {args.output} (offset {det.offset_:.4f}, {det.n_epochs_} epochs)")
     return 0
+
+
+def _seconds(text: str) -> float:
+    """``--max-time``: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--contamination", type=_contamination, default="auto",
                      help="share of outliers expected: auto (default) or a float in (0, 0.5]")
     fit.add_argument("--seed", type=seed_arg, default=0, help="random_state of the detector")
+    fit.add_argument("--max-time", type=_seconds, default=None,
+                     help="stop the GAN phase after this many seconds (keeps the best generator so far)")
     fit.add_argument("--checkpoint-dir", default=None, help="write training checkpoints here")
     fit.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")

@@ -144,9 +144,15 @@ def test_fit_options_are_described_and_their_errors_name_them(tmp_path, capsys):
             main([*command, "--input", "x.npy", "--output", "m", option, value])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and f"argument {option}: must be 'auto'" in err and value in err
+    for value in ("0", "-3", "inf", "soon"):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", "--input", "x.npy", "--output", "m", "--max-time", value])
+        assert exc.value.code == 2 and "argument --max-time: must be a positive number of seconds" in \
+            capsys.readouterr().err
     parser = build_parser()
     fit = next(a for a in parser._actions if a.dest == "command").choices["fit"]
     assert [a.dest for a in fit._actions if not a.help] == []
+    assert fit.parse_args(["--input", "x", "--output", "m", "--max-time", "2.5"]).max_time == 2.5
 
 
 def _commands(parser, path=()):
