@@ -101,11 +101,16 @@ def score_images(
 def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels: str,
                   maps_dir) -> tuple[pd.DataFrame, ImageSet]:
     """:func:`score_images`, also returning the images it read (with their labels, if any)."""
-    from gananomaly.pipelines.model_loading import load_model
+    import gananomaly
 
     if out_csv is not None:
         table_format(out_csv)
-    det = load_model(model_dir)[0]  # a model directory, or an MLflow model URI as `gananomaly score` takes
+    if ":/" in str(model_dir) or (Path(model_dir) / "MLmodel").is_file():  # an MLflow model, as `score` takes
+        from gananomaly.pipelines.model_loading import load_model
+
+        det = load_model(model_dir)[0]
+    else:
+        det = gananomaly.load(model_dir)
     shape = getattr(det, "image_shape_", None)
     if shape is None:
         raise ValueError(f"the model at {str(model_dir)!r} was not fitted on images")
