@@ -181,6 +181,11 @@ NUMERIC_TEXT_MIN_DISTINCT = 20
 NUMERIC_TEXT_BAD = 0.01
 
 
+# A date (and time) written as text: 2024-01-31, 2024-01-31 12:00[:00[.123]], 31/01/2024, 1/31/24.
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
+                        r"|\d{1,2}/\d{1,2}/\d{2,4}")
+
+
 def _holds_dates(s: pd.Series) -> bool:
     """A column of dates, times or durations (datetime64/timedelta64, or Python date and time
     objects as Parquet's date32 reads)."""
@@ -188,10 +193,16 @@ def _holds_dates(s: pd.Series) -> bool:
 
     if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
         return True
-    if s.dtype != object:
+    if s.dtype != object and not pd.api.types.is_string_dtype(s):
         return False
     sample = s.dropna().head(100)
-    return len(sample) > 0 and all(isinstance(v, (_dt.date, _dt.time, _dt.timedelta)) for v in sample)
+    if len(sample) == 0:
+        return False
+    if all(isinstance(v, (_dt.date, _dt.time, _dt.timedelta)) for v in sample):
+        return True
+    # dates written as text (a CSV): ISO or d/m/y, many distinct (a few may be category codes)
+    return (all(isinstance(v, str) and _DATE_TEXT.fullmatch(v.strip()) for v in sample)
+            and s.nunique() > NUMERIC_TEXT_MIN_DISTINCT)
 
 
 def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:

@@ -121,6 +121,11 @@ def test_a_pipeline_a_load_would_refuse_is_not_saved(tmp_path):
     as_objects = df.assign(when=df["when"].dt.date)  # Parquet's date32 reads as Python dates
     with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations"):
         build_pipeline(TabularConfig(detector={"epochs": 1}), as_objects)
+    as_text = df.assign(when=df["when"].dt.strftime("%Y-%m-%d %H:%M"))  # as a CSV holds them
+    with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations"):
+        build_pipeline(TabularConfig(detector={"epochs": 1}), as_text)
+    few = df.assign(when=np.where(np.arange(60) % 2, "2024-01-01", "2024-02-01"))  # two values: categories
+    assert build_pipeline(TabularConfig(detector={"epochs": 1}), few) is not None
 
 
 def test_a_detector_with_adam_betas_saves_and_loads(tmp_path, blobs):
