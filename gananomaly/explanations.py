@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
-           "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text", "category_str"]
+           "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text", "category_str",
+           "numeric_cells", "blank_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,13 @@ def prepare_frame(df: pd.DataFrame, schema: ModelSchema, *, row_numbers: np.ndar
     return frame, keep, bad
 
 
+def blank_cells(s: pd.Series) -> np.ndarray:
+    """Mask of the cells of a column that hold no value: missing, or blank text (the table
+    pipeline reads both as missing and imputes them)."""
+    text = s.astype(object)
+    return text.isna().to_numpy() | text.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+
+
 def numeric_cells(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, mask of cells that are no finite number) of one numeric column; a blank
     text cell is missing (NaN, not flagged: the pipeline imputes it)."""
@@ -189,7 +197,7 @@ def numeric_cells(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.nd
         values = s.astype(np.float64).to_numpy(copy=True)
         return values, np.isinf(values)
     text = s.astype(object)
-    blank = text.isna().to_numpy() | text.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+    blank = blank_cells(text)
     values = pd.to_numeric(text.where(~blank, None), errors="coerce").astype(np.float64).to_numpy(copy=True)
     return values, (np.isnan(values) & ~blank) | np.isinf(values)
 
@@ -386,12 +394,7 @@ def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
     return pd.DataFrame({"row": p.rows[local], "rank": np.tile(np.arange(1, width + 1), n), "column": names[cols],
                          "contribution": p.contributions[local, cols], "value": value,
                          "expected": [expected[c][r] for r, c in zip(local, cols)],
-                         "imputed": [_missing(v) for v in value]})
-
-
-def _missing(v: Any) -> bool:
-    """A cell the pipeline fills in: missing, or blank text (read as missing, see numeric_cells)."""
-    return bool(pd.isna(v)) or (isinstance(v, str) and not v.strip())
+                         "imputed": blank_cells(pd.Series(value, dtype=object))})
 
 
 def _values_by_column(data, p: _Pass) -> list:

@@ -28,15 +28,14 @@ from gananomaly._atomic import fitted_state_kept, write_bytes
 from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.images import resize
-from gananomaly.model_dir import LAPGAN_CONFIG, atomic_dir
-from gananomaly.model_format import FORMAT_NAME, FORMAT_VERSION
+from gananomaly.model_dir import atomic_dir
+from gananomaly.model_format import FORMAT_NAME, FORMAT_VERSION, LAPGAN_CONFIG, MAX_PYRAMID_LEVELS, with_tuples
 from gananomaly.scoring import threshold_at
 
 __all__ = ["LaplacianPyramidDetector", "laplacian_pyramid", "MAX_LEVELS"]
 
 _MAP_COMPONENTS = ("combined", "reconstruction", "discriminator")
-# Most pyramid levels (the coarsest image then has side S / 128).
-MAX_LEVELS = 8
+MAX_LEVELS = MAX_PYRAMID_LEVELS  # most pyramid levels (the coarsest image then has side S / 128)
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -198,9 +197,7 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         ``invalid(key, what)`` raises the refusal naming a key."""
         from gananomaly.model_format import MAX_IMAGE_SIDE
 
-        params = dict(invalid.keys(record["params"], "params", {"levels"}, set(cls().get_params())))
-        if isinstance(params.get("hidden_dims"), list):
-            params["hidden_dims"] = tuple(params["hidden_dims"])
+        params = with_tuples(invalid.keys(record["params"], "params", {"levels"}, set(cls().get_params())))
         try:
             lap = cls(**params)
             lap._check_params()

@@ -23,6 +23,7 @@ from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
     FORMAT_NAME,
+    LAPGAN_CONFIG,
     MAX_CONFIG_BYTES,
     PIPELINE_CONFIG,
     PREPROCESSING_NAME,
@@ -38,10 +39,6 @@ def _check_parent(path: Path) -> Path:
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"cannot save model to {str(path)!r}: {str(parent)!r} is not writable")
     return parent
-
-
-# The statistics file of a saved LaplacianPyramidDetector (beside its level_<k>/ detectors).
-LAPGAN_CONFIG = "lapgan.json"
 
 
 def _is_model_dir(path: Path) -> bool:

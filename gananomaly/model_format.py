@@ -60,7 +60,11 @@ MAX_STRING = 4096
 
 _TOP_KEYS = {"format", "format_version", "library_version", "params", "arch", "fitted", "history", DIGEST_KEY}
 # Parameters saved as JSON lists and restored as tuples.
-_TUPLE_PARAMS = ("hidden_dims", "betas")
+TUPLE_PARAMS = ("hidden_dims", "betas")
+# The statistics file of a saved LaplacianPyramidDetector (beside its level_<k>/ detectors), and
+# the most pyramid levels (the coarsest image then has side S / 128).
+LAPGAN_CONFIG = "lapgan.json"
+MAX_PYRAMID_LEVELS = 8
 _MLP_KEYS = {"kind", "n_features", "latent_dim", "hidden_dims", "joint", "spectral_norm", "dropout"}
 _CONV_KEYS = {"kind", "channels", "size", "latent_dim", "width", "joint", "spectral_norm", "dropout"}
 _FITTED_REQUIRED = {"n_features_in_", "offset_", "score_config"}
@@ -278,6 +282,11 @@ def _check_arch(arch: Any, invalid: Invalid) -> dict:
     return arch
 
 
+def with_tuples(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the :data:`TUPLE_PARAMS` given as lists (JSON, TOML) as tuples."""
+    return {k: tuple(v) if k in TUPLE_PARAMS and isinstance(v, list) else v for k, v in params.items()}
+
+
 def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
     known = set(detector_cls().get_params(deep=False)) - UNSAVED_PARAMS
     invalid.keys(params, "params", set(), known)
@@ -304,11 +313,7 @@ def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
     if type(params.get("n_refine_steps")) is int:
         invalid.int(params["n_refine_steps"], "params.n_refine_steps", 0, MAX_REFINE_STEPS)
     est = detector_cls()
-    values = dict(params)
-    for key in _TUPLE_PARAMS:
-        if isinstance(values.get(key), list):
-            values[key] = tuple(values[key])
-    est.set_params(**values)
+    est.set_params(**with_tuples(params))
     try:
         est._validate_params()
     except (ValueError, TypeError) as exc:

@@ -51,16 +51,18 @@ from pathlib import Path
 from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
-from gananomaly.model_dir import LAPGAN_CONFIG, OpenFiles, atomic_dir, open_files
+from gananomaly.model_dir import OpenFiles, atomic_dir, open_files
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
     DIGEST_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
+    LAPGAN_CONFIG,
     MAX_CONFIG_BYTES,
     MAX_PARAMETERS,
     MAX_PREPROCESSING_BYTES,
+    MAX_PYRAMID_LEVELS,
     MAX_REFINE_STEPS,
     PIPELINE_CONFIG,
     PREPROCESSING_DIGEST_KEY,
@@ -102,10 +104,9 @@ def recorded_digest(path: str | os.PathLike) -> str | None:
 # directory while the files were being opened, it opens them again, at most this many times.
 _OPEN_ATTEMPTS = 50
 # A LaplacianPyramidDetector: its statistics (LAPGAN_CONFIG), and one detector per level in level_<k>/.
-_MAX_LEVELS = 8  # gananomaly.lapgan.MAX_LEVELS (not imported: lapgan imports the estimator)
 _FILES = (CONFIG_NAME, WEIGHTS_NAME, PIPELINE_CONFIG, PREPROCESSING_NAME, f"{DETECTOR_DIR}/{CONFIG_NAME}",
           f"{DETECTOR_DIR}/{WEIGHTS_NAME}", LAPGAN_CONFIG,
-          *(f"level_{k}/{name}" for k in range(_MAX_LEVELS) for name in (CONFIG_NAME, WEIGHTS_NAME)))
+          *(f"level_{k}/{name}" for k in range(MAX_PYRAMID_LEVELS) for name in (CONFIG_NAME, WEIGHTS_NAME)))
 
 
 def save(obj, path: str | os.PathLike) -> Path:
@@ -214,7 +215,7 @@ def _load_lapgan(path: Path, files: OpenFiles, device: str):
     params = meta["params"]
     if not (isinstance(params, dict) and "levels" in params):
         invalid("params.levels", "is missing")
-    levels = invalid.int(params["levels"], "params.levels", 1, _MAX_LEVELS)
+    levels = invalid.int(params["levels"], "params.levels", 1, MAX_PYRAMID_LEVELS)
     detectors = []
     for k in range(levels):  # checked before the pyramid: their shapes are read from their own headers
         if files[f"level_{k}/{CONFIG_NAME}"] is None:

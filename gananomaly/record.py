@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from gananomaly import data as _data
 from gananomaly import scoring as _scoring
 from gananomaly.model_dir import atomic_dir
-from gananomaly.model_format import UNSAVED_PARAMS, RecordError, write_detector
+from gananomaly.model_format import UNSAVED_PARAMS, RecordError, with_tuples, write_detector
 from gananomaly.networks import build_networks
 
 __all__ = ["RecordMixin", "NETS"]
@@ -115,11 +115,7 @@ class RecordMixin:
         Raises :class:`~gananomaly.model_format.RecordError` naming the key of a value the
         schema allows that the detector refuses."""
         est = cls()
-        params = dict(config["params"])
-        for key in ("hidden_dims", "betas"):  # saved as JSON lists
-            if isinstance(params.get(key), list):
-                params[key] = tuple(params[key])
-        est.set_params(**params)
+        est.set_params(**with_tuples(config["params"]))
         dev = _data.resolve_device(device)
         arch, fitted = config["arch"], config["fitted"]
         for attr, net in zip(NETS, build_networks(arch)):

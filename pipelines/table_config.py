@@ -192,16 +192,14 @@ class TabularConfig:
         """A fresh :class:`gananomaly.GANAnomalyDetector` with the ``detector`` parameters
         (validated: unknown names and bad values raise ValueError naming ``detector.<key>``)."""
         from gananomaly import GANAnomalyDetector
+        from gananomaly.model_format import with_tuples
 
         params = dict(self.detector)
         valid = set(GANAnomalyDetector().get_params(deep=False)) - {"callbacks"}
         unknown = sorted(set(params) - valid)
         if unknown:
             raise ValueError(f"detector: unknown parameter(s) {unknown}; valid: {sorted(valid)}")
-        for key in ("hidden_dims", "betas"):  # TOML arrays
-            if isinstance(params.get(key), list):
-                params[key] = tuple(params[key])
-        det = GANAnomalyDetector(**params)
+        det = GANAnomalyDetector(**with_tuples(params))  # TOML arrays as the tuples the detector takes
         try:
             det._validate_params()
         except (ValueError, TypeError) as exc:

@@ -18,7 +18,7 @@ import pandas as pd
 from gananomaly.pipelines.csv_input import check_unique, csv_columns, header_names, not_utf8, read_options
 from gananomaly.pipelines.table_config import TabularConfig
 
-from gananomaly.explanations import ModelSchema, format_rows, model_schema, prepare_frame
+from gananomaly.explanations import ModelSchema, blank_cells, format_rows, model_schema, prepare_frame
 
 __all__ = ["file_format", "read_file", "stored_columns", "read_table", "infer_columns", "schema_of", "ModelSchema",
            "model_schema", "prepare_frame", "format_rows"]
@@ -211,7 +211,7 @@ def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:
     an unseen category. Category codes (few distinct values) and columns the config lists as
     categorical pass."""
     text = s.astype(object)
-    filled = text.notna().to_numpy() & ~text.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+    filled = ~blank_cells(text)
     if not filled.any():
         return
     values = pd.to_numeric(text[filled], errors="coerce")
