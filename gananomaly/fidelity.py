@@ -61,12 +61,13 @@ def _as_tensor(a) -> torch.Tensor:
     return t.detach().reshape(t.shape[0], -1).to("cpu", torch.float64)
 
 
-def _kth_radius(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance of every row to its k-th nearest neighbour among the other rows."""
+def _kth_radius(points: torch.Tensor, k: int, d: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance of every row to its k-th nearest neighbour among the other rows (``d``: their
+    distance matrix, when already computed)."""
     k = min(k, points.shape[0] - 1)
     if k < 1:
         return torch.full((points.shape[0],), math.inf, dtype=points.dtype)
-    d = torch.cdist(points, points)
+    d = torch.cdist(points, points) if d is None else d
     return d.topk(k + 1, dim=1, largest=False).values[:, k]  # column 0 is the row itself
 
 
@@ -82,7 +83,8 @@ def _real_balls(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     tolerance), so rows without copies keep their balls bit for bit. Generated rows keep the
     plain rule: a generator that repeats one row exactly has collapsed, and its zero radii say
     so."""
-    radius = _kth_radius(points, k)
+    d = torch.cdist(points, points)
+    radius = _kth_radius(points, k, d)
     weight = torch.ones_like(radius)
     _, group, size = torch.unique(points, dim=0, return_inverse=True, return_counts=True)
     m = size[group]  # rows sharing each row's value, itself included
@@ -91,8 +93,7 @@ def _real_balls(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     if not bool(point_like.any()):
         return radius, weight
     rows = torch.nonzero(point_like)[:, 0]
-    d = torch.cdist(points[rows], points)
-    d = d.masked_fill(group[None, :] == group[rows][:, None], math.inf)  # its own value's rows
+    d = d[rows].masked_fill(group[None, :] == group[rows][:, None], math.inf)  # its own value's rows
     gap = d.min(1).values
     radius[rows] = torch.where(torch.isfinite(gap), 0.5 * gap, torch.zeros_like(gap))
     weight[rows] = k_eff / m[rows].to(weight.dtype)
