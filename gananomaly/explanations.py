@@ -252,7 +252,7 @@ def _explain_pass(model, data) -> _Pass:
         pre, det = model[:-1], model.steps[-1][1]
         Xt = pre.transform(frame)
         names = [str(n) for n in pre.get_feature_names_out()]
-        source = _feature_columns(names, schema)
+        source = feature_columns(names, schema)
         columns = [c for c in schema.columns if c in set(source)]
     else:
         det = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -437,7 +437,7 @@ def _feature_index(feature, names: list[str]) -> int:
     raise ValueError(f"the detector explained a feature {f!r} that is not among its input columns {names}")
 
 
-def _feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
+def feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
     """The input column each preprocessed feature comes from (``numeric__amount`` ->
     ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column)."""
     out = []

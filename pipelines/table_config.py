@@ -80,7 +80,7 @@ class TabularConfig:
         Fraction held out for evaluation (normal rows; every anomaly is held out when
         ``fit_on="normal"``). Ignored without a label: then every row is used for fitting.
     random_state : int
-        Seed of the split.
+        Seed of the split, and of the detector unless ``detector`` sets its own.
     detector : dict
         Parameters of :class:`gananomaly.GANAnomalyDetector`.
     mlflow : bool
@@ -195,6 +195,7 @@ class TabularConfig:
         from gananomaly.model_format import with_tuples
 
         params = dict(self.detector)
+        params.setdefault("random_state", self.random_state)  # a config's run is reproducible unless it says otherwise
         valid = set(GANAnomalyDetector().get_params(deep=False)) - {"callbacks"}
         unknown = sorted(set(params) - valid)
         if unknown:

@@ -253,10 +253,11 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
                                      hint="Fix or remove those rows")
     use_mlflow = config.mlflow if mlflow is None else mlflow
     run_id = None
-    if use_mlflow:
-        pipeline, run_id = _tracked_fit(config, pipeline, schema, X_train, X_test, y_test, tracking_uri)
-    else:
-        pipeline.fit(X_train)
+    with _columns_named_in_warnings(pipeline, schema, X_train):
+        if use_mlflow:
+            pipeline, run_id = _tracked_fit(config, pipeline, schema, X_train, X_test, y_test, tracking_uri)
+        else:
+            pipeline.fit(X_train)
     metrics, test_scores = _evaluate(config, pipeline, test_df, X_test, y_test)
     result = TabularResult(pipeline=pipeline, metrics=metrics, model_path=None, run_id=run_id,
                            n_train=len(X_train), n_test=0 if X_test is None else len(X_test),
@@ -265,6 +266,45 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     if save:
         result.model_path = _save(config, result, output_dir)
     return result
+
+
+# The detector's warnings about its input columns (data.fit_scaler) name positions when it is fed
+# the preprocessing's array; the pipeline says them again by input column.
+_COLUMN_WARNINGS = ("columns constant in the training data", "columns whose scale is set by a few extreme values")
+
+
+@contextlib.contextmanager
+def _columns_named_in_warnings(pipeline, schema: ModelSchema, X_train: pd.DataFrame):
+    """Run a pipeline fit; the detector's warnings about constant or extreme features, which
+    can only give the preprocessed array's positions, are issued again naming the input column
+    (``amount``; ``channel=web`` for a one-hot feature). Every other warning passes unchanged."""
+    import warnings
+
+    from gananomaly import data as _data
+    from gananomaly.explanations import feature_columns
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:  # a failed fit's warnings are shown too
+        positional = [w for w in caught
+                      if issubclass(w.category, UserWarning) and str(w.message).startswith(_COLUMN_WARNINGS)]
+        for w in caught:
+            if w not in positional:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if not positional:
+        return
+    pre = pipeline[:-1]
+    names = [str(n) for n in pre.get_feature_names_out()]
+    labels = []
+    for name, column in zip(names, feature_columns(names, schema)):
+        tail = name.split("__", 1)[-1]
+        labels.append(column if tail == column or column not in schema.categorical
+                      else f"{column}={tail[len(column) + 1:]}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message="|".join(_COLUMN_WARNINGS))
+        _data.fit_scaler(np.asarray(pre.transform(X_train), dtype=np.float64), labels)
 
 
 def _tracked_fit(config: TabularConfig, pipeline, schema: ModelSchema, X_train: pd.DataFrame,

@@ -185,6 +185,32 @@ def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
         fit_tabular(numeric, df, save=False)  # declared numeric: the cell is named by its row in the data
 
 
+def test_constant_columns_are_named_by_input_column_not_position():
+    """The detector sees the preprocessed array, so its warning said 'columns constant ...: 1'.
+    The pipeline names the input column (and the category of a one-hot feature); other
+    warnings of the fit pass unchanged."""
+    import warnings
+
+    df = mixed_table(300).assign(site=7.5, region="north")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_tabular(tiny_config(), df, save=False)
+    constant = [str(w.message) for w in caught if "constant in the training data" in str(w.message)]
+    assert len(constant) == 1, constant
+    assert constant[0].endswith(": 'site', 'region=north'"), constant[0]
+
+
+def test_a_config_without_a_detector_seed_is_reproducible():
+    """The split's seed seeds the detector too when [detector] sets none (it was None: every
+    run of the same config gave other scores)."""
+    params = {k: v for k, v in TINY.items() if k != "random_state"}
+    runs = [fit_tabular(tiny_config(detector=dict(params), random_state=3), save=False) for _ in range(2)]
+    assert runs[0].pipeline[-1].random_state == 3
+    np.testing.assert_array_equal(runs[0].test_scores["score"], runs[1].test_scores["score"])
+    other = fit_tabular(tiny_config(detector=dict(params), random_state=4), save=False)
+    assert other.pipeline[-1].random_state == 4
+
+
 # ------------------------------------------------------------------------------ pipeline
 def test_pipeline_is_column_transformer_then_detector():
     from sklearn.compose import ColumnTransformer
