@@ -119,7 +119,12 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
     else:
         images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []
     if len(chunk_names):
-        scores = score_prepared(model, images)
+        try:
+            scores = score_prepared(model, images)
+        except ValueError as exc:
+            if array is None:
+                raise
+            raise ValueError(f"{in_path}: {exc}") from exc  # the array's shape: name the file
     else:
         scores = score_prepared(model, np.empty((0,) + tuple(shape)))
     nonfinite = ~np.isfinite(scores.drop(columns="label").to_numpy(dtype=np.float64)).all(axis=1)

@@ -238,3 +238,21 @@ def test_a_seed_numpy_cannot_take_is_named_as_the_option(seed, capsys):
         main(["demo", "--no-mlflow", "--seed", seed])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "argument --seed: must be an int" in err  # was train_test_split's error
+
+
+def test_an_image_array_of_the_wrong_shape_is_named_by_its_file(tmp_path, capsys):
+    """`score --input bad.npy` on an image model said 'X has images of 4x4 pixels ...': which
+    file, in a job scoring many, it did not say. No output or parts are left behind."""
+    from gananomaly import GANAnomalyDetector
+
+    rng = np.random.RandomState(0)
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0, validation_fraction=0).fit(
+        rng.rand(32, 8, 8)).save(tmp_path / "img_model")
+    for name, shape, fragment in (("small.npy", (3, 4, 4), "images of 4x4 pixels"),
+                                  ("rgb.npy", (3, 3, 8, 8), "3 channel(s)")):
+        np.save(tmp_path / name, rng.rand(*shape))
+        rc, err = _run(["score", "--model", str(tmp_path / "img_model"), "--input", str(tmp_path / name),
+                        "--output", str(tmp_path / f"{name}.csv"), "--no-progress"], capsys)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"{name}: " in err and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img_model", "rgb.npy", "small.npy"]
