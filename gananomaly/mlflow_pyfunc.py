@@ -261,7 +261,8 @@ def infer_pyfunc_signature(model, example):
     """The signature of ``predict``: inputs inferred from ``example`` (every training column
     required, numeric columns typed ``Any``; see :func:`_required_inputs`), outputs from the
     scores of ``example``, and for table models the optional integer parameter ``explain``
-    (:data:`EXPLAIN_PARAM`, default None), so a model server accepts ``params={"explain": K}``."""
+    (:data:`EXPLAIN_PARAM`, default None), so a model server accepts ``params={"explain": K}``.
+    Image models declare outputs only (any array layout and pixel dtype the detector takes)."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
@@ -270,7 +271,10 @@ def infer_pyfunc_signature(model, example):
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = _required_inputs(infer_signature(example, score_frame(model, example)), model)
     if getattr(split_model(model)[1], "image_shape_", None) is not None:
-        return signature
+        # No input schema for images: MLflow's tensor check wants the example's exact dtype and
+        # rank (float64 or uint8 pixels, (n, 1, H, W) for (n, H, W) were refused with the data
+        # printed whole); the detector takes every image layout and names what is wrong.
+        return ModelSignature(inputs=None, outputs=signature.outputs)
     return ModelSignature(inputs=signature.inputs, outputs=signature.outputs,
                           params=ParamSchema([ParamSpec(EXPLAIN_PARAM, "long", None)]))
 

@@ -448,3 +448,24 @@ def test_a_detector_fitted_with_a_context_is_not_saved_for_a_pyfunc_that_could_n
     with pytest.raises(ValueError, match=r"fitted with a context.*det\.save\(path\)"):
         gm.save_model(det, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_an_image_model_takes_every_image_layout_and_pixel_dtype(tmp_path):
+    """The inferred tensor signature held the example's exact dtype and rank: float64 pixels
+    (numpy's default), uint8, or (n, 1, H, W) for an (n, H, W) example were refused by MLflow
+    with the data printed whole. The model now declares outputs only and scores every layout
+    the detector takes, to the same numbers; a wrong size is our one-line error."""
+    rng = np.random.RandomState(0)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0, validation_fraction=0).fit(
+        rng.rand(32, 8, 8).astype(np.float32))
+    X = rng.rand(4, 8, 8).astype(np.float32)
+    gm.save_model(det, str(tmp_path / "m"), input_example=X[:2])
+    pf = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    assert pf.metadata.signature.inputs is None and "score" in pf.metadata.signature.outputs.input_names()
+    expected = det.score_samples(X)
+    for layout in (X, X.astype(np.float64), X[:, None], X[..., None], X.tolist()):
+        np.testing.assert_allclose(pf.predict(layout)["score"].to_numpy(), expected, rtol=1e-6)
+    with pytest.warns(UserWarning, match="pixel"):
+        assert len(pf.predict((X * 255).astype(np.uint8))) == 4  # scored, with the range warning
+    with pytest.raises(MlflowException, match=r"gananomaly: .*images of 4x4 pixels"):
+        pf.predict(rng.rand(2, 4, 4))
