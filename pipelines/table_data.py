@@ -181,9 +181,16 @@ NUMERIC_TEXT_MIN_DISTINCT = 20
 NUMERIC_TEXT_BAD = 0.01
 
 
-# A date (and time) written as text: 2024-01-31, 2024-01-31 12:00[:00[.123]], 31/01/2024, 1/31/24.
-_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?"
-                        r"|\d{1,2}/\d{1,2}/\d{2,4}")
+# A date, a date and time, or a time of day written as text: 2024-01-31, 2024/01/31, 31/01/2024,
+# 1/31/24, 31.01.2024, 31 Jan 2024, 31-Jan-2024, Jan 31, 2024, Wed, 31 Jan 2024 (RFC 2822), each
+# with an optional time (12:00, 12:00:00.123, 12:00 PM, a zone); 12:00 or 7:30:15 alone.
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_TIME = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?( ?[ap]\.?m\.?)?( ?(z|utc|gmt|[+-]\d{2}:?\d{2}))?"
+_DATE_TEXT = re.compile(
+    r"((mon|tue|wed|thu|fri|sat|sun)[a-z]*,? )?"
+    r"(\d{4}-\d{1,2}-\d{1,2}|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\.\d{1,2}\.\d{4}"
+    rf"|\d{{1,2}}[ -]{_MONTH}[ -]\d{{2,4}}|{_MONTH} \d{{1,2}}(st|nd|rd|th)?,? \d{{4}})"
+    rf"([ t]{_TIME})?|{_TIME}", re.IGNORECASE)
 
 
 def _holds_dates(s: pd.Series) -> bool:
@@ -200,7 +207,7 @@ def _holds_dates(s: pd.Series) -> bool:
         return False
     if all(isinstance(v, (_dt.date, _dt.time, _dt.timedelta)) for v in sample):
         return True
-    # dates written as text (a CSV): ISO or d/m/y, many distinct (a few may be category codes)
+    # dates or times written as text (a CSV), many distinct (a few may be category codes)
     return (all(isinstance(v, str) and _DATE_TEXT.fullmatch(v.strip()) for v in sample)
             and s.nunique() > NUMERIC_TEXT_MIN_DISTINCT)
 

@@ -211,6 +211,22 @@ def test_a_config_without_a_detector_seed_is_reproducible():
     assert other.pipeline[-1].random_state == 4
 
 
+@pytest.mark.parametrize("fmt", ["%Y/%m/%d", "%d.%m.%Y", "%d %b %Y", "%d-%b-%Y %H:%M", "%b %d, %Y",
+                                 "%a, %d %b %Y %H:%M:%S GMT", "%d/%m/%Y %I:%M %p", "%H:%M:%S"])
+def test_dates_and_times_written_as_text_are_refused_in_any_common_format(fmt):
+    """Only ISO and d/m/y text was recognised: '31 Jan 2024' or '31.01.2024' columns were
+    one-hot encoded, one category per day. A few distinct values stay categories; version
+    strings and codes are not dates."""
+    when = pd.Series(pd.date_range("2024-01-01 06:00", periods=300, freq="1441min"))  # a day and a minute apart
+    df = mixed_table(300).assign(when=when.dt.strftime(fmt).to_numpy())
+    with pytest.raises(ValueError, match=r"column\(s\) \['when'\] hold dates or durations"):
+        infer_columns(tiny_config(), df)
+    few = mixed_table(300).assign(when=np.where(np.arange(300) % 2, "31 Jan 2024", "1 Feb 2024"))
+    assert "when" in infer_columns(tiny_config(), few)[1]
+    versions = mixed_table(300).assign(when=[f"1.{i % 30}.{i // 30}" for i in range(300)])
+    assert "when" in infer_columns(tiny_config(), versions)[1]
+
+
 # ------------------------------------------------------------------------------ pipeline
 def test_pipeline_is_column_transformer_then_detector():
     from sklearn.compose import ColumnTransformer
