@@ -8,6 +8,8 @@ its fitted attributes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ __all__ = ["RecordMixin", "NETS"]
 
 # The fitted networks, by attribute; their tensors are saved under the name without "_".
 NETS = ("generator_", "discriminator_", "encoder_")
+# Parameters that do not change a fitted detector's scores (left out of its fingerprint).
+_UNSCORED_PARAMS = frozenset({"verbose", "device", "checkpoint_dir", "checkpoint_every"})
 
 
 class RecordMixin:
@@ -42,6 +46,26 @@ class RecordMixin:
         """Write this fitted detector's files into the directory ``out`` (created if needed),
         not atomically: :meth:`save` is the safe way, this is its building block (a pipeline's
         directory holds its detector's files). ``final`` is the model's path, for messages."""
+        tensors, record = self._saved_parts()
+        write_detector(out, tensors, record, final, type(self))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that decides this fitted detector's scores: every tensor and
+        every value :meth:`save` writes (parameters, fitted statistics, offset, threshold),
+        except the settings that do not (``verbose``, ``device``, the checkpoint options).
+        Equal for the same model in any process, before a save and after a load."""
+        check_is_fitted(self)
+        tensors, record = self._saved_parts()
+        record["params"] = {k: v for k, v in record["params"].items() if k not in _UNSCORED_PARAMS}
+        h = hashlib.sha256(json.dumps(record, sort_keys=True, default=repr).encode())
+        for name in sorted(tensors):
+            t = tensors[name]
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+    def _saved_parts(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, record): what :meth:`write_to` saves."""
         tensors: dict[str, torch.Tensor] = {}
         for attr in NETS:
             for key, value in getattr(self, attr).state_dict().items():
@@ -72,7 +96,7 @@ class RecordMixin:
             "extra": self._extra_record(),
         }
         record = {"params": self._params_record(), "arch": self.arch_, "fitted": fitted, "history": self.history_}
-        write_detector(out, tensors, record, final, type(self))
+        return tensors, record
 
     def _params_record(self) -> dict[str, Any]:
         """The parameters as JSON values (live objects such as callbacks are not saved)."""

@@ -97,6 +97,11 @@ class ThresholdMixin:
             # refused here, naming it, and the detector keeps its parameters.
             from sklearn.utils._param_validation import validate_parameter_constraints
 
+            valid = self.get_params(deep=True)
+            unknown = sorted(k for k in params if k not in valid)
+            if unknown:  # before any parameter is set: none of this call applies
+                raise ValueError(f"invalid parameter(s) {unknown} for {type(self).__name__}; valid parameters: "
+                                 f"{sorted(self.get_params(deep=False))}")
             checked = {k: v for k, v in params.items() if k in self._parameter_constraints}
             validate_parameter_constraints({k: self._parameter_constraints[k] for k in checked}, checked,
                                            caller_name=type(self).__name__)

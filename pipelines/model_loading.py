@@ -3,15 +3,11 @@ and fingerprinting it, so a resumed job can tell it scores with the same model."
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from gananomaly.explanations import model_schema
 
 __all__ = ["load_model", "model_fingerprint", "with_threshold"]
 
@@ -20,33 +16,70 @@ def _is_uri(spec: str) -> bool:
 
 
 def model_fingerprint(model) -> str:
-    """A stable hex digest of a fitted model: the detector's weights, input scaler,
-    score statistics and offset, and the preprocessing's output feature names.
+    """A stable hex digest of a fitted model: the detector's
+    :meth:`~gananomaly.GANAnomalyDetector.fingerprint` (every tensor and value its save writes:
+    weights, statistics, the k-NN bank, parameters, offset, threshold) and, for a pipeline, the
+    fitted state of every preprocessing step.
 
     Identical for the same model loaded in different processes (used to check that a
     resumed job scores with the same model).
+
+    Raises
+    ------
+    ValueError
+        The model is not a detector or a pipeline ending in one (a Laplacian-pyramid model is
+        scored in Python, not by the jobs).
     """
     from sklearn.pipeline import Pipeline
 
+    from gananomaly.estimator import GANAnomalyDetector
+
     det = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    h = hashlib.sha256()
-    for attr in ("generator_", "discriminator_", "encoder_"):
-        for key, value in sorted(getattr(det, attr).state_dict().items()):
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    for arr in (det.input_mean_, det.input_scale_):
-        h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
-    sc = det.score_config_
-    h.update(json.dumps({"loc": sc.loc, "scale": sc.scale, "offset": float(det.offset_),
-                         "component": det.component, "weight": float(det.weight),
-                         "refine": [sc.n_refine_steps, sc.refine_lr, sc.kappa]}, sort_keys=True).encode())
+    if not isinstance(det, GANAnomalyDetector):
+        kind = ("a Laplacian-pyramid model" if hasattr(det, "detectors_")
+                else f"a {type(det).__name__}")
+        raise ValueError(f"--model is {kind}; the scoring jobs take a GANAnomalyDetector or a pipeline ending in "
+                         "one (score a pyramid in Python: gananomaly.load(path).score_samples(images))")
+    h = hashlib.sha256(det.fingerprint().encode())
     if isinstance(model, Pipeline) and len(model.steps) > 1:
-        with contextlib.suppress(Exception):
-            h.update("|".join(map(str, model[:-1].get_feature_names_out())).encode())
-        schema = model_schema(model)
-        h.update(json.dumps({"numeric": schema.numeric, "categorical": schema.categorical,
-                             "categories": {k: sorted(v) for k, v in schema.categories.items()}}).encode())
+        for name, step in model.steps[:-1]:
+            h.update(name.encode())
+            _hash_state(step, h, 0)
     return h.hexdigest()
+
+
+def _hash_state(obj, h, depth: int) -> None:
+    """Feed ``obj``'s fitted state into ``h``, the same in every process: arrays by dtype, shape
+    and bytes, containers in a fixed order, estimators by class and attributes."""
+    if depth > 20:
+        raise ValueError("the preprocessing is nested too deeply to fingerprint")
+    if isinstance(obj, np.ndarray):
+        h.update(f"ndarray:{obj.dtype.str}:{obj.shape}".encode())
+        if obj.dtype.hasobject:
+            for v in obj.ravel():
+                _hash_state(v, h, depth + 1)
+        else:
+            h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, (str, bytes, int, float, complex, bool, type(None), np.generic)):
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}:{len(obj)}".encode())
+        for v in obj:
+            _hash_state(v, h, depth + 1)
+    elif isinstance(obj, dict):
+        h.update(f"dict:{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode())
+            _hash_state(obj[k], h, depth + 1)
+    elif isinstance(obj, (set, frozenset)):
+        h.update(f"set:{sorted(map(repr, obj))}".encode())
+    elif callable(obj) and not hasattr(obj, "__dict__"):
+        h.update(f"callable:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}".encode())
+    elif hasattr(obj, "__dict__"):
+        h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+        _hash_state({k: v for k, v in vars(obj).items() if not k.startswith("__")}, h, depth + 1)
+    else:
+        h.update(f"{type(obj).__qualname__}:{obj!r}".encode())
 
 
 def load_model(spec, *, device: str = "cpu") -> tuple[Any, str]:

@@ -169,6 +169,37 @@ def test_resume_refuses_an_input_edited_in_place_with_its_mtime_restored(det, tm
     np.testing.assert_allclose(pd.read_csv(out)["score"], model.score_samples(fresh[COLS]), rtol=1e-12)
 
 
+def test_resume_refuses_a_model_that_differs_only_in_how_it_combines_its_scores(det, tmp_path, monkeypatch):
+    """The fingerprint held the networks, the scaler, offset and weight only: a model saved
+    with another knn_weight (the same networks, the same offset) resumed a job and mixed
+    chunks of two models' scores. It now covers everything the save writes, and a pipeline's
+    fitted preprocessing."""
+    from gananomaly.pipelines.model_loading import model_fingerprint
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import gananomaly
+
+    model, model_dir = det
+    other = gananomaly.load(model_dir)
+    other.set_params(knn_weight=1.0)  # "auto" is 3 for tables
+    other.set_threshold(score=float(model.offset_))
+    other.save(tmp_path / "other")
+    assert not np.allclose(other.score_samples(frame()[COLS]), model.score_samples(frame()[COLS]))
+    inp, out = write(frame(), tmp_path / "in.csv"), tmp_path / "s.csv"
+    interrupted_run(monkeypatch, model_dir, inp, out, 2)
+    with pytest.raises(ValueError, match=r"cannot resume .*the model changed"):
+        score_file(tmp_path / "other", inp, out, id_column="id", chunk_rows=50, resume=True)
+    assert model_fingerprint(gananomaly.load(model_dir)) == model_fingerprint(model)  # loaded = in memory
+    X = frame()[COLS]
+    pipe, shifted = (make_pipeline(StandardScaler().fit(X + d), gananomaly.load(model_dir)) for d in (0.0, 1.0))
+    assert model_fingerprint(pipe) != model_fingerprint(shifted)  # the preprocessing's state counts
+    from gananomaly.lapgan import LaplacianPyramidDetector
+    pyramid = LaplacianPyramidDetector(levels=2, epochs=1, random_state=0).fit(np.random.RandomState(0).rand(16, 8, 8))
+    with pytest.raises(ValueError, match="a Laplacian-pyramid model; the scoring jobs take a GANAnomalyDetector"):
+        score_file(pyramid, inp, out)
+
+
 def test_every_bad_cell_is_named_at_once_and_a_failed_job_leaves_no_work_directory(det, tmp_path):
     """A bare detector (no imputer): a missing number and an infinity were named one run at a
     time (infinity first, the missing value only after it was fixed), and a job that failed

@@ -50,6 +50,19 @@ def test_a_bad_value_set_after_the_fit_is_refused_and_the_detector_unchanged(fit
     np.testing.assert_array_equal(det.score_samples(X), before)
 
 
+def test_a_call_with_an_unknown_name_sets_nothing(fitted):
+    """set_params(component="knn", wieght_typo=0.5) set component, then raised, and skipped
+    releasing the pinned threshold: a combined-scale threshold on knn scores flagged 0%."""
+    X, det = fitted
+    det = pickle.loads(pickle.dumps(det))
+    det.set_threshold(score=float(np.percentile(det.score_samples(X), 5)))
+    params, threshold = det.get_params(), dict(det.threshold_)
+    with pytest.raises(ValueError, match=r"invalid parameter\(s\) \['wieght_typo'\] for GANAnomalyDetector"):
+        det.set_params(component="knn", wieght_typo=0.5)
+    assert det.get_params() == params and det.threshold_ == threshold
+    assert _flagged(det, X) == pytest.approx(0.05, abs=0.003)
+
+
 @pytest.mark.parametrize("key, value", [("n_refine_steps", 5), ("refine_lr", 0.5), ("kappa", 5.0)])
 def test_a_fit_time_scoring_setting_changed_after_the_fit_is_warned_about(fitted, key, value):
     X, det = fitted
