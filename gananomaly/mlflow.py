@@ -410,9 +410,13 @@ def _flavor_conf(uri: str, local: str) -> dict[str, Any]:
         flavors = Model.load(str(mlmodel)).flavors
     except Exception as exc:  # noqa: BLE001 - any parse error means "not a model"
         raise _not_a_model(uri, f"unreadable MLmodel ({exc})") from exc
-    if FLAVOR_NAME not in flavors:
-        raise _not_a_model(uri, f"it has the flavors {sorted(flavors)}, not {FLAVOR_NAME!r}")
-    return flavors[FLAVOR_NAME]
+    if not isinstance(flavors, dict) or FLAVOR_NAME not in flavors:
+        raise _not_a_model(uri, f"it has the flavors {sorted(map(str, flavors or {}))}, not {FLAVOR_NAME!r}")
+    conf = flavors[FLAVOR_NAME]
+    if not isinstance(conf, dict):
+        raise _not_a_model(uri, f"its MLmodel flavor {FLAVOR_NAME!r} is a {type(conf).__name__}, not a mapping of "
+                                "keys (the MLmodel file was edited or damaged)")
+    return conf
 
 
 def _load_pyfunc(path: str, model_config: dict | None = None) -> GANAnomalyPyfunc:

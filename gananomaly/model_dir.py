@@ -8,12 +8,14 @@ one step; elsewhere the old one is moved aside first. See :mod:`gananomaly.persi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,7 @@ from gananomaly.model_format import (
     WEIGHTS_NAME,
 )
 
-__all__ = ["atomic_dir", "check_target", "identity", "exchange", "open_files", "OpenFiles"]
+__all__ = ["atomic_dir", "check_target", "identity", "exchange", "open_files", "open_regular", "OpenFiles"]
 
 def _check_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
@@ -54,7 +56,10 @@ def _is_model_dir(path: Path) -> bool:
                            (lapgan, LAPGAN_CONFIG)):
         if marker in entries and entries <= layout:
             try:
-                with open(path / marker, "rb") as fh:
+                fh = open_regular(path / marker)
+                if fh is None:
+                    return False
+                with fh:
                     doc = json.loads(fh.read(MAX_CONFIG_BYTES))
             except (OSError, ValueError, RecursionError):
                 return False
@@ -121,7 +126,7 @@ def _install(tmp: Path, path: Path, parent: Path) -> None:
                 return
         except FileNotFoundError:
             continue  # another save moved the old model aside meanwhile
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+        old = _temporary_dir(path, parent, ".old")
         os.rmdir(old)
         try:
             os.rename(path, old)
@@ -145,15 +150,68 @@ def check_target(path: Path, *, probe: bool = True) -> Path:
     return parent
 
 
-def _temporary_dir(path: Path, parent: Path) -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+# Temporary directories of a save: ".<name>.<host>-<pid>-<random>.tmp" (".old" for a replaced
+# model on its way out); the name is cut so that a model name the system allows stays allowed.
+_TMP_NAME_CHARS = 64
+_STALE_FOREIGN_S = 24 * 3600
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name[:_TMP_NAME_CHARS]}."
+
+
+def _temporary_dir(path: Path, parent: Path, suffix: str = ".tmp") -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(path)}{_host_tag()}-{os.getpid()}-", suffix=suffix,
+                                dir=parent))
     set_new_file_mode(tmp, directory=True)  # a model directory is readable as mkdir would make it
     return tmp
+
+
+def _remove_stale(path: Path, parent: Path) -> None:
+    """Remove what saves to ``path`` that were killed left behind (a half-written model, or
+    the previous one on its way out): a temporary directory of a process of this machine that
+    is gone, or of another machine (a shared file system) and a day old."""
+    import time
+
+    prefix, host = _tmp_prefix(path), _host_tag()
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.name.endswith((".tmp", ".old"))]
+    except OSError:
+        return
+    for entry in entries:
+        tag, _, rest = entry.name[len(prefix):].partition("-")
+        pid_text = rest.partition("-")[0]
+        if (len(tag) != len(host) or not all(c in "0123456789abcdef" for c in tag) or not pid_text.isdigit()
+                or not entry.is_dir(follow_symlinks=False)):
+            continue
+        if tag == host:
+            try:
+                os.kill(int(pid_text), 0)
+                continue  # alive: a save running now
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError):
+                continue
+        else:
+            try:
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_FOREIGN_S:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing a model there)."""
     parent = check_target(path, probe=False)
+    _remove_stale(path, parent)
     tmp = _temporary_dir(path, parent)
     try:
         write(tmp)
@@ -185,6 +243,35 @@ class OpenFiles(dict):
                 fh.close()
 
 
+def open_regular(path: Path):
+    """``path`` opened for binary reading; None when it does not exist (or is a directory).
+
+    Raises
+    ------
+    ValueError
+        ``path`` is a FIFO, a device or a socket: opening a FIFO blocks until a writer comes,
+        forever (it is opened without blocking and refused before any read).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{str(path)!r} is not a regular file (a FIFO, a device or a socket)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+
+
 def open_files(path: Path, names: tuple[str, ...]) -> OpenFiles | None:
     """Open the files ``names`` (relative to the model directory ``path``) all from one save.
 
@@ -197,10 +284,7 @@ def open_files(path: Path, names: tuple[str, ...]) -> OpenFiles | None:
     files = OpenFiles()
     try:
         for name in names:
-            try:
-                files[name] = open(path / name, "rb")
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                files[name] = None
+            files[name] = open_regular(path / name)
     except BaseException:
         files.__exit__()
         raise

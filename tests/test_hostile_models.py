@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import shutil
 import threading
@@ -187,6 +188,53 @@ def test_oversized_files_are_refused_before_reading(saved, tmp_path):
     with open(path / WEIGHTS_NAME, "ab") as fh:
         fh.truncate((path / WEIGHTS_NAME).stat().st_size + 64 * 2**20)  # sparse: costs no disk
     _refused(path, "model.safetensors.*larger than")
+
+
+@pytest.mark.parametrize("name", [WEIGHTS_NAME, CONFIG_NAME, "lapgan.json", "pipeline.json"])
+def test_a_fifo_or_device_in_a_model_directory_is_refused_not_waited_on(saved, tmp_path, name):
+    """A FIFO under any name the load probes (even one this model does not use) hung the load
+    forever: the open waited for a writer. Opened without blocking, it is refused by name; so
+    is a device such as /dev/zero behind a link. The model is never treated as a save target."""
+    import subprocess
+    import sys
+
+    path = _copy(saved, tmp_path)
+    (path / name).unlink(missing_ok=True)
+    os.mkfifo(path / name)
+    code = ("import gananomaly, sys\nfrom pathlib import Path\nfrom gananomaly import model_dir\n"
+            "model_dir._is_model_dir(Path(sys.argv[1]))\n"  # what a save over it asks first
+            "try:\n    gananomaly.load(sys.argv[1])\nexcept ValueError as e:\n    print(e)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert f"{name}' is not a regular file" in proc.stdout, proc.stdout + proc.stderr
+    device = _copy(saved, tmp_path, "dev")
+    (device / WEIGHTS_NAME).unlink()
+    (device / WEIGHTS_NAME).symlink_to("/dev/zero")
+    _refused(device, "model.safetensors' is not a regular file")
+
+
+def test_what_a_killed_save_left_is_removed_by_the_next_save(saved, tmp_path, data):
+    """A save killed with -9 left '.m.<random>.tmp' (the half-written model) or the previous
+    model on its way out, for ever. The next save to that path removes such directories of
+    dead processes; a running save's directory (a live process) stays. A model name of 250
+    characters saved (the temporary name was too long for the system)."""
+    import subprocess
+    import sys
+
+    det = gananomaly.load(saved[0])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = model_dir._host_tag()
+    left = [tmp_path / f".m.{host}-{dead}-abc123.tmp", tmp_path / f".m.{host}-{dead}-def456.old"]
+    running = tmp_path / f".m.{host}-{os.getpid()}-ghi789.tmp"
+    other_model = tmp_path / f".m2.{host}-{dead}-jkl012.tmp"
+    for d in (*left, running, other_model):
+        d.mkdir()
+        (d / CONFIG_NAME).write_text("{}")
+    det.save(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", running.name, other_model.name])
+    long = tmp_path / ("x" * 250)
+    det.save(long)
+    np.testing.assert_array_equal(gananomaly.load(long).score_samples(data[1]), saved[1])
 
 
 # ----------------------------------------------------------------------- checksums

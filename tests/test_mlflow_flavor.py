@@ -196,6 +196,14 @@ def test_load_non_gananomaly_model_is_refused(tmp_path):
         gm.load_model(str(path))
 
 
+def test_a_flavor_entry_that_is_no_mapping_is_refused_with_mlflows_error(tmp_path):
+    """'flavors: {gananomaly: hello}' failed with AttributeError: 'str' object has no attribute 'get'."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "MLmodel").write_text("flavors:\n  gananomaly: hello\n")
+    with pytest.raises(MlflowException, match=r"flavor 'gananomaly' is a str, not a mapping"):
+        gm.load_model(str(tmp_path / "m"))
+
+
 def test_load_plain_directory_is_refused(tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("hello")
