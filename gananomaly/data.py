@@ -214,6 +214,24 @@ def _where(mask: np.ndarray, names) -> str:
     return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
 
 
+def _is_number(v) -> bool:
+    """A cell numpy converts to float64: a number, or text that reads as one."""
+    if v is None or isinstance(v, (bool, int, float, np.number, np.bool_)):
+        return True
+    if isinstance(v, (str, bytes)):
+        try:
+            float(v)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def _numbers_only(col: pd.Series) -> bool:
+    """An object column whose cells are all numbers or missing (no text)."""
+    return all(isinstance(v, (int, float, np.number, np.bool_)) for v in col.dropna())
+
+
 def check_table(X) -> None:
     """Name the columns (and rows) of table input the detector cannot take, before
     scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values."""
@@ -223,7 +241,8 @@ def check_table(X) -> None:
         if dupes:
             raise ValueError(f"X has duplicate column names {dupes[:10]}: every column needs its own name")
         bad = [(c, str(t)) for c, t in X.dtypes.items()
-               if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
+               if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t)
+                       or (t is np.dtype(object) and _numbers_only(X[c])))]  # object columns of numbers are numbers
         if bad:
             shown = ", ".join(f"{c!r} ({t})" for c, t in bad[:10])
             raise ValueError(f"non-numeric columns {shown}: {_PIPELINE_HINT}")
@@ -236,15 +255,22 @@ def check_table(X) -> None:
             return  # ragged input: scikit-learn's message says what is wrong
         if values.ndim != 2:
             return
-        if values.dtype.kind in "OUSMm":
+        if values.dtype.kind in "Mm":
+            raise ValueError(f"X holds dates or durations ({values.dtype}), not numbers: derive numbers from them "
+                             "(days since a date, hour of day, seconds, ...)")
+        if values.dtype.kind in "OUS":
             try:
                 values = values.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                cols = [j for j in range(values.shape[1])
-                        if not all(isinstance(v, (int, float, np.number)) for v in values[:, j])]
+                bad = np.zeros(values.shape, dtype=bool)
+                for j in range(values.shape[1]):
+                    bad[:, j] = [not _is_number(v) for v in values[:, j]]
+                example = values[bad][0] if bad.any() else None
+                example = example.item() if isinstance(example, np.generic) else example
                 # the type of the conversion error is kept (scikit-learn's contract: TypeError
                 # for objects that are no numbers at all, ValueError for unparsable strings)
-                raise type(exc)(f"non-numeric values in column(s) {cols[:10]} ({exc}): {_PIPELINE_HINT}") from None
+                raise type(exc)(f"non-numeric values: {_where(bad, list(range(values.shape[1])))} "
+                                f"(e.g. {example!r}): {_PIPELINE_HINT}") from None
         elif values.dtype.kind not in "fiub":
             return
         names = list(range(values.shape[1]))

@@ -436,13 +436,28 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
                    "discriminator": (fx - disc.features(x_hat, zz).float().flatten(1)).pow(2).mean(1)}
             code = z[:, : z.shape[1] - cfg.context_dim].double()
             raw["latent"] = ((code - loc) @ factor.T).pow(2).sum(1)
-            d2 = (fx.pow(2).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * fx @ bank.T).clamp_min(1e-12)
-            k = max(1, min(cfg.knn_k, bank.shape[0]))
-            raw["knn"] = d2.topk(k, dim=1, largest=False).values.sqrt().mean(1)
+            raw["knn"] = _knn_differentiable(fx, bank, bank_sq, cfg.knn_k)
             std = {name: (raw[name].double() - cfg.loc[name]) / cfg.scale[name] for name in COMPONENTS}
             (grad,) = torch.autograd.grad(combine(std, *weights).sum(), x)
             out.append((grad * x)[:n, :n_feat].detach().double().cpu())
     return torch.cat(out).numpy()
+
+
+def _knn_differentiable(fx: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, knn_k: int) -> torch.Tensor:
+    """The k-NN term as :func:`_knn_block` defines it (the same ``k``, the same bank row at
+    zero distance left out), differentiable: the gradient of a row's distance to itself
+    points wherever rounding puts it, so keeping that row made the explanations of training
+    rows and their duplicates noise."""
+    m = bank.shape[0]
+    k = max(1, min(knn_k, m - 1))
+    fx_sq = fx.pow(2).sum(1, keepdim=True)
+    d2 = (fx_sq + bank_sq[None, :] - 2.0 * fx @ bank.T).clamp_min(0.0)
+    near = d2.topk(min(k + 1, m), dim=1, largest=False).values
+    dist = near.clamp_min(1e-12).sqrt()
+    if near.shape[1] <= k:  # a one-row bank
+        return dist.mean(1)
+    own = near[:, 0].detach() <= _SELF_TOLERANCE * (fx_sq[:, 0].detach() + 1e-12)
+    return torch.where(own, dist[:, 1 : k + 1].mean(1), dist[:, :k].mean(1))
 
 
 @dataclass(frozen=True)
