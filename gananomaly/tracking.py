@@ -143,6 +143,8 @@ def _open_run(mlflow, job: TrackedRun, run_name: str | None, tags: dict | None) 
         active = mlflow.active_run()
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name,
                                tags={str(k): str(v) for k, v in (tags or {}).items()}, nested=active is not None)
+        if active is not None:
+            _drop_foreign_parent(mlflow, run.info.run_id, active.info.run_id)
     except Exception as exc:
         if not (is_tracking_error(exc) or is_local_store_error(exc)):
             raise
@@ -150,6 +152,17 @@ def _open_run(mlflow, job: TrackedRun, run_name: str | None, tags: dict | None) 
         job.model.fit(job.X)
         raise unavailable_error(job.model, job.uri, job.experiment, exc) from exc
     return run.info.run_id
+
+
+def _drop_foreign_parent(mlflow, run_id: str, parent_id: str) -> None:
+    """A run nested under the caller's active run records it as its parent; when that run
+    lives in another store (``tracking_uri`` differs from the caller's), the tag would name a
+    run this store does not have: it is removed."""
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(parent_id)
+    except Exception:  # noqa: BLE001 - not in this store
+        client.delete_tag(run_id, "mlflow.parentRunId")
 
 
 def _close_failed_run(mlflow, job: TrackedRun, run_id: str, exc: BaseException) -> None:

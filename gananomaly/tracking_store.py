@@ -11,6 +11,7 @@ reached, :func:`unavailable_error` saves the fitted model to :data:`FALLBACK_DIR
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -208,7 +209,15 @@ def save_fallback(model, experiment: str) -> Path | None:
     root = Path(FALLBACK_DIR)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        path = root / f"{safe}-{stamp}-{os.getpid()}"
+        # a name no other model holds: two fits failing within a second (one process) shared it,
+        # and the second save replaced the first model
+        for n in itertools.count():
+            path = root / f"{safe}-{stamp}-{os.getpid()}{'' if n == 0 else f'-{n}'}"
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
         save(model, path)
         return path.resolve()
     except Exception as exc:  # noqa: BLE001 - the caller still gets the model object

@@ -230,6 +230,21 @@ def test_tracked_fit_inside_an_active_run_is_nested(data, store):
     assert MlflowClient(store).get_run(parent.info.run_id).info.status == "FINISHED"
 
 
+def test_a_run_in_another_store_does_not_name_the_callers_run_as_its_parent(data, store, tmp_path):
+    """Inside the caller's run in one store, a tracked fit to another store recorded the
+    caller's run id as its parent: a run that store does not have."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'caller.db'}")
+    try:
+        with mlflow.start_run() as outer:
+            _, run_id = tracked_fit(small_detector(), data[0], experiment="elsewhere", tracking_uri=store,
+                                    log_model=False)
+            assert mlflow.active_run().info.run_id == outer.info.run_id
+    finally:
+        mlflow.set_tracking_uri(None)
+    child = MlflowClient(store).get_run(run_id)
+    assert "mlflow.parentRunId" not in child.data.tags and child.info.status == "FINISHED"
+
+
 def test_tracked_fit_pipeline_on_dataframe(data, store):
     X, X_eval, y_eval = data
     cols = ["temp", "pressure", "flow", "speed"]
@@ -372,6 +387,23 @@ def test_unreachable_server_saves_model_locally_and_names_uri(data, monkeypatch,
     assert err.model is det and hasattr(det, "offset_")
     restored = gananomaly.load(err.fallback_path)
     np.testing.assert_allclose(restored.score_samples(data[1]), det.score_samples(data[1]), atol=1e-9)
+    # a second failure within the same second: its own directory (it replaced the first model)
+    import datetime as dt
+
+    from gananomaly import tracking_store
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.strptime(err.fallback_path.name.split("-")[1], "%Y%m%dT%H%M%S")
+
+    monkeypatch.setattr(tracking_store, "datetime", Frozen)
+    other = small_detector(random_state=1)
+    with pytest.raises(TrackingUnavailableError) as again:
+        tracked_fit(other, data[0][:, :3], experiment="offline", tracking_uri=uri)
+    assert again.value.fallback_path != err.fallback_path
+    assert gananomaly.load(err.fallback_path).n_features_in_ == data[0].shape[1]
+    assert gananomaly.load(again.value.fallback_path).n_features_in_ == 3
 
 
 def test_store_lost_after_fit_keeps_model_and_fails_run(data, store, monkeypatch):
