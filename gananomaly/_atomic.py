@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_open", "write_bytes", "fitted_state_kept", "new_file_mode", "set_new_file_mode"]
+__all__ = ["atomic_open", "write_bytes", "fitted_state_kept", "new_file_mode", "set_new_file_mode", "make_temporary",
+           "remove_stale_temporaries"]
+
+# Temporary siblings of an output: ".<name>.<host>-<pid>-<random><suffix>", the name cut so that
+# any name the system allows stays allowed; what a killed process left is found by its owner.
+_TMP_NAME_CHARS = 64
+_STALE_FOREIGN_S = 24 * 3600
 
 
 _UMASK_LOCK = threading.Lock()
@@ -51,6 +57,69 @@ def set_new_file_mode(tmp: str | os.PathLike, path: str | os.PathLike | None = N
     onto ``path``; best effort (some mounts refuse chmod: the file then keeps what they give)."""
     with contextlib.suppress(OSError):
         os.chmod(tmp, new_file_mode(path, directory=directory))
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name[:_TMP_NAME_CHARS]}."
+
+
+def make_temporary(parent: str | os.PathLike, name: str, suffix: str = ".tmp", *, directory: bool = False) -> Path:
+    """Create (empty) a private temporary file or directory in ``parent`` for the output
+    ``name``, named so that :func:`remove_stale_temporaries` can tell its owner."""
+    prefix = f"{_temporary_prefix(name)}{_host_tag()}-{os.getpid()}-"
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def remove_stale_temporaries(parent: str | os.PathLike, name: str) -> list[str]:
+    """Remove the temporaries of ``name`` in ``parent`` (:func:`make_temporary`) that a killed
+    process left: one of a process of this machine that is gone, or of another machine (a
+    shared file system) and a day old. A running process's own stay. Returns what went."""
+    import shutil
+    import time
+
+    prefix, host = _temporary_prefix(name), _host_tag()
+    removed = []
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        tag, _, rest = entry.name[len(prefix):].partition("-")
+        pid_text = rest.partition("-")[0]
+        if len(tag) != len(host) or not all(c in "0123456789abcdef" for c in tag) or not pid_text.isdigit():
+            continue
+        if tag == host:
+            try:
+                os.kill(int(pid_text), 0)
+                continue  # alive: its work is running now
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError):
+                continue
+        else:
+            try:
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_FOREIGN_S:
+                    continue
+            except OSError:
+                continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed
 
 
 @contextlib.contextmanager

@@ -202,14 +202,18 @@ _PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (ganano
                   "`gananomaly tabular fit`) imputes missing values and encodes categories")
 
 
-def _where(mask: np.ndarray, names) -> str:
+def _where(mask: np.ndarray, names, rows_from: int = 0) -> str:
     """``column 'a': row indices 3, 17; column 'b': row index 0`` for the True cells of a 2-D
-    mask (indices count from 0, as ``X[i]``; a file's rows elsewhere count from 1)."""
+    mask (indices count from 0, as ``X[i]``); with ``rows_from=1``, ``column 'a': rows 4, 18
+    (counted from 1)``, as a file's or a served request's rows are named."""
     parts = []
     for j in np.flatnonzero(mask.any(axis=0))[:5]:
-        rows = np.flatnonzero(mask[:, j])
+        rows = np.flatnonzero(mask[:, j]) + rows_from
         shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-        parts.append(f"column {names[j]!r}: row {'indices' if len(rows) > 1 else 'index'} {shown}")
+        if rows_from:
+            parts.append(f"column {names[j]!r}: row{'s' if len(rows) > 1 else ''} {shown} (counted from {rows_from})")
+        else:
+            parts.append(f"column {names[j]!r}: row {'indices' if len(rows) > 1 else 'index'} {shown}")
     more = int(mask.any(axis=0).sum()) - 5
     return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
 
@@ -232,9 +236,10 @@ def _numbers_only(col: pd.Series) -> bool:
     return all(isinstance(v, (int, float, np.number, np.bool_)) for v in col.dropna())
 
 
-def check_table(X) -> None:
+def check_table(X, rows_from: int = 0) -> None:
     """Name the columns (and rows) of table input the detector cannot take, before
-    scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values."""
+    scikit-learn's generic conversion errors: non-numeric columns, missing or infinite values.
+    Rows are named by index from 0 (``X[i]``), or counted from ``rows_from``."""
     if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame
         counts = collections.Counter(str(c) for c in X.columns)
         dupes = sorted(c for c, n in counts.items() if n > 1)
@@ -269,7 +274,7 @@ def check_table(X) -> None:
                 example = example.item() if isinstance(example, np.generic) else example
                 # the type of the conversion error is kept (scikit-learn's contract: TypeError
                 # for objects that are no numbers at all, ValueError for unparsable strings)
-                raise type(exc)(f"non-numeric values: {_where(bad, list(range(values.shape[1])))} "
+                raise type(exc)(f"non-numeric values: {_where(bad, list(range(values.shape[1])), rows_from)} "
                                 f"(e.g. {example!r}): {_PIPELINE_HINT}") from None
         elif values.dtype.kind not in "fiub":
             return
@@ -278,7 +283,7 @@ def check_table(X) -> None:
         bad = ~np.isfinite(values)
         if bad.any():
             kind = "missing (NaN)" if np.isnan(values[bad]).all() else "infinity or missing (NaN)"
-            raise ValueError(f"X has {kind} values: {_where(bad, names)}; {_PIPELINE_HINT}")
+            raise ValueError(f"X has {kind} values: {_where(bad, names, rows_from)}; {_PIPELINE_HINT}")
 
 
 def refuse_bool_numbers(constraints: dict, params: dict, owner: str) -> None:

@@ -108,7 +108,7 @@ class GANAnomalyPyfunc:
             else:
                 from gananomaly.data import check_table
 
-                check_table(data)  # names a column that is no number (to_numpy's error named none)
+                check_table(data, rows_from=1)  # names a column that is no number (to_numpy's error named none)
                 X = data.to_numpy(dtype=np.float64)
         elif isinstance(data, dict):
             if len(data) != 1:
@@ -119,6 +119,10 @@ class GANAnomalyPyfunc:
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
         X = convert_columns(self.model, X)
+        if split_model(self.model)[0] is None and getattr(split_model(self.model)[1], "image_shape_", None) is None:
+            from gananomaly.data import check_table
+
+            check_table(X, rows_from=1)  # a request's rows are counted from 1, as the pipeline's are
         out = score_frame(self.model, X)
         unseen, counts = unseen_categories(self.model, X)
         if unseen.any():

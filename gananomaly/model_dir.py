@@ -16,11 +16,10 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gananomaly._atomic import set_new_file_mode
+from gananomaly._atomic import make_temporary, remove_stale_temporaries, set_new_file_mode
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
@@ -150,68 +149,16 @@ def check_target(path: Path, *, probe: bool = True) -> Path:
     return parent
 
 
-# Temporary directories of a save: ".<name>.<host>-<pid>-<random>.tmp" (".old" for a replaced
-# model on its way out); the name is cut so that a model name the system allows stays allowed.
-_TMP_NAME_CHARS = 64
-_STALE_FOREIGN_S = 24 * 3600
-
-
-def _host_tag() -> str:
-    import hashlib
-    import socket
-
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-
-
-def _tmp_prefix(path: Path) -> str:
-    return f".{path.name[:_TMP_NAME_CHARS]}."
-
-
 def _temporary_dir(path: Path, parent: Path, suffix: str = ".tmp") -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(path)}{_host_tag()}-{os.getpid()}-", suffix=suffix,
-                                dir=parent))
+    tmp = make_temporary(parent, path.name, suffix, directory=True)
     set_new_file_mode(tmp, directory=True)  # a model directory is readable as mkdir would make it
     return tmp
-
-
-def _remove_stale(path: Path, parent: Path) -> None:
-    """Remove what saves to ``path`` that were killed left behind (a half-written model, or
-    the previous one on its way out): a temporary directory of a process of this machine that
-    is gone, or of another machine (a shared file system) and a day old."""
-    import time
-
-    prefix, host = _tmp_prefix(path), _host_tag()
-    try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix) and e.name.endswith((".tmp", ".old"))]
-    except OSError:
-        return
-    for entry in entries:
-        tag, _, rest = entry.name[len(prefix):].partition("-")
-        pid_text = rest.partition("-")[0]
-        if (len(tag) != len(host) or not all(c in "0123456789abcdef" for c in tag) or not pid_text.isdigit()
-                or not entry.is_dir(follow_symlinks=False)):
-            continue
-        if tag == host:
-            try:
-                os.kill(int(pid_text), 0)
-                continue  # alive: a save running now
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError):
-                continue
-        else:
-            try:
-                if time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_FOREIGN_S:
-                    continue
-            except OSError:
-                continue
-        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def atomic_dir(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing a model there)."""
     parent = check_target(path, probe=False)
-    _remove_stale(path, parent)
+    remove_stale_temporaries(parent, path.name)  # what saves killed before this one left
     tmp = _temporary_dir(path, parent)
     try:
         write(tmp)

@@ -29,7 +29,7 @@ import pandas as pd
 from gananomaly.pipelines.csv_input import COMPRESSION
 from gananomaly.pipelines.frame_scoring import ScoreReport
 
-from gananomaly._atomic import atomic_open, set_new_file_mode
+from gananomaly._atomic import atomic_open, make_temporary, remove_stale_temporaries, set_new_file_mode
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "MANIFEST_VERSION", "OutputError", "writing", "output_lock",
            "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "output_compression",
@@ -203,9 +203,8 @@ def assemble(work: Path, n_parts: int, out_path: Path, out_format: str, out_dir:
     # the temporary name ends in the output's compression suffix, which concat_parts follows
     compressed = (output_compression(out_path) or "") if out_format == "csv" else ""
     with writing("the output", out_path, hint):
-        fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp" + compressed, dir=out_dir)
-        os.close(fd)
-        tmp = Path(name)
+        remove_stale_temporaries(out_dir, out_path.name)  # what a job killed while writing it left
+        tmp = make_temporary(out_dir, out_path.name, ".tmp" + compressed)
         try:
             concat_parts([_part_paths(work, k)[0] for k in range(n_parts)], tmp, out_format)
             set_new_file_mode(tmp, out_path)

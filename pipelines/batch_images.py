@@ -134,6 +134,4 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
     scores.insert(0, "file", pd.Series(chunk_names, dtype=object))
     report = ScoreReport(rows_read=len(chunk), rows_scored=len(chunk_names), n_skipped=len(skipped),
                          skipped_rows=[name for name, _ in skipped][:MAX_LISTED_ROWS])
-    for name, reason in skipped:
-        log.warning("%s: skipped %s (%s)", in_path, name, reason)
-    return scores, report
+    return scores, report  # the skipped files were named by load_image_files (once)

@@ -31,8 +31,12 @@ def _params(pairs: list[str] | None, epochs: str | None) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--param must be KEY=VALUE, got {pair!r}")
         value = _parse_value(value)
+        if key in params:
+            raise ValueError(f"--param {key} is given twice; give each parameter once")
         params[key] = tuple(value) if isinstance(value, list) else value
     if epochs is not None:
+        if "epochs" in params:
+            raise ValueError("--epochs and --param epochs=... both set the epochs; give one of them")
         params["epochs"] = epochs
     return params
 

@@ -7,6 +7,7 @@ Light to import: the jobs (and torch) load when a command runs, so ``--help`` an
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -58,6 +59,8 @@ def threshold_arg(args: argparse.Namespace) -> dict[str, Any] | None:
     if getattr(args, "fpr", None) is not None:
         return {"fpr": args.fpr}
     if getattr(args, "threshold", None) is not None:
+        if not math.isfinite(args.threshold):
+            raise ValueError(f"--threshold must be a finite number, got {args.threshold!r}")
         return {"score": args.threshold}
     return None
 

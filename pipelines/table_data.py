@@ -234,7 +234,8 @@ def _refuse_numbers_read_as_text(s: pd.Series, col: str) -> None:
         return
     raise ValueError(
         f"column {col!r} holds numbers in {int(is_number.sum())} of its {int(filled.sum())} filled rows, but "
-        f"rows {format_rows(rows)} (counted from 1) are no numbers (e.g. {examples!r}), so it would be read as "
+        f"{'rows' if len(rows) > 1 else 'row'} {format_rows(rows)} (counted from 1) {'are' if len(rows) > 1 else 'is'} "
+        f"no number{'s' if len(rows) > 1 else ''} (e.g. {examples!r}), so it would be read as "
         f"categories. Fix those cells (a blank cell is a missing value), or list {col!r} in "
         "data.categorical_columns to keep it as categories")
 

@@ -293,6 +293,26 @@ def test_disk_full_while_assembling_keeps_the_previous_output(det, tmp_path, mon
     assert out.read_text() == "previous scores" and not leftovers(tmp_path)  # ...and is gone
 
 
+def test_the_temporary_output_of_a_job_killed_while_writing_is_removed_by_the_next_run(det, tmp_path):
+    """kill -9 while the parts were being joined left '.<output>.<random>.tmp' beside the
+    output for ever (a resumed or a fresh run did not remove it). The next run removes the
+    temporary of a process that is gone; one of a running job stays."""
+    import subprocess
+
+    from gananomaly._atomic import _host_tag
+
+    _, model_dir = det
+    inp, out = write(frame(), tmp_path / "in.csv"), tmp_path / "s.csv"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    killed = tmp_path / f".s.csv.{_host_tag()}-{dead}-x1y2z3.tmp"
+    running = tmp_path / f".s.csv.{_host_tag()}-{os.getpid()}-a1b2c3.tmp"
+    for f in (killed, running):
+        f.write_text("half an output")
+    score_file(model_dir, inp, out, id_column="id", chunk_rows=50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.csv", "s.csv", running.name])
+
+
 def test_read_only_output_directory_is_a_clean_error(det, tmp_path, capsys):
     _, model_dir = det
     inp = write(frame(), tmp_path / "in.csv")

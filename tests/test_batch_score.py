@@ -378,6 +378,9 @@ def test_threshold_chosen_at_scoring_time(model, table, expected, tmp_path):
     out = read(tmp_path / "t.parquet")
     np.testing.assert_allclose(out["score"], expected[0], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(out["label"], np.where(out["score"] < cut, -1, 1))
+    assert main(["score", "--model", str(model_dir), "--input", str(inp), "--output", str(tmp_path / "n.parquet"),
+                 "--threshold", "nan", "--no-progress"]) == 2  # named as the option, not as 'score'
+    assert not (tmp_path / "n.parquet").exists()
     loose = score_file(model_dir, inp, tmp_path / "f.parquet", threshold={"fpr": 0.4}, progress=False)
     strict = score_file(model_dir, inp, tmp_path / "g.parquet", threshold={"contamination": 0.01}, progress=False)
     assert loose["model_id"] != strict["model_id"]

@@ -223,7 +223,9 @@ def test_what_a_killed_save_left_is_removed_by_the_next_save(saved, tmp_path, da
     det = gananomaly.load(saved[0])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    host = model_dir._host_tag()
+    from gananomaly._atomic import _host_tag
+
+    host = _host_tag()
     left = [tmp_path / f".m.{host}-{dead}-abc123.tmp", tmp_path / f".m.{host}-{dead}-def456.old"]
     running = tmp_path / f".m.{host}-{os.getpid()}-ghi789.tmp"
     other_model = tmp_path / f".m2.{host}-{dead}-jkl012.tmp"

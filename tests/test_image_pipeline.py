@@ -218,6 +218,14 @@ def test_cli_fit_and_score(folder, tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
     rc = main(["image", "fit", str(folder), "--model-dir", str(tmp_path / "m"), "--param", "nonsense"])
     assert rc == 2 and "KEY=VALUE" in capsys.readouterr().err
+    # one setting given two ways: which one won was not said
+    rc = main(["image", "fit", str(folder), "--model-dir", str(tmp_path / "m2"), "--epochs", "1",
+               "--param", "epochs=5"])
+    assert rc == 2 and "--epochs and --param epochs=... both set the epochs" in capsys.readouterr().err
+    rc = main(["image", "fit", str(folder), "--model-dir", str(tmp_path / "m2"), "--param", "latent_dim=8",
+               "--param", "latent_dim=16"])
+    assert rc == 2 and "--param latent_dim is given twice" in capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()
 
 
 @pytest.mark.slow  # about a minute, nearly all of it MLflow's store setup and logging
@@ -334,7 +342,9 @@ def test_folder_scoring_decodes_a_bounded_number_of_images_at_a_time(folder, fit
     assert pd.read_parquet(tmp_path / "s.parquet")["file"].is_unique
 
 
-def test_a_chunk_of_unreadable_files_only_is_skipped_like_any_unreadable_file(folder, fitted, tmp_path):
+def test_a_chunk_of_unreadable_files_only_is_skipped_like_any_unreadable_file(folder, fitted, tmp_path, caplog):
+    import logging
+
     from gananomaly.pipelines.batch_score import score_file
 
     _, out = fitted
@@ -343,7 +353,9 @@ def test_a_chunk_of_unreadable_files_only_is_skipped_like_any_unreadable_file(fo
     for name in ("a.png", "c.png"):
         (src / name).write_bytes((folder / "test" / "normal" / "n000.png").read_bytes())
     (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # alone in chunk 2 of 3
-    stats = score_file(out / "model", src, tmp_path / "s.parquet", chunk_rows=1)
+    with caplog.at_level(logging.WARNING):
+        stats = score_file(out / "model", src, tmp_path / "s.parquet", chunk_rows=1)
+    assert [r.getMessage().count("b.png") for r in caplog.records if "b.png" in r.getMessage()] == [1]  # once
     assert (stats["rows_read"], stats["rows_scored"], stats["n_skipped"]) == (3, 2, 1)
     assert stats["skipped_rows"] == ["b.png"]  # named (the command printed "skipped 1 row(s): " and no name)
     assert pd.read_parquet(tmp_path / "s.parquet")["file"].tolist() == ["a.png", "c.png"]

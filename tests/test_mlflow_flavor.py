@@ -283,6 +283,19 @@ def test_flavor_fields_must_match_the_model(detector, tmp_path, key, value, matc
         gm.load_model(str(tmp_path / "m"))
 
 
+def test_a_bare_detectors_pyfunc_counts_bad_rows_from_1(detector, data, tmp_path):
+    """The README says served rows are named counting from 1 (as a pipeline's are); a bare
+    detector's pyfunc said 'row index 2' for the third row."""
+    gm.save_model(detector, tmp_path / "m")
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    X = data[1][:4].copy()
+    X[2, 3] = np.nan
+    for request in (X, pd.DataFrame(X, index=[10, 20, 30, 40])):
+        with pytest.raises(MlflowException, match=r"missing \(NaN\) values: column '?3'?: row 3 \(counted from 1\)"):
+            model.predict(request)
+    np.testing.assert_allclose(model.predict(data[1][:4])["score"], detector.score_samples(data[1][:4]))
+
+
 def test_pyfunc_bad_input_is_an_invalid_parameter_error_with_our_message(pipeline, data, tmp_path):
     """A model server answers MLflow's invalid-parameter errors with HTTP 400 and their
     message; a plain ValueError became a generic "unexpected error" for the client."""

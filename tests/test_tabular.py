@@ -170,7 +170,7 @@ def test_a_numeric_column_with_a_few_bad_cells_is_not_read_as_categories():
     df = mixed_table(300).astype({"amount": object})
     df.loc[7, "amount"] = "12,50"
     with pytest.raises(ValueError, match=r"column 'amount' holds numbers in 299 of its 300 filled rows, but "
-                                         r"rows 8 \(counted from 1\) are no numbers \(e\.g\. \['12,50'\]\).*"
+                                         r"row 8 \(counted from 1\) is no number \(e\.g\. \['12,50'\]\).*"
                                          r"data\.categorical_columns"):
         fit_tabular(tiny_config(), df, save=False)
     codes = mixed_table(300).assign(tier=lambda d: np.where(np.arange(300) % 10, d["n_items"].astype(str), "other"))
