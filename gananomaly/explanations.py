@@ -203,12 +203,14 @@ def numeric_cells(s: pd.Series, col: str, where: str) -> tuple[np.ndarray, np.nd
 
 
 def categorical_text(s: pd.Series) -> np.ndarray:
-    """One categorical column as an object array of Python strings (None where missing)."""
+    """One categorical column as an object array of Python strings, NaN where missing (the
+    imputers' missing value: a column missing in every row of a chunk or a request held None,
+    which they do not impute, so those rows were scored as of an unknown category)."""
     obj = s.astype(object)
     na = obj.isna().to_numpy()
     if pd.api.types.is_string_dtype(s) and all(isinstance(v, str) for v in obj[~na]):
-        return np.where(na, None, obj.to_numpy()).astype(object)
-    return np.where(na, None, obj.map(category_str)).astype(object)
+        return np.where(na, np.nan, obj.to_numpy()).astype(object)
+    return np.where(na, np.nan, obj.map(category_str)).astype(object)
 
 
 def category_str(v: Any) -> Any:

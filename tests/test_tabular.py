@@ -285,6 +285,23 @@ def test_labels_ids_and_dropped_columns_are_never_features(fitted):
     assert schema.categories["channel"] == {"app", "store", "web"}
 
 
+def test_a_category_missing_in_every_row_of_a_batch_is_imputed_as_in_any_other_batch(fitted):
+    """A categorical column missing in every row of a chunk or a request held None, which the
+    imputer does not see as missing: those rows scored as of an unknown category (5 score
+    units off), so a batch job's scores depended on its chunking, and a served row with a
+    missing category was scored wrongly. The pyfunc and the table job share the conversion."""
+    result, _ = fitted
+    df = mixed_table(40, random_state=5).assign(country=None)
+    alone = score_tabular(result.pipeline, df)["score"].to_numpy()
+    mixed = df.copy()
+    mixed.loc[0, "country"] = "DE"  # one filled cell: the others were imputed
+    with_one = score_tabular(result.pipeline, mixed)["score"].to_numpy()
+    np.testing.assert_allclose(alone[1:], with_one[1:], rtol=1e-12)
+    one_by_one = np.concatenate([score_tabular(result.pipeline, df.iloc[i:i + 1])["score"].to_numpy()
+                                 for i in range(3)])
+    np.testing.assert_allclose(one_by_one, alone[:3], rtol=1e-12)
+
+
 def test_score_tabular_handles_missing_values_and_unseen_categories(fitted):
     result, out = fitted
     df = mixed_table(60, random_state=3)
