@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from gananomaly.pipelines.csv_input import COMPRESSION
+from gananomaly.pipelines.csv_input import COMPRESSION, nullable_int
 from gananomaly.pipelines.frame_scoring import ScoreReport
 
 from gananomaly._atomic import atomic_open, make_temporary, remove_stale_temporaries, set_new_file_mode
@@ -250,7 +250,7 @@ def concat_parts(parts: list[Path], tmp: Path, out_format: str) -> None:
         opener = _CSV_WRITERS.get(tmp.suffix.lower(), open)
         with opener(tmp, "wt", encoding="utf-8", newline="") as fh:
             for i, part in enumerate(parts):
-                pq.read_table(part).to_pandas().to_csv(fh, header=i == 0, index=False)
+                pq.read_table(part).to_pandas(types_mapper=nullable_int).to_csv(fh, header=i == 0, index=False)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from gananomaly.pipelines.csv_input import check_unique, compression_of, csv_columns, not_utf8, read_options
+from gananomaly.pipelines.csv_input import (
+    check_unique,
+    compression_of,
+    csv_columns,
+    not_utf8,
+    nullable_int,
+    read_options,
+)
 from gananomaly.pipelines.table_data import stored_columns
 
 __all__ = ["Chunk", "file_columns", "parquet_chunks", "csv_chunks", "progress_total", "progress_bar"]
@@ -56,7 +63,10 @@ def file_columns(path: Path, fmt: str) -> tuple[list[str], int | None]:
     return csv_columns(path), None
 
 
-def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
+def parquet_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str | None = None) -> Iterator[Chunk]:
+    """Chunks of a Parquet file. An integer ID column stays integer (pandas' nullable type)
+    in every chunk: a chunk holding a missing ID turned it into floats (1101.0, and large IDs
+    rounded onto each other)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -73,6 +83,8 @@ def parquet_chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[
         # without pandas' metadata: it would turn a column stored as the index back into the
         # index, and the column would be gone from the frame
         frame = table.to_pandas(ignore_metadata=True)
+        if id_column in table.column_names and pa.types.is_integer(table.schema.field(id_column).type):
+            frame[id_column] = table.column(id_column).to_pandas(types_mapper=nullable_int)
         chunk = Chunk(index, frame, np.arange(start, start + table.num_rows), [], table.num_rows)
         index += 1
         start += table.num_rows

@@ -283,7 +283,7 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     if in_format == ARRAY_FORMAT:
         chunks = _array_chunks(array, needed, chunk_rows)
     elif in_format == "parquet":
-        chunks = parquet_chunks(in_path, needed, chunk_rows)
+        chunks = parquet_chunks(in_path, needed, chunk_rows, id_column)
     else:
         chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows, schema.categorical)
     policies = {"id_column": id_column, "extra_columns": extra_columns, "on_bad_rows": on_bad_rows,

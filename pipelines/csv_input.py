@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 from pandas.io.parsers.readers import STR_NA_VALUES
 
-__all__ = ["COMPRESSION", "NotUTF8Error", "compression_of", "read_options", "header_names", "csv_columns",
-           "check_unique", "not_utf8"]
+__all__ = ["COMPRESSION", "NotUTF8Error", "compression_of", "nullable_int", "read_options", "header_names",
+           "csv_columns", "check_unique", "not_utf8"]
 
 #: File suffix -> pandas' name of the compression (as pandas infers it from a path).
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
@@ -105,3 +105,14 @@ def not_utf8(path: Path, exc: UnicodeDecodeError) -> NotUTF8Error:
     except OSError:  # unreadable here (a compression this module does not open): pandas' words
         pass
     return NotUTF8Error(f"{where}: not valid UTF-8 text ({exc.reason}). {fix}")
+
+
+def nullable_int(arrow_type):
+    """pandas' nullable integer dtype of an arrow integer type (None for other types): an
+    integer column with a missing value stays integer (numpy's int64 would become float64,
+    and large IDs would round onto each other)."""
+    import pyarrow as pa
+
+    if not pa.types.is_integer(arrow_type):
+        return None
+    return pd.api.types.pandas_dtype(str(arrow_type).replace("u", "U").replace("i", "I"))

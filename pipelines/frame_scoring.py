@@ -328,7 +328,8 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
     report.n_skipped = int((~keep).sum())
     report.skipped_rows = rows[~keep][:MAX_LISTED_ROWS].tolist()
     if id_column is not None:
-        scores.insert(0, id_column, df[id_column].to_numpy()[keep])
+        # the column's own array (a nullable integer ID stays integer: to_numpy made it floats)
+        scores.insert(0, id_column, df[id_column].array[np.flatnonzero(keep)])
     scores.index = df.index[keep]  # the input's labels of the rows scored: joins back onto the input
     report.rows_scored = len(scores)
     return scores, report
