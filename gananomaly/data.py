@@ -182,9 +182,15 @@ def read_numeric(path: str):
             raise
     if lower.endswith(".csv"):
         try:
-            df = pd.read_csv(path)
+            with warnings.catch_warnings():  # a value beyond the header's last column: refused, not dropped
+                warnings.filterwarnings("error", message="Length of header or names does not match",
+                                        category=pd.errors.ParserWarning)
+                df = pd.read_csv(path, index_col=False)  # trailing delimiters: not an index column
         except pd.errors.EmptyDataError:
             raise ValueError(f"--input {str(path)!r} is empty (no header, no rows)") from None
+        except pd.errors.ParserWarning:
+            raise ValueError(f"--input {str(path)!r}: a line has a value after the header's last column (more "
+                             "fields than the header names)") from None
     elif lower.endswith((".parquet", ".pq")):
         df = pd.read_parquet(path)
     else:

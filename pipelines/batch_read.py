@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from gananomaly.pipelines.csv_input import (
+    check_trailing,
     check_unique,
     compression_of,
     csv_columns,
     not_utf8,
     nullable_int,
     read_options,
+    trailing_options,
 )
 from gananomaly.pipelines.table_data import stored_columns
 
@@ -122,9 +124,14 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
     size = path.stat().st_size
     done = 0
     try:
+        # lines ending in a delimiter: read as the header says (pandas took the first column as
+        # the index, and every value moved one column to the left)
+        trailing = trailing_options(path, header)
         with open(path, "rb") as fh, pd.read_csv(fh, chunksize=chunk_rows, compression=compression, **options,
+                                                 **trailing, index_col=False,
                                                  on_bad_lines="warn" if on_bad_rows == "skip" else "error") as reader:
-            while (frame := _next_chunk(reader, skipped)) is not None:
+            while (frame := _next_chunk(reader, skipped, path)) is not None:
+                frame = check_trailing(frame, path, int(frame.index[0]) + 1 if len(frame) else 1)
                 rows = frame.index.to_numpy(dtype=np.int64) + 1
                 for s in skipped:
                     rows = rows + (rows >= s)
@@ -151,10 +158,11 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
         raise not_utf8(path, exc) from exc
 
 
-def _next_chunk(reader, skipped: list[int]) -> pd.DataFrame | None:
+def _next_chunk(reader, skipped: list[int], path: Path) -> pd.DataFrame | None:
     """The reader's next frame (None at the end); the data-row numbers of the malformed
     lines it reported go into ``skipped`` (sorted). Only the parser's own warnings are
-    collected (per read, never across a yield); others are re-issued."""
+    collected (per read, never across a yield); others are re-issued. A line with a value
+    beyond the header's last column (which the parser would drop) is refused."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
@@ -165,6 +173,11 @@ def _next_chunk(reader, skipped: list[int]) -> pd.DataFrame | None:
         found = [m for m in map(_BAD_LINE.search, str(w.message).splitlines()) if m]
         if issubclass(w.category, pd.errors.ParserWarning) and found:
             skipped.extend(int(m.group(1)) - 1 for m in found)
+        elif issubclass(w.category, pd.errors.ParserWarning) and "does not match length of data" in str(w.message):
+            where = "" if frame is None or not len(frame) else \
+                f" among data rows {int(frame.index[0]) + 1}-{int(frame.index[-1]) + 1}"
+            raise ValueError(f"{str(path)!r}: a line{where} has a value after the header's last column (more fields "
+                             "than the header names); fix the file (a column without a name in the header?)")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     skipped.sort()

@@ -19,11 +19,13 @@ import lzma
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pandas.io.parsers.readers import STR_NA_VALUES
 
 __all__ = ["COMPRESSION", "NotUTF8Error", "compression_of", "nullable_int", "read_options", "header_names",
-           "csv_columns", "check_unique", "not_utf8"]
+           "csv_columns", "check_unique", "not_utf8", "read_whole_csv", "trailing_options",
+           "check_trailing", "TRAILING"]
 
 #: File suffix -> pandas' name of the compression (as pandas infers it from a path).
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
@@ -116,3 +118,42 @@ def nullable_int(arrow_type):
     if not pa.types.is_integer(arrow_type):
         return None
     return pd.api.types.pandas_dtype(str(arrow_type).replace("u", "U").replace("i", "I"))
+
+
+# The name given to the empty field after the last column of lines that end in a delimiter.
+TRAILING = "\x00trailing delimiter"
+
+
+def trailing_options(path: Path, header: list[str]) -> dict:
+    """``read_csv`` options for a file whose first data line ends in a delimiter (one empty
+    field more than the header names): that field is read as the column :data:`TRAILING`
+    (check it with :func:`check_trailing`, then drop it). pandas on its own took the first
+    column as the index and moved every value one column to the left. Empty otherwise."""
+    try:
+        first = _read_head(path, header=None, skiprows=1, nrows=1, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}
+    if first.shape[1] == len(header) + 1 and first.iloc[0, -1] == "":
+        return {"names": [*header, TRAILING], "header": 0}
+    return {}
+
+
+def check_trailing(frame: pd.DataFrame, path: Path, first_row: int = 1) -> pd.DataFrame:
+    """``frame`` without the :data:`TRAILING` column; a line with a value there is refused."""
+    if TRAILING not in frame.columns:
+        return frame
+    extra = frame[TRAILING]
+    bad = extra.notna().to_numpy() & (extra.astype(str).str.strip() != "").to_numpy()
+    if bad.any():
+        row = first_row + int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{str(path)!r}: data row {row} has a value after the header's last column "
+                         f"({extra[bad].iloc[0]!r}; more fields than the header names): fix the file (a column "
+                         "without a name in the header?)")
+    return frame.drop(columns=TRAILING)
+
+
+def read_whole_csv(path: Path, header: list[str], **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` of a whole file, read as its header says (lines ending in a delimiter:
+    :func:`trailing_options`)."""
+    return check_trailing(pd.read_csv(path, compression=compression_of(path), **trailing_options(path, header),
+                                      **kwargs), path)

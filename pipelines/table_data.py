@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from gananomaly.pipelines.csv_input import check_unique, csv_columns, header_names, not_utf8, read_options
+from gananomaly.pipelines.csv_input import (
+    check_unique,
+    csv_columns,
+    header_names,
+    not_utf8,
+    read_options,
+    read_whole_csv,
+)
 from gananomaly.pipelines.table_config import TabularConfig
 
 from gananomaly.explanations import ModelSchema, blank_cells, format_rows, model_schema, prepare_frame
@@ -92,7 +99,8 @@ def read_file(path: str | os.PathLike, fmt: str | None = None, *, text_columns: 
         if fmt == "parquet":
             df = _read_parquet(path)
         else:
-            df = pd.read_csv(path, **read_options(csv_columns(path), text_columns, id_columns))
+            header = csv_columns(path)
+            df = read_whole_csv(path, header, **read_options(header, text_columns, id_columns))
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{str(path)!r} is empty") from exc
     except UnicodeDecodeError as exc:

@@ -435,3 +435,32 @@ def test_an_image_job_interrupted_before_on_bad_rows_was_recorded_still_resumes(
     batch_files.prepare_workdir(work, {**before, "on_bad_rows": "skip"}, resume=True)
     with pytest.raises(ValueError, match=r"cannot resume .*on_bad_rows"):
         batch_files.prepare_workdir(work, {**before, "on_bad_rows": "error"}, resume=True)
+
+
+def test_lines_ending_in_a_delimiter_are_read_as_the_header_says(det, tmp_path):
+    """'1,2,3,' under the header 'a,b,c': pandas took the first column as the index and moved
+    every value one column left (scores off by up to 1e7, no warning). Now the trailing empty
+    field is ignored, in the batch job and in a fit's CSV; a value after the header's last
+    column is refused, not dropped."""
+    from gananomaly.data import read_numeric
+
+    model, model_dir = det
+    data = frame()
+    plain = write(data, tmp_path / "plain.csv")
+    trailing = tmp_path / "trailing.csv"
+    lines = plain.read_text().splitlines()
+    trailing.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    score_file(model_dir, trailing, tmp_path / "t.csv", id_column="id", chunk_rows=50)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "t.csv")["score"], model.score_samples(data[COLS]),
+                               rtol=1e-12)
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("a,b,c\n" + "".join(f"{r.a},{r.b},{r.c},\n" for r in data.itertuples()))
+    np.testing.assert_array_equal(read_numeric(str(numeric)), data[COLS].to_numpy())
+    from gananomaly.pipelines.table_data import read_file
+
+    pd.testing.assert_frame_equal(read_file(trailing, id_columns=["id"]), read_file(plain, id_columns=["id"]))
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join([lines[0]] + [line + ("," if i != 70 else ",9") for i, line in enumerate(lines[1:])]))
+    with pytest.raises(ValueError, match=r"data row 71 has a value after the header.s last column \(.9.;"):
+        score_file(model_dir, extra, tmp_path / "e.csv", id_column="id", chunk_rows=50)
+    assert not (tmp_path / "e.csv").exists()
