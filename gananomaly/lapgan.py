@@ -29,7 +29,15 @@ from gananomaly._version import __version__
 from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.images import resize
 from gananomaly.model_dir import atomic_dir
-from gananomaly.model_format import FORMAT_NAME, FORMAT_VERSION, LAPGAN_CONFIG, MAX_PYRAMID_LEVELS, with_tuples
+from gananomaly.model_format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LAPGAN_CONFIG,
+    LEVELS_DIGEST_KEY,
+    MAX_PYRAMID_LEVELS,
+    with_record_digest,
+    with_tuples,
+)
 from gananomaly.scoring import threshold_at
 
 __all__ = ["LaplacianPyramidDetector", "laplacian_pyramid", "MAX_LEVELS"]
@@ -169,12 +177,12 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         path = Path(path)
         meta = {"format": FORMAT_NAME, "kind": "lapgan", "format_version": FORMAT_VERSION,
                 "library_version": __version__, **self.record()}
-        text = json.dumps(meta, indent=2, allow_nan=False).encode()  # before anything is written
+        json.dumps(meta, allow_nan=False)  # a value JSON cannot hold is refused before anything is written
 
         def write(tmp: Path) -> None:
-            for k, det in enumerate(self.detectors_):
-                det.write_to(tmp / f"level_{k}", path)
-            write_bytes(tmp / LAPGAN_CONFIG, text)
+            digests = [det.write_to(tmp / f"level_{k}", path) for k, det in enumerate(self.detectors_)]
+            full = with_record_digest(json.loads(json.dumps({**meta, LEVELS_DIGEST_KEY: digests})))
+            write_bytes(tmp / LAPGAN_CONFIG, json.dumps(full, indent=2, allow_nan=False).encode())
 
         atomic_dir(path, write)
 

@@ -24,14 +24,21 @@ from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 
 FORMAT_NAME = "gananomaly"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # Table models of format 3 differ from format 4 only in lacking the weights digest; image
-# models need format 4 (the residual map statistics).
+# models need format 4 (the residual map statistics). Format 5 adds the record digests: every
+# JSON file holds the SHA-256 of its own content (RECORD_DIGEST_KEY), and a pipeline's or a
+# pyramid's file those of its detectors' records, so no part can be edited, damaged or swapped
+# for another save's unnoticed. Formats 3 and 4 still load.
 OLDEST_TABLE_FORMAT = 3
 OLDEST_IMAGE_FORMAT = 4
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DIGEST_KEY = "weights_sha256"
+RECORD_DIGEST_KEY = "record_sha256"
+DETECTOR_DIGEST_KEY = "detector_sha256"
+LEVELS_DIGEST_KEY = "levels_sha256"
+RECORD_DIGEST_FORMAT = 5
 PIPELINE_CONFIG = "pipeline.json"
 PREPROCESSING_NAME = "preprocessing.skops"
 PREPROCESSING_DIGEST_KEY = "preprocessing_sha256"
@@ -58,7 +65,8 @@ MAX_REFINE_STEPS = 10_000
 MAX_HISTORY_VALUES = 10_000_000
 MAX_STRING = 4096
 
-_TOP_KEYS = {"format", "format_version", "library_version", "params", "arch", "fitted", "history", DIGEST_KEY}
+_TOP_KEYS = {"format", "format_version", "library_version", "params", "arch", "fitted", "history", DIGEST_KEY,
+             RECORD_DIGEST_KEY}
 # Parameters saved as JSON lists and restored as tuples.
 TUPLE_PARAMS = ("hidden_dims", "betas")
 # The statistics file of a saved LaplacianPyramidDetector (beside its level_<k>/ detectors), and
@@ -71,7 +79,8 @@ _FITTED_REQUIRED = {"n_features_in_", "offset_", "score_config"}
 _FITTED_OPTIONAL = {"feature_names_in_", "n_epochs_", "extra", "threshold_"}
 _SCORE_KEYS = {"joint", "n_refine_steps", "refine_lr", "kappa", "loc", "scale"}
 _EXTRA_KEYS = {"image_shape", "objective", "fidelity", "context_categories", "context_mean", "context_scale"}
-_PIPELINE_KEYS = {"format", "kind", "format_version", "library_version", "detector_step", PREPROCESSING_DIGEST_KEY}
+_PIPELINE_KEYS = {"format", "kind", "format_version", "library_version", "detector_step", PREPROCESSING_DIGEST_KEY,
+                  DETECTOR_DIGEST_KEY, RECORD_DIGEST_KEY}
 # Estimator parameters that may be booleans (the others never are: True is not an epoch count).
 _BOOL_PARAMS = {"early_stopping", "verbose"}
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -186,6 +195,48 @@ def read_limited(path: Path, limit: int, invalid: Invalid, fh=None) -> bytes:
     return data
 
 
+def record_digest(doc: dict) -> str:
+    """SHA-256 of a JSON record's content without its own digest (key order and spacing do
+    not count: the canonical JSON of the parsed values)."""
+    body = {k: v for k, v in doc.items() if k != RECORD_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def with_record_digest(doc: dict) -> dict:
+    """``doc`` with its :func:`record_digest` (what a save writes)."""
+    return {**doc, RECORD_DIGEST_KEY: record_digest(doc)}
+
+
+def _hex_digest(value: Any, key: str, invalid: Invalid) -> str:
+    digest = invalid.str(value, key)
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        invalid(key, "must be 64 lowercase hexadecimal digits")
+    return digest
+
+
+def check_record_digest(doc: dict, version: int, invalid: Invalid) -> None:
+    """From format 5, a record carries the digest of its content: a missing or differing one
+    (a damaged file, or an edit after the save) is refused."""
+    if version < RECORD_DIGEST_FORMAT and RECORD_DIGEST_KEY not in doc:
+        return
+    if RECORD_DIGEST_KEY not in doc:
+        invalid(RECORD_DIGEST_KEY, f"is missing (format {version} files record the SHA-256 of their content)")
+    recorded = _hex_digest(doc[RECORD_DIGEST_KEY], RECORD_DIGEST_KEY, invalid)
+    if recorded != record_digest(doc):
+        invalid("", f"checksum mismatch: its {RECORD_DIGEST_KEY} does not match its content; the file was damaged "
+                    "or edited after saving")
+
+
+def check_part_digest(recorded: Any, part: dict, key: str, invalid: Invalid) -> None:
+    """A pipeline's or pyramid's record of one detector's ``record_sha256`` must be the one
+    that detector's config holds (a detector from another save swapped in is refused)."""
+    expected = _hex_digest(recorded, key, invalid)
+    if part.get(RECORD_DIGEST_KEY) != expected:
+        invalid(key, f"does not match the record of the detector it names ({CONFIG_NAME} holds "
+                     f"{str(part.get(RECORD_DIGEST_KEY))[:16]}..., expected {expected[:16]}...): a part of "
+                     "another save, or a damaged file")
+
+
 def check_format_version(doc: dict, invalid: Invalid, path: Path) -> int:
     version = doc.get("format_version")
     if version is None:
@@ -231,7 +282,8 @@ def check_config(doc: Any, path: Path, detector_cls: type) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         invalid("", "does not describe a gananomaly model")
     version = check_format_version(doc, invalid, path)
-    invalid.keys(doc, "", _TOP_KEYS - {DIGEST_KEY}, {DIGEST_KEY})
+    check_record_digest(doc, version, invalid)
+    invalid.keys(doc, "", _TOP_KEYS - {DIGEST_KEY, RECORD_DIGEST_KEY}, {DIGEST_KEY, RECORD_DIGEST_KEY})
     invalid.str(doc["library_version"], "library_version")
     arch = _check_arch(doc["arch"], invalid)
     image = arch["kind"] == "conv"
@@ -568,11 +620,15 @@ def check_pipeline_meta(meta: Any, path: Path) -> dict:
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("kind") == "pipeline"):
         invalid("", "does not describe a gananomaly pipeline")
     version = check_format_version(meta, invalid, path)
-    required = _PIPELINE_KEYS - {PREPROCESSING_DIGEST_KEY}
+    check_record_digest(meta, version, invalid)
+    optional = {PREPROCESSING_DIGEST_KEY, DETECTOR_DIGEST_KEY, RECORD_DIGEST_KEY}
+    required = _PIPELINE_KEYS - optional
     if version >= 4 and PREPROCESSING_DIGEST_KEY not in meta:
         invalid(PREPROCESSING_DIGEST_KEY, f"is missing (format {version} pipelines record the SHA-256 of "
                                           f"{PREPROCESSING_NAME}); save the pipeline again with this gananomaly")
-    invalid.keys(meta, "", required, {PREPROCESSING_DIGEST_KEY})
+    if version >= RECORD_DIGEST_FORMAT and DETECTOR_DIGEST_KEY not in meta:
+        invalid(DETECTOR_DIGEST_KEY, f"is missing (format {version} pipelines record their detector's record)")
+    invalid.keys(meta, "", required, optional)
     invalid.str(meta["library_version"], "library_version")
     step = invalid.str(meta["detector_step"], "detector_step")
     if not step or "__" in step:
@@ -594,7 +650,7 @@ class RecordError(ValueError):
 
 
 def write_detector(out: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any], final: Path,
-                   detector_cls: type) -> None:
+                   detector_cls: type) -> str:
     """Write one detector's files into the directory ``out`` (created): ``tensors`` as
     safetensors, ``record`` (``params``, ``arch``, ``fitted``, ``history``) as the JSON config
     with the format, versions and the weights' SHA-256. What would not load back (the same
@@ -603,8 +659,9 @@ def write_detector(out: Path, tensors: dict[str, torch.Tensor], record: dict[str
 
     out.mkdir(exist_ok=True)
     weights = dump_safetensors(tensors, metadata={"format": FORMAT_NAME})
-    config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "library_version": __version__,
-              DIGEST_KEY: hashlib.sha256(weights).hexdigest(), **record}
+    config = with_record_digest(json.loads(json.dumps(  # the digest of what a load parses
+        {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "library_version": __version__,
+         DIGEST_KEY: hashlib.sha256(weights).hexdigest(), **record})))
     text = json.dumps(config, indent=2)
     try:
         checked = check_config(json.loads(text), final, detector_cls)
@@ -613,3 +670,4 @@ def write_detector(out: Path, tensors: dict[str, torch.Tensor], record: dict[str
         raise ValueError(f"cannot save model to {str(final)!r}: it would not load back ({exc})") from exc
     write_bytes(out / WEIGHTS_NAME, weights)
     write_bytes(out / CONFIG_NAME, text.encode())
+    return config[RECORD_DIGEST_KEY]

@@ -54,11 +54,13 @@ from gananomaly.estimator import GANAnomalyDetector
 from gananomaly.model_dir import OpenFiles, atomic_dir, open_files
 from gananomaly.model_format import (
     CONFIG_NAME,
+    DETECTOR_DIGEST_KEY,
     DETECTOR_DIR,
     DIGEST_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
     LAPGAN_CONFIG,
+    LEVELS_DIGEST_KEY,
     MAX_CONFIG_BYTES,
     MAX_PARAMETERS,
     MAX_PREPROCESSING_BYTES,
@@ -67,16 +69,22 @@ from gananomaly.model_format import (
     PIPELINE_CONFIG,
     PREPROCESSING_DIGEST_KEY,
     PREPROCESSING_NAME,
+    RECORD_DIGEST_FORMAT,
+    RECORD_DIGEST_KEY,
     TRUSTED_TYPES,
     WEIGHTS_NAME,
     Expected,
     Invalid,
     RecordError,
     check_format_version,
+    check_part_digest,
     check_pipeline_meta,
+    check_record_digest,
     check_weights,
     parse_json,
     read_limited,
+    short,
+    with_record_digest,
 )
 from gananomaly.model_format import read_config as _read_config
 
@@ -143,11 +151,12 @@ def save(obj, path: str | os.PathLike) -> Path:
                              "fitting); nothing was written")
 
         def write(tmp: Path) -> None:
-            final.write_to(tmp / DETECTOR_DIR, path)
+            detector_digest = final.write_to(tmp / DETECTOR_DIR, path)
             write_bytes(tmp / PREPROCESSING_NAME, prep)
-            meta = {"format": FORMAT_NAME, "kind": "pipeline", "format_version": FORMAT_VERSION,
-                    "library_version": __version__, "detector_step": obj.steps[-1][0],
-                    PREPROCESSING_DIGEST_KEY: hashlib.sha256(prep).hexdigest()}
+            meta = with_record_digest({"format": FORMAT_NAME, "kind": "pipeline", "format_version": FORMAT_VERSION,
+                                       "library_version": __version__, "detector_step": obj.steps[-1][0],
+                                       PREPROCESSING_DIGEST_KEY: hashlib.sha256(prep).hexdigest(),
+                                       DETECTOR_DIGEST_KEY: detector_digest})
             check_pipeline_meta(meta, path)
             write_bytes(tmp / PIPELINE_CONFIG, json.dumps(meta, indent=2).encode())
 
@@ -208,25 +217,36 @@ def _load_lapgan(path: Path, files: OpenFiles, device: str):
     meta = parse_json(read_limited(path / LAPGAN_CONFIG, MAX_CONFIG_BYTES, invalid, files[LAPGAN_CONFIG]), invalid)
     if not (isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("kind") == "lapgan"):
         invalid("", "does not describe a gananomaly LaplacianPyramidDetector")
-    check_format_version(meta, invalid, path)
-    invalid.keys(meta, "", {"format", "kind", "format_version", "library_version", "params", "image_shape",
-                            "level_stats", "level_map_stats", "offset"})
+    version = check_format_version(meta, invalid, path)
+    check_record_digest(meta, version, invalid)
+    digests = {LEVELS_DIGEST_KEY, RECORD_DIGEST_KEY}
+    required = {"format", "kind", "format_version", "library_version", "params", "image_shape", "level_stats",
+                "level_map_stats", "offset"}
+    invalid.keys(meta, "", required | (digests if version >= RECORD_DIGEST_FORMAT else set()), digests)
     invalid.str(meta["library_version"], "library_version")
     params = meta["params"]
     if not (isinstance(params, dict) and "levels" in params):
         invalid("params.levels", "is missing")
     levels = invalid.int(params["levels"], "params.levels", 1, MAX_PYRAMID_LEVELS)
+    recorded = meta.get(LEVELS_DIGEST_KEY)
+    if recorded is not None and not (isinstance(recorded, list) and len(recorded) == levels):
+        invalid(LEVELS_DIGEST_KEY, f"must list one digest per level ({levels}), got {short(recorded)}")
     detectors = []
     for k in range(levels):  # checked before the pyramid: their shapes are read from their own headers
         if files[f"level_{k}/{CONFIG_NAME}"] is None:
             invalid(f"level_{k}", f"is missing: params.levels is {levels}")
-        detectors.append(_load_detector(path / f"level_{k}", files, f"level_{k}/", device))
+        detectors.append(_load_detector(path / f"level_{k}", files, f"level_{k}/", device,
+                                        None if recorded is None else (recorded[k], f"{LEVELS_DIGEST_KEY}[{k}]",
+                                                                       invalid)))
     return LaplacianPyramidDetector.from_record(meta, detectors, invalid)
 
 
-def _load_detector(path: Path, files: OpenFiles, prefix: str, device: str):
-    """The detector whose files are ``files[prefix + name]``."""
+def _load_detector(path: Path, files: OpenFiles, prefix: str, device: str, recorded=None):
+    """The detector whose files are ``files[prefix + name]``; ``recorded``: ``(digest, key,
+    invalid)`` of the record a pipeline or pyramid file says this detector has."""
     config = _read_config(path, GANAnomalyDetector, files[prefix + CONFIG_NAME])
+    if recorded is not None:
+        check_part_digest(recorded[0], config, recorded[1], recorded[2])
     invalid = Invalid(path, WEIGHTS_NAME)
     weights = files[prefix + WEIGHTS_NAME]
     if weights is None:
@@ -247,7 +267,9 @@ def _load_pipeline(path: Path, files: OpenFiles, *, device: str):
     invalid = Invalid(path, PIPELINE_CONFIG)
     meta = check_pipeline_meta(parse_json(read_limited(path / PIPELINE_CONFIG, MAX_CONFIG_BYTES, invalid,
                                                        files[PIPELINE_CONFIG]), invalid), path)
-    detector = _load_detector(path / DETECTOR_DIR, files, f"{DETECTOR_DIR}/", device)
+    recorded = meta.get(DETECTOR_DIGEST_KEY)
+    detector = _load_detector(path / DETECTOR_DIR, files, f"{DETECTOR_DIR}/", device,
+                              None if recorded is None else (recorded, DETECTOR_DIGEST_KEY, invalid))
     prep_invalid = Invalid(path, PREPROCESSING_NAME)
     if files[PREPROCESSING_NAME] is None:
         prep_invalid("", "is missing")

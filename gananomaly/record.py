@@ -42,12 +42,13 @@ class RecordMixin:
         path = Path(path)
         atomic_dir(path, lambda tmp: self.write_to(tmp, path))
 
-    def write_to(self, out: Path, final: Path) -> None:
+    def write_to(self, out: Path, final: Path) -> str:
         """Write this fitted detector's files into the directory ``out`` (created if needed),
         not atomically: :meth:`save` is the safe way, this is its building block (a pipeline's
-        directory holds its detector's files). ``final`` is the model's path, for messages."""
+        directory holds its detector's files). ``final`` is the model's path, for messages.
+        Returns the digest of the written record (a pipeline or pyramid records it)."""
         tensors, record = self._saved_parts()
-        write_detector(out, tensors, record, final, type(self))
+        return write_detector(out, tensors, record, final, type(self))
 
     def fingerprint(self) -> str:
         """SHA-256 of everything that decides this fitted detector's scores: every tensor and

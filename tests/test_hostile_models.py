@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 import gananomaly
 from gananomaly import GANAnomalyDetector, model_dir, persistence
+from gananomaly.model_format import RECORD_DIGEST_KEY, with_record_digest
 from gananomaly.persistence import CONFIG_NAME, DIGEST_KEY, WEIGHTS_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -49,9 +50,13 @@ def _copy(saved, tmp_path: Path, name: str = "m") -> Path:
     return dst
 
 
-def _edit_config(path: Path, edit) -> Path:
+def _edit_config(path: Path, edit, *, fix_digest: bool = True) -> Path:
+    """Edit the config; with ``fix_digest`` also its record digest (an author who forges both:
+    what every other check must then refuse)."""
     config = json.loads((path / CONFIG_NAME).read_text())
     edit(config)
+    if fix_digest and RECORD_DIGEST_KEY in config:
+        config = with_record_digest(config)
     (path / CONFIG_NAME).write_text(json.dumps(config))
     return path
 
@@ -180,7 +185,25 @@ def test_deeply_nested_config_is_a_clean_error(saved, tmp_path):
     _refused(path, "corrupt config.json.*nested too deeply")
     (path / CONFIG_NAME).write_text(text.replace('"history": {', '"history": {"deep": [' + "[" * 50 + "]" * 50
                                                  + "], ", 1))
+    _refused(path, "config.json checksum mismatch: its record_sha256 does not match its content")
+    _edit_config(path, lambda c: None)  # the edit with its digest forged too
     _refused(path, r"history.deep\[0\].*must be a number")
+
+
+@pytest.mark.parametrize("edit", ["value", "downgrade"])
+def test_an_edited_or_damaged_config_is_refused_by_its_record_digest(saved, tmp_path, data, edit):
+    """config.json had no checksum of its own: a score statistic edited from 0.58 to 50 (or a
+    digit damaged) loaded and every score moved. Since format 5 the record carries the digest
+    of its content; a file claiming an older format must not carry the newer keys."""
+    path = _copy(saved, tmp_path)
+    if edit == "value":
+        _edit_config(path, lambda c: c["fitted"]["score_config"]["loc"].update(knn=50.0), fix_digest=False)
+        _refused(path, "config.json checksum mismatch: its record_sha256 does not match its content")
+    else:  # claim format 4, keep the rest: the digest no longer matches the content
+        _edit_config(path, lambda c: c.update(format_version=4), fix_digest=False)
+        _refused(path, "config.json checksum mismatch")
+    untouched = _copy(saved, tmp_path, "ok")
+    np.testing.assert_array_equal(gananomaly.load(untouched).score_samples(data[1]), saved[1])
 
 
 def test_oversized_files_are_refused_before_reading(saved, tmp_path):

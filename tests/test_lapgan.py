@@ -172,10 +172,14 @@ def test_save_and_load_give_the_same_scores_and_refuse_a_tampered_pyramid(tmp_pa
         shutil.copytree(tmp_path / "m", tmp_path / name)
         meta = json.loads((tmp_path / name / "lapgan.json").read_text())
         edit(meta)
-        (tmp_path / name / "lapgan.json").write_text(json.dumps(meta))
+        (tmp_path / name / "lapgan.json").write_text(json.dumps(with_record_digest(meta)))  # forged to match
         return tmp_path / name
 
-    cases = [(lambda m: m["params"].update(levels=3), r"lapgan\.json key 'level_2' is missing"),
+    from gananomaly.model_format import with_record_digest
+
+    cases = [(lambda m: m["params"].update(levels=3), r"'levels_sha256' must list one digest per level \(3\)"),
+             (lambda m: m["params"].update(levels=3) or m["levels_sha256"].append("0" * 64),
+              r"lapgan\.json key 'level_2' is missing"),
              (lambda m: m["level_stats"][0].__setitem__(1, -1.0), r"'level_stats\[0\]\[1\]' must be positive"),
              (lambda m: m["level_map_stats"].pop(), r"'level_map_stats' must have between 2 and 2 entries"),
              (lambda m: m.update(offset="x"), r"'offset' must be a number"),
@@ -192,3 +196,27 @@ def test_save_and_load_give_the_same_scores_and_refuse_a_tampered_pyramid(tmp_pa
     lap.set_params(levels=np.int64(2), batch_size=np.int64(64), hidden_dims=None)  # numpy ints, as from a grid
     lap.save(tmp_path / "np")
     assert gananomaly.load(tmp_path / "np").get_params() == {**lap.get_params(), "levels": 2, "batch_size": 64}
+
+
+def test_a_pyramid_refuses_an_edited_offset_and_a_level_of_another_save(tmp_path):
+    """lapgan.json tied nothing: its offset edited to 123 loaded (every predict changed), and a
+    level_1/ copied from another pyramid loaded (scores off by a factor of 50). Since format 5
+    the file holds the digest of its content and of every level's record."""
+    import json
+    import shutil
+
+    import gananomaly
+
+    X = make_images(40, np.random.RandomState(4))[:, :, :8, :8]
+    for seed in (0, 1):
+        LaplacianPyramidDetector(levels=2, epochs=1, random_state=seed).fit(X).save(tmp_path / f"p{seed}")
+    shutil.copytree(tmp_path / "p0", tmp_path / "offset")
+    meta = json.loads((tmp_path / "offset" / "lapgan.json").read_text())
+    (tmp_path / "offset" / "lapgan.json").write_text(json.dumps({**meta, "offset": 123.0}))
+    with pytest.raises(ValueError, match=r"lapgan\.json checksum mismatch: its record_sha256 does not match"):
+        gananomaly.load(tmp_path / "offset")
+    shutil.copytree(tmp_path / "p0", tmp_path / "mixed")
+    shutil.rmtree(tmp_path / "mixed" / "level_1")
+    shutil.copytree(tmp_path / "p1" / "level_1", tmp_path / "mixed" / "level_1")
+    with pytest.raises(ValueError, match=r"lapgan\.json key 'levels_sha256\[1\]' does not match the record"):
+        gananomaly.load(tmp_path / "mixed")

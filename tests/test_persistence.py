@@ -26,7 +26,7 @@ def test_save_load_scores_identically(tmp_path, blobs, fitted_blobs):
     assert loaded.get_params() == {**fitted_blobs.get_params(), "callbacks": None}
     assert loaded.history_ == fitted_blobs.history_
     config = json.loads((path / CONFIG_NAME).read_text())
-    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 4
+    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 5
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp(tmp_path, blobs, fitted_blobs):
@@ -138,11 +138,13 @@ def test_a_detector_with_adam_betas_saves_and_loads(tmp_path, blobs):
     back = gananomaly.load(tmp_path / "m")
     assert back.betas == (0.0, 0.9) and back.get_params() == {**det.get_params(), "callbacks": None}
     np.testing.assert_array_equal(back.score_samples(blobs[1]), det.score_samples(blobs[1]))
+    from gananomaly.model_format import with_record_digest
+
     for bad, match in (([0.5, 1.5], r"params\.betas\[1\]' must be in \[0, 1\)"), ([0.5], "params.betas")):
         shutil.copytree(tmp_path / "m", tmp_path / "t")
         config = json.loads((tmp_path / "t" / CONFIG_NAME).read_text())
         config["params"]["betas"] = bad
-        (tmp_path / "t" / CONFIG_NAME).write_text(json.dumps(config))
+        (tmp_path / "t" / CONFIG_NAME).write_text(json.dumps(with_record_digest(config)))
         with pytest.raises(ValueError, match=match):
             gananomaly.load(tmp_path / "t")
         shutil.rmtree(tmp_path / "t")
@@ -161,12 +163,15 @@ def test_batch_scoring_to_an_unwritable_output_leaves_nothing(tmp_path, blobs, f
 
 
 def _copy(src, dst, edit=None):
-    """A copy of the saved model ``src`` at ``dst``, its config changed by ``edit(config)``."""
+    """A copy of the saved model ``src`` at ``dst``, its config changed by ``edit(config)``
+    (and its record digest forged to match: the checks behind the digest are under test)."""
+    from gananomaly.model_format import with_record_digest
+
     shutil.copytree(src, dst)
     if edit is not None:
         config = json.loads((dst / CONFIG_NAME).read_text())
         edit(config)
-        (dst / CONFIG_NAME).write_text(json.dumps(config))
+        (dst / CONFIG_NAME).write_text(json.dumps(with_record_digest(config)))
     return dst
 
 
@@ -229,3 +234,24 @@ def test_estimator_pickle_roundtrip_in_fresh_process(tmp_path, blobs, fitted_blo
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), fitted_blobs.score_samples(X_test))
+
+
+def test_a_pipeline_refuses_a_detector_of_another_save(tmp_path, blobs):
+    """pipeline.json did not name its detector: detector/ copied from another pipeline (or one
+    of another width) loaded, and scored other numbers or failed inside scikit-learn. Since
+    format 5 the pipeline records its detector's record digest."""
+    import pandas as pd
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = pd.DataFrame(blobs[0][:, :3], columns=["a", "b", "c"])
+    for seed in (0, 1):
+        pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(epochs=1, encoder_epochs=1, validation_fraction=0,
+                                                                  random_state=seed))
+        gananomaly.persistence.save(pipe.fit(X), tmp_path / f"p{seed}")
+    shutil.copytree(tmp_path / "p0", tmp_path / "mixed")
+    shutil.rmtree(tmp_path / "mixed" / "detector")
+    shutil.copytree(tmp_path / "p1" / "detector", tmp_path / "mixed" / "detector")
+    with pytest.raises(ValueError, match=r"pipeline\.json key 'detector_sha256' does not match the record"):
+        gananomaly.load(tmp_path / "mixed")
+    np.testing.assert_array_equal(gananomaly.load(tmp_path / "p1").score_samples(X), pipe.score_samples(X))
