@@ -704,6 +704,15 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
     def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         std = _scoring.standardise(raw, self.score_config_)
         std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self._knn_weight())
+        for name, values in std.items():
+            bad = ~np.isfinite(values)
+            if bad.any():  # never a NaN score: predict would call it an inlier
+                rows = np.flatnonzero(bad)
+                raise ValueError(
+                    f"the {name} score of row {'indices' if len(rows) > 1 else 'index'} "
+                    f"{', '.join(map(str, rows[:5].tolist()))}{' ...' if len(rows) > 5 else ''} is not finite "
+                    f"(NaN or infinity): the model's statistics or weights are damaged, or its refinement diverges "
+                    f"(refine_lr {self.score_config_.refine_lr:g}); load an undamaged copy or refit")
         return std
 
     def _knn_weight(self) -> float:

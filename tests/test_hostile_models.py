@@ -190,6 +190,32 @@ def test_deeply_nested_config_is_a_clean_error(saved, tmp_path):
     _refused(path, r"history.deep\[0\].*must be a number")
 
 
+@pytest.mark.parametrize("key, value", [("refine_lr", 1e308), ("scale.knn", 5e-324)])
+def test_a_file_whose_values_pass_every_bound_but_give_nan_scores_is_refused_at_scoring(saved, tmp_path, data,
+                                                                                      key, value):
+    """refine_lr 1e308 with refinement steps, or a score scale of 1e-308, passed the checks and
+    scored NaN or infinity, which predict labelled inliers. Scoring now refuses non-finite
+    scores, naming the rows."""
+    path = _copy(saved, tmp_path)
+
+    def edit(c):
+        sc = c["fitted"]["score_config"]
+        sc["n_refine_steps"] = 3
+        c["params"]["n_refine_steps"] = 3
+        if key == "refine_lr":
+            sc["refine_lr"] = c["params"]["refine_lr"] = value
+        else:
+            sc["scale"]["knn"] = value
+
+    _edit_config(path, edit)
+    try:
+        det = gananomaly.load(path)
+    except ValueError:
+        return  # refused at load: as good
+    with pytest.raises(ValueError, match=r"score of row indices 0, 1, 2, 3, 4 \.\.\. is not finite"):
+        det.predict(data[1])
+
+
 @pytest.mark.parametrize("edit", ["value", "downgrade"])
 def test_an_edited_or_damaged_config_is_refused_by_its_record_digest(saved, tmp_path, data, edit):
     """config.json had no checksum of its own: a score statistic edited from 0.58 to 50 (or a

@@ -13,6 +13,7 @@ from torch import nn
 import gananomaly
 from gananomaly import GANAnomalyDetector
 from gananomaly.conv import ConvDiscriminator, ConvEncoder, ConvGenerator, build_conv_networks, conv_spec, network_size
+from gananomaly.model_format import with_record_digest
 
 TINY = dict(epochs=2, encoder_epochs=2, random_state=0)
 
@@ -225,7 +226,7 @@ def test_image_model_rejects_tampered_image_shape(tmp_path, fitted_grey):
     cfg_path = tmp_path / "m" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["fitted"]["extra"]["image_shape"] = [3, 8, 8]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(with_record_digest(cfg)))  # forged to match
     with pytest.raises(ValueError, match="image_shape"):
         gananomaly.load(tmp_path / "m")
 
@@ -377,7 +378,7 @@ def test_image_map_statistics_are_validated_on_load(tmp_path, fitted_grey):
     save_file(good, weights)
     cfg = json.loads(cfg_path.read_text())
     cfg["format_version"] = 3
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(with_record_digest(cfg)))  # forged to match
     with pytest.raises(ValueError, match="older gananomaly.*map statistics.*refit"):
         gananomaly.load(tmp_path / "m")
 

@@ -8,6 +8,7 @@ from sklearn.metrics import f1_score
 
 from gananomaly import GANAnomalyDetector
 from gananomaly.metrics import threshold_from_labels
+from gananomaly.model_format import with_record_digest
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +140,12 @@ def test_thresholds_survive_save_and_load(fitted, tmp_path):
     cfg_path = tmp_path / "pinned" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["fitted"]["offset_"] += 1.0
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(with_record_digest(cfg)))  # forged to match
     with pytest.raises(ValueError, match="offset_.*does not match"):
         gananomaly.load(tmp_path / "pinned")
     cfg["fitted"]["offset_"] -= 1.0
     cfg["fitted"]["threshold_"] = {"contamination": 1.0}
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(with_record_digest(cfg)))  # forged to match
     with pytest.raises(ValueError, match="threshold_"):
         gananomaly.load(tmp_path / "pinned")
 
