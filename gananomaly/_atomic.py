@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["atomic_open", "write_bytes", "fitted_state_kept", "new_file_mode", "set_new_file_mode", "make_temporary",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "open_regular"]
 
 # Temporary siblings of an output: ".<name>.<host>-<pid>-<random><suffix>", the name cut so that
 # any name the system allows stays allowed; what a killed process left is found by its owner.
@@ -169,4 +169,33 @@ def fitted_state_kept(obj, private: tuple[str, ...] = ()) -> Iterator[None]:
         for key in _fitted_names(obj, private):
             del vars(obj)[key]
         vars(obj).update(before)
+        raise
+
+
+def open_regular(path: str | os.PathLike):
+    """``path`` opened for binary reading; None when it does not exist (or is a directory).
+
+    Raises
+    ------
+    ValueError
+        ``path`` is a FIFO, a device or a socket: opening a FIFO blocks until a writer comes,
+        forever (it is opened without blocking and refused before any read).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{str(path)!r} is not a regular file (a FIFO, a device or a socket)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise

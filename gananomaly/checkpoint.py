@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from gananomaly._atomic import atomic_open
+from gananomaly._atomic import atomic_open, open_regular
 
 __all__ = ["CheckpointStore", "tensor_digest", "read_checkpoint", "recorded_seed", "CHECKPOINT_NAME"]
 
@@ -57,6 +57,11 @@ def tensor_digest(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+# Far above what a fit writes (networks at the model format's parameter bound, their Adam moments
+# and the best generator kept, in float32): a file larger than this is not read into memory.
+MAX_CHECKPOINT_BYTES = 8 * 2**30
+
+
 def _encode(payload: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -75,7 +80,15 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         (damaged), or it holds anything but tensors and plain containers.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
+    fh = open_regular(path)  # a FIFO or a device is refused, not read for ever
+    if fh is None:
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_CHECKPOINT_BYTES:
+            raise ValueError(f"checkpoint {str(path)!r} is {size} bytes, more than any fit writes "
+                             f"({MAX_CHECKPOINT_BYTES}); delete it to start the fit over, or use another "
+                             "checkpoint_dir")
         data = fh.read()
     if not data.startswith(_MAGIC) or data[_HEADER_LEN - 1 : _HEADER_LEN] != b"\n":
         older = data.startswith(b"PK") or data.startswith(b"gananomaly-checkpoint ")

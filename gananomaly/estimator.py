@@ -69,7 +69,17 @@ def _resume(trainer: Trainer, store, resume: bool) -> None:
         raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
     state = store.load(trainer.X.device)
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            epochs = (int(state["gan_epoch"]), int(state["enc_epoch"]))
+            limits = (trainer.cfg.epochs, trainer.cfg.encoder_epochs)  # None: decided during the fit
+            if any(e < 0 or (lim is not None and e > lim) for e, lim in zip(epochs, limits)):
+                raise ValueError(f"it records epochs {epochs}, beyond this fit's {limits}")
+            trainer.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a forged or foreign state
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"checkpoint {str(store.path)!r} does not fit this fit ({type(exc).__name__}: "
+                             f"{detail[:300]}); delete it to start the fit over, or use another "
+                             "checkpoint_dir") from exc
         log.info("resumed from %s at GAN epoch %d, encoder epoch %d",
                  store.path, trainer.gan_epoch, trainer.enc_epoch)
 

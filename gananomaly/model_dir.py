@@ -8,18 +8,16 @@ one step; elsewhere the old one is moved aside first. See :mod:`gananomaly.persi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import functools
 import json
 import os
 import shutil
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from gananomaly._atomic import make_temporary, remove_stale_temporaries, set_new_file_mode
+from gananomaly._atomic import make_temporary, open_regular, remove_stale_temporaries, set_new_file_mode
 from gananomaly.model_format import (
     CONFIG_NAME,
     DETECTOR_DIR,
@@ -188,35 +186,6 @@ class OpenFiles(dict):
         for fh in self.values():
             if fh is not None:
                 fh.close()
-
-
-def open_regular(path: Path):
-    """``path`` opened for binary reading; None when it does not exist (or is a directory).
-
-    Raises
-    ------
-    ValueError
-        ``path`` is a FIFO, a device or a socket: opening a FIFO blocks until a writer comes,
-        forever (it is opened without blocking and refused before any read).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            os.close(fd)
-            return None
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{str(path)!r} is not a regular file (a FIFO, a device or a socket)")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
 
 
 def open_files(path: Path, names: tuple[str, ...]) -> OpenFiles | None:

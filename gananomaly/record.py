@@ -140,7 +140,9 @@ class RecordMixin:
         Raises :class:`~gananomaly.model_format.RecordError` naming the key of a value the
         schema allows that the detector refuses."""
         est = cls()
-        est.set_params(**with_tuples(config["params"]))
+        # checkpoint_dir is not restored: a model file never decides where this process writes
+        # (a refit of a loaded model would have written into, and cleaned, the saved path)
+        est.set_params(**{k: v for k, v in with_tuples(config["params"]).items() if k != "checkpoint_dir"})
         dev = _data.resolve_device(device)
         arch, fitted = config["arch"], config["fitted"]
         for attr, net in zip(NETS, build_networks(arch)):

@@ -147,6 +147,37 @@ def test_a_damaged_checkpoint_is_refused_not_resumed(tmp_path, blobs):
     assert read_checkpoint(path)["state"]["gan_epoch"] == 2
 
 
+@pytest.mark.parametrize("forge", ["shape", "rng", "missing", "epoch"])
+def test_a_forged_checkpoint_with_a_valid_digest_is_refused_by_name(tmp_path, blobs, forge):
+    """A checkpoint rewritten with its fingerprint kept and its digest recomputed resumed into
+    torch's own errors ('size mismatch for out.weight', 'Expected a CPUGeneratorImplState',
+    KeyError: 'opt_d'), or, with gan_epoch 10**12, into a model reporting 10**12 epochs. Each is
+    now refused naming the checkpoint; a FIFO in its place is refused, not waited on."""
+    X_train, _, _ = blobs
+    ckpt = tmp_path / "ckpt"
+    params = dict(epochs=2, encoder_epochs=2, hidden_dims=(16,), random_state=0)
+    GANAnomalyDetector(**params, checkpoint_dir=str(ckpt), checkpoint_every=1).fit(X_train)
+    payload = read_checkpoint(ckpt / CHECKPOINT_NAME)
+    state = payload["state"]
+    if forge == "shape":
+        key = next(k for k, v in state["generator"].items() if v.dim() == 2)
+        state["generator"][key] = torch.zeros(3, 3)
+    elif forge == "rng":
+        state["rng"] = torch.zeros(3, dtype=torch.uint8)
+    elif forge == "missing":
+        del state["opt_d"]
+    else:
+        state["gan_epoch"] = 10**12
+    (ckpt / CHECKPOINT_NAME).write_bytes(checkpoint._encode(payload))
+    with pytest.raises(ValueError, match=rf"checkpoint .*{CHECKPOINT_NAME}' does not fit this fit .*delete it"):
+        GANAnomalyDetector(**params, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    if forge == "epoch":
+        (ckpt / CHECKPOINT_NAME).unlink()
+        os.mkfifo(ckpt / CHECKPOINT_NAME)
+        with pytest.raises(ValueError, match="is not a regular file"):
+            read_checkpoint(ckpt / CHECKPOINT_NAME)
+
+
 def test_stale_temporary_checkpoints_are_removed(tmp_path, blobs):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

@@ -216,6 +216,18 @@ def test_a_file_whose_values_pass_every_bound_but_give_nan_scores_is_refused_at_
         det.predict(data[1])
 
 
+def test_a_model_file_does_not_decide_where_a_refit_writes(saved, tmp_path, data):
+    """params.checkpoint_dir of a loaded model was restored: a refit created that path (any
+    path a file named) and wrote and cleaned checkpoints there."""
+    path = _copy(saved, tmp_path)
+    target = tmp_path / "elsewhere" / "deep"
+    _edit_config(path, lambda c: c["params"].update(checkpoint_dir=str(target)))
+    det = gananomaly.load(path)
+    assert det.checkpoint_dir is None
+    det.set_params(epochs=1, encoder_epochs=1).fit(data[0])
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("edit", ["value", "downgrade"])
 def test_an_edited_or_damaged_config_is_refused_by_its_record_digest(saved, tmp_path, data, edit):
     """config.json had no checksum of its own: a score statistic edited from 0.58 to 50 (or a
