@@ -53,8 +53,10 @@ def test_context_contract(data, conditional, tmp_path):
         conditional.score_samples(X_test[:2], context=["A", "C"])
     with pytest.raises(ValueError, match="one value per row"):
         conditional.score_samples(X_test[:3], context=["A", "B"])
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match=r"missing values \(None/NaN\) at row index 1$"):
         GANAnomalyDetector(epochs=1).fit(X[:3], context=["A", None, "B"])
+    with pytest.raises(ValueError, match=r"NaN or infinity at row index 2$"):  # a numeric (2-D) context
+        GANAnomalyDetector(epochs=1).fit(X[:3], context=np.array([[1.0], [2.0], [np.inf]]))
     import pandas as pd
 
     with pytest.raises(ValueError, match="missing"):  # a nullable column's <NA> is not a category
