@@ -82,8 +82,10 @@ def compare_runs(experiment: str, *, sort_by: str = "auroc_combined", tracking_u
     table.index.name = "run_id"
     table["run_name"] = runs.get("tags.mlflow.runName", pd.Series([""] * len(runs))).to_numpy()
     table["status"] = runs["status"].to_numpy()
-    for c in differing:
-        table[c[len("params."):]] = runs[c].to_numpy()
+    metric_names = {c[len("metrics."):] for c in metric_cols}
+    for c in differing:  # a parameter named like a column of the table (status, run_name, a metric) is marked
+        name = c[len("params."):]
+        table[f"param.{name}" if name in table.columns or name in metric_names else name] = runs[c].to_numpy()
     for c in metric_cols:
         table[c[len("metrics."):]] = runs[c].to_numpy(dtype=float)
     ascending = any(s in sort_key for s in _LOWER_IS_BETTER)

@@ -464,6 +464,18 @@ def test_compare_runs_shows_differing_params_sorted(compared, store):
     assert len(compare_runs("compare", tracking_uri=store, max_runs=1)) == 1
 
 
+def test_a_parameter_named_like_a_column_does_not_overwrite_it(data, store):
+    """extra_params={"status": ...} replaced the status column (FINISHED/FAILED) with the
+    parameter's values."""
+    X = data[0]
+    for value in ("mine", "other"):
+        tracked_fit(small_detector(), X, experiment="collide", tracking_uri=store, log_model=False,
+                    extra_params={"status": value, "run_name": value})
+    table = compare_runs("collide", tracking_uri=store, sort_by="fit_time_s")
+    assert set(table["status"]) == {"FINISHED"} and set(table["param.status"]) == {"mine", "other"}
+    assert set(table["param.run_name"]) == {"mine", "other"}
+
+
 def test_compare_runs_bad_input(compared, store):
     with pytest.raises(ValueError, match="no experiment named 'nope'"):
         compare_runs("nope", tracking_uri=store)
