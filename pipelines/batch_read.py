@@ -150,7 +150,9 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
         m = _PARSER_ERR.search(str(exc))
         if m:
             expected, line, saw = (int(g) for g in m.groups())
-            raise ValueError(f"{str(path)!r}: row {line - 1} (line {line}) is malformed: expected {expected} "
+            # named by its line in the file: blank lines and quoted line breaks before it make its
+            # row number differ from line - 1, and the parser reports lines only
+            raise ValueError(f"{str(path)!r}: line {line} (the header is line 1) is malformed: expected {expected} "
                              f"fields, saw {saw}. Fix the file or skip such rows (on_bad_rows='skip', "
                              "--on-bad-rows skip)") from exc
         raise ValueError(f"{str(path)!r}: cannot parse the CSV: {exc}") from exc

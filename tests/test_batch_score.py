@@ -267,7 +267,7 @@ def test_malformed_csv_lines_error_or_skip_with_row_numbers(model, table, tmp_pa
     lines[5] += ",surplus"  # data row 5 (line 6) has one field too many
     lines[300] += ",x,y"    # data row 300
     inp.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"row 5 \(line 6\) is malformed: expected 9 fields, saw 10"):
+    with pytest.raises(ValueError, match=r"line 6 \(the header is line 1\) is malformed: expected 9 fields, saw 10"):
         score_file(model_dir, inp, tmp_path / "s.parquet", id_column="order_id", chunk_rows=100)
     assert not (tmp_path / "s.parquet").exists()
     stats = score_file(model_dir, inp, tmp_path / "s.parquet", id_column="order_id", chunk_rows=100,
