@@ -389,15 +389,19 @@ def explain_tabular(model, data: pd.DataFrame, *, top: int | None = None) -> pd.
 
     Returns
     -------
-    Long DataFrame: ``row``, ``rank``, ``column``, ``contribution``, ``value``, ``expected``
-    and ``imputed``, as :func:`~gananomaly.explanations.explain_columns` describes them.
+    Long DataFrame: ``row`` (position in ``data``), ``index`` (its label in ``data.index``, as
+    :func:`score_tabular` keeps it: join on it), ``rank``, ``column``, ``contribution``,
+    ``value``, ``expected`` and ``imputed``, as :func:`~gananomaly.explanations.explain_columns`
+    describes them.
     """
     from sklearn.pipeline import Pipeline
 
     if not (isinstance(model, Pipeline) and len(model.steps) > 1):
         raise TypeError("explain_tabular takes a fitted tabular pipeline (preprocessing + detector); for a bare "
                         "detector use its explain() method")
-    return explain_columns(model, data, top=top)
+    out = explain_columns(model, data, top=top)
+    out.insert(1, "index", data.index[out["row"].to_numpy()] if len(out) else pd.Index([], dtype=data.index.dtype))
+    return out
 
 
 def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: str | None = None,

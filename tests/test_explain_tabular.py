@@ -59,6 +59,10 @@ def test_expected_values_imputed_flags_and_top(fitted):
     expected, value = amount["expected"].astype(float), amount["value"].astype(float)
     assert np.isfinite(expected).all() and value.min() / 2 < expected.min() and expected.max() < 2 * value.max()
     assert np.corrcoef(expected, value)[0, 1] > 0.2  # in the column's units, following the row
+    # the input's index labels beside the positions: the explanations join onto the input (and
+    # onto score_tabular's output, which keeps that index)
+    relabelled = explain_tabular(fitted, df.set_axis(np.arange(100, 150) * 3), top=1)
+    assert list(relabelled["index"]) == [100 * 3 + 3 * r for r in relabelled["row"]]
     with pytest.raises(TypeError, match="tabular pipeline"):
         explain_tabular(fitted[-1], df)
     blank = df.astype({"amount": object})
