@@ -281,7 +281,7 @@ def check_table(X, rows_from: int = 0) -> None:
                 # the type of the conversion error is kept (scikit-learn's contract: TypeError
                 # for objects that are no numbers at all, ValueError for unparsable strings)
                 raise type(exc)(f"non-numeric values: {_where(bad, list(range(values.shape[1])), rows_from)} "
-                                f"(e.g. {example!r}): {_PIPELINE_HINT}") from None
+                                f"(e.g. {example!r}; {exc}): {_PIPELINE_HINT}") from None
         elif values.dtype.kind not in "fiub":
             return
         names = list(range(values.shape[1]))
