@@ -714,16 +714,21 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
     def _standardise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         std = _scoring.standardise(raw, self.score_config_)
         std["combined"] = _scoring.combine(std, self.weight, self.latent_weight, self._knn_weight())
-        for name, values in std.items():
-            bad = ~np.isfinite(values)
-            if bad.any():  # never a NaN score: predict would call it an inlier
-                rows = np.flatnonzero(bad)
-                raise ValueError(
-                    f"the {name} score of row {'indices' if len(rows) > 1 else 'index'} "
-                    f"{', '.join(map(str, rows[:5].tolist()))}{' ...' if len(rows) > 5 else ''} is not finite "
-                    f"(NaN or infinity): the model's statistics or weights are damaged, or its refinement diverges "
-                    f"(refine_lr {self.score_config_.refine_lr:g}); load an undamaged copy or refit")
         return std
+
+    def _finite(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` (of :attr:`component`), refused when not finite: a NaN score would be an
+        inlier to ``predict``. (:meth:`score_table` leaves them for its callers' policies: the
+        jobs skip or name such rows, the pyfunc refuses them.)"""
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"the {self.component} score of row {'indices' if len(rows) > 1 else 'index'} "
+                f"{', '.join(map(str, rows[:5].tolist()))}{' ...' if len(rows) > 5 else ''} is not finite "
+                f"(NaN or infinity): the model's statistics or weights are damaged, or its refinement diverges "
+                f"(refine_lr {self.score_config_.refine_lr:g}); load an undamaged copy or refit")
+        return scores
 
     def _knn_weight(self) -> float:
         if self.knn_weight == "auto":
@@ -800,7 +805,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         -------
         ndarray of shape (n_samples,)
         """
-        return self._select(self._standardise(self._raw_scores(self._prepare(X, context)[0])))
+        return self._finite(self._select(self._standardise(self._raw_scores(self._prepare(X, context)[0]))))
 
     def fit_predict(self, X, y=None, *, context=None, **kwargs) -> np.ndarray:
         """Fit on ``X`` and return its +1/-1 labels."""

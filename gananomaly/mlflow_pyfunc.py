@@ -60,6 +60,7 @@ def score_frame(model, X) -> pd.DataFrame:
         return out
     Xt = prep.transform(X) if prep is not None else X
     out = det.score_table(Xt)
+    det._finite(out["score"].to_numpy())  # a served NaN score would read as an inlier
     out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
     return out
 

@@ -277,23 +277,34 @@ _COLUMN_WARNINGS = ("columns constant in the training data", "columns whose scal
 def _columns_named_in_warnings(pipeline, schema: ModelSchema, X_train: pd.DataFrame):
     """Run a pipeline fit; the detector's warnings about constant or extreme features, which
     can only give the preprocessed array's positions, are issued again naming the input column
-    (``amount``; ``channel=web`` for a one-hot feature). Every other warning passes unchanged."""
+    (``amount``; ``channel=web`` for a one-hot feature). They are held at the point of display
+    (``warnings.showwarning``), so every other warning passes through the caller's filters
+    untouched; a fit that fails shows the held ones as they were."""
     import warnings
 
     from gananomaly import data as _data
     from gananomaly.explanations import feature_columns
 
-    caught: list = []
+    held: list[tuple] = []
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and str(message).startswith(_COLUMN_WARNINGS):
+            held.append((message, category, filename, lineno, file, line))
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            yield
-    finally:  # a failed fit's warnings are shown too
-        positional = [w for w in caught
-                      if issubclass(w.category, UserWarning) and str(w.message).startswith(_COLUMN_WARNINGS)]
-        for w in caught:
-            if w not in positional:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    if not positional:
+        yield
+    except BaseException:
+        warnings.showwarning = previous
+        for args in held:
+            previous(*args)
+        raise
+    finally:
+        warnings.showwarning = previous
+    if not held:
         return
     pre = pipeline[:-1]
     names = [str(n) for n in pre.get_feature_names_out()]

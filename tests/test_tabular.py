@@ -198,6 +198,18 @@ def test_constant_columns_are_named_by_input_column_not_position():
     constant = [str(w.message) for w in caught if "constant in the training data" in str(w.message)]
     assert len(constant) == 1, constant
     assert constant[0].endswith(": 'site', 'region=north'"), constant[0]
+    # a fit that fails still shows them (as the detector gave them)
+    from gananomaly import GANAnomalyDetector
+
+    def fail(self, *args, **kwargs):
+        raise FloatingPointError("diverged")
+
+    with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("always")
+        patch.setattr(GANAnomalyDetector, "_build_arch", fail)
+        with pytest.raises(FloatingPointError):
+            fit_tabular(tiny_config(), df, save=False)
+    assert [w for w in caught if "constant in the training data" in str(w.message)]
 
 
 def test_a_config_without_a_detector_seed_is_reproducible():
