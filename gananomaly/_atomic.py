@@ -18,6 +18,10 @@ __all__ = ["atomic_open", "write_bytes", "fitted_state_kept", "new_file_mode", "
 # any name the system allows stays allowed; what a killed process left is found by its owner.
 _TMP_NAME_CHARS = 64
 _STALE_FOREIGN_S = 24 * 3600
+# A temporary of a process of this machine that is gone is removed once this old: processes in
+# other PID namespaces (containers sharing the host name and the directory) look gone too, and
+# no save or output assembly runs this long.
+_STALE_OWN_S = 15 * 60
 
 
 _UMASK_LOCK = threading.Lock()
@@ -99,27 +103,34 @@ def remove_stale_temporaries(parent: str | os.PathLike, name: str) -> list[str]:
         pid_text = rest.partition("-")[0]
         if len(tag) != len(host) or not all(c in "0123456789abcdef" for c in tag) or not pid_text.isdigit():
             continue
-        if tag == host:
-            try:
-                os.kill(int(pid_text), 0)
-                continue  # alive: its work is running now
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError):
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if tag == host and os.name == "posix":
+            if age < _STALE_OWN_S or _alive(int(pid_text)):
                 continue
-        else:
-            try:
-                if time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_FOREIGN_S:
-                    continue
-            except OSError:
-                continue
+        elif age < _STALE_FOREIGN_S:  # another machine's (or no way to ask about a process)
+            continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-        removed.append(entry.name)
+        if not os.path.lexists(entry.path):
+            removed.append(entry.name)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (POSIX: signal 0); True when unsure."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or an impossible pid: left alone
+    return True
 
 
 @contextlib.contextmanager
@@ -182,7 +193,8 @@ def open_regular(path: str | os.PathLike):
         forever (it is opened without blocking and refused before any read).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     try:

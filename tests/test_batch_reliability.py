@@ -309,6 +309,7 @@ def test_the_temporary_output_of_a_job_killed_while_writing_is_removed_by_the_ne
     running = tmp_path / f".s.csv.{_host_tag()}-{os.getpid()}-a1b2c3.tmp"
     for f in (killed, running):
         f.write_text("half an output")
+        os.utime(f, (time.time() - 3600, time.time() - 3600))
     score_file(model_dir, inp, out, id_column="id", chunk_rows=50)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.csv", "s.csv", running.name])
 

@@ -276,7 +276,9 @@ def test_a_fifo_or_device_in_a_model_directory_is_refused_not_waited_on(saved, t
 def test_what_a_killed_save_left_is_removed_by_the_next_save(saved, tmp_path, data):
     """A save killed with -9 left '.m.<random>.tmp' (the half-written model) or the previous
     model on its way out, for ever. The next save to that path removes such directories of
-    dead processes; a running save's directory (a live process) stays. A model name of 250
+    dead processes once 15 minutes old (another machine's: a day); a running save's directory
+    (a live process) stays, and so does a young one (a process of another PID namespace looks
+    dead from here). A model name of 250
     characters saved (the temporary name was too long for the system)."""
     import subprocess
     import sys
@@ -290,11 +292,17 @@ def test_what_a_killed_save_left_is_removed_by_the_next_save(saved, tmp_path, da
     left = [tmp_path / f".m.{host}-{dead}-abc123.tmp", tmp_path / f".m.{host}-{dead}-def456.old"]
     running = tmp_path / f".m.{host}-{os.getpid()}-ghi789.tmp"
     other_model = tmp_path / f".m2.{host}-{dead}-jkl012.tmp"
-    for d in (*left, running, other_model):
+    recent = tmp_path / f".m.{host}-{dead}-mno345.tmp"  # gone, but young: maybe a live save of a container
+    foreign = tmp_path / ".m.abcdef-1-pqr678.tmp"  # another machine's, a day old
+    for d in (*left, running, other_model, recent, foreign):
         d.mkdir()
         (d / CONFIG_NAME).write_text("{}")
+    hour_ago = time.time() - 3600
+    for d in (*left, running, other_model):
+        os.utime(d, (hour_ago, hour_ago))
+    os.utime(foreign, (hour_ago - 86400, hour_ago - 86400))
     det.save(tmp_path / "m")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", running.name, other_model.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", running.name, other_model.name, recent.name])
     long = tmp_path / ("x" * 250)
     det.save(long)
     np.testing.assert_array_equal(gananomaly.load(long).score_samples(data[1]), saved[1])
