@@ -82,6 +82,9 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     path = Path(path)
     fh = open_regular(path)  # a FIFO or a device is refused, not read for ever
     if fh is None:
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file; remove it or use another "
+                             "checkpoint_dir")
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     with fh:
         size = os.fstat(fh.fileno()).st_size

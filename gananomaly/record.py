@@ -117,6 +117,8 @@ class RecordMixin:
                 value = float(value)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
+            if key == "checkpoint_dir":
+                value = None  # where this machine kept its checkpoints is not part of the model
             params[key] = value
         return params
 

@@ -158,11 +158,16 @@ def _drop_foreign_parent(mlflow, run_id: str, parent_id: str) -> None:
     """A run nested under the caller's active run records it as its parent; when that run
     lives in another store (``tracking_uri`` differs from the caller's), the tag would name a
     run this store does not have: it is removed."""
+    from mlflow.exceptions import MlflowException
+
     client = mlflow.MlflowClient()
     try:
         client.get_run(parent_id)
-    except Exception:  # noqa: BLE001 - not in this store
-        client.delete_tag(run_id, "mlflow.parentRunId")
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+            return  # a store that failed to answer: the tag stays as MLflow set it
+        with contextlib.suppress(Exception):  # the run is open: a failed removal must not leave it running
+            client.delete_tag(run_id, "mlflow.parentRunId")
 
 
 def _close_failed_run(mlflow, job: TrackedRun, run_id: str, exc: BaseException) -> None:

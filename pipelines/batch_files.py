@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "gananomaly-batch-score"
 # 3: categorical and ID columns of a CSV are read as text (parts of version 2 may hold other values)
-MANIFEST_VERSION = 3
+# 4: the model fingerprint covers everything a save writes; integer IDs stay integer in the parts
+MANIFEST_VERSION = 4
 
 
 def fsync_dir(path: Path) -> None:
@@ -289,6 +290,10 @@ def prepare_workdir(work: Path, manifest: dict[str, Any], resume: bool) -> None:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ValueError(f"cannot resume: {str(mpath)!r} is missing or corrupt ({exc}); "
                                  f"remove {str(work)!r} or run without --resume") from exc
+            if isinstance(old, dict) and old.get("version") != manifest["version"]:
+                raise ValueError(f"cannot resume from {str(work)!r}: it was written by another gananomaly (work "
+                                 f"directory version {old.get('version')!r}, this one writes "
+                                 f"{manifest['version']!r}); run without --resume to start over")
             old = {**_BEFORE_THE_KEY, **old}  # a manifest written before a key existed: its behaviour then
             diffs = [k for k in manifest if old.get(k) != manifest[k] and old.get(k) != _LENIENT_RESUME.get(k, ...)]
             if diffs:

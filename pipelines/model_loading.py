@@ -3,7 +3,9 @@ and fingerprinting it, so a resumed job can tell it scores with the same model."
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import types
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,9 @@ def model_fingerprint(model) -> str:
 def _hash_state(obj, h, depth: int) -> None:
     """Feed ``obj``'s fitted state into ``h``, the same in every process: arrays by dtype, shape
     and bytes, containers in a fixed order, estimators by class and attributes."""
-    if depth > 20:
-        raise ValueError("the preprocessing is nested too deeply to fingerprint")
+    if depth > 20:  # a structure that refers to itself: its depth is cut, the same way every time
+        h.update(b"<deeper>")
+        return
     if isinstance(obj, np.ndarray):
         h.update(f"ndarray:{obj.dtype.str}:{obj.shape}".encode())
         if obj.dtype.hasobject:
@@ -73,6 +76,22 @@ def _hash_state(obj, h, depth: int) -> None:
             _hash_state(obj[k], h, depth + 1)
     elif isinstance(obj, (set, frozenset)):
         h.update(f"set:{sorted(map(repr, obj))}".encode())
+    elif isinstance(obj, (types.FunctionType, types.MethodType)):
+        # a function by what it computes: its code, constants, defaults and closed-over values
+        fn = obj.__func__ if isinstance(obj, types.MethodType) else obj
+        h.update(f"function:{fn.__module__}.{fn.__qualname__}".encode())
+        h.update(fn.__code__.co_code)
+        _hash_state([fn.__code__.co_consts, fn.__defaults__, fn.__kwdefaults__,
+                     [c.cell_contents for c in fn.__closure__ or ()]], h, depth + 1)
+        if isinstance(obj, types.MethodType):
+            _hash_state(obj.__self__, h, depth + 1)
+    elif isinstance(obj, types.CodeType):
+        h.update(f"code:{obj.co_qualname}".encode() + obj.co_code)
+        _hash_state(obj.co_consts, h, depth + 1)
+    elif isinstance(obj, functools.partial):
+        _hash_state([obj.func, obj.args, obj.keywords], h, depth + 1)
+    elif isinstance(obj, (np.ufunc, types.BuiltinFunctionType)):
+        h.update(f"builtin:{getattr(obj, '__module__', None)}.{obj.__name__}".encode())
     elif callable(obj) and not hasattr(obj, "__dict__"):
         h.update(f"callable:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}".encode())
     elif hasattr(obj, "__dict__"):

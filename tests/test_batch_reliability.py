@@ -190,10 +190,24 @@ def test_resume_refuses_a_model_that_differs_only_in_how_it_combines_its_scores(
     interrupted_run(monkeypatch, model_dir, inp, out, 2)
     with pytest.raises(ValueError, match=r"cannot resume .*the model changed"):
         score_file(tmp_path / "other", inp, out, id_column="id", chunk_rows=50, resume=True)
+    manifest = Path(f"{out}.parts") / batch_files.MANIFEST_NAME  # a work directory of the previous version:
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 3}))  # not "the model changed"
+    with pytest.raises(ValueError, match=r"written by another gananomaly \(work directory version 3, this one "
+                                         r"writes 4\)"):
+        score_file(model_dir, inp, out, id_column="id", chunk_rows=50, resume=True)
     assert model_fingerprint(gananomaly.load(model_dir)) == model_fingerprint(model)  # loaded = in memory
     X = frame()[COLS]
     pipe, shifted = (make_pipeline(StandardScaler().fit(X + d), gananomaly.load(model_dir)) for d in (0.0, 1.0))
     assert model_fingerprint(pipe) != model_fingerprint(shifted)  # the preprocessing's state counts
+    from sklearn.preprocessing import FunctionTransformer
+
+    plus, times = (make_pipeline(FunctionTransformer(fn), gananomaly.load(model_dir))
+                   for fn in (np.negative, np.positive))
+    assert model_fingerprint(plus) != model_fingerprint(times)
+    scale = 2.0
+    by_two, by_three = (make_pipeline(FunctionTransformer(lambda X, s=s: X * s * scale), gananomaly.load(model_dir))
+                        for s in (1.0, 1.5))  # the same code: its defaults and closed-over values count
+    assert model_fingerprint(by_two) != model_fingerprint(by_three)
     from gananomaly.lapgan import LaplacianPyramidDetector
     pyramid = LaplacianPyramidDetector(levels=2, epochs=1, random_state=0).fit(np.random.RandomState(0).rand(16, 8, 8))
     with pytest.raises(ValueError, match="a Laplacian-pyramid model; the scoring jobs take a GANAnomalyDetector"):

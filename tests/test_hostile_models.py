@@ -226,6 +226,8 @@ def test_a_model_file_does_not_decide_where_a_refit_writes(saved, tmp_path, data
     assert det.checkpoint_dir is None
     det.set_params(epochs=1, encoder_epochs=1).fit(data[0])
     assert not (tmp_path / "elsewhere").exists()
+    det.set_params(checkpoint_dir=str(tmp_path / "ck")).save(tmp_path / "again")  # nor is the path saved
+    assert json.loads((tmp_path / "again" / CONFIG_NAME).read_text())["params"]["checkpoint_dir"] is None
 
 
 @pytest.mark.parametrize("edit", ["value", "downgrade"])
