@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from gananomaly.pipelines.csv_input import (
-    check_trailing,
+    TRAILING,
     check_unique,
     compression_of,
     csv_columns,
@@ -127,17 +127,19 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
         # lines ending in a delimiter: read as the header says (pandas took the first column as
         # the index, and every value moved one column to the left)
         trailing = trailing_options(path, header)
+        if trailing:  # the empty field's column as text: a value there is named as written
+            options = {**options, "dtype": {**options.get("dtype", {}), TRAILING: str}}
         with open(path, "rb") as fh, pd.read_csv(fh, chunksize=chunk_rows, compression=compression, **options,
                                                  **trailing, index_col=False,
                                                  on_bad_lines="warn" if on_bad_rows == "skip" else "error") as reader:
             while (frame := _next_chunk(reader, skipped, path)) is not None:
-                frame = check_trailing(frame, path, int(frame.index[0]) + 1 if len(frame) else 1)
                 rows = frame.index.to_numpy(dtype=np.int64) + 1
                 for s in skipped:
                     rows = rows + (rows >= s)
-                last = int(rows[-1]) if len(rows) else 0
-                new_bad = [s for s in skipped[reported:] if s <= last]
-                reported += len(new_bad)
+                frame, rows, extra = _trailing_values(frame, rows, path, on_bad_rows)
+                last = int(rows[-1]) if len(rows) else max(extra, default=0)
+                new_bad = sorted([s for s in skipped[reported:] if s <= last] + extra)
+                reported += len(new_bad) - len(extra)
                 position = min(fh.tell(), size)
                 yield Chunk(index, frame[columns].reset_index(drop=True), rows, new_bad, position - done)
                 done = position
@@ -158,6 +160,27 @@ def csv_chunks(path: Path, columns: list[str], chunk_rows: int, id_column: str |
         raise ValueError(f"{str(path)!r}: cannot parse the CSV: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from exc
+
+
+def _trailing_values(frame: pd.DataFrame, rows: np.ndarray, path: Path, on_bad_rows: str
+                     ) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
+    """(frame, rows, malformed rows) once the empty field after the last column of a file
+    whose lines end in a delimiter is checked and dropped: a row with a value there (more
+    fields than the header names) is malformed, skipped under ``skip`` as any malformed line,
+    else refused naming its row and the value as written."""
+    if TRAILING not in frame.columns:
+        return frame, rows, []
+    extra = frame[TRAILING]
+    bad = extra.notna().to_numpy() & (extra.astype(str).str.strip() != "").to_numpy()
+    frame = frame.drop(columns=TRAILING)
+    if not bad.any():
+        return frame, rows, []
+    if on_bad_rows != "skip":
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{str(path)!r}: row {int(rows[k])} has a value after the header's last column "
+                         f"({extra.iloc[k]!r}; more fields than the header names). Fix the file (a column without "
+                         "a name in the header?) or skip such rows (on_bad_rows='skip', --on-bad-rows skip)")
+    return frame.loc[~bad], rows[~bad], rows[bad].tolist()
 
 
 def _next_chunk(reader, skipped: list[int], path: Path) -> pd.DataFrame | None:

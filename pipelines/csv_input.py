@@ -155,5 +155,7 @@ def check_trailing(frame: pd.DataFrame, path: Path, first_row: int = 1) -> pd.Da
 def read_whole_csv(path: Path, header: list[str], **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` of a whole file, read as its header says (lines ending in a delimiter:
     :func:`trailing_options`)."""
-    return check_trailing(pd.read_csv(path, compression=compression_of(path), **trailing_options(path, header),
-                                      **kwargs), path)
+    trailing = trailing_options(path, header)
+    if trailing:  # the empty field's column as text: a value there is named as written
+        kwargs = {**kwargs, "dtype": {**kwargs.get("dtype", {}), TRAILING: str}}
+    return check_trailing(pd.read_csv(path, compression=compression_of(path), **trailing, **kwargs), path)

@@ -476,6 +476,10 @@ def test_lines_ending_in_a_delimiter_are_read_as_the_header_says(det, tmp_path):
     pd.testing.assert_frame_equal(read_file(trailing, id_columns=["id"]), read_file(plain, id_columns=["id"]))
     extra = tmp_path / "extra.csv"
     extra.write_text("\n".join([lines[0]] + [line + ("," if i != 70 else ",9") for i, line in enumerate(lines[1:])]))
-    with pytest.raises(ValueError, match=r"data row 71 has a value after the header.s last column \(.9.;"):
+    with pytest.raises(ValueError, match=r"row 71 has a value after the header.s last column \('9';"):
         score_file(model_dir, extra, tmp_path / "e.csv", id_column="id", chunk_rows=50)
     assert not (tmp_path / "e.csv").exists()
+    stats = score_file(model_dir, extra, tmp_path / "e.csv", id_column="id", chunk_rows=50, on_bad_rows="skip")
+    assert stats["skipped_rows"] == [71] and stats["rows_scored"] == 299  # skipped as any malformed line
+    kept = pd.read_csv(tmp_path / "e.csv")
+    np.testing.assert_allclose(kept["score"], model.score_samples(data[COLS].drop(index=70)), rtol=1e-12)
