@@ -272,7 +272,7 @@ def _load_pipeline(path: Path, files: OpenFiles, *, device: str):
                               None if recorded is None else (recorded, DETECTOR_DIGEST_KEY, invalid))
     prep_invalid = Invalid(path, PREPROCESSING_NAME)
     if files[PREPROCESSING_NAME] is None:
-        prep_invalid("", "is missing")
+        prep_invalid("", "is a directory, not a file" if (path / PREPROCESSING_NAME).is_dir() else "is missing")
     prep_bytes = read_limited(path / PREPROCESSING_NAME, MAX_PREPROCESSING_BYTES, prep_invalid,
                               files[PREPROCESSING_NAME])
     recorded = meta.get(PREPROCESSING_DIGEST_KEY)
@@ -293,4 +293,6 @@ def _load_pipeline(path: Path, files: OpenFiles, *, device: str):
         prep_invalid.corrupt(str(exc)[:200])
     if not isinstance(prep, Pipeline):
         prep_invalid("", "does not hold a Pipeline")
+    if meta["detector_step"] in {name for name, _ in prep.steps}:
+        invalid("detector_step", f"names a preprocessing step ({meta['detector_step']!r}): step names must differ")
     return Pipeline(list(prep.steps) + [(meta["detector_step"], detector)])

@@ -352,6 +352,15 @@ def test_pipeline_preprocessing_is_checksummed(tmp_path, data):
     raw[len(raw) // 2] ^= 0x10
     prep.write_bytes(bytes(raw))
     _refused(tmp_path / "p", "preprocessing.skops checksum mismatch")
+    # a detector step named like a preprocessing step loaded into a pipeline of two same-named steps
+    persistence.save(pipe, tmp_path / "q")
+    meta = json.loads((tmp_path / "q" / persistence.PIPELINE_CONFIG).read_text())
+    (tmp_path / "q" / persistence.PIPELINE_CONFIG).write_text(json.dumps(with_record_digest(
+        {**meta, "detector_step": "standardscaler"})))
+    _refused(tmp_path / "q", "detector_step' names a preprocessing step")
+    (tmp_path / "q" / persistence.PREPROCESSING_NAME).unlink()
+    (tmp_path / "q" / persistence.PREPROCESSING_NAME).mkdir()
+    _refused(tmp_path / "q", "preprocessing.skops is a directory, not a file")
 
 
 # ------------------------------------------------------------------------------ saving
