@@ -110,7 +110,16 @@ def validate_images(X: Any, *, channels: str, mlp: bool, fitted_shape: tuple[int
     images; None for a detector fitted on 2-D data with ``fitted_features`` features), and the
     message names the mismatch. The caller records the shape of a fit itself.
     """
-    arr = to_channels_first(_as_float_array(X), channels)
+    raw = _as_float_array(X)
+    if not reset and fitted_shape is not None and raw.ndim == 4:
+        # at scoring the fitted (C, H, W) tells the layout whatever `channels` says: a model
+        # fitted channels-first takes (n, H, W, C) and the reverse (the image jobs pass
+        # (n, C, H, W) to every model, the pyfunc whatever the client sends)
+        fc, fh, fw = fitted_shape
+        first, last = raw.shape[1:] == (fc, fh, fw), raw.shape[1:] == (fh, fw, fc)
+        if first != last:
+            channels = "first" if first else "last"
+    arr = to_channels_first(raw, channels)
     n, c, h, w = arr.shape
     if n < (2 if reset else 1):
         raise ValueError(f"Found array with {n} sample(s) (shape={arr.shape}) while a minimum of "

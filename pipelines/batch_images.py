@@ -94,10 +94,13 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
 def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any, str]:
     """(names, chunks of files or positions, the array source or None, content hash)."""
     if in_path.is_dir():
-        files = image_files.list_images(in_path)
+        # a data set folder (train/, test/, ground_truth/): its test/ images, as `image score`
+        # takes them (its training images and defect masks are no images to score)
+        root = in_path / "test" if (in_path / "test").is_dir() else in_path
+        files = image_files.list_images(root)
         if not files:
-            raise ValueError(f"--input: no image files in folder {str(in_path)!r}")
-        names = [image_files.text_name(str(f.relative_to(in_path))) for f in files]
+            raise ValueError(f"--input: no image files in folder {str(root)!r}")
+        names = [image_files.text_name(str(f.relative_to(root))) for f in files]
         chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
         return names, chunks, None, content_hash(files, names)
     data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
@@ -113,7 +116,8 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
         mode = "grey" if shape[0] == 1 else "rgb"
         # a chunk of unreadable files only is committed empty (its files counted as skipped)
         on_error = "raise" if on_bad_rows == "error" else "skip"
-        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error, root=in_path,
+        root = in_path / "test" if (in_path / "test").is_dir() else in_path  # as _image_chunks lists it
+        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error, root=root,
                                             allow_empty=True)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:

@@ -111,6 +111,9 @@ def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels
         det = load_model(model_dir)[0]
     else:
         det = gananomaly.load(model_dir)
+    if hasattr(det, "detectors_"):  # a Laplacian pyramid: its own scores, no score table
+        raise ValueError(f"the model at {str(model_dir)!r} is a Laplacian-pyramid model, which the image jobs do "
+                         "not score; score it in Python: gananomaly.load(path).score_samples(images)")
     shape = getattr(det, "image_shape_", None)
     if shape is None:
         raise ValueError(f"the model at {str(model_dir)!r} was not fitted on images")

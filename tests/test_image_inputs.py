@@ -91,3 +91,44 @@ def test_file_names_that_are_not_utf8_are_scored_and_written(tmp_path):
     score_file(model, folder, tmp_path / "s.csv")
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert len(lines) == 5 and any(line.startswith("caf\\xe9.png,") for line in lines)
+
+
+def test_the_fitted_shape_tells_the_layout_at_scoring(tmp_path):
+    """A model fitted with channels="last" refused the (n, C, H, W) arrays every image job passes
+    it ("got 16 channels"), and one fitted channels-first (what `image fit` saves) refused the
+    (n, H, W, C) a pyfunc client sends. At scoring the fitted (C, H, W) now decides the layout
+    whenever it matches exactly one of the two; the scores are the same."""
+    from gananomaly.pipelines.batch_score import score_file
+
+    rng = np.random.RandomState(0)
+    nhwc = rng.rand(24, 16, 16, 3)
+    nchw = np.moveaxis(nhwc, -1, 1)
+    last = GANAnomalyDetector(channels="last", epochs=1, encoder_epochs=1, random_state=0).fit(nhwc)
+    first = GANAnomalyDetector(channels="first", epochs=1, encoder_epochs=1, random_state=0).fit(nchw)
+    for det in (last, first):
+        np.testing.assert_array_equal(det.score_samples(nchw[:5]), det.score_samples(nhwc[:5]))
+    last.save(tmp_path / "m")
+    np.save(tmp_path / "x.npy", nchw[:5])
+    score_file(tmp_path / "m", tmp_path / "x.npy", tmp_path / "s.csv", progress=False)
+    import pandas as pd
+
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], last.score_samples(nhwc[:5]), rtol=1e-9)
+
+
+def test_a_data_set_folder_is_scored_by_its_test_images_only(tmp_path):
+    """`gananomaly score --input DATA` scored train/ images and ground_truth/ masks too (the masks
+    labelled as outliers); `image score` took test/ only. Both take test/ now."""
+    from gananomaly.pipelines.batch_score import score_file
+
+    for sub, n in (("train/good", 12), ("test/good", 3), ("test/scratch", 2), ("ground_truth/scratch", 2)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for i in range(n):
+            _png(tmp_path / "data" / sub / f"{i}.png", seed=i)
+    X = np.stack([np.asarray(Image.open(tmp_path / "data" / "train" / "good" / f"{i}.png"), float)
+                  for i in range(12)])
+    GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X).save(tmp_path / "m")
+    score_file(tmp_path / "m", tmp_path / "data", tmp_path / "s.csv", progress=False)
+    import pandas as pd
+
+    assert sorted(pd.read_csv(tmp_path / "s.csv")["file"]) == ["good/0.png", "good/1.png", "good/2.png",
+                                                               "scratch/0.png", "scratch/1.png"]
