@@ -60,7 +60,10 @@ def _size(size: Any) -> tuple[int, int] | None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, sorted; linked folders are followed (each real folder once)."""
+    """Image files under ``folder``, sorted; linked folders are followed (each real folder once).
+    Hidden files and folders (a name starting with ".": ``.ipynb_checkpoints/``, ``._x.png``
+    of macOS) are not images of the data set. A link to nothing is listed (and then named as
+    unreadable), not dropped in silence."""
     out, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -68,8 +71,9 @@ def list_images(folder: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        out += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES
-                and (Path(root) / f).is_file()]
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")
+                and ((Path(root) / f).is_file() or (Path(root) / f).is_symlink())]
     return sorted(out)
 
 

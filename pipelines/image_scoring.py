@@ -170,12 +170,15 @@ def overlay_paths(names: list[str], maps_dir: str | os.PathLike, *,
     would replace one of ``inputs`` (the files scored)."""
     cleaned = [re.sub(r"[^\w./-]", "_", name).lstrip("/").replace("..", "_") or "_" for name in names]
     taken = {c.casefold() + ".png" for c in cleaned}
+    # folders the overlays need: a file of that name would block them ("x.png" -> "x.png.png",
+    # next to a folder "x.png.png/" holding "y.png")
+    folders = {str(parent).casefold() for c in cleaned for parent in Path(c).parents if str(parent) != "."}
     used: set[str] = set()
     rel = []
     for c in cleaned:
         cand = c + ".png"
         k = 0
-        while cand.casefold() in used or (k and cand.casefold() in taken):
+        while cand.casefold() in used or cand.casefold() in folders or (k and cand.casefold() in taken):
             k += 1
             cand = f"{c}_{k}.png"
         used.add(cand.casefold())
@@ -195,8 +198,9 @@ def overlay_paths(names: list[str], maps_dir: str | os.PathLike, *,
 def write_map_overlays(det, data: ImageSet, maps_dir: str | os.PathLike, *, batch: int = 256,
                        inputs: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Write, per image, its :func:`overlay_paths` file under ``maps_dir``: :func:`overlay_pixels`
-    of the image and its anomaly map (:meth:`GANAnomalyDetector.anomaly_map`), at the image's
-    size. Refuses (ValueError, nothing written) an overlay that would replace one of ``inputs``.
+    of the image and its anomaly map (:meth:`GANAnomalyDetector.anomaly_map`), at the size the
+    model scored the image at (files are resized to the model's size when they are read).
+    Refuses (ValueError, nothing written) an overlay that would replace one of ``inputs``.
     Each file is written atomically; images are mapped ``batch`` at a time."""
     from PIL import Image
 

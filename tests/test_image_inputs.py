@@ -132,3 +132,28 @@ def test_a_data_set_folder_is_scored_by_its_test_images_only(tmp_path):
 
     assert sorted(pd.read_csv(tmp_path / "s.csv")["file"]) == ["good/0.png", "good/1.png", "good/2.png",
                                                                "scratch/0.png", "scratch/1.png"]
+
+
+def test_hidden_copies_are_skipped_and_a_dangling_link_is_named(tmp_path):
+    """.ipynb_checkpoints/ copies were read as training images, and a link to nothing was dropped
+    without a word (the README says unreadable files are named)."""
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", seed=i)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    _png(tmp_path / ".ipynb_checkpoints" / "0-checkpoint.png")
+    _png(tmp_path / "._0.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    files = list_images(tmp_path)
+    assert [f.name for f in files] == ["0.png", "1.png", "2.png", "gone.png"]
+    data = load_image_files(files, root=tmp_path)
+    assert data.names == ["0.png", "1.png", "2.png"] and [n for n, _ in data.skipped] == ["gone.png"]
+
+
+def test_an_overlay_never_takes_the_name_of_a_folder_other_overlays_need(tmp_path):
+    """'x.png' (overlay x.png.png) next to a folder 'x.png.png/' of images: the file was written,
+    then the folder's overlays failed with 'File exists', half the maps written and no table."""
+    from gananomaly.pipelines.image_scoring import overlay_paths
+
+    paths = overlay_paths(["x.png", "x.png.png/y.png"], tmp_path / "maps")
+    rel = [p.relative_to(tmp_path / "maps").as_posix() for p in paths]
+    assert rel == ["x.png_1.png", "x.png.png/y.png.png"]
