@@ -420,6 +420,21 @@ class Trainer:
             self._after_epoch(logs)
         self._finish_gan_phase()
 
+    def _advice(self) -> str:
+        """What to try, by how the GAN phase ended: every epoch of its budget used (for
+        ``epochs="auto"`` the step cap, ``defaults.MAX_GAN_STEPS``), ``max_time`` reached, or
+        the fidelity no longer improving."""
+        cfg = self.cfg
+        if cfg.max_time is not None and self.gan_seconds >= cfg.max_time and self.gan_epoch < cfg.epochs:
+            return (f"max_time ({cfg.max_time:g} s) ended the training after {self.gan_epoch} of {cfg.epochs} "
+                    "epochs: allow more time, or use objective='gan' or a lower learning_rate.")
+        if self.gan_epoch >= cfg.epochs:
+            return (f"The training used all its {cfg.epochs} epochs ({self.step} discriminator steps; "
+                    "epochs='auto' stops at a fixed step budget): pass a larger epochs=, or use objective='gan' "
+                    "or a lower learning_rate.")
+        return ("Its fidelity stopped improving before the epochs ran out: more epochs will not help; use "
+                "objective='gan', a lower learning_rate, or a wider generator (hidden_dims).")
+
     def _evaluate(self, logs: dict[str, Any]) -> None:
         """Fidelity of the current generator on the held-out rows; remember the best one and
         end the phase after ``patience`` evaluations without improvement."""
@@ -487,9 +502,7 @@ class Trainer:
                     f"the generator has not learned the normal data: on held-out rows its samples reach "
                     f"fidelity {final:.2f} (coverage {self.history['coverage'][i]:.2f}, density "
                     f"{self.history['density'][i]:.2f}, reverse density {rd:.2f}{narrow}; real samples score "
-                    "about 1). Its scores then act as "
-                    "a distance, not a learned density. Train longer (epochs='auto' or more epochs, a larger "
-                    "max_time), use objective='gan', or lower learning_rate.",
+                    f"about 1). Its scores then act as a distance, not a learned density. {self._advice()}",
                     GeneratorFidelityWarning,
                     stacklevel=6,
                 )

@@ -208,10 +208,16 @@ def test_correlated_gaussian_parzen_gap_is_small():
 
 
 def test_an_untrained_generator_is_warned_about():
+    """The advice follows how the training ended: it said "train longer (epochs='auto')" also
+    when epochs='auto' had already run to its step budget, or when max_time had stopped it."""
     X = ring(600, 0)
-    with pytest.warns(GeneratorFidelityWarning, match="has not learned the normal data"):
+    with pytest.warns(GeneratorFidelityWarning, match=r"has not learned the normal data.*The training used all "
+                                                      r"its 1 epochs \(\d+ discriminator steps"):
         det = GANAnomalyDetector(epochs=1, learning_rate=1e-6, random_state=0).fit(X)
     assert det.fidelity_["fidelity"] < 0.5
+    with pytest.warns(GeneratorFidelityWarning, match=r"max_time \(0\.01 s\) ended the training after 1 of 50 "
+                                                      r"epochs: allow more time"):
+        GANAnomalyDetector(epochs=50, max_time=0.01, learning_rate=1e-6, random_state=0).fit(X)
 
 
 def test_a_trained_generator_is_not_warned_about(ring_fit_warnings):
