@@ -185,6 +185,41 @@ GENERATED: dict[str, Callable[[int], Split]] = {
 QUICK = ("breast_cancer", "wine", "gen_local")
 
 
+def dense_cluster(seed: int) -> Split:
+    """Three clusters of very different size and spread in 6-D (40 rows of std 0.15, 400 of 1,
+    2,000 of 3); anomalies 0.9-1.3 from the centre of the tight one: 6-9 of its deviations, but
+    nearer to it than the broad cluster's rows are to each other. A global density (a k-NN
+    distance, one Gaussian) calls them normal; a local one (LOF) does not."""
+    from sklearn.datasets import make_blobs
+
+    d = 6
+    rng = np.random.RandomState(seed)
+    X, _ = make_blobs(n_samples=[40, 400, 2000], n_features=d, centers=np.array([[0] * d, [6] * d, [-8] * d], float),
+                      cluster_std=[0.15, 1.0, 3.0], random_state=seed)
+    u = rng.normal(size=(60, d))
+    anomalies = u / np.linalg.norm(u, axis=1, keepdims=True) * rng.uniform(0.9, 1.3, size=(60, 1))
+    return _novelty_split("dense_cluster", X, anomalies, seed, "clusters of unequal density; anomalies just off "
+                                                                "the tight one")
+
+
+def reversed_cancer(seed: int) -> Split:
+    """Breast cancer the other way round: malignant rows normal, 40 benign rows anomalies (they
+    look like shrunken malignant rows: along the data's own size axis, past its end)."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.RandomState(seed)
+    benign = X[y == 1]
+    return _novelty_split("reversed_cancer", X[y == 0], benign[rng.choice(len(benign), 40, replace=False)], seed,
+                          "malignant normal, benign anomalies")
+
+
+#: Data sets where a detector's density must be local or must see the data's extent; run them by
+#: name (``--datasets dense_cluster,reversed_cancer``): not part of the default runs, whose
+#: published figures they would change.
+STRESS: dict[str, Callable[[int], Split]] = {"dense_cluster": dense_cluster, "reversed_cancer": reversed_cancer}
+
+
 def names(quick: bool = False) -> list[str]:
     """Data sets of a run: a small subset with ``quick``."""
     return list(QUICK) if quick else [*REAL, *GENERATED]
@@ -205,4 +240,6 @@ def load(name: str, seed: int) -> Split:
         return REAL[name](seed)
     if name in GENERATED:
         return GENERATED[name](seed)
-    raise KeyError(f"unknown data set {name!r}; choose from {[*REAL, *GENERATED]}")
+    if name in STRESS:
+        return STRESS[name](seed)
+    raise KeyError(f"unknown data set {name!r}; choose from {[*REAL, *GENERATED, *STRESS]}")

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import datasets, quality, report
 
 
-@pytest.mark.parametrize("name", [*datasets.REAL, *datasets.GENERATED])
+@pytest.mark.parametrize("name", [*datasets.REAL, *datasets.GENERATED, *datasets.STRESS])
 def test_split_is_a_novelty_task(name):
     split = datasets.load(name, 0)
     assert split.X_train.ndim == 2 and split.X_test.shape[1] == split.X_train.shape[1]
@@ -24,6 +24,19 @@ def test_split_is_a_novelty_task(name):
     assert other.X_train.shape == split.X_train.shape
     assert not np.array_equal(other.X_train, split.X_train)
     assert datasets.load(name, 0).X_test.tobytes() == split.X_test.tobytes()
+
+
+def test_the_dense_cluster_set_fails_a_global_density_and_not_a_local_one():
+    """The stress set exists to catch a detector whose density is global (a k-NN distance): such
+    a score must fail it, and a local one (LOF) must not, or it could not tell them apart."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+
+    for seed in (1, 2):
+        split = datasets.load("dense_cluster", seed)
+        dist = NearestNeighbors(n_neighbors=5).fit(split.X_train).kneighbors(split.X_test)[0].mean(1)
+        lof = -LocalOutlierFactor(novelty=True).fit(split.X_train).score_samples(split.X_test)
+        assert roc_auc_score(split.y_test, dist) < 0.6 < 0.95 < roc_auc_score(split.y_test, lof)
 
 
 def test_unknown_dataset_is_named():
