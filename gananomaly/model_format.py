@@ -296,9 +296,7 @@ def check_config(doc: Any, path: Path, detector_cls: type) -> dict[str, Any]:
         if DIGEST_KEY not in doc:
             invalid(DIGEST_KEY, f"is missing (format {version} models record the SHA-256 of {WEIGHTS_NAME}); "
                                 f"save the model again with this gananomaly")
-        digest = invalid.str(doc[DIGEST_KEY], DIGEST_KEY)
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            invalid(DIGEST_KEY, "must be 64 lowercase hexadecimal digits")
+        _hex_digest(doc[DIGEST_KEY], DIGEST_KEY, invalid)
     _check_params(doc["params"], invalid, detector_cls)
     _check_fitted(doc["fitted"], arch, invalid)
     _check_history(doc["history"], invalid)
@@ -634,9 +632,7 @@ def check_pipeline_meta(meta: Any, path: Path) -> dict:
     if not step or "__" in step:
         invalid("detector_step", f"must be a non-empty step name without '__', got {short(step)}")
     if PREPROCESSING_DIGEST_KEY in meta:
-        digest = invalid.str(meta[PREPROCESSING_DIGEST_KEY], PREPROCESSING_DIGEST_KEY)
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            invalid(PREPROCESSING_DIGEST_KEY, "must be 64 lowercase hexadecimal digits")
+        _hex_digest(meta[PREPROCESSING_DIGEST_KEY], PREPROCESSING_DIGEST_KEY, invalid)
     return meta
 
 

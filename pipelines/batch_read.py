@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 from gananomaly.pipelines.csv_input import (
     TRAILING,
+    beyond_header,
     check_unique,
     compression_of,
     csv_columns,
     not_utf8,
     nullable_int,
     read_options,
+    split_trailing,
     trailing_options,
 )
 from gananomaly.pipelines.table_data import stored_columns
@@ -168,18 +170,12 @@ def _trailing_values(frame: pd.DataFrame, rows: np.ndarray, path: Path, on_bad_r
     whose lines end in a delimiter is checked and dropped: a row with a value there (more
     fields than the header names) is malformed, skipped under ``skip`` as any malformed line,
     else refused naming its row and the value as written."""
-    if TRAILING not in frame.columns:
-        return frame, rows, []
-    extra = frame[TRAILING]
-    bad = extra.notna().to_numpy() & (extra.astype(str).str.strip() != "").to_numpy()
-    frame = frame.drop(columns=TRAILING)
+    frame, bad, extra = split_trailing(frame)
     if not bad.any():
         return frame, rows, []
     if on_bad_rows != "skip":
         k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{str(path)!r}: row {int(rows[k])} has a value after the header's last column "
-                         f"({extra.iloc[k]!r}; more fields than the header names). Fix the file (a column without "
-                         "a name in the header?) or skip such rows (on_bad_rows='skip', --on-bad-rows skip)")
+        raise beyond_header(path, int(rows[k]), extra.iloc[k], can_skip=True)
     return frame.loc[~bad], rows[~bad], rows[bad].tolist()
 
 

@@ -25,7 +25,7 @@ from pandas.io.parsers.readers import STR_NA_VALUES
 
 __all__ = ["COMPRESSION", "NotUTF8Error", "compression_of", "nullable_int", "read_options", "header_names",
            "csv_columns", "check_unique", "not_utf8", "read_whole_csv", "trailing_options",
-           "check_trailing", "TRAILING"]
+           "check_trailing", "split_trailing", "beyond_header", "TRAILING"]
 
 #: File suffix -> pandas' name of the compression (as pandas infers it from a path).
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
@@ -138,18 +138,31 @@ def trailing_options(path: Path, header: list[str]) -> dict:
     return {}
 
 
-def check_trailing(frame: pd.DataFrame, path: Path, first_row: int = 1) -> pd.DataFrame:
-    """``frame`` without the :data:`TRAILING` column; a line with a value there is refused."""
+def split_trailing(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, pd.Series | None]:
+    """(``frame`` without the :data:`TRAILING` column, mask of the rows holding a value there,
+    that column or None when the frame has none)."""
     if TRAILING not in frame.columns:
-        return frame
+        return frame, np.zeros(len(frame), dtype=bool), None
     extra = frame[TRAILING]
     bad = extra.notna().to_numpy() & (extra.astype(str).str.strip() != "").to_numpy()
+    return frame.drop(columns=TRAILING), bad, extra
+
+
+def beyond_header(path: Path, row: int, value, *, can_skip: bool) -> ValueError:
+    """The refusal of a data row with a value after the header's last column (``can_skip``:
+    the reader takes ``on_bad_rows='skip'``)."""
+    skip = " or skip such rows (on_bad_rows='skip', --on-bad-rows skip)" if can_skip else ""
+    return ValueError(f"{str(path)!r}: row {row} has a value after the header's last column ({value!r}; more fields "
+                      f"than the header names). Fix the file (a column without a name in the header?){skip}")
+
+
+def check_trailing(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` without the :data:`TRAILING` column; a line with a value there is refused."""
+    frame, bad, extra = split_trailing(frame)
     if bad.any():
-        row = first_row + int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{str(path)!r}: data row {row} has a value after the header's last column "
-                         f"({extra[bad].iloc[0]!r}; more fields than the header names): fix the file (a column "
-                         "without a name in the header?)")
-    return frame.drop(columns=TRAILING)
+        k = int(np.flatnonzero(bad)[0])
+        raise beyond_header(path, k + 1, extra.iloc[k], can_skip=False)
+    return frame
 
 
 def read_whole_csv(path: Path, header: list[str], **kwargs) -> pd.DataFrame:
