@@ -99,6 +99,12 @@ class GANAnomalyPyfunc:
 
     def _predict(self, data) -> tuple[Any, pd.DataFrame]:
         """(the input as the model takes it, its score table)."""
+        from gananomaly.data import check_table
+
+        prep, det = split_model(self.model)
+        # a bare table detector's input is checked here, its rows counted from 1 (a request's, as
+        # the pipeline's are); once, before anything converts it
+        check_rows = prep is None and getattr(det, "image_shape_", None) is None
         columns = input_columns(self.model)
         if isinstance(data, pd.DataFrame):
             if columns is not None:
@@ -107,9 +113,8 @@ class GANAnomalyPyfunc:
                     raise ValueError(f"input is missing the columns {missing[:10]} the model was trained on")
                 X = data[columns]
             else:
-                from gananomaly.data import check_table
-
                 check_table(data, rows_from=1)  # names a column that is no number (to_numpy's error named none)
+                check_rows = False
                 X = data.to_numpy(dtype=np.float64)
         elif isinstance(data, dict):
             if len(data) != 1:
@@ -120,10 +125,8 @@ class GANAnomalyPyfunc:
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
         X = convert_columns(self.model, X)
-        if split_model(self.model)[0] is None and getattr(split_model(self.model)[1], "image_shape_", None) is None:
-            from gananomaly.data import check_table
-
-            check_table(X, rows_from=1)  # a request's rows are counted from 1, as the pipeline's are
+        if check_rows:
+            check_table(X, rows_from=1)
         out = score_frame(self.model, X)
         unseen, counts = unseen_categories(self.model, X)
         if unseen.any():
