@@ -94,9 +94,7 @@ def score_image_source(model, in_path: Path, out_path: Path, out_format: str, ou
 def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any, str]:
     """(names, chunks of files or positions, the array source or None, content hash)."""
     if in_path.is_dir():
-        # a data set folder (train/, test/, ground_truth/): its test/ images, as `image score`
-        # takes them (its training images and defect masks are no images to score)
-        root = in_path / "test" if (in_path / "test").is_dir() else in_path
+        root = image_files.scoring_folder(in_path)  # a data set folder's test/, as `image score` takes it
         files = image_files.list_images(root)
         if not files:
             raise ValueError(f"--input: no image files in folder {str(root)!r}")
@@ -116,8 +114,8 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
         mode = "grey" if shape[0] == 1 else "rgb"
         # a chunk of unreadable files only is committed empty (its files counted as skipped)
         on_error = "raise" if on_bad_rows == "error" else "skip"
-        root = in_path / "test" if (in_path / "test").is_dir() else in_path  # as _image_chunks lists it
-        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error, root=root,
+        data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error,
+                                            root=image_files.scoring_folder(in_path),
                                             allow_empty=True)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:

@@ -77,6 +77,12 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(out)
 
 
+def scoring_folder(folder: Path) -> Path:
+    """The folder whose images a scoring job scores: a data set folder's ``test/`` (its training
+    images and defect masks are no images to score), else the folder itself."""
+    return folder / "test" if (folder / "test").is_dir() else folder
+
+
 def text_name(name: str) -> str:
     """A file name as text that can be written anywhere (bytes that are not UTF-8 escaped)."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")

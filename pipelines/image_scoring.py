@@ -128,7 +128,7 @@ def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels
     if data is None:
         raise ValueError(f"no images to score in {str(src)!r}{image_files.npz_keys_hint(src)}")
     if maps_dir is not None:
-        inputs = [src] if src.is_file() else list_images(src / "test" if (src / "test").is_dir() else src)
+        inputs = [src] if src.is_file() else list_images(image_files.scoring_folder(src))
         overlay_paths(data.names, maps_dir, inputs=inputs)  # refuse a clash before the scoring pass
     frame = score_table(det, data)
     if maps_dir is not None:
