@@ -71,7 +71,7 @@ def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:
     missing = [i for i, v in enumerate(values)  # None, NaN and pandas' missing markers (a nullable column's <NA>)
                if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and v != v)]
     if missing:
-        raise ValueError(f"context contains missing values (None/NaN) at row {_indices(missing)}")
+        raise ValueError(f"context contains missing values (None/NaN) at row {_data.row_indices(missing)}")
     keys = [_key(v) for v in values]
     if known is not None:  # a model whose categories were recorded as "3.0" still reads 3.0
         known_set = set(known)
@@ -96,11 +96,5 @@ def _numeric(context, X: np.ndarray) -> np.ndarray:
         raise ValueError(f"context must have one row per sample ({X.shape[0]}), got shape {values.shape}")
     if not np.isfinite(values).all():
         raise ValueError(f"context contains NaN or infinity at row "
-                         f"{_indices(np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist())}")
+                         f"{_data.row_indices(np.flatnonzero(~np.isfinite(values).all(axis=1)))}")
     return values
-
-
-def _indices(rows: list[int]) -> str:
-    """``index 3`` or ``indices 3, 7, 12 and 4 more`` (from 0, as ``X[i]``)."""
-    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-    return f"{'indices' if len(rows) > 1 else 'index'} {shown}"

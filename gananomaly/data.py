@@ -208,6 +208,13 @@ _PIPELINE_HINT = ("the detector takes numbers only; the tabular pipeline (ganano
                   "`gananomaly tabular fit`) imputes missing values and encodes categories")
 
 
+def row_indices(rows) -> str:
+    """``index 3`` or ``indices 3, 7, 12, 15, 20 and 4 more`` (from 0, as ``X[i]``)."""
+    rows = [int(r) for r in rows]
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"{'indices' if len(rows) > 1 else 'index'} {shown}"
+
+
 def _where(mask: np.ndarray, names, rows_from: int = 0) -> str:
     """``column 'a': row indices 3, 17; column 'b': row index 0`` for the True cells of a 2-D
     mask (indices count from 0, as ``X[i]``); with ``rows_from=1``, ``column 'a': rows 4, 18
@@ -215,11 +222,11 @@ def _where(mask: np.ndarray, names, rows_from: int = 0) -> str:
     parts = []
     for j in np.flatnonzero(mask.any(axis=0))[:5]:
         rows = np.flatnonzero(mask[:, j]) + rows_from
-        shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
         if rows_from:
+            shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
             parts.append(f"column {names[j]!r}: row{'s' if len(rows) > 1 else ''} {shown} (counted from {rows_from})")
         else:
-            parts.append(f"column {names[j]!r}: row {'indices' if len(rows) > 1 else 'index'} {shown}")
+            parts.append(f"column {names[j]!r}: row {row_indices(rows)}")
     more = int(mask.any(axis=0).sum()) - 5
     return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
 
