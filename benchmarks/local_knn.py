@@ -6,7 +6,9 @@ it is, and with its k-NN term (a row's mean distance to its 5 nearest training r
 discriminator's feature space) replaced by, or averaged with, a local one: that distance
 divided by the mean of the same distance of those 5 training rows (LOF's normalisation), each
 standardised on the training rows as every component is. Prints a table of AUROC per
-variant next to IsolationForest and writes the rows as JSON.
+variant next to KNN (k=5, standardised input, as the benchmark's), LOF and IsolationForest,
+with the fit's fidelity and Parzen gap (its held-out rows) and its fidelity on the normal test
+rows, and writes the rows as JSON.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ def _nearest(Q: np.ndarray, B: np.ndarray, leave_one_out: bool) -> tuple[np.ndar
 def measure(name: str, seed: int) -> dict:
     from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score
+    from sklearn.neighbors import LocalOutlierFactor
+    from sklearn.preprocessing import StandardScaler
 
+    from benchmarks.contestants import KNNDetector
     from gananomaly import GANAnomalyDetector
     from gananomaly.scoring import robust_stats
 
@@ -77,6 +82,17 @@ def measure(name: str, seed: int) -> dict:
     row = {"dataset": name, "seed": seed, **{k: float(roc_auc_score(y, v)) for k, v in variants.items()}}
     row["IsolationForest"] = float(roc_auc_score(
         y, -IsolationForest(random_state=seed).fit(split.X_train).score_samples(split.X_test)))
+    scaler = StandardScaler().fit(split.X_train)
+    train_s, test_s = scaler.transform(split.X_train), scaler.transform(split.X_test)
+    row["KNN"] = float(roc_auc_score(y, -KNNDetector(K).fit(train_s).score_samples(test_s)))
+    row["LOF"] = float(roc_auc_score(y, -LocalOutlierFactor(novelty=True).fit(train_s).score_samples(test_s)))
+    # what the generator learned, beside the AUROC: the fit's own measure and on the normal test rows
+    row["fidelity"] = float(det.fidelity_["fidelity"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test_fid = det.generator_fidelity(split.X_test[y == 0], random_state=seed)
+    row["test_fidelity"] = float(test_fid["fidelity"])
+    row["parzen_gap"] = float(det.fidelity_.get("parzen_gap", np.nan))  # held-out rows, nats per row
     return row
 
 
@@ -92,7 +108,8 @@ def main(argv=None) -> int:
             rows.append(measure(name, seed))
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}),
                   flush=True)
-    cols = ["default", "half_local", "local", "no_knn", "IsolationForest"]
+    cols = ["default", "half_local", "local", "no_knn", "KNN", "LOF", "IsolationForest", "fidelity", "test_fidelity",
+            "parzen_gap"]
     print("\n| data set | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for name in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == name]
