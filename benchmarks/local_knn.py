@@ -1,14 +1,14 @@
-"""A study, not a default: the k-NN score component made local, on the same fits.
+"""A study: the k-NN score component global, half local (the default) and local, on the same fits.
 
 ``python -m benchmarks.local_knn [--datasets A,B] [--seeds N] [--out FILE.json]`` fits the
 default detector per data set and seed and scores the test rows with the combined score as
-it is, and with its k-NN term (a row's mean distance to its 5 nearest training rows in the
-discriminator's feature space) replaced by, or averaged with, a local one: that distance
-divided by the mean of the same distance of those 5 training rows (LOF's normalisation), each
-standardised on the training rows as every component is. Prints a table of AUROC per
-variant next to KNN (k=5, standardised input, as the benchmark's), LOF and IsolationForest,
-with the fit's fidelity and Parzen gap (its held-out rows) and its fidelity on the normal test
-rows, and writes the rows as JSON.
+it is (its k-NN term averages, each standardised on the training rows, a row's mean distance
+to its 5 nearest training rows in the discriminator's feature space and that distance divided
+by the mean of the same distance of those 5 training rows, LOF's normalisation), and with the
+k-NN term replaced by the distance alone (the default before the local term), by the ratio
+alone, or dropped. Prints a table of AUROC per variant next to KNN (k=5, standardised input,
+as the benchmark's), LOF and IsolationForest, with the fit's fidelity and Parzen gap (its
+held-out rows) and its fidelity on the normal test rows, and writes the rows as JSON.
 """
 
 from __future__ import annotations
@@ -34,19 +34,7 @@ def _features(det, X) -> np.ndarray:
     Xt = det._prepare(X, None)[0]
     cfg = dataclasses.replace(det.score_config_, knn_bank=None)
     raw = _scoring._raw_scores(det.generator_, det.discriminator_, det.encoder_, Xt, det.device_, cfg)
-    return raw["features"].astype(np.float64)
-
-
-def _nearest(Q: np.ndarray, B: np.ndarray, leave_one_out: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(mean distance to the K nearest rows of ``B``, their indices); a row of ``Q`` at zero
-    distance from a row of ``B`` leaves it out (a training row is not its own neighbour)."""
-    d = np.sqrt(np.clip((Q**2).sum(1)[:, None] + (B**2).sum(1)[None] - 2 * Q @ B.T, 0, None))
-    idx = np.argsort(d, axis=1, kind="stable")[:, : K + 1]
-    dist = np.take_along_axis(d, idx, 1)
-    own = (dist[:, 0] <= 1e-3 * (np.linalg.norm(Q, axis=1) + 1e-9)) if leave_one_out else np.zeros(len(Q), bool)
-    pick_i = np.where(own[:, None], idx[:, 1 : K + 1], idx[:, :K])
-    pick_d = np.where(own[:, None], dist[:, 1 : K + 1], dist[:, :K])
-    return pick_d.mean(1), pick_i
+    return raw["features"]
 
 
 def measure(name: str, seed: int) -> dict:
@@ -57,27 +45,23 @@ def measure(name: str, seed: int) -> dict:
 
     from benchmarks.contestants import KNNDetector
     from gananomaly import GANAnomalyDetector
-    from gananomaly.scoring import robust_stats
+    from gananomaly import scoring as _scoring
 
     split = _datasets.load(name, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         det = GANAnomalyDetector(random_state=seed).fit(split.X_train)
         comp = det.score_components(split.X_test)
-        bank = det.score_config_.knn_bank.astype(np.float64)
-        own, _ = _nearest(bank, bank, True)
-
-        def local(X):
-            dist, idx = _nearest(_features(det, X), bank, True)
-            return dist / (own[idx].mean(1) + 1e-12)
-
-        loc, scale = robust_stats(local(split.X_train))
-        std_local = (local(split.X_test) - loc) / scale
+        cfg = det.score_config_
+        dist, local = _scoring.knn_terms(_features(det, split.X_test), cfg)
+    distance = (dist - cfg.loc["knn"]) / cfg.scale["knn"]
+    ratio = (local - cfg.loc["knn_local"]) / cfg.scale["knn_local"]
     w = det._knn_weight()
     without = comp["combined"].to_numpy() - w * comp["knn"].to_numpy()
-    variants = {"default": comp["combined"].to_numpy(),
-                "half_local": without + 0.5 * w * (comp["knn"].to_numpy() + std_local),
-                "local": without + w * std_local, "no_knn": without}
+    variants = {"default": comp["combined"].to_numpy(), "global": without + w * distance,
+                "half_local": without + w * ((1 - _scoring.KNN_LOCAL_SHARE) * distance
+                                             + _scoring.KNN_LOCAL_SHARE * ratio),
+                "local": without + w * ratio, "no_knn": without}
     y = split.y_test
     row = {"dataset": name, "seed": seed, **{k: float(roc_auc_score(y, v)) for k, v in variants.items()}}
     row["IsolationForest"] = float(roc_auc_score(
@@ -108,8 +92,8 @@ def main(argv=None) -> int:
             rows.append(measure(name, seed))
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}),
                   flush=True)
-    cols = ["default", "half_local", "local", "no_knn", "KNN", "LOF", "IsolationForest", "fidelity", "test_fidelity",
-            "parzen_gap"]
+    cols = ["default", "global", "half_local", "local", "no_knn", "KNN", "LOF", "IsolationForest", "fidelity",
+            "test_fidelity", "parzen_gap"]
     print("\n| data set | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for name in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == name]

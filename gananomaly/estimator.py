@@ -105,7 +105,10 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
       training data (catches samples on the generator's manifold but where normal data
       never lies, which the residuals cannot see);
     * ``knn``: mean distance of D's inner features of ``x`` to those of its 5 nearest
-      training rows (a non-parametric density in the space the discriminator learned);
+      training rows (a non-parametric density in the space the discriminator learned),
+      averaged (each standardised) with that distance divided by those rows' own mean
+      distance to their 5 nearest (a local density, as LOF's, so that a row just off a tight
+      cluster is not called dense because the cluster is);
 
     and their combination
     ``(1 - weight) * (reconstruction + latent_weight * latent) + weight * discriminator
@@ -609,7 +612,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         raw = self._raw_scores(Xt)
         _scoring.fit_latent(raw, self.score_config_)
         _scoring.fit_knn(raw, self.score_config_, seed)
-        for name in _scoring.COMPONENTS:
+        for name in _scoring.stat_names(raw):
             if not np.isfinite(raw[name]).all():
                 raise FloatingPointError(f"the trained model gives non-finite {name} scores on the training data")
             loc, scale = _scoring.robust_stats(raw[name])
@@ -751,7 +754,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         raw : bool, default=False
             False: robustly standardised on the training data (0 = training median,
             1 = one training IQR), as used by ``score_samples``. True: the unstandardised
-            residuals (``combined`` is then still computed from the standardised ones).
+            residuals, ``knn`` the distance alone (``combined`` is then still computed from
+            the standardised ones).
         n_refine_steps : int or None, default=None
             With ``raw=True`` only: refine each latent code with this many steps instead of the
             fitted number (to study refinement without refitting; the standardisation and the

@@ -24,12 +24,14 @@ from gananomaly._atomic import write_bytes
 from gananomaly._version import __version__
 
 FORMAT_NAME = "gananomaly"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # Table models of format 3 differ from format 4 only in lacking the weights digest; image
 # models need format 4 (the residual map statistics). Format 5 adds the record digests: every
 # JSON file holds the SHA-256 of its own content (RECORD_DIGEST_KEY), and a pipeline's or a
 # pyramid's file those of its detectors' records, so no part can be edited, damaged or swapped
-# for another save's unnoticed. Formats 3 and 4 still load.
+# for another save's unnoticed. Format 6 adds the local k-NN term: each bank row's own k-NN
+# distance (score.knn_own) and the statistics of the local ratio (loc/scale "knn_local").
+# Formats 3 to 5 still load, and score their knn term as the distance alone.
 OLDEST_TABLE_FORMAT = 3
 OLDEST_IMAGE_FORMAT = 4
 CONFIG_NAME = "config.json"
@@ -39,6 +41,7 @@ RECORD_DIGEST_KEY = "record_sha256"
 DETECTOR_DIGEST_KEY = "detector_sha256"
 LEVELS_DIGEST_KEY = "levels_sha256"
 RECORD_DIGEST_FORMAT = 5
+LOCAL_KNN_FORMAT = 6
 PIPELINE_CONFIG = "pipeline.json"
 PREPROCESSING_NAME = "preprocessing.skops"
 PREPROCESSING_DIGEST_KEY = "preprocessing_sha256"
@@ -298,7 +301,7 @@ def check_config(doc: Any, path: Path, detector_cls: type) -> dict[str, Any]:
                                 f"save the model again with this gananomaly")
         _hex_digest(doc[DIGEST_KEY], DIGEST_KEY, invalid)
     _check_params(doc["params"], invalid, detector_cls)
-    _check_fitted(doc["fitted"], arch, invalid)
+    _check_fitted(doc["fitted"], arch, invalid, version)
     _check_history(doc["history"], invalid)
     return doc
 
@@ -370,7 +373,7 @@ def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
         invalid("params", f"is invalid: {exc}")
 
 
-def _check_fitted(fitted: Any, arch: dict, invalid: Invalid) -> None:
+def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> None:
     from gananomaly.scoring import COMPONENTS
 
     invalid.keys(fitted, "fitted", _FITTED_REQUIRED, _FITTED_OPTIONAL)
@@ -405,10 +408,12 @@ def _check_fitted(fitted: Any, arch: dict, invalid: Invalid) -> None:
     invalid.int(sc["n_refine_steps"], "fitted.score_config.n_refine_steps", 0, MAX_REFINE_STEPS)
     invalid.number(sc["refine_lr"], "fitted.score_config.refine_lr", positive=True)
     invalid.number(sc["kappa"], "fitted.score_config.kappa", lo=0.0)
+    local = version >= LOCAL_KNN_FORMAT  # the local k-NN term's statistics are there from format 6 on
+    names = (*COMPONENTS, "knn_local") if local else COMPONENTS
     for part, positive in (("loc", False), ("scale", True)):
         key = f"fitted.score_config.{part}"
-        stats = invalid.keys(sc[part], key, set(COMPONENTS))
-        for name in COMPONENTS:
+        stats = invalid.keys(sc[part], key, set(names))
+        for name in names:
             invalid.number(stats[name], f"{key}.{name}", positive=positive)
     _check_extra(fitted.get("extra", {}), arch, n, invalid)
 
@@ -516,6 +521,8 @@ class Expected:
             "score.latent_factor": ("F64", (k, k), "the latent statistics"),
             "score.knn_bank": ("F32", (None, self.feature_dim), "the knn bank"),
         })
+        if config["format_version"] >= LOCAL_KNN_FORMAT:
+            self.tensors["score.knn_own"] = ("F32", (None,), "the knn bank's own distances")
         if arch["kind"] == "conv":
             side = arch["size"]
             self.tensors["score.map_scale"] = ("F32", (2, side, side), "the image map statistics")
@@ -580,6 +587,9 @@ def check_weights(data: bytes, config: dict, path: Path,
     rows = header["score.knn_bank"][1][0]
     if not 1 <= rows <= expected.max_rows:
         invalid("score.knn_bank", f"(the knn bank) must have between 1 and {expected.max_rows} rows, got {rows}")
+    if "score.knn_own" in expected.tensors and header["score.knn_own"][1][0] != rows:
+        invalid("score.knn_own", f"(the knn bank's own distances) must have one value per bank row ({rows}), "
+                                 f"got {header['score.knn_own'][1][0]}")
     for name, (dtype, shape, what) in expected.optional.items():
         if name in header:
             got_dtype, got_shape = header[name]
@@ -598,7 +608,7 @@ def check_weights(data: bytes, config: dict, path: Path,
         what = (expected.tensors.get(name) or expected.optional[name])[2]
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             invalid(name, f"({what}) holds non-finite values")
-    for name in ("input.scale", "score.map_scale"):
+    for name in ("input.scale", "score.map_scale", "score.knn_own"):
         if name in tensors and not bool((tensors[name] > 0).all()):
             invalid(name, f"({expected.tensors[name][2]}) must be positive")
     for name, t in tensors.items():

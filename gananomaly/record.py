@@ -81,6 +81,8 @@ class RecordMixin:
         put("score.latent_loc", sc.latent_loc, np.float64)
         put("score.latent_factor", sc.latent_factor, np.float64)
         put("score.knn_bank", sc.knn_bank, np.float32)
+        if sc.knn_own is not None:  # absent in models saved before the local k-NN term
+            put("score.knn_own", sc.knn_own, np.float32)
         if getattr(self, "training_components_", None) is not None:  # absent in models saved before them
             put("score.train_components", self.training_components_, np.float64)
         if sc.map_scale is not None:
@@ -171,6 +173,8 @@ class RecordMixin:
             latent_factor=tensors["score.latent_factor"].numpy().astype(np.float64),
             knn_bank=np.ascontiguousarray(tensors["score.knn_bank"].numpy(), dtype=np.float32),
         )
+        if "score.knn_own" in tensors:
+            est.score_config_.knn_own = np.ascontiguousarray(tensors["score.knn_own"].numpy(), dtype=np.float32)
         if "score.map_scale" in tensors:
             est.score_config_.map_scale = np.ascontiguousarray(tensors["score.map_scale"].numpy(), dtype=np.float32)
         try:

@@ -23,7 +23,10 @@ and a third that reads the code itself:
 and a fourth that reads D's learned features:
 
 * ``knn``: the mean distance of ``f(x)`` to the features of its ``k`` nearest training rows
-  (a non-parametric density in the space D learned; several modes need no Gaussian).
+  (a non-parametric density in the space D learned; several modes need no Gaussian), mixed
+  half and half (each standardised) with that distance divided by those rows' own mean
+  distance to their ``k`` nearest (a local density, as LOF's: a row just off a tight cluster
+  is close in absolute terms, yet far for that cluster).
 
 Each is standardised with a robust location/scale measured once on the training data
 (median and interquartile range), so the combination weight means the same thing on every
@@ -49,6 +52,7 @@ from torch import nn
 
 __all__ = ["ScoreConfig", "pad_rows", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale",
            "frozen", "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
+           "knn_terms", "stat_names", "KNN_LOCAL_SHARE",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -56,6 +60,11 @@ COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
 KNN_NEIGHBOURS = 5
 # ...among at most this many training rows (a seeded sample of them; stored with the model).
 KNN_BANK_ROWS = 2048
+# The knn component is this share of the local ratio (standardised) and the rest the
+# distance (standardised): a global density alone calls rows just off a tight cluster dense.
+KNN_LOCAL_SHARE = 0.5
+# A bank row's own k-NN distance is floored at this fraction of the bank's median.
+OWN_DISTANCE_FLOOR = 1e-3
 # Training rows whose standardised components are kept with the model (a seeded sample):
 # thresholds are read from them after the fit.
 TRAIN_SCORE_ROWS = 10_000
@@ -98,11 +107,15 @@ class ScoreConfig:
     # D's features of (a sample of) the training rows, float32, set by fit_knn.
     knn_bank: np.ndarray | None = None
     knn_k: int = KNN_NEIGHBOURS
+    # Each bank row's mean distance to its knn_k nearest other bank rows (floored at
+    # OWN_DISTANCE_FLOOR of their median), float32, set by fit_knn; None in models saved
+    # before the local term (their knn term is the distance alone).
+    knn_own: np.ndarray | None = None
     # Images: mean of each residual band at each pixel over the training images, float32,
     # shape (2, size, size), set by fit_map_scale.
     map_scale: np.ndarray | None = None
-    # The bank prepared for scoring (_Bank), with the array it was built from;
-    # rebuilt when knn_bank is replaced, never pickled or compared.
+    # The bank prepared for scoring (_Bank), with the arrays it was built from;
+    # rebuilt when knn_bank or knn_own is replaced, never pickled or compared.
     _knn_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __getstate__(self):
@@ -327,6 +340,8 @@ def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor
         out["latent"] = np.empty(X.shape[0], dtype=np.float64)
     if have_knn:
         out["knn"] = np.empty(X.shape[0], dtype=np.float64)
+        if cfg.knn_own is not None:
+            out["knn_local"] = np.empty(X.shape[0], dtype=np.float64)
     amp = (torch.autocast(device_type=device.type, dtype=cfg.amp_dtype)
            if cfg.amp_dtype is not None else contextlib.nullcontext())
     refine = cfg.n_refine_steps > 0
@@ -359,7 +374,10 @@ def _raw_scores(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tensor
                 codes.append(code.double().cpu().numpy())
             fx = fx[:n].detach().float().cpu().contiguous()
             if have_knn:
-                out["knn"][start : start + n] = _knn_rows(fx, cfg).numpy()
+                dist, local = _knn_rows(fx, cfg)
+                out["knn"][start : start + n] = dist.numpy()
+                if local is not None:
+                    out["knn_local"][start : start + n] = local.numpy()
             else:
                 features.append(fx.numpy())
     if not have_latent:
@@ -421,6 +439,7 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
     factor = torch.from_numpy(cfg.latent_factor).to(device)
     bank = torch.from_numpy(cfg.knn_bank).to(device)
     bank_sq = bank.pow(2).sum(1)
+    own = None if cfg.knn_own is None else torch.from_numpy(cfg.knn_own).to(device)
     out = []
     with frozen(gen, disc, enc), torch.enable_grad():
         for start in range(0, X.shape[0], batch_size):
@@ -436,55 +455,67 @@ def contributions(gen: nn.Module, disc: nn.Module, enc: nn.Module, X: torch.Tens
                    "discriminator": (fx - disc.features(x_hat, zz).float().flatten(1)).pow(2).mean(1)}
             code = z[:, : z.shape[1] - cfg.context_dim].double()
             raw["latent"] = ((code - loc) @ factor.T).pow(2).sum(1)
-            raw["knn"] = _knn_differentiable(fx, bank, bank_sq, cfg.knn_k)
-            std = {name: (raw[name].double() - cfg.loc[name]) / cfg.scale[name] for name in COMPONENTS}
+            raw["knn"], local = _knn_differentiable(fx, bank, bank_sq, cfg.knn_k, own)
+            if local is not None:
+                raw["knn_local"] = local
+            std = standardise({name: value.double() for name, value in raw.items()}, cfg)
             (grad,) = torch.autograd.grad(combine(std, *weights).sum(), x)
             out.append((grad * x)[:n, :n_feat].detach().double().cpu())
     return torch.cat(out).numpy()
 
 
-def _knn_differentiable(fx: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, knn_k: int) -> torch.Tensor:
-    """The k-NN term as :func:`_knn_block` defines it (the same ``k``, the same bank row at
+def _knn_differentiable(fx: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, knn_k: int,
+                        own: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The k-NN terms as :func:`_knn_block` defines them (the same ``k``, the same bank row at
     zero distance left out), differentiable: the gradient of a row's distance to itself
     points wherever rounding puts it, so keeping that row made the explanations of training
-    rows and their duplicates noise."""
+    rows and their duplicates noise. ``(distance, local ratio or None)``."""
     m = bank.shape[0]
     k = max(1, min(knn_k, m - 1))
     fx_sq = fx.pow(2).sum(1, keepdim=True)
     d2 = (fx_sq + bank_sq[None, :] - 2.0 * fx @ bank.T).clamp_min(0.0)
-    near = d2.topk(min(k + 1, m), dim=1, largest=False).values
+    found = d2.topk(min(k + 1, m), dim=1, largest=False)
+    near, idx = found.values, found.indices
     dist = near.clamp_min(1e-12).sqrt()
-    if near.shape[1] <= k:  # a one-row bank
-        return dist.mean(1)
-    own = near[:, 0].detach() <= _SELF_TOLERANCE * (fx_sq[:, 0].detach() + 1e-12)
-    return torch.where(own, dist[:, 1 : k + 1].mean(1), dist[:, :k].mean(1))
+    if near.shape[1] > k:  # else a one-row bank
+        keep_own = near[:, 0].detach() <= _SELF_TOLERANCE * (fx_sq[:, 0].detach() + 1e-12)
+        dist = torch.where(keep_own[:, None], dist[:, 1 : k + 1], dist[:, :k])
+        idx = torch.where(keep_own[:, None], idx[:, 1 : k + 1], idx[:, :k])
+    mean = dist.mean(1)
+    return mean, None if own is None else mean / own[idx].mean(1)
 
 
 @dataclass(frozen=True)
 class _Bank:
     """The k-NN bank prepared for scoring: transposed, with its squared norms, padded to a
-    multiple of :data:`_KNN_GROUP` rows whose squared norm is infinite (never near)."""
+    multiple of :data:`_KNN_GROUP` rows whose squared norm is infinite (never near), and the
+    bank rows' own k-NN distances (padded likewise) when the model has them."""
 
     rows_t: torch.Tensor  # (features, padded rows) float32
     sq: torch.Tensor  # (padded rows,)
     n_rows: int
+    own: torch.Tensor | None  # (padded rows,) float32
 
 
 def _prepare_bank(cfg: ScoreConfig) -> _Bank:
     """The prepared bank of ``cfg``, built once per bank array and kept in ``cfg``."""
     cached = cfg._knn_cache
-    if cached is not None and cached[0] is cfg.knn_bank:
-        return cached[1]
+    if cached is not None and cached[0] is cfg.knn_bank and cached[1] is cfg.knn_own:
+        return cached[2]
     raw = torch.from_numpy(np.ascontiguousarray(cfg.knn_bank, dtype=np.float32))
     pad = -raw.shape[0] % _KNN_GROUP
+    own = None
+    if cfg.knn_own is not None:
+        own = torch.from_numpy(np.ascontiguousarray(cfg.knn_own, dtype=np.float32))
+        own = torch.cat([own, own.new_ones(pad)])
     bank = _Bank(rows_t=torch.cat([raw, raw.new_zeros((pad, raw.shape[1]))]).T.contiguous(),
-                 sq=torch.cat([raw.pow(2).sum(1), raw.new_full((pad,), float("inf"))]), n_rows=raw.shape[0])
-    cfg._knn_cache = (cfg.knn_bank, bank)
+                 sq=torch.cat([raw.pow(2).sum(1), raw.new_full((pad,), float("inf"))]), n_rows=raw.shape[0], own=own)
+    cfg._knn_cache = (cfg.knn_bank, cfg.knn_own, bank)
     return bank
 
 
-def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` smallest entries of each row, ascending.
+def smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest entries of each row, ascending, and their columns.
 
     Columns ``j`` with the same ``j mod (m / _KNN_GROUP)`` form a group. The ``k`` smallest
     entries lie in the ``k`` groups with the smallest minima (any other group's minimum
@@ -493,62 +524,87 @@ def smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """
     n, m = values.shape
     if m % _KNN_GROUP or m < 4 * k * _KNN_GROUP:
-        return values.topk(k, dim=1, largest=False).values
-    groups = values.view(n, _KNN_GROUP, m // _KNN_GROUP)
+        found = values.topk(k, dim=1, largest=False)
+        return found.values, found.indices
+    width = m // _KNN_GROUP
+    groups = values.view(n, _KNN_GROUP, width)
     best = groups.amin(1).topk(k, dim=1, largest=False).indices
     candidates = groups.gather(2, best[:, None, :].expand(n, _KNN_GROUP, k)).view(n, _KNN_GROUP * k)
-    return candidates.topk(k, dim=1, largest=False).values
+    found = candidates.topk(k, dim=1, largest=False)
+    # candidate t is slice t // k of group best[:, t % k]: column (t // k) * width + that group
+    columns = (found.indices // k) * width + best.gather(1, found.indices % k)
+    return found.values, columns
 
 
-def _knn_block(rows: torch.Tensor, bank: _Bank, k: int) -> torch.Tensor:
+def _knn_block(rows: torch.Tensor, bank: _Bank, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean distance of each of ``ROW_BLOCK`` rows to its ``k`` nearest bank rows, leaving
     out one bank row at (numerically) zero distance: the row itself, for a training row, so
     that scoring it again gives the leave-one-out value its statistics were fitted with
-    (duplicates of it still count). ``|b|^2 - 2 r.b`` comes from one matrix product per
-    fixed-size block, so a row gets the same bits in any batch; the row's own ``|r|^2``,
-    the same for every bank row, is added to the nearest ones only."""
+    (duplicates of it still count); and, when the bank has its rows' own distances, that
+    distance divided by the mean own distance of those ``k`` bank rows (the local ratio).
+    ``|b|^2 - 2 r.b`` comes from one matrix product per fixed-size block, so a row gets the
+    same bits in any batch; the row's own ``|r|^2``, the same for every bank row, is added
+    to the nearest ones only."""
     m = bank.n_rows
     rows_sq = rows.pow(2).sum(1, keepdim=True)
     partial = torch.addmm(bank.sq, rows, bank.rows_t, alpha=-2.0)
-    near = (smallest(partial, min(k + 1, m)) + rows_sq).clamp_min_(0.0)
-    if near.shape[1] <= k:  # a one-row bank
-        return near.sqrt().mean(1)
-    # Below the rounding noise of the expanded product a distance is not resolved: it is
-    # zero, so a duplicate of a bank row is at distance 0 from it wherever the row sits in a
-    # block (its features can differ by one unit in the last place between positions).
-    near = near.masked_fill_(near <= _SELF_TOLERANCE * (rows_sq + 1e-12), 0.0)
-    own = near[:, 0] == 0.0
-    near = near.sqrt()
-    return torch.where(own, near[:, 1 : k + 1].mean(1), near[:, :k].mean(1))
+    near, idx = smallest(partial, min(k + 1, m))
+    near = (near + rows_sq).clamp_min_(0.0)
+    if near.shape[1] > k:  # else a one-row bank
+        # Below the rounding noise of the expanded product a distance is not resolved: it is
+        # zero, so a duplicate of a bank row is at distance 0 from it wherever the row sits in
+        # a block (its features can differ by one unit in the last place between positions).
+        near = near.masked_fill_(near <= _SELF_TOLERANCE * (rows_sq + 1e-12), 0.0)
+        keep_own = (near[:, 0] == 0.0)[:, None]
+        near = torch.where(keep_own, near[:, 1 : k + 1], near[:, :k])
+        idx = torch.where(keep_own, idx[:, 1 : k + 1], idx[:, :k])
+    dist = near.sqrt_().mean(1)
+    return dist, None if bank.own is None else dist / bank.own[idx].mean(1)
 
 
-def _knn_rows(features: torch.Tensor, cfg: ScoreConfig) -> torch.Tensor:
-    """:func:`knn_distance` of a float32 CPU tensor, float32."""
+def _knn_rows(features: torch.Tensor, cfg: ScoreConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`knn_terms` of a float32 CPU tensor, float32."""
     bank = _prepare_bank(cfg)
     k = max(1, min(cfg.knn_k, bank.n_rows - 1))
     rows = pad_rows(features)
-    out = torch.empty(rows.shape[0], dtype=torch.float32)
+    dist = torch.empty(rows.shape[0], dtype=torch.float32)
+    local = None if bank.own is None else torch.empty(rows.shape[0], dtype=torch.float32)
     with torch.inference_mode():
         for start in range(0, rows.shape[0], ROW_BLOCK):
-            out[start : start + ROW_BLOCK] = _knn_block(rows[start : start + ROW_BLOCK], bank, k)
-    return out[: features.shape[0]]
+            d, r = _knn_block(rows[start : start + ROW_BLOCK], bank, k)
+            dist[start : start + ROW_BLOCK] = d
+            if local is not None:
+                local[start : start + ROW_BLOCK] = r
+    n = features.shape[0]
+    return dist[:n], None if local is None else local[:n]
 
 
-def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
-    """Mean distance (float64) of each row's discriminator features to the ``cfg.knn_k``
-    nearest training rows' features: a non-parametric density in the space D learned to
-    tell real data from generated data, which handles several modes where one Gaussian
-    cannot."""
+def knn_terms(features: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(knn, knn_local)`` (float64) of each row's discriminator features: the mean distance
+    to the ``cfg.knn_k`` nearest training rows' features (a non-parametric density in the
+    space D learned to tell real data from generated data, which handles several modes where
+    one Gaussian cannot), and that distance divided by the mean of the same distance of those
+    training rows (a local density: a row just off a tight cluster is far for that cluster,
+    though close in absolute terms); None when ``cfg`` has no ``knn_own``."""
     rows = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     _prepare_bank(cfg)
     parts = _in_row_threads(lambda piece: _knn_rows(piece, cfg), rows)  # the bits of table scoring
-    return torch.cat(parts).double().numpy()
+    dist = torch.cat([p[0] for p in parts]).double().numpy()
+    if cfg.knn_own is None:
+        return dist, None
+    return dist, torch.cat([p[1] for p in parts]).double().numpy()
+
+
+def knn_distance(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
+    """The ``knn`` term of :func:`knn_terms` alone."""
+    return knn_terms(features, cfg)[0]
 
 
 def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
     """Keep (a seeded sample of at most :data:`KNN_BANK_ROWS`) training rows' features as
-    the k-NN bank in ``cfg``, and replace ``raw["features"]`` by the training rows' ``knn``
-    scores (each row leaving itself out, as scoring it again does)."""
+    the k-NN bank in ``cfg`` with each bank row's own k-NN distance among the others, and
+    replace ``raw["features"]`` by the training rows' ``knn`` and ``knn_local`` terms (each
+    row leaving itself out, as scoring it again does)."""
     features = raw.pop("features")
     n = features.shape[0]
     if n > KNN_BANK_ROWS:
@@ -556,7 +612,12 @@ def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
     else:
         idx = np.arange(n)
     cfg.knn_bank = np.ascontiguousarray(features[idx], dtype=np.float32)
-    raw["knn"] = knn_distance(features, cfg)
+    cfg.knn_own = None
+    own = knn_distance(cfg.knn_bank, cfg)
+    # A bank row among k duplicates has own distance 0: floored, so no ratio divides by zero.
+    floor = max(OWN_DISTANCE_FLOOR * float(np.median(own)), 1e-12)
+    cfg.knn_own = np.ascontiguousarray(np.maximum(own, floor), dtype=np.float32)
+    raw["knn"], raw["knn_local"] = knn_terms(features, cfg)
 
 
 def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:
@@ -622,8 +683,21 @@ def threshold_at(train_scores: np.ndarray, contamination) -> float:
     return float(np.percentile(train_scores, 100.0 * contamination))
 
 
-def standardise(raw: dict[str, np.ndarray], cfg: ScoreConfig) -> dict[str, np.ndarray]:
-    return {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
+def stat_names(raw_or_cfg_keys) -> tuple[str, ...]:
+    """The raw terms that get a robust location/scale: :data:`COMPONENTS`, and ``knn_local``
+    where the model has the local k-NN term."""
+    return (*COMPONENTS, "knn_local") if "knn_local" in raw_or_cfg_keys else COMPONENTS
+
+
+def standardise(raw: dict, cfg: ScoreConfig) -> dict:
+    """Each component of ``raw`` (numpy arrays or tensors) minus its training location, over
+    its training scale; ``knn`` mixes the standardised distance and, where the model has it,
+    the standardised local ratio (:data:`KNN_LOCAL_SHARE`)."""
+    std = {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
+    if "knn_local" in cfg.loc:
+        local = (raw["knn_local"] - cfg.loc["knn_local"]) / cfg.scale["knn_local"]
+        std["knn"] = (1.0 - KNN_LOCAL_SHARE) * std["knn"] + KNN_LOCAL_SHARE * local
+    return std
 
 
 def combine(std: dict[str, np.ndarray], weight: float, latent_weight: float = 0.0,

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gananomaly import Callback, GANAnomalyDetector
+from gananomaly import Callback, GANAnomalyDetector, scoring
 
 FAST = dict(epochs=3, encoder_epochs=3, hidden_dims=(16,), random_state=0)
 
@@ -85,11 +85,20 @@ def test_component_parameter_selects_score(blobs, fitted_blobs, component):
 def test_components_are_standardised_on_training_data(blobs, fitted_blobs):
     X_train, _, _ = blobs
     comps = fitted_blobs.score_components(X_train)
-    for name in ("discriminator", "reconstruction", "latent", "knn"):
-        q25, q50, q75 = np.percentile(comps[name], [25, 50, 75])
+    inner = fitted_blobs._raw_scores(fitted_blobs._prepare(X_train, None)[0])
+    cfg = fitted_blobs.score_config_
+    std = {name: (inner[name] - cfg.loc[name]) / cfg.scale[name] for name in (*scoring.COMPONENTS, "knn_local")}
+    for name in (*scoring.COMPONENTS, "knn_local"):
+        q25, q50, q75 = np.percentile(std[name], [25, 50, 75])
         assert abs(q50) < 1e-9 and abs((q75 - q25) - 1) < 1e-9
+        if name != "knn":
+            np.testing.assert_allclose(comps.get(name, std[name]), std[name], atol=1e-12)
+    # knn mixes the standardised distance and local ratio
+    np.testing.assert_allclose(comps["knn"], 0.5 * (std["knn"] + std["knn_local"]), atol=1e-12)
+    assert scoring.KNN_LOCAL_SHARE == 0.5
     raw = fitted_blobs.score_components(X_train, raw=True)
     assert (raw[["discriminator", "reconstruction", "latent", "knn"]] >= 0).all().all()  # residuals, distances
+    np.testing.assert_array_equal(raw["knn"], inner["knn"])  # the distance alone
 
 
 def test_latent_score_is_mahalanobis_distance_of_the_codes(blobs, fitted_blobs):
@@ -206,6 +215,27 @@ def test_latent_and_knn_terms_improve_iris_over_the_two_term_score():
     # latent_weight=0 and knn_weight=0 give AnoGAN's two-term score from the same components
     plain = det.set_params(latent_weight=0.0, knn_weight=0.0).score_components(X_test)["combined"]
     np.testing.assert_allclose(plain, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"], atol=1e-12)
+
+
+def test_rows_just_off_a_tight_cluster_are_anomalous_for_the_local_knn_term():
+    """dense_cluster: a tight cluster of 40 rows beside two wide ones, anomalies just off the
+    tight one. A global density (the knn term as the distance alone) calls them normal, because
+    the tight cluster is dense; the local ratio sees that they are far for that cluster. Both
+    scores come from the same short fits (the term under test reads D's features; the default
+    fit's figures are the benchmark's)."""
+    from benchmarks.datasets import dense_cluster
+
+    for seed in (1, 2):
+        split = dense_cluster(seed)
+        det = GANAnomalyDetector(epochs=10, encoder_epochs=10, random_state=seed).fit(split.X_train)
+        comps = det.score_components(split.X_test)
+        cfg, w = det.score_config_, det._knn_weight()
+        distance = (det.score_components(split.X_test, raw=True)["knn"] - cfg.loc["knn"]) / cfg.scale["knn"]
+        distance_alone = comps["combined"] - w * comps["knn"] + w * distance
+        print(seed, roc_auc_score(split.y_test, comps["combined"]), roc_auc_score(split.y_test, distance_alone))
+        assert roc_auc_score(split.y_test, comps["knn"]) >= 0.95
+        assert roc_auc_score(split.y_test, comps["combined"]) >= 0.9
+        assert roc_auc_score(split.y_test, distance_alone) < 0.5  # the failure the local term removes
 
 
 # Without refinement a row gets the same bits in any batch. The refinement's backward

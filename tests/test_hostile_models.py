@@ -105,6 +105,12 @@ def _set(config: dict, dotted: str, value) -> None:
     ("missing_tensor", lambda t: t.pop("score.knn_bank"), r"score.knn_bank.*missing"),
     ("huge_knn_bank", lambda t: t.update({"score.knn_bank": torch.zeros(5000, t["score.knn_bank"].shape[1])}),
      r"knn bank.*rows"),
+    # the local k-NN term divides by these: a missing, short, zero or negative one is refused
+    ("missing_knn_own", lambda t: t.pop("score.knn_own"), r"score.knn_own.*missing"),
+    ("short_knn_own", lambda t: t.update({"score.knn_own": t["score.knn_own"][:-1].clone()}),
+     r"score.knn_own.*one value per bank row"),
+    ("zero_knn_own", lambda t: t["score.knn_own"].__setitem__(0, 0.0), r"score.knn_own.*positive"),
+    ("negative_knn_own", lambda t: t.update({"score.knn_own": -t["score.knn_own"]}), r"score.knn_own.*positive"),
 ])
 def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
     _refused(_edit_weights(_copy(saved, tmp_path), edit), match)
@@ -134,6 +140,8 @@ def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
     ("fitted.evil", 1, r"fitted.evil.*not a known key"),
     ("fitted.score_config.evil", 1, r"score_config.evil.*not a known key"),
     ("fitted.score_config.loc.evil", 1, r"loc.evil.*not a known key"),
+    ("fitted.score_config.scale.knn_local", 0.0, r"scale.knn_local.*positive"),
+    ("fitted.score_config.loc.knn_local", None, r"loc.knn_local.*must be a number"),
     ("fitted.extra.evil", 1, r"extra.evil.*not a known key"),
     ("arch.evil", 1, r"arch.evil.*not a known key"),
     ("format_version", -7, r"format_version.*positive integer"),
@@ -333,11 +341,45 @@ def test_every_single_byte_flip_in_the_weights_is_refused(saved, tmp_path):
             gananomaly.load(path)
 
 
+def _before_local_knn(path: Path) -> Path:
+    """The model as a gananomaly before the local k-NN term wrote it: format 5, no bank rows'
+    own distances, no statistics of the local ratio."""
+    _edit_weights(path, lambda t: t.pop("score.knn_own"))
+
+    def edit(config):
+        config["format_version"] = 5
+        for part in ("loc", "scale"):
+            config["fitted"]["score_config"][part].pop("knn_local")
+    return _edit_config(path, edit)
+
+
+def _distance_alone_scores(saved, data) -> np.ndarray:
+    """What the saved model scores with its knn term the distance alone (older formats' term)."""
+    det = gananomaly.load(saved[0])
+    det.score_config_.knn_own = None
+    for part in (det.score_config_.loc, det.score_config_.scale):
+        part.pop("knn_local")
+    return det.score_samples(data[1])
+
+
 def test_the_digest_is_required_from_format_4_and_format_3_tables_still_load(saved, tmp_path, data):
-    path = _edit_config(_copy(saved, tmp_path), lambda c: c.pop(DIGEST_KEY))
+    path = _edit_config(_before_local_knn(_copy(saved, tmp_path)), lambda c: c.pop(DIGEST_KEY))
     _refused(path, "weights_sha256.*missing.*save the model again")
     _edit_config(path, lambda c: c.update(format_version=3))
-    np.testing.assert_array_equal(gananomaly.load(path).score_samples(data[1]), saved[1])
+    np.testing.assert_array_equal(gananomaly.load(path).score_samples(data[1]), _distance_alone_scores(saved, data))
+
+
+def test_format_5_models_load_and_score_their_knn_term_as_the_distance_alone(saved, tmp_path, data):
+    path = _before_local_knn(_copy(saved, tmp_path))
+    old = gananomaly.load(path)
+    assert old.score_config_.knn_own is None
+    expected = _distance_alone_scores(saved, data)
+    np.testing.assert_array_equal(old.score_samples(data[1]), expected)
+    assert not np.array_equal(expected, saved[1])  # the local term moves the scores: the test sees which ran
+    # a format-5 file holding the local term's parts, or a format-6 one without them, is refused
+    _refused(_edit_config(_copy(saved, tmp_path, "a"), lambda c: c.update(format_version=5)),
+             r"loc.knn_local.*not a known key")
+    _refused(_edit_weights(_copy(saved, tmp_path, "b"), lambda t: t.pop("score.knn_own")), r"score.knn_own.*missing")
 
 
 def test_pipeline_preprocessing_is_checksummed(tmp_path, data):

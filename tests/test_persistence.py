@@ -26,7 +26,7 @@ def test_save_load_scores_identically(tmp_path, blobs, fitted_blobs):
     assert loaded.get_params() == {**fitted_blobs.get_params(), "callbacks": None}
     assert loaded.history_ == fitted_blobs.history_
     config = json.loads((path / CONFIG_NAME).read_text())
-    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 5
+    assert config["library_version"] == gananomaly.__version__ and config["format_version"] == FORMAT_VERSION == 6
 
 
 def test_save_overwrites_atomically_and_leaves_no_temp(tmp_path, blobs, fitted_blobs):

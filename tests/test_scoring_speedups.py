@@ -25,7 +25,11 @@ def test_smallest_matches_a_full_top_k_with_ties(m):
     values[:, m:] = float("inf")  # a padded bank
     k = min(6, m)
     expected = values.topk(k, dim=1, largest=False).values
-    torch.testing.assert_close(scoring.smallest(values, k), expected, rtol=0, atol=0)
+    got, columns = scoring.smallest(values, k)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # the columns hold those values, each column once
+    torch.testing.assert_close(values.gather(1, columns), expected, rtol=0, atol=0)
+    assert all(len(set(row.tolist())) == k for row in columns)
 
 
 @pytest.mark.parametrize("m", [300, 5, 1])
@@ -151,3 +155,62 @@ def test_concurrent_scoring_calls_restore_the_thread_count(monkeypatch):
         torch.set_num_threads(before)
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
+
+
+def _brute_local(rows: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, local ratio) by the definition, in float64: a row's mean distance to its k
+    nearest bank rows (itself left out), over the mean of those rows' own such distance."""
+    def nearest(q):
+        d = np.sqrt(((q[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(-1))
+        order = np.argsort(d, axis=1, kind="stable")
+        d_sorted = np.take_along_axis(d, order, 1)
+        own = d_sorted[:, 0] < 1e-6
+        pick = np.where(own[:, None], order[:, 1 : k + 1], order[:, :k])
+        return np.take_along_axis(d, pick, 1).mean(1), pick
+
+    own_dist, _ = nearest(bank)
+    dist, pick = nearest(rows)
+    return dist, dist / own_dist[pick].mean(1)
+
+
+def test_the_local_knn_term_is_the_distance_over_the_neighbours_own_distance_in_any_batch():
+    rng = np.random.RandomState(3)
+    # a tight cluster beside a wide one: the row just off the tight cluster is close in absolute
+    # terms (a small distance) and far for its cluster (a large ratio)
+    bank = np.vstack([rng.randn(30, 6) * 0.05, rng.randn(400, 6) * 2.0 + 6.0]).astype(np.float32)
+    raw = {"features": bank.copy()}
+    cfg = scoring.ScoreConfig()
+    scoring.fit_knn(raw, cfg, seed=0)
+    expected_own, _ = _brute_local(bank, bank, 5)
+    np.testing.assert_allclose(cfg.knn_own, expected_own, rtol=1e-4)
+    # the training rows' terms leave each row out, as scoring it again does
+    dist, local = scoring.knn_terms(bank, cfg)
+    np.testing.assert_array_equal(raw["knn"], dist)
+    np.testing.assert_array_equal(raw["knn_local"], local)
+    rows = np.vstack([rng.randn(40, 6) * 2.0 + 6.0, np.full((1, 6), 0.5), bank[:3]]).astype(np.float32)
+    dist, local = scoring.knn_terms(rows, cfg)
+    want_dist, want_local = _brute_local(rows, bank, 5)
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-4)
+    np.testing.assert_allclose(local, want_local, rtol=1e-4)
+    off_cluster = 40
+    assert dist[off_cluster] < np.median(dist[:40])  # globally "dense"...
+    assert local[off_cluster] > 5 * np.max(local[:40])  # ...locally far off
+    alone = np.array([scoring.knn_terms(rows[i : i + 1], cfg)[1][0] for i in range(len(rows))])
+    np.testing.assert_array_equal(alone, local)
+    # the differentiable form (explanations) gives the same terms
+    t = torch.from_numpy(rows)
+    bank_t = torch.from_numpy(cfg.knn_bank)
+    d_diff, l_diff = scoring._knn_differentiable(t, bank_t, bank_t.pow(2).sum(1), 5, torch.from_numpy(cfg.knn_own))
+    np.testing.assert_allclose(d_diff.numpy(), dist, rtol=1e-4)
+    np.testing.assert_allclose(l_diff.numpy(), local, rtol=1e-4)
+
+
+def test_duplicated_bank_rows_have_a_floored_own_distance_and_finite_ratios():
+    rng = np.random.RandomState(4)
+    bank = np.vstack([np.zeros((8, 3)), rng.randn(100, 3)]).astype(np.float32)  # 8 copies of one row
+    raw = {"features": bank}
+    cfg = scoring.ScoreConfig()
+    scoring.fit_knn(raw, cfg, seed=0)
+    assert (cfg.knn_own > 0).all() and cfg.knn_own[:8].max() < 1e-2 * np.median(cfg.knn_own)
+    assert np.isfinite(raw["knn_local"]).all()
+    assert np.isfinite(scoring.knn_terms(rng.randn(50, 3).astype(np.float32) * 0.01, cfg)[1]).all()
