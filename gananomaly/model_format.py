@@ -665,8 +665,11 @@ def write_detector(out: Path, tensors: dict[str, torch.Tensor], record: dict[str
 
     out.mkdir(exist_ok=True)
     weights = dump_safetensors(tensors, metadata={"format": FORMAT_NAME})
+    # A model fitted before the local k-NN term (loaded from format 3-5, or unpickled) has no
+    # bank distances of its own: it is written in the last format that describes it.
+    version = FORMAT_VERSION if "score.knn_own" in tensors else LOCAL_KNN_FORMAT - 1
     config = with_record_digest(json.loads(json.dumps(  # the digest of what a load parses
-        {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "library_version": __version__,
+        {"format": FORMAT_NAME, "format_version": version, "library_version": __version__,
          DIGEST_KEY: hashlib.sha256(weights).hexdigest(), **record})))
     text = json.dumps(config, indent=2)
     try:

@@ -174,7 +174,14 @@ class RecordMixin:
             knn_bank=np.ascontiguousarray(tensors["score.knn_bank"].numpy(), dtype=np.float32),
         )
         if "score.knn_own" in tensors:
-            est.score_config_.knn_own = np.ascontiguousarray(tensors["score.knn_own"].numpy(), dtype=np.float32)
+            own = np.ascontiguousarray(tensors["score.knn_own"].numpy(), dtype=np.float32)
+            # each value follows from the bank: one that does not (a forged tiny or huge one)
+            # would blow the local term up or switch it off without a sign
+            if not np.allclose(own, _scoring.own_distances(est.score_config_.knn_bank, est.score_config_.knn_k),
+                               rtol=1e-3, atol=0.0):
+                raise RecordError("score.knn_own", "(the knn bank's own distances) does not match the knn bank it "
+                                                   "was computed from; the file was changed after saving")
+            est.score_config_.knn_own = own
         if "score.map_scale" in tensors:
             est.score_config_.map_scale = np.ascontiguousarray(tensors["score.map_scale"].numpy(), dtype=np.float32)
         try:

@@ -52,7 +52,7 @@ from torch import nn
 
 __all__ = ["ScoreConfig", "pad_rows", "raw_scores", "residual_maps", "contributions", "image_maps", "fit_map_scale",
            "frozen", "robust_stats", "threshold_at", "standardise", "combine", "fit_latent", "fit_knn",
-           "knn_terms", "stat_names", "KNN_LOCAL_SHARE",
+           "knn_terms", "own_distances", "stat_names", "KNN_LOCAL_SHARE",
            "COMPONENTS", "KNN_NEIGHBOURS", "KNN_BANK_ROWS", "TRAIN_SCORE_ROWS", "MAP_WINDOW", "MAP_TOP_FRACTION"]
 
 COMPONENTS = ("discriminator", "reconstruction", "latent", "knn")
@@ -63,8 +63,9 @@ KNN_BANK_ROWS = 2048
 # The knn component is this share of the local ratio (standardised) and the rest the
 # distance (standardised): a global density alone calls rows just off a tight cluster dense.
 KNN_LOCAL_SHARE = 0.5
-# A bank row's own k-NN distance is floored at this fraction of the bank's median.
-OWN_DISTANCE_FLOOR = 1e-3
+# A bank row's own k-NN distance is floored at this fraction of the bank's median positive one:
+# a row a hair off a value repeated in training is then far, not infinitely far.
+OWN_DISTANCE_FLOOR = 1e-2
 # Training rows whose standardised components are kept with the model (a seeded sample):
 # thresholds are read from them after the fit.
 TRAIN_SCORE_ROWS = 10_000
@@ -107,9 +108,9 @@ class ScoreConfig:
     # D's features of (a sample of) the training rows, float32, set by fit_knn.
     knn_bank: np.ndarray | None = None
     knn_k: int = KNN_NEIGHBOURS
-    # Each bank row's mean distance to its knn_k nearest other bank rows (floored at
-    # OWN_DISTANCE_FLOOR of their median), float32, set by fit_knn; None in models saved
-    # before the local term (their knn term is the distance alone).
+    # Each bank row's mean distance to its knn_k nearest other bank rows (own_distances),
+    # float32, set by fit_knn; None in models saved before the local term (their knn term
+    # is the distance alone).
     knn_own: np.ndarray | None = None
     # Images: mean of each residual band at each pixel over the training images, float32,
     # shape (2, size, size), set by fit_map_scale.
@@ -612,12 +613,19 @@ def fit_knn(raw: dict[str, np.ndarray], cfg: ScoreConfig, seed: int) -> None:
     else:
         idx = np.arange(n)
     cfg.knn_bank = np.ascontiguousarray(features[idx], dtype=np.float32)
-    cfg.knn_own = None
-    own = knn_distance(cfg.knn_bank, cfg)
-    # A bank row among k duplicates has own distance 0: floored, so no ratio divides by zero.
-    floor = max(OWN_DISTANCE_FLOOR * float(np.median(own)), 1e-12)
-    cfg.knn_own = np.ascontiguousarray(np.maximum(own, floor), dtype=np.float32)
+    cfg.knn_own = own_distances(cfg.knn_bank, cfg.knn_k)
     raw["knn"], raw["knn_local"] = knn_terms(features, cfg)
+
+
+def own_distances(bank: np.ndarray, knn_k: int = KNN_NEIGHBOURS) -> np.ndarray:
+    """Each bank row's mean distance to its ``knn_k`` nearest other bank rows (float32), floored
+    at :data:`OWN_DISTANCE_FLOOR` of the median of the positive ones: a row among ``knn_k``
+    duplicates has distance 0, and discrete or stuck-at-one-value data can make most of them 0,
+    so the floor is taken where the bank has spread (1 where it has none)."""
+    own = knn_distance(bank, ScoreConfig(knn_bank=bank, knn_k=knn_k))
+    positive = own[own > 0]
+    floor = OWN_DISTANCE_FLOOR * float(np.median(positive)) if positive.size else 1.0
+    return np.ascontiguousarray(np.maximum(own, max(floor, 1e-30)), dtype=np.float32)
 
 
 def latent_distance(codes: torch.Tensor, cfg: ScoreConfig) -> np.ndarray:

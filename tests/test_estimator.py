@@ -238,6 +238,16 @@ def test_rows_just_off_a_tight_cluster_are_anomalous_for_the_local_knn_term():
         assert roc_auc_score(split.y_test, distance_alone) < 0.5  # the failure the local term removes
 
 
+def test_a_row_a_hair_off_a_value_repeated_in_training_does_not_outrank_a_gross_outlier():
+    """Most training rows stuck at one value: the local k-NN term's floor comes from the rows that
+    spread, so the combined score keeps a gross outlier first."""
+    rng = np.random.RandomState(0)
+    X = np.vstack([np.zeros((300, 4)), rng.randn(200, 4)])
+    det = GANAnomalyDetector(epochs=3, encoder_epochs=3, random_state=0).fit(X)
+    combined = det.score_components(np.array([[0.05] * 4, [8.0] * 4]))["combined"].to_numpy()
+    assert combined[0] < combined[1] and np.isfinite(combined).all()
+
+
 # Without refinement a row gets the same bits in any batch. The refinement's backward
 # pass runs matrix kernels whose rounding can depend on a row's position in the block:
 # its codes move by a float32 unit in the last place, which the latent distance carries

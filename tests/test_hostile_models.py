@@ -111,6 +111,10 @@ def _set(config: dict, dotted: str, value) -> None:
      r"score.knn_own.*one value per bank row"),
     ("zero_knn_own", lambda t: t["score.knn_own"].__setitem__(0, 0.0), r"score.knn_own.*positive"),
     ("negative_knn_own", lambda t: t.update({"score.knn_own": -t["score.knn_own"]}), r"score.knn_own.*positive"),
+    # positive but not what the bank gives: tiny (the term blown up) or huge (the term switched off)
+    ("tiny_knn_own", lambda t: t["score.knn_own"].__setitem__(0, 1e-30), r"score.knn_own.*does not match the knn bank"),
+    ("huge_knn_own", lambda t: t.update({"score.knn_own": t["score.knn_own"] * 1e30}),
+     r"score.knn_own.*does not match the knn bank"),
 ])
 def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
     _refused(_edit_weights(_copy(saved, tmp_path), edit), match)
@@ -367,6 +371,14 @@ def test_the_digest_is_required_from_format_4_and_format_3_tables_still_load(sav
     _refused(path, "weights_sha256.*missing.*save the model again")
     _edit_config(path, lambda c: c.update(format_version=3))
     np.testing.assert_array_equal(gananomaly.load(path).score_samples(data[1]), _distance_alone_scores(saved, data))
+
+
+def test_a_model_of_an_older_format_saves_again_in_that_format(saved, tmp_path, data):
+    old = gananomaly.load(_before_local_knn(_copy(saved, tmp_path)))
+    old.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / CONFIG_NAME).read_text())["format_version"] == 5
+    np.testing.assert_array_equal(gananomaly.load(tmp_path / "again").score_samples(data[1]),
+                                  old.score_samples(data[1]))
 
 
 def test_format_5_models_load_and_score_their_knn_term_as_the_distance_alone(saved, tmp_path, data):

@@ -211,6 +211,24 @@ def test_duplicated_bank_rows_have_a_floored_own_distance_and_finite_ratios():
     raw = {"features": bank}
     cfg = scoring.ScoreConfig()
     scoring.fit_knn(raw, cfg, seed=0)
-    assert (cfg.knn_own > 0).all() and cfg.knn_own[:8].max() < 1e-2 * np.median(cfg.knn_own)
+    floor = np.float32(scoring.OWN_DISTANCE_FLOOR * np.median(cfg.knn_own[8:]))
+    np.testing.assert_allclose(cfg.knn_own[:8], floor, rtol=1e-6)  # the copies' 0, floored
     assert np.isfinite(raw["knn_local"]).all()
     assert np.isfinite(scoring.knn_terms(rng.randn(50, 3).astype(np.float32) * 0.01, cfg)[1]).all()
+
+
+def test_a_bank_mostly_of_one_repeated_row_floors_by_the_rows_that_spread():
+    """Discrete or stuck-at-one-value data: most bank rows sit among 5 copies (own distance 0).
+    The floor comes from the rows that do spread, so a row a hair off the repeated value is far
+    for its neighbours, not a trillion times farther than a gross outlier."""
+    rng = np.random.RandomState(5)
+    bank = np.vstack([np.zeros((300, 4)), rng.randn(200, 4)]).astype(np.float32)
+    cfg = scoring.ScoreConfig()
+    scoring.fit_knn({"features": bank}, cfg, seed=0)
+    assert cfg.knn_own.min() >= scoring.OWN_DISTANCE_FLOOR * np.median(cfg.knn_own[300:]) * (1 - 1e-6)
+    _, local = scoring.knn_terms(np.array([[0.05] * 4, [8.0] * 4], dtype=np.float32), cfg)
+    assert local[0] < 100 * np.median(scoring.knn_terms(bank[300:], cfg)[1])
+    assert local[1] > 5 * np.median(scoring.knn_terms(bank[300:], cfg)[1])
+    # no spread at all (constant data): the ratio is the distance itself
+    const = np.ones((20, 4), dtype=np.float32)
+    np.testing.assert_array_equal(scoring.own_distances(const), np.ones(20, dtype=np.float32))
