@@ -612,7 +612,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         raw = self._raw_scores(Xt)
         _scoring.fit_latent(raw, self.score_config_)
         _scoring.fit_knn(raw, self.score_config_, seed)
-        for name in _scoring.stat_names(raw):
+        for name in _scoring.stat_names(self.score_config_.knn_own is not None):
             if not np.isfinite(raw[name]).all():
                 raise FloatingPointError(f"the trained model gives non-finite {name} scores on the training data")
             loc, scale = _scoring.robust_stats(raw[name])

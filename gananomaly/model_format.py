@@ -374,7 +374,7 @@ def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
 
 
 def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> None:
-    from gananomaly.scoring import COMPONENTS
+    from gananomaly.scoring import stat_names
 
     invalid.keys(fitted, "fitted", _FITTED_REQUIRED, _FITTED_OPTIONAL)
     n = invalid.int(fitted["n_features_in_"], "fitted.n_features_in_", 1, MAX_FEATURES)
@@ -408,8 +408,7 @@ def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> No
     invalid.int(sc["n_refine_steps"], "fitted.score_config.n_refine_steps", 0, MAX_REFINE_STEPS)
     invalid.number(sc["refine_lr"], "fitted.score_config.refine_lr", positive=True)
     invalid.number(sc["kappa"], "fitted.score_config.kappa", lo=0.0)
-    local = version >= LOCAL_KNN_FORMAT  # the local k-NN term's statistics are there from format 6 on
-    names = (*COMPONENTS, "knn_local") if local else COMPONENTS
+    names = stat_names(version >= LOCAL_KNN_FORMAT)  # the local k-NN term's statistics: from format 6 on
     for part, positive in (("loc", False), ("scale", True)):
         key = f"fitted.score_config.{part}"
         stats = invalid.keys(sc[part], key, set(names))

@@ -691,10 +691,10 @@ def threshold_at(train_scores: np.ndarray, contamination) -> float:
     return float(np.percentile(train_scores, 100.0 * contamination))
 
 
-def stat_names(raw_or_cfg_keys) -> tuple[str, ...]:
+def stat_names(local: bool) -> tuple[str, ...]:
     """The raw terms that get a robust location/scale: :data:`COMPONENTS`, and ``knn_local``
-    where the model has the local k-NN term."""
-    return (*COMPONENTS, "knn_local") if "knn_local" in raw_or_cfg_keys else COMPONENTS
+    where the model has the local k-NN term (``local``)."""
+    return (*COMPONENTS, "knn_local") if local else COMPONENTS
 
 
 def standardise(raw: dict, cfg: ScoreConfig) -> dict:
@@ -702,7 +702,7 @@ def standardise(raw: dict, cfg: ScoreConfig) -> dict:
     its training scale; ``knn`` mixes the standardised distance and, where the model has it,
     the standardised local ratio (:data:`KNN_LOCAL_SHARE`)."""
     std = {k: (raw[k] - cfg.loc[k]) / cfg.scale[k] for k in COMPONENTS}
-    if "knn_local" in cfg.loc:
+    if cfg.knn_own is not None:  # the one switch of the local term, as in scoring
         local = (raw["knn_local"] - cfg.loc["knn_local"]) / cfg.scale["knn_local"]
         std["knn"] = (1.0 - KNN_LOCAL_SHARE) * std["knn"] + KNN_LOCAL_SHARE * local
     return std
