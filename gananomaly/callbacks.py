@@ -88,8 +88,8 @@ class _LineProgress:
         if self.done - self.shown >= max(1, self.total // 10) or self.done >= self.total:
             self.shown = self.done
             extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-            print(f"gananomaly fit: {min(self.done, self.total)}/{self.total} epochs {extra}".rstrip(),
-                  file=sys.stderr, flush=True)
+            done = f"{min(self.done, self.total)}/{self.total}"
+            print(f"gananomaly fit: {done} epochs (GAN and encoder) {extra}".rstrip(), file=sys.stderr, flush=True)
 
     def set_postfix(self, refresh: bool = True, **values) -> None:
         self.postfix = values
@@ -110,7 +110,8 @@ class ProgressBar(Callback):
         if getattr(sys.stderr, "isatty", lambda: False)():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc="gananomaly fit", disable=None, leave=False)
+            self.bar = tqdm(total=self.total, desc="gananomaly fit (GAN and encoder epochs)", disable=None,
+                            leave=False)
         else:
             self.bar = _LineProgress(self.total)
 

@@ -201,6 +201,10 @@ def read_numeric(path: str):
     if bad:
         raise ValueError(f"--input {str(path)!r}: non-numeric columns {bad[:5]}; use `gananomaly tabular fit` "
                          "for mixed-type tables")
+    try:
+        check_table(df, rows_from=1)  # a file's rows counted from 1, as `gananomaly score` counts them
+    except ValueError as exc:
+        raise ValueError(f"--input {str(path)!r}: {exc}") from None
     return df
 
 

@@ -41,23 +41,31 @@ def auto_objective(image: bool, conditional: bool) -> str:
     return "gan"
 
 
-def auto_learning_rates(objective: str, learning_rate: float | None,
-                        generator_learning_rate: float | None) -> tuple[float, float]:
+def auto_learning_rates(objective: str, learning_rate: float | None, generator_learning_rate: float | None,
+                        conditional: bool = False) -> tuple[float, float]:
     """``(discriminator, generator)`` Adam learning rates.
 
     ``learning_rate=None``: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``;
-    ``generator_learning_rate=None``: the discriminator's. (Half of it, with ``betas=(0, 0.9)``,
-    draws a generator as wide as the data, but the wider generator detected worse on small
-    tables and ranked broken columns less reliably: benchmarks/NOTES.md.)
+    ``generator_learning_rate=None``: the discriminator's; half of it for a conditional
+    ``"gan"`` (with :func:`auto_betas`' ``(0, 0.9)``: two time-scale updates). Unconditional,
+    the wider generator that draws detected worse on small tables and ranked broken columns less
+    reliably; conditional, the equal-rate generator drew each context's rows at about half their
+    spread, and the two time-scale one at their spread at the same detection
+    (benchmarks/NOTES.md).
     """
     d_lr = float(learning_rate) if learning_rate is not None else (1e-4 if objective == "wgan-gp" else 2e-4)
-    return d_lr, (d_lr if generator_learning_rate is None else float(generator_learning_rate))
+    if generator_learning_rate is not None:
+        return d_lr, float(generator_learning_rate)
+    return d_lr, (d_lr / 2 if conditional and objective == "gan" else d_lr)
 
 
-def auto_betas(objective: str) -> tuple[float, float]:
-    """``betas=None``: Adam's ``(beta1, beta2)`` for G and D: (0.5, 0.9) for WGAN-GP, DCGAN's
-    (0.5, 0.999) otherwise."""
-    return (0.5, 0.9) if objective == "wgan-gp" else (0.5, 0.999)
+def auto_betas(objective: str, conditional: bool = False) -> tuple[float, float]:
+    """``betas=None``: Adam's ``(beta1, beta2)`` for G and D: (0.5, 0.9) for WGAN-GP, (0, 0.9)
+    for a conditional ``"gan"`` (see :func:`auto_learning_rates`), DCGAN's (0.5, 0.999)
+    otherwise."""
+    if objective == "wgan-gp":
+        return (0.5, 0.9)
+    return (0.0, 0.9) if conditional else (0.5, 0.999)
 
 
 def auto_knn_weight(image: bool) -> float:

@@ -35,6 +35,7 @@ from gananomaly import scoring as _scoring
 from gananomaly._atomic import fitted_state_kept
 from gananomaly.callbacks import Callback
 from gananomaly.inspection import InspectionMixin
+from gananomaly.model_format import MAX_LEARNING_RATE
 from gananomaly.networks import build_networks, mlp_spec
 from gananomaly.record import NETS as _NETS
 from gananomaly.record import RecordMixin
@@ -68,7 +69,9 @@ def _resume(trainer: Trainer, store, resume: bool) -> None:
     if store is None:
         raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
     state = store.load(trainer.X.device)
-    if state is not None:
+    if state is None:
+        log.warning("resume: no checkpoint in %s; the fit starts from the beginning", store.path)
+    else:
         try:
             epochs = (int(state["gan_epoch"]), int(state["enc_epoch"]))
             limits = (trainer.cfg.epochs, trainer.cfg.encoder_epochs)  # None: decided during the fit
@@ -182,12 +185,15 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         Adam learning rate of D (and of G unless ``generator_learning_rate`` is given).
         None: 2e-4 for ``"gan"``, 1e-4 for ``"wgan-gp"``.
     generator_learning_rate : float or None, default=None
-        Adam learning rate of G (and of E with ``encoder="bigan"``). None: D's.
+        Adam learning rate of G (and of E with ``encoder="bigan"``). None: D's; half of D's
+        for a ``"gan"`` fitted with a ``context``.
     betas : tuple of two floats in [0, 1) or None, default=None
         Adam's ``(beta1, beta2)`` for G and D. None: (0.5, 0.999) for ``"gan"``, (0.5, 0.9)
-        for ``"wgan-gp"``. On tables ``generator_learning_rate=1e-4, betas=(0, 0.9)`` (two
-        time-scale updates, no momentum) draws a generator as wide as the data, at a cost in
-        detection on small tables (benchmarks/NOTES.md).
+        for ``"wgan-gp"``, (0, 0.9) for a ``"gan"`` fitted with a ``context``. Without a
+        context, ``generator_learning_rate=1e-4, betas=(0, 0.9)`` (two time-scale updates, no
+        momentum) draws a generator as wide as the data, at a cost in detection on small tables;
+        with one it is the default: the equal-rate generator drew each context's rows at about
+        half their spread (benchmarks/NOTES.md).
     encoder_learning_rate : float, default=1e-3
     gp_weight : float, default=10.0
     kappa : float, default=1.0
@@ -289,14 +295,14 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         "latent_dim": [None, Interval(Integral, 1, None, closed="left")],
         "hidden_dims": [None, tuple, list],
         "d_steps": [None, Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [None, Interval(Real, 0, None, closed="neither")],
-        "generator_learning_rate": [None, Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [None, Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
+        "generator_learning_rate": [None, Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
         "betas": [None, tuple, list],
-        "encoder_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "encoder_learning_rate": [Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
         "gp_weight": [Interval(Real, 0, None, closed="left")],
         "kappa": [Interval(Real, 0, None, closed="left")],
         "n_refine_steps": [Interval(Integral, 0, None, closed="left")],
-        "refine_lr": [Interval(Real, 0, None, closed="neither")],
+        "refine_lr": [Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "network": [StrOptions({"auto", "mlp", "conv"})],
         "channels": [StrOptions({"auto", "first", "last"})],
@@ -549,7 +555,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         early = self.epochs == "auto" if self.early_stopping == "auto" else bool(self.early_stopping)
         early = early and validate
         wgan = self.objective_ == "wgan-gp"
-        d_lr, g_lr = _defaults.auto_learning_rates(self.objective_, self.learning_rate, self.generator_learning_rate)
+        d_lr, g_lr = _defaults.auto_learning_rates(self.objective_, self.learning_rate, self.generator_learning_rate,
+                                                   conditional=context_dim > 0)
         cfg = TrainConfig(
             objective=self.objective_,
             encoder=self.encoder,
@@ -563,7 +570,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             d_steps=self.d_steps if self.d_steps is not None else (5 if wgan else 1),
             learning_rate=d_lr,
             g_learning_rate=g_lr,
-            betas=self._betas(),
+            betas=self._betas(conditional=context_dim > 0),
             encoder_learning_rate=self.encoder_learning_rate,
             gp_weight=self.gp_weight,
             kappa=self.kappa,
@@ -572,10 +579,10 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         )
         return cfg, n_batches
 
-    def _betas(self) -> tuple[float, float]:
+    def _betas(self, conditional: bool = False) -> tuple[float, float]:
         """Adam's betas of G and D: the parameter, validated, or the objective's rule."""
         if self.betas is None:
-            return _defaults.auto_betas(self.objective_)
+            return _defaults.auto_betas(self.objective_, conditional)
         b = tuple(self.betas)
         if len(b) != 2 or not all(isinstance(v, Real) and not isinstance(v, bool) and 0 <= v < 1 for v in b):
             raise ValueError(f"betas must be two floats in [0, 1), got {self.betas!r}")

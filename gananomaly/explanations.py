@@ -208,7 +208,7 @@ def categorical_text(s: pd.Series) -> np.ndarray:
     which they do not impute, so those rows were scored as of an unknown category)."""
     obj = s.astype(object)
     na = obj.isna().to_numpy()
-    if pd.api.types.is_string_dtype(s) and all(isinstance(v, str) for v in obj[~na]):
+    if pd.api.types.is_string_dtype(s) and pd.api.types.infer_dtype(obj[~na], skipna=True) in ("string", "empty"):
         return np.where(na, np.nan, obj.to_numpy()).astype(object)
     return np.where(na, np.nan, obj.map(category_str)).astype(object)
 

@@ -96,8 +96,12 @@ def _as_float_array(X: Any) -> np.ndarray:
         raise ValueError(f"image input must be numeric, got dtype {arr.dtype}")
     if arr.dtype != np.float32:
         arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError("Input X contains NaN or infinity.")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(arr), -1).all(axis=1)) if arr.ndim else np.zeros(1, int)
+        shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"Input X contains NaN or infinity: {len(bad)} image(s), at positions {shown} "
+                         "(counted from 0)")
     return arr
 
 

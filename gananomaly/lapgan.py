@@ -43,6 +43,10 @@ from gananomaly.scoring import threshold_at
 __all__ = ["LaplacianPyramidDetector", "laplacian_pyramid", "MAX_LEVELS"]
 
 _MAP_COMPONENTS = ("combined", "reconstruction", "discriminator")
+# Adam's settings of every level's G and D (see _fit).
+LEVEL_LEARNING_RATE, LEVEL_BETAS = 2e-4, (0.5, 0.999)
+# The training scores kept for the threshold (and saved with the model) are at most this many.
+TRAIN_SCORES_KEPT = 10_000
 MAX_LEVELS = MAX_PYRAMID_LEVELS  # most pyramid levels (the coarsest image then has side S / 128)
 
 
@@ -121,6 +125,9 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
     level_map_stats_ : list of dict, component -> (median, IQR) of each level's training map
         pixels (see :meth:`anomaly_map`)
     offset_ : float
+        The threshold on ``score_samples``, read from the training images' scores under the
+        current ``contamination`` (set after the fit, it moves the threshold, as for
+        :class:`GANAnomalyDetector`); a value assigned to it stays.
     """
 
     def __init__(self, *, levels: int = 3, size: int | None = None, epochs: Any = 30, latent_dim: int | None = None,
@@ -136,6 +143,17 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.device = device
         self.random_state = random_state
+
+    @property
+    def offset_(self) -> float:
+        if "_offset" in self.__dict__:
+            return self.__dict__["_offset"]
+        check_is_fitted(self, "train_scores_")
+        return threshold_at(self.train_scores_, self.contamination)
+
+    @offset_.setter
+    def offset_(self, value: float) -> None:
+        self.__dict__["_offset"] = float(value)
 
     def _resize(self, X: np.ndarray) -> np.ndarray:
         side = self.size if self.size is not None else X.shape[2]
@@ -201,7 +219,8 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
         return {"params": params, "image_shape": [int(v) for v in self.image_shape_],
                 "level_stats": [list(t) for t in self.level_stats_],
                 "level_map_stats": [{c: list(v) for c, v in d.items()} for d in self.level_map_stats_],
-                "offset": float(self.offset_)}
+                "offset": float(self.offset_),
+                **({} if "_offset" in self.__dict__ else {"train_scores": [float(v) for v in self.train_scores_]})}
 
     @classmethod
     def from_record(cls, record: dict[str, Any], detectors: list[GANAnomalyDetector], invalid) -> Any:
@@ -251,7 +270,15 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
                 out[comp] = (invalid.number(pair[0], f"level_map_stats[{k}].{comp}[0]"),
                              invalid.number(pair[1], f"level_map_stats[{k}].{comp}[1]", positive=True))
             lap.level_map_stats_.append(out)
-        lap.offset_ = invalid.number(record["offset"], "offset")
+        offset = invalid.number(record["offset"], "offset")
+        if "train_scores" in record:  # the threshold follows contamination (else: files before it, a fixed one)
+            train = invalid.list(record["train_scores"], "train_scores", 1, TRAIN_SCORES_KEPT)
+            lap.train_scores_ = np.array([invalid.number(v, f"train_scores[{i}]") for i, v in enumerate(train)])
+            if not np.isclose(lap.offset_, offset, rtol=1e-9, atol=1e-12):
+                invalid("offset", f"is {offset}, but the training scores give {lap.offset_} at contamination "
+                                  f"{lap.contamination!r}")
+        else:
+            lap.offset_ = offset
         lap.image_shape_ = tuple(shape)
         lap.detectors_ = list(detectors)
         return lap
@@ -271,6 +298,9 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
                 epochs=self.epochs, latent_dim=self.latent_dim, hidden_dims=self.hidden_dims,
                 batch_size=self.batch_size, weight=self.weight, device=self.device, network="mlp",
                 random_state=int(rng.randint(np.iinfo(np.int32).max)),
+                # the equal-rate optimiser the pyramid was measured with (a conditional fit's
+                # default is two time-scale; not measured on pyramid levels)
+                generator_learning_rate=LEVEL_LEARNING_RATE, betas=LEVEL_BETAS,
             )
             flat = band.reshape(len(band), -1)
             det.fit(flat, context=None if cond is None else cond.reshape(len(cond), -1))
@@ -281,8 +311,11 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
             q25, q50, q75 = np.percentile(col, [25, 50, 75])
             self.level_stats_.append((float(q50), float(max(q75 - q25, 1e-12))))
         self.level_map_stats_ = self._map_stats(X, rng)
-        train = self._combine(per_level)
-        self.offset_ = threshold_at(-train, self.contamination)
+        self.__dict__.pop("_offset", None)
+        train = np.sort(-self._combine(per_level))
+        if len(train) > TRAIN_SCORES_KEPT:  # evenly spaced order statistics: the quantiles stay
+            train = train[np.linspace(0, len(train) - 1, TRAIN_SCORES_KEPT).round().astype(int)]
+        self.train_scores_ = train
         return self
 
     def _level_scores(self, X: np.ndarray) -> np.ndarray:

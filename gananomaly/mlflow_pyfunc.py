@@ -125,7 +125,10 @@ class GANAnomalyPyfunc:
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
         X = convert_columns(self.model, X)
-        if check_rows:
+        if check_rows or (prep is not None and isinstance(X, pd.DataFrame) and not _imputes(prep)
+                          and all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes)):
+            # a pipeline that fills in nothing passes a missing value on to the detector, which
+            # would name the column by position and count rows from 0: named here, as the input's
             check_table(X, rows_from=1)
         out = score_frame(self.model, X)
         unseen, counts = unseen_categories(self.model, X)
@@ -179,6 +182,23 @@ def explanations(model, X, k: int, index: pd.Index) -> pd.DataFrame:
     return frame
 
 
+def _imputes(prep) -> bool:
+    """Whether a preprocessing pipeline holds a scikit-learn imputer (at any depth)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    stack = [prep]
+    while stack:
+        step = stack.pop()
+        if type(step).__module__.startswith("sklearn.impute"):
+            return True
+        if isinstance(step, Pipeline):
+            stack += [s for _, s in step.steps]
+        elif isinstance(step, ColumnTransformer):
+            stack += [t for _, t, _ in getattr(step, "transformers_", step.transformers)]
+    return False
+
+
 def column_steps(model):
     """``(transformer, its last step, columns)`` of every column transformer in a pipeline's
     preprocessing (columns given by name only)."""
@@ -205,11 +225,15 @@ def convert_columns(model, X):
 
     from gananomaly.explanations import categorical_text, numeric_cells
 
-    if not (isinstance(model, Pipeline) and isinstance(X, pd.DataFrame)):
+    if not isinstance(X, pd.DataFrame):
         return X
     numeric: list[str] = []
     text: list[str] = []
-    for trans, last, cols in column_steps(model):
+    if not isinstance(model, Pipeline):  # a bare table detector: every column is a number
+        if getattr(model, "image_shape_", None) is not None:
+            return X
+        numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    for trans, last, cols in column_steps(model) if isinstance(model, Pipeline) else ():
         if isinstance(trans, str):  # "drop"/"passthrough"
             continue
         if isinstance(last, OneHotEncoder):

@@ -64,6 +64,10 @@ MAX_DIM = 2**20  # any one width, latent size or feature count
 MAX_FEATURES = 2**31
 MAX_LAYERS = 32
 MAX_IMAGE_SIDE = 4096
+# Learning rates (and the refinement step) above this are refused: far above any that trains (a
+# larger one diverges, which the fit reports), far below float32's range (torch's optimisers fail
+# on a rate that does not fit in it).
+MAX_LEARNING_RATE = 1e10
 MAX_REFINE_STEPS = 10_000
 MAX_HISTORY_VALUES = 10_000_000
 MAX_STRING = 4096
@@ -406,7 +410,7 @@ def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> No
     if invalid.bool(sc["joint"], "fitted.score_config.joint") != arch["joint"]:
         invalid("fitted.score_config.joint", f"must equal arch.joint ({arch['joint']})")
     invalid.int(sc["n_refine_steps"], "fitted.score_config.n_refine_steps", 0, MAX_REFINE_STEPS)
-    invalid.number(sc["refine_lr"], "fitted.score_config.refine_lr", positive=True)
+    invalid.number(sc["refine_lr"], "fitted.score_config.refine_lr", positive=True, hi=MAX_LEARNING_RATE)
     invalid.number(sc["kappa"], "fitted.score_config.kappa", lo=0.0)
     names = stat_names(version >= LOCAL_KNN_FORMAT)  # the local k-NN term's statistics: from format 6 on
     for part, positive in (("loc", False), ("scale", True)):
@@ -433,7 +437,7 @@ def _check_extra(extra: Any, arch: dict, n_features: int, invalid: Invalid) -> N
     if shape is not None:
         invalid.list(shape, "fitted.extra.image_shape", 3, 3)
         for i, v in enumerate(shape):
-            invalid.int(v, f"fitted.extra.image_shape[{i}]", 1, MAX_FEATURES)
+            invalid.int(v, f"fitted.extra.image_shape[{i}]", 1, 3 if i == 0 else MAX_IMAGE_SIDE)
         if shape[0] not in (1, 3):
             invalid("fitted.extra.image_shape", f"must have 1 or 3 channels first, got {shape}")
         if shape[0] * shape[1] * shape[2] != n_features:

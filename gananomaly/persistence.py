@@ -222,7 +222,8 @@ def _load_lapgan(path: Path, files: OpenFiles, device: str):
     digests = {LEVELS_DIGEST_KEY, RECORD_DIGEST_KEY}
     required = {"format", "kind", "format_version", "library_version", "params", "image_shape", "level_stats",
                 "level_map_stats", "offset"}
-    invalid.keys(meta, "", required | (digests if version >= RECORD_DIGEST_FORMAT else set()), digests)
+    invalid.keys(meta, "", required | (digests if version >= RECORD_DIGEST_FORMAT else set()),
+                 digests | {"train_scores"})
     invalid.str(meta["library_version"], "library_version")
     params = meta["params"]
     if not (isinstance(params, dict) and "levels" in params):

@@ -173,7 +173,7 @@ class Trainer:
         self.estimator, self.callbacks = estimator, list(callbacks)
         self.joint = cfg.encoder == "bigan"
         self.wgan = cfg.objective == "wgan-gp"
-        betas = tuple(cfg.betas) if cfg.betas is not None else _defaults.auto_betas(cfg.objective)
+        betas = tuple(cfg.betas) if cfg.betas is not None else _defaults.auto_betas(cfg.objective, cfg.context_dim > 0)
         g_lr = cfg.learning_rate if cfg.g_learning_rate is None else cfg.g_learning_rate
         g_params = list(gen_net.parameters()) + (list(enc_net.parameters()) if self.joint else [])
         self.opt_d = torch.optim.Adam(disc_net.parameters(), lr=cfg.learning_rate, betas=betas)

@@ -221,15 +221,15 @@ def output_compression(out_path: Path) -> str | None:
     """The compression of a CSV output, from its suffix (``.gz``, ``.bz2``, ``.xz``; none
     for another suffix); a suffix of a compression that cannot be written here is refused."""
     suffix = out_path.suffix.lower()
-    if suffix in _CSV_WRITERS:
+    if suffix in CSV_WRITERS:
         return suffix
     if suffix in COMPRESSION:
         raise ValueError(f"--output {str(out_path)!r}: a CSV output can be compressed as "
-                         f"{', '.join('.csv' + s for s in _CSV_WRITERS)}, not {suffix}")
+                         f"{', '.join('.csv' + s for s in CSV_WRITERS)}, not {suffix}")
     return None
 
 
-_CSV_WRITERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+CSV_WRITERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def concat_parts(parts: list[Path], tmp: Path, out_format: str) -> None:
@@ -248,7 +248,7 @@ def concat_parts(parts: list[Path], tmp: Path, out_format: str) -> None:
                 table = pq.read_table(part)
                 writer.write_table(table if table.schema == schema else table.cast(schema))
     else:
-        opener = _CSV_WRITERS.get(tmp.suffix.lower(), open)
+        opener = CSV_WRITERS.get(tmp.suffix.lower(), open)
         with opener(tmp, "wt", encoding="utf-8", newline="") as fh:
             for i, part in enumerate(parts):
                 pq.read_table(part).to_pandas(types_mapper=nullable_int).to_csv(fh, header=i == 0, index=False)

@@ -98,7 +98,9 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
         files = image_files.list_images(root)
         if not files:
             raise ValueError(f"--input: no image files in folder {str(root)!r}")
-        names = [image_files.text_name(str(f.relative_to(root))) for f in files]
+        # named relative to the folder given, as `image score` names them (a data set folder's
+        # images as test/KIND/FILE): the two commands' tables join on the file
+        names = [image_files.text_name(str(f.relative_to(in_path))) for f in files]
         chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
         return names, chunks, None, content_hash(files, names)
     data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
@@ -115,11 +117,20 @@ def _score_chunk(model, in_path: Path, chunk: list, names: list[str], array, sha
         # a chunk of unreadable files only is committed empty (its files counted as skipped)
         on_error = "raise" if on_bad_rows == "error" else "skip"
         data = image_files.load_image_files(chunk, mode=mode, size=shape[1:], on_error=on_error,
-                                            root=image_files.scoring_folder(in_path),
+                                            root=in_path,
                                             allow_empty=True)
         images, chunk_names, skipped = data.images, data.names, data.skipped
     else:
         images, chunk_names, skipped = array.images[chunk], [names[i] for i in chunk], []
+        finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if not finite.all():
+            bad = [chunk_names[i] for i in np.flatnonzero(~finite)]
+            if on_bad_rows == "error":
+                raise ValueError(f"{in_path}: {len(bad)} image(s) hold NaN or infinity: {bad[:10]} (rerun with "
+                                 "--on-bad-rows skip to score the others)")
+            log.warning("%s: skipped %d image(s) that hold NaN or infinity: %s", in_path, len(bad), bad[:10])
+            images, chunk_names = images[finite], [n for n, ok in zip(chunk_names, finite) if ok]
+            skipped = [(name, "NaN or infinity") for name in bad]
     if len(chunk_names):
         try:
             scores = score_prepared(model, images)

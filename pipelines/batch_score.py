@@ -234,6 +234,9 @@ def _score_images_or_array(model, in_path: Path, out_path: Path, out_format: str
                                  **table)
     if table["explain"]:
         raise ValueError("explain (--explain) is for tables; an image's explanation is its anomaly map")
+    if table["id_column"] is not None:
+        raise ValueError(f"--id-column {table['id_column']!r} is for tables; an image's row is named by its file "
+                         "(the file column)")
     return score_image_source(model, in_path, out_path, out_format, out_dir, chunk_rows=table["chunk_rows"],
                               chunk_bytes=IMAGE_CHUNK_BYTES, resume=table["resume"], progress=table["progress"],
                               start_time=table["start_time"], model_id=model_id, on_bad_rows=table["on_bad_rows"])

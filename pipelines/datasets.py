@@ -99,7 +99,8 @@ def _plant(rng: np.random.RandomState, rows: dict[str, np.ndarray], idx: np.ndar
             rows["n_items"][i] = int(rng.randint(8, 12))
             rows["duration_s"][i] = float(rng.uniform(1, 5))
         else:
-            # customer age and basket size far outside the normal ranges
+            # customer age and basket size far outside the normal ranges (the duration follows the
+            # basket size at the normal time per item, so it leaves its range too)
             rows["customer_age"][i] = float(rng.uniform(110, 130))
             rows["n_items"][i] = int(rng.randint(25, 40))
             rows["duration_s"][i] = 30.0 * rows["n_items"][i] + 5.0 * rng.randn()
@@ -116,7 +117,8 @@ def mixed_table(n_samples: int = 2000, contamination: float = 0.05, missing_rate
     ``category_combination`` (a channel with another channel's device, e.g. a store
     purchase from a phone), ``amount_range`` (an amount far above every tier's, on a basic
     account), ``duration_for_items`` (a large basket checked out in seconds) and
-    ``numeric_range`` (age and basket size far outside the normal range).
+    ``numeric_range`` (age and basket size far outside the normal ranges, and the checkout
+    duration with the basket size: it keeps the normal time per item).
 
     Parameters
     ----------

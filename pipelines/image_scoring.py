@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from gananomaly.pipelines import image_files
+from gananomaly.pipelines.batch_files import CSV_WRITERS, output_compression
 from gananomaly.pipelines.frame_scoring import score_prepared
 from gananomaly.pipelines.image_files import ImageSet, list_images, load_image_files, load_image_source
 from gananomaly.pipelines.table_data import file_format
@@ -41,20 +42,32 @@ def auroc_per_kind(kinds: list[str], anomaly_score: np.ndarray) -> dict[str, flo
 
 
 def table_format(path: str | os.PathLike) -> str:
-    """``"csv"`` or ``"parquet"`` from the output's name; refuses a missing directory before any work."""
+    """``"csv"`` or ``"parquet"`` from the output's name; refuses, before any work, a missing
+    directory, a path that is a directory and a CSV compression that cannot be written (the
+    rules of ``gananomaly score --output``)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
-    return file_format(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: it is a directory")
+    fmt = file_format(path)
+    if fmt == "csv":
+        output_compression(path)
+    return fmt
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as CSV or Parquet (by the name's suffix), whole or not at all."""
+    """Write ``df`` as CSV or Parquet (by the name's suffix; a ``.csv.gz``, ``.csv.bz2`` or
+    ``.csv.xz`` compressed as it says), whole or not at all."""
     path = Path(path)
     if table_format(path) == "parquet":
         with atomic_open(path, "wb") as fh:
             df.to_parquet(fh, index=False)
+    elif (compression := output_compression(path)) is not None:
+        # the compressor writes into the temporary file and leaves closing it to atomic_open
+        with atomic_open(path, "wb") as raw, CSV_WRITERS[compression](raw, "wt", encoding="utf-8", newline="") as fh:
+            df.to_csv(fh, index=False)
     else:
         with atomic_open(path, newline="") as fh:
             df.to_csv(fh, index=False)
@@ -130,6 +143,13 @@ def score_images_and_data(model_dir, source, out_csv, *, on_error: str, channels
     if maps_dir is not None:
         inputs = [src] if src.is_file() else list_images(image_files.scoring_folder(src))
         overlay_paths(data.names, maps_dir, inputs=inputs)  # refuse a clash before the scoring pass
+        if src.is_dir():
+            scored = Path(os.path.realpath(image_files.scoring_folder(src)))
+            target = Path(os.path.realpath(maps_dir))
+            if target == scored or scored in target.parents:
+                raise ValueError(f"--maps {str(maps_dir)!r} is inside the folder being scored ({str(scored)!r}): "
+                                 "its overlays would be scored as images the next time; write the maps to another "
+                                 "folder")
     frame = score_table(det, data)
     if maps_dir is not None:
         write_map_overlays(det, data, maps_dir, inputs=inputs)

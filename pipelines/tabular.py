@@ -368,6 +368,13 @@ def _check_output(out: Path) -> None:
     where = f"the output folder {str(out)!r} (--output, output.dir)"
     if out.exists() and not out.is_dir():
         raise ValueError(f"{where} is a file, not a folder")
+    # the folders that do not exist yet are created: the nearest one that does must be a
+    # writable folder (a file there failed at the save, after the training)
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{where} cannot be created: {str(existing)!r} is a file, not a folder")
+    if not out.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{where} cannot be created: {str(existing)!r} is not writable")
     if (out / "model").exists():
         check_target(out / "model", probe=False)
     if (out / "metrics.json").is_dir():

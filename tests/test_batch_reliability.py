@@ -471,6 +471,11 @@ def test_lines_ending_in_a_delimiter_are_read_as_the_header_says(det, tmp_path):
     numeric = tmp_path / "numeric.csv"
     numeric.write_text("a,b,c\n" + "".join(f"{r.a},{r.b},{r.c},\n" for r in data.itertuples()))
     np.testing.assert_array_equal(read_numeric(str(numeric)), data[COLS].to_numpy())
+    # a fit's file names a bad row as the batch job does, counted from 1 (it said "row index 5")
+    holed = tmp_path / "holed.csv"
+    holed.write_text("a,b,c\n1,2,3\n4,,6\n")
+    with pytest.raises(ValueError, match=r"holed\.csv.*column 'b': row 2 \(counted from 1\)"):
+        read_numeric(str(holed))
     from gananomaly.pipelines.table_data import read_file
 
     pd.testing.assert_frame_equal(read_file(trailing, id_columns=["id"]), read_file(plain, id_columns=["id"]))

@@ -70,10 +70,14 @@ def test_sigkilled_fit_resumes_to_the_same_model(tmp_path, blobs, uninterrupted,
     assert len(det.history_["d_loss"]) == 8 and len(det.history_["e_loss"]) == 4
 
 
-def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(tmp_path, blobs, uninterrupted):
+def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(tmp_path, blobs, uninterrupted, caplog):
     X_train, X_test, _ = blobs
     ckpt = tmp_path / "ckpt"
-    det = GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    with caplog.at_level("WARNING", logger="gananomaly"):
+        det = GANAnomalyDetector(**PARAMS, checkpoint_dir=str(ckpt)).fit(X_train, resume=True)
+    # a mistyped checkpoint folder started over without a word
+    assert [r.getMessage() for r in caplog.records if "no checkpoint in" in r.getMessage()] == [
+        f"resume: no checkpoint in {ckpt / CHECKPOINT_NAME}; the fit starts from the beginning"]
     np.testing.assert_array_equal(det.score_samples(X_test), uninterrupted)
     assert (ckpt / CHECKPOINT_NAME).exists()
     with pytest.raises(ValueError, match="different data"):

@@ -96,15 +96,17 @@ def test_conditional_generator_follows_the_context(conditional):
 
 def test_generator_fidelity_draws_with_the_rows_own_contexts(data, conditional):
     """Machine A's normal test rows measured with their own context: the generated rows are
-    realistic; with machine B's context every generated row lands on B's readings. (This
-    40-epoch fit's samples are still narrow: its fidelity is modest either way.)"""
+    realistic and as wide as A's rows; with machine B's context every generated row lands on
+    B's readings. (With the equal-rate optimiser of unconditional fits, the conditional
+    generator drew each context at about half its spread, on this fit and on default-length
+    ones: both floors failed.)"""
     _, _, X_test, ctx_test, y = data
     normal, ctx = X_test[(y == 0) & (ctx_test == "A")], ctx_test[(y == 0) & (ctx_test == "A")]
     right = conditional.generator_fidelity(normal, context=ctx, random_state=0)
     swapped = conditional.generator_fidelity(normal, context=np.full(len(ctx), "B"), random_state=0)
     assert right["precision"] > 0.9 and right["density"] > 0.8, right
-    assert swapped["precision"] < 0.05 and swapped["density"] < 0.05, swapped
-    assert right["fidelity"] > swapped["fidelity"] + 0.1
+    assert right["fidelity"] >= 0.6 and right["reverse_density"] >= 0.4, right
+    assert swapped["precision"] < 0.05 and swapped["density"] < 0.05 and swapped["fidelity"] == 0.0, swapped
     with pytest.raises(ValueError, match="context"):
         conditional.generator_fidelity(normal)
 

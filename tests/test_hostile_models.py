@@ -169,6 +169,8 @@ def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
     ("history", [], r"history.*JSON object"),
     ("fitted.extra.objective", "evil", r"extra.objective.*one of"),
     ("fitted.extra.image_shape", [True, 2, 2], r"image_shape\[0\].*integer"),
+    ("fitted.score_config.refine_lr", 1e300, r"refine_lr.*between"),
+    ("params.learning_rate", 1e300, r"learning_rate"),
     (DIGEST_KEY, "0" * 63, r"weights_sha256.*64"),
     ("library_version", 7, r"library_version.*string"),
 ])
@@ -555,3 +557,21 @@ def test_a_model_that_would_not_load_back_is_not_saved(saved, tmp_path):
     with pytest.raises(ValueError, match="would not load back.*scale"):
         det.save(tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_model_claiming_a_huge_input_side_is_refused(tmp_path):
+    """An image model's input shape sizes what generate() and anomaly_map() allocate (the
+    networks' own side is bounded apart from it): a forged 46000 x 46000 input (8.5 GB per
+    generated image) is refused at load, naming the key."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(
+            np.random.RandomState(0).rand(16, 8, 8))
+    path = tmp_path / "image"
+    det.save(path)
+
+    def forge(config):
+        _set(config, "fitted.extra.image_shape", [1, 46000, 46000])
+        _set(config, "fitted.n_features_in_", 46000 * 46000)
+
+    _refused(_edit_config(path, forge), r"image_shape\[1\].*between 1 and 4096")

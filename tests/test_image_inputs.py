@@ -130,8 +130,10 @@ def test_a_data_set_folder_is_scored_by_its_test_images_only(tmp_path):
     score_file(tmp_path / "m", tmp_path / "data", tmp_path / "s.csv", progress=False)
     import pandas as pd
 
-    assert sorted(pd.read_csv(tmp_path / "s.csv")["file"]) == ["good/0.png", "good/1.png", "good/2.png",
-                                                               "scratch/0.png", "scratch/1.png"]
+    # named relative to the folder given, as `image score` names them
+    assert sorted(pd.read_csv(tmp_path / "s.csv")["file"]) == ["test/good/0.png", "test/good/1.png",
+                                                               "test/good/2.png", "test/scratch/0.png",
+                                                               "test/scratch/1.png"]
 
 
 def test_hidden_copies_are_skipped_and_a_dangling_link_is_named(tmp_path):

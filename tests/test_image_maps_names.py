@@ -47,3 +47,9 @@ def test_maps_that_would_replace_an_input_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--maps .*'a\.png'.*replace the input"):
         score_images(tmp_path / "model", src, tmp_path / "s.csv", maps_dir=src)
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before and not (tmp_path / "s.csv").exists()
+    # overlays that replace nothing but land in the scored folder were scored as images next time
+    (src / "a.png.png").unlink()
+    for maps in (src, src / "maps"):
+        with pytest.raises(ValueError, match=r"--maps .* is inside the folder being scored"):
+            score_images(tmp_path / "model", src, tmp_path / "s.csv", maps_dir=maps)
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "b.png"] and not (tmp_path / "s.csv").exists()

@@ -134,7 +134,22 @@ def test_image_tables_have_one_schema_and_one_pass(folder, fitted, tmp_path, mon
         score_images(out / "model", folder, tmp_path / "s.txt")
     with pytest.raises(ValueError, match="does not exist"):
         score_images(out / "model", folder, tmp_path / "missing" / "s.csv")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.csv", "s.parquet"]
+    # given the data set folder itself, the table job names its test/ images as `image score` does
+    assert main(["score", "--model", str(out / "model"), "--input", str(folder), "--output",
+                 str(tmp_path / "whole.csv")]) == 0
+    assert list(pd.read_csv(tmp_path / "whole.csv")["file"]) == list(frame["file"])
+    # the rules of `gananomaly score --output`: a compressed CSV is compressed, a directory or a
+    # compression that cannot be written is refused before any scoring
+    score_images(out / "model", folder, tmp_path / "s.csv.gz")
+    assert (tmp_path / "s.csv.gz").read_bytes()[:2] == b"\x1f\x8b"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv.gz"), pd.read_csv(tmp_path / "whole.csv"),
+                                  check_exact=False, rtol=1e-9)
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        score_images(out / "model", folder, tmp_path / "d.csv")
+    with pytest.raises(ValueError, match="not .zip"):
+        score_images(out / "model", folder, tmp_path / "s.csv.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "job.csv", "s.csv.gz", "s.parquet", "whole.csv"]
 
 
 def test_score_folder_and_arrays_with_saved_model(folder, fitted, tmp_path):
@@ -295,6 +310,12 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
         score_file(table, test_dir, tmp_path / "x.csv")
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         score_file(model_dir, tmp_path / "missing", tmp_path / "x.csv")
+    # table options that mean nothing for images are refused, not ignored
+    with pytest.raises(ValueError, match=r"--id-column 'order_id' is for tables"):
+        score_file(model_dir, test_dir, tmp_path / "x.csv", id_column="order_id")
+    with pytest.raises(ValueError, match=r"explain \(--explain\) is for tables"):
+        score_file(model_dir, test_dir, tmp_path / "x.csv", explain=2)
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_image_score_writes_heat_map_overlays(folder, fitted, tmp_path):
@@ -408,6 +429,18 @@ def test_image_sources_users_get_wrong_are_named_or_refused(folder, fitted, tmp_
     with pytest.raises(ValueError, match=r"could not be read: b\.png"):
         score_file(model, messy, tmp_path / "s.csv", on_bad_rows="error")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both.NPZ", "messy", "plain.npz", "unit.npy"]
+    # an image holding NaN is named, and skipped under --on-bad-rows skip (it stopped the job, unnamed)
+    holed = data.images[:5].copy()
+    holed[3, 0, 2, 2] = np.nan
+    _npy(tmp_path / "holed.npy", holed)
+    with pytest.raises(ValueError, match=r"1 image\(s\) hold NaN or infinity: \['.*\[3\]'\]"):
+        score_file(model, tmp_path / "holed.npy", tmp_path / "h.csv", on_bad_rows="error")
+    with pytest.raises(ValueError, match=r"NaN or infinity: 1 image\(s\), at positions 3 "):
+        gananomaly.load(model).score_samples(holed)
+    stats = score_file(model, tmp_path / "holed.npy", tmp_path / "h.csv", on_bad_rows="skip")
+    kept = pd.read_csv(tmp_path / "h.csv")
+    assert stats["rows_scored"] == 4 and len(kept) == 4 and not kept["file"].str.endswith("[3]").any()
+    np.testing.assert_allclose(kept["score"], gananomaly.load(model).score_samples(holed[[0, 1, 2, 4]]), rtol=1e-12)
     assert score_file(model, messy, tmp_path / "s.csv")["skipped_rows"] == ["b.png"]  # default for images: skip
     mvtec = tmp_path / "mvtec"
     for kind, src in (("good", "normal"), ("spot", "spot")):

@@ -193,6 +193,19 @@ def test_save_and_load_give_the_same_scores_and_refuse_a_tampered_pyramid(tmp_pa
             gananomaly.load(tampered(edit, f"t{k}"))
     older = gananomaly.load(tampered(lambda m: m["params"].pop("weight"), "older"))  # a key added since: default
     assert older.weight == LaplacianPyramidDetector().weight
+    # the threshold follows contamination set after the fit (it stayed at the fit's), saved or not
+    X_train = X
+    for model in (lap, back):
+        model.set_params(contamination=0.2)
+        assert (model.predict(X_train) == -1).mean() == pytest.approx(0.2, abs=0.03)
+    save(lap, tmp_path / "m2")
+    assert gananomaly.load(tmp_path / "m2").offset_ == lap.offset_
+    with pytest.raises(ValueError, match=r"'offset' is .*, but the training scores give"):
+        gananomaly.load(tampered(lambda m: m["train_scores"].__setitem__(slice(None), [0.0] * 40), "scores"))
+    lap.offset_ = -1.5  # an assigned threshold stays, and is saved as it is
+    lap.set_params(contamination="auto")
+    save(lap, tmp_path / "m3")
+    assert lap.offset_ == gananomaly.load(tmp_path / "m3").offset_ == -1.5
     lap.set_params(levels=np.int64(2), batch_size=np.int64(64), hidden_dims=None)  # numpy ints, as from a grid
     lap.save(tmp_path / "np")
     assert gananomaly.load(tmp_path / "np").get_params() == {**lap.get_params(), "levels": 2, "batch_size": 64}

@@ -311,6 +311,12 @@ def test_pyfunc_bad_input_is_an_invalid_parameter_error_with_our_message(pipelin
     with pytest.raises(MlflowException, match="missing \\(NaN\\) values") as info:
         model.predict(frame.assign(**{COLS[1]: np.nan}))
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    # a pipeline that fills in nothing names the input's column and counts rows from 1 (it
+    # passed the value on: "column 1: row indices 2")
+    holed = frame.copy()
+    holed.iloc[2, 1] = np.nan
+    with pytest.raises(MlflowException, match=f"column '{COLS[1]}': row 3 \\(counted from 1\\)"):
+        model.predict(holed)
 
 
 def test_signature_requires_every_training_column_even_with_nan_in_the_example(pipeline, data, tmp_path):
@@ -490,3 +496,19 @@ def test_an_image_model_takes_every_image_layout_and_pixel_dtype(tmp_path):
         assert len(pf.predict((X * 255).astype(np.uint8))) == 4  # scored, with the range warning
     with pytest.raises(MlflowException, match=r"gananomaly: .*images of 4x4 pixels"):
         pf.predict(rng.rand(2, 4, 4))
+
+
+def test_a_bare_detectors_pyfunc_reads_numbers_sent_as_text(data, tmp_path):
+    """JSON clients send numbers as text: the module docstring says predict converts them, but a
+    bare detector fitted on named columns refused every such column as non-numeric."""
+    frame = pd.DataFrame(data[0], columns=COLS)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, hidden_dims=(16,), random_state=0).fit(frame)
+    gm.save_model(det, tmp_path / "m")
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    test = pd.DataFrame(data[1], columns=COLS)
+    np.testing.assert_allclose(model.predict(test.astype(str))["score"], det.score_samples(test), rtol=1e-6)
+    bad = test.astype(str)
+    bad.iloc[2, 1] = "12,5"
+    with pytest.raises(MlflowException, match=rf"column '{COLS[1]}' holds values that are no finite numbers in rows "
+                                              r"\[3\] \(counted from 1; e\.g\. '12,5'\)"):
+        model.predict(bad)

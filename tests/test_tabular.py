@@ -134,6 +134,9 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_fit(tmp_p
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match=r"output folder .*afile.* is a file, not a folder"):
         fit_tabular(tiny_config(), output_dir=tmp_path / "afile")
+    # a file where a folder to create goes (it failed at the save, after the training)
+    with pytest.raises(ValueError, match=r"cannot be created: .*afile.* is a file, not a folder"):
+        fit_tabular(tiny_config(), output_dir=tmp_path / "afile" / "run" / "deeper")
     (tmp_path / "out" / "metrics.json").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"holds a folder named metrics\.json"):
         fit_tabular(tiny_config(), output_dir=tmp_path / "out")
