@@ -378,7 +378,7 @@ def _check_params(params: Any, invalid: Invalid, detector_cls: type) -> None:
 
 
 def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> None:
-    from gananomaly.scoring import stat_names
+    from gananomaly.scoring import RELATIVE_SCALE_FLOOR, stat_names
 
     invalid.keys(fitted, "fitted", _FITTED_REQUIRED, _FITTED_OPTIONAL)
     n = invalid.int(fitted["n_features_in_"], "fitted.n_features_in_", 1, MAX_FEATURES)
@@ -418,6 +418,11 @@ def _check_fitted(fitted: Any, arch: dict, invalid: Invalid, version: int) -> No
         stats = invalid.keys(sc[part], key, set(names))
         for name in names:
             invalid.number(stats[name], f"{key}.{name}", positive=positive)
+    for name in names:  # the fit floors every scale at a share of its location (scoring.robust_stats)
+        loc, scale = sc["loc"][name], sc["scale"][name]
+        if scale < RELATIVE_SCALE_FLOOR * abs(loc) * (1 - 1e-9):
+            invalid(f"fitted.score_config.scale.{name}", f"is {scale}, below {RELATIVE_SCALE_FLOOR} of its location "
+                                                         f"{loc}, which a fit never gives")
     _check_extra(fitted.get("extra", {}), arch, n, invalid)
 
 

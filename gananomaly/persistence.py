@@ -296,4 +296,17 @@ def _load_pipeline(path: Path, files: OpenFiles, *, device: str):
         prep_invalid("", "does not hold a Pipeline")
     if meta["detector_step"] in {name for name, _ in prep.steps}:
         invalid("detector_step", f"names a preprocessing step ({meta['detector_step']!r}): step names must differ")
+    width = _output_width(prep)
+    if width is not None and width != detector.n_features_in_:
+        prep_invalid("", f"gives {width} features, but the detector in {DETECTOR_DIR}/ takes "
+                         f"{detector.n_features_in_}: the two were not saved together")
     return Pipeline(list(prep.steps) + [(meta["detector_step"], detector)])
+
+
+def _output_width(prep) -> int | None:
+    """The number of features the fitted preprocessing ``prep`` gives, from its output names;
+    None where a step cannot name them (the width is then known only when data flows)."""
+    try:
+        return len(prep.get_feature_names_out())
+    except Exception:  # noqa: BLE001 - sklearn raises assorted errors for steps without output names
+        return None

@@ -170,6 +170,9 @@ def test_tampered_tensors_are_refused(saved, tmp_path, name, edit, match):
     ("fitted.extra.objective", "evil", r"extra.objective.*one of"),
     ("fitted.extra.image_shape", [True, 2, 2], r"image_shape\[0\].*integer"),
     ("fitted.score_config.refine_lr", 1e300, r"refine_lr.*between"),
+    # statistics a fit never gives: scores of -1e299, or not finite at scoring
+    ("fitted.score_config.scale.knn", 1e-300, r"scale\.knn' is 1e-300, below 0\.001 of its location"),
+    ("fitted.score_config.loc.knn", 1e308, r"scale\.knn' is .*, below 0\.001 of its location 1e\+308"),
     ("params.learning_rate", 1e300, r"learning_rate"),
     (DIGEST_KEY, "0" * 63, r"weights_sha256.*64"),
     ("library_version", 7, r"library_version.*string"),
@@ -417,6 +420,17 @@ def test_pipeline_preprocessing_is_checksummed(tmp_path, data):
     (tmp_path / "q" / persistence.PREPROCESSING_NAME).unlink()
     (tmp_path / "q" / persistence.PREPROCESSING_NAME).mkdir()
     _refused(tmp_path / "q", "preprocessing.skops is a directory, not a file")
+    # a preprocessing of another width, digests forged to match, loaded and failed at scoring
+    import skops.io as sio
+    from sklearn.preprocessing import PolynomialFeatures
+
+    persistence.save(pipe, tmp_path / "w")
+    other = sio.dumps(make_pipeline(PolynomialFeatures(2)).fit(data[0]))
+    (tmp_path / "w" / persistence.PREPROCESSING_NAME).write_bytes(other)
+    meta = json.loads((tmp_path / "w" / persistence.PIPELINE_CONFIG).read_text())
+    meta[persistence.PREPROCESSING_DIGEST_KEY] = hashlib.sha256(other).hexdigest()
+    (tmp_path / "w" / persistence.PIPELINE_CONFIG).write_text(json.dumps(with_record_digest(meta)))
+    _refused(tmp_path / "w", r"preprocessing\.skops gives 15 features, but the detector in detector/ takes 4")
 
 
 # ------------------------------------------------------------------------------ saving
