@@ -32,7 +32,7 @@ from gananomaly.pipelines.frame_scoring import ScoreReport
 from gananomaly._atomic import atomic_open, make_temporary, remove_stale_temporaries, set_new_file_mode
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "MANIFEST_VERSION", "OutputError", "writing", "output_lock",
-           "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "output_compression",
+           "content_hash", "write_part", "commit_part", "reuse_part", "assemble", "output_compression", "check_output",
            "concat_parts", "prepare_workdir", "write_json_atomic", "fsync_dir", "job_stats"]
 
 log = logging.getLogger(__name__)
@@ -217,16 +217,33 @@ def assemble(work: Path, n_parts: int, out_path: Path, out_format: str, out_dir:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def output_compression(out_path: Path) -> str | None:
+def output_compression(out_path: Path, option: str = "--output") -> str | None:
     """The compression of a CSV output, from its suffix (``.gz``, ``.bz2``, ``.xz``; none
     for another suffix); a suffix of a compression that cannot be written here is refused."""
     suffix = out_path.suffix.lower()
     if suffix in CSV_WRITERS:
         return suffix
     if suffix in COMPRESSION:
-        raise ValueError(f"--output {str(out_path)!r}: a CSV output can be compressed as "
+        raise ValueError(f"{option} {str(out_path)!r}: a CSV output can be compressed as "
                          f"{', '.join('.csv' + s for s in CSV_WRITERS)}, not {suffix}")
     return None
+
+
+def check_output(out_path: Path, output_format: str | None = None, option: str = "--output") -> tuple[str, Path]:
+    """The format (``output_format``, else from the name) and the directory of an output file
+    the option ``option`` names; refuses, before any work, a format or CSV compression that
+    cannot be written, a missing directory and a path that is a directory."""
+    from gananomaly.pipelines.table_data import file_format
+
+    out_format = file_format(out_path, output_format)
+    if out_format == "csv":
+        output_compression(out_path, option)  # refuses a compression that cannot be written
+    out_dir = out_path.parent if str(out_path.parent) else Path(".")
+    if not out_dir.is_dir():
+        raise ValueError(f"{option}: directory {str(out_dir)!r} does not exist")
+    if out_path.is_dir():
+        raise ValueError(f"{option} {str(out_path)!r} is a directory")
+    return out_format, out_dir
 
 
 CSV_WRITERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

@@ -74,11 +74,11 @@ from gananomaly.pipelines.batch_files import (
     MANIFEST_VERSION,
     OutputError,
     assemble,
+    check_output,
     commit_part,
     content_hash,
     discard_unused_workdir,
     job_stats,
-    output_compression,
     output_lock,
     prepare_workdir,
     reuse_part,
@@ -211,7 +211,7 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
              "explain": int(explain), "ignore": tuple(ignore_columns)}
     is_array = in_path.is_file() and in_path.suffix.lower() in (".npy", ".npz")
     if in_path.is_dir() or is_array:
-        out_format, out_dir = _check_output(out_path, output_format)
+        out_format, out_dir = check_output(out_path, output_format)
         with output_lock(out_path):
             return _score_images_or_array(model, in_path, out_path, out_format, out_dir, table)
     if not in_path.is_file():
@@ -219,7 +219,7 @@ def score_file(model, input: str | os.PathLike, output: str | os.PathLike, *, id
     in_format = file_format(in_path, input_format)
     if out_path.exists() and out_path.resolve() == in_path.resolve():
         raise ValueError(f"--output {str(out_path)!r} is the input file")
-    out_format, out_dir = _check_output(out_path, output_format)
+    out_format, out_dir = check_output(out_path, output_format)
     with output_lock(out_path):
         return _score_table_file(model, in_path, in_format, out_path, out_format, out_dir, **table)
 
@@ -404,15 +404,3 @@ def _score_chunks(model, schema, chunks, work: Path, where: str, resume: bool, p
     if bar.total is not None and bar.n < bar.total:
         bar.update(bar.total - bar.n)  # a CSV parser's last read-ahead
     return total, n_chunks, reused
-
-def _check_output(out_path: Path, output_format: str | None) -> tuple[str, Path]:
-    """The output's format and directory; refuses a missing directory or a directory path."""
-    out_format = file_format(out_path, output_format)
-    if out_format == "csv":
-        output_compression(out_path)  # refuses a compression that cannot be written
-    out_dir = out_path.parent if str(out_path.parent) else Path(".")
-    if not out_dir.is_dir():
-        raise ValueError(f"--output: directory {str(out_dir)!r} does not exist")
-    if out_path.is_dir():
-        raise ValueError(f"--output {str(out_path)!r} is a directory")
-    return out_format, out_dir

@@ -88,7 +88,7 @@ def fit_images(
         raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r} (a test/ folder, "
                          "or the \"test\" array of an .npz; a .npy holds training images only)")
     if scores_csv is not None:
-        table_format(scores_csv)
+        table_format(scores_csv, "--scores")
     det = GANAnomalyDetector(**{"random_state": 0, **(params or {}), "channels": "first"})
     labelled = test is not None and test.kinds is not None and len(set(test.kinds)) > 1 and "normal" in test.kinds
     if test is not None and not labelled:

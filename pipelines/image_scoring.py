@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from gananomaly.pipelines import image_files
-from gananomaly.pipelines.batch_files import CSV_WRITERS, output_compression
+from gananomaly.pipelines.batch_files import CSV_WRITERS, check_output, output_compression
 from gananomaly.pipelines.frame_scoring import score_prepared
 from gananomaly.pipelines.image_files import ImageSet, list_images, load_image_files, load_image_source
-from gananomaly.pipelines.table_data import file_format
 
 from gananomaly._atomic import atomic_open
 
@@ -41,20 +40,10 @@ def auroc_per_kind(kinds: list[str], anomaly_score: np.ndarray) -> dict[str, flo
     return out
 
 
-def table_format(path: str | os.PathLike) -> str:
-    """``"csv"`` or ``"parquet"`` from the output's name; refuses, before any work, a missing
-    directory, a path that is a directory and a CSV compression that cannot be written (the
-    rules of ``gananomaly score --output``)."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
-    if path.is_dir():
-        raise ValueError(f"cannot write {str(path)!r}: it is a directory")
-    fmt = file_format(path)
-    if fmt == "csv":
-        output_compression(path)
-    return fmt
+def table_format(path: str | os.PathLike, option: str = "--out") -> str:
+    """``"csv"`` or ``"parquet"`` from the output's name, by the rules of ``gananomaly score
+    --output`` (:func:`~gananomaly.pipelines.batch_files.check_output`: refused before any work)."""
+    return check_output(Path(path), option=option)[0]
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
