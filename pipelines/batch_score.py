@@ -237,6 +237,11 @@ def _score_images_or_array(model, in_path: Path, out_path: Path, out_format: str
     if table["id_column"] is not None:
         raise ValueError(f"--id-column {table['id_column']!r} is for tables; an image's row is named by its file "
                          "(the file column)")
+    # policies for table columns: a non-default choice would be ignored for images, so it is refused
+    for key, option, default in (("extra_columns", "--extra-columns", "drop"), ("unseen", "--unseen", "score")):
+        if table[key] != default:
+            raise ValueError(f"{option} {table[key]} is for tables (columns the model does not use, categories "
+                             "unseen in training); an image has neither")
     return score_image_source(model, in_path, out_path, out_format, out_dir, chunk_rows=table["chunk_rows"],
                               chunk_bytes=IMAGE_CHUNK_BYTES, resume=table["resume"], progress=table["progress"],
                               start_time=table["start_time"], model_id=model_id, on_bad_rows=table["on_bad_rows"])

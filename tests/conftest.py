@@ -1,5 +1,36 @@
+import os
+
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one test process per core: each computes on one thread, and so do the
+    # commands its tests start (they inherit the variable), so no process's threads wait on a
+    # core another process holds. Set before torch is first imported; an explicit value is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Modules whose tests fit models with default settings, heaviest first. `make test` runs the
+# suite on several processes with whole modules as units (pytest-xdist, --dist loadfile);
+# starting these first lets the processes finish together instead of one waiting for a heavy
+# module handed out last. Only the order changes: every module still runs whole.
+HEAVY_MODULES = (
+    "test_default_quality.py",
+    "test_tabular.py",
+    "test_benchmarks.py",
+    "test_conditional.py",
+    "test_fidelity.py",
+    "test_images.py",
+    "test_explain_tabular.py",
+    "test_gpu_check.py",
+    "test_explain.py",
+    "test_hostile_models.py",
+    "test_estimator.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

@@ -315,6 +315,10 @@ def test_one_scoring_command_scores_a_folder_of_images_like_a_table(folder, fitt
         score_file(model_dir, test_dir, tmp_path / "x.csv", id_column="order_id")
     with pytest.raises(ValueError, match=r"explain \(--explain\) is for tables"):
         score_file(model_dir, test_dir, tmp_path / "x.csv", explain=2)
+    with pytest.raises(ValueError, match=r"--extra-columns error is for tables"):
+        score_file(model_dir, test_dir, tmp_path / "x.csv", extra_columns="error")
+    with pytest.raises(ValueError, match=r"--unseen error is for tables"):
+        score_file(model_dir, test_dir, tmp_path / "x.csv", unseen="error")
     assert not (tmp_path / "x.csv").exists()
 
 
