@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ModelSchema", "model_schema", "prepare_frame", "format_rows", "explain_columns",
+__all__ = ["ModelSchema", "model_schema", "prepare_frame", "model_input", "format_rows", "explain_columns",
            "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text", "category_str",
            "numeric_cells", "blank_cells"]
 
@@ -48,12 +48,17 @@ class ModelSchema:
     named : bool
         False when the model was fitted on an unnamed array: then ``numeric`` holds
         positions as strings and the input's columns are taken in order.
+    typed : dict of str to dict
+        Categorical columns whose encoder was fitted on categories that are not text (numbers):
+        each category's text (:func:`category_str`) -> the category, so that
+        :func:`model_input` hands the encoder the values it knows.
     """
 
     numeric: list[str]
     categorical: list[str]
     categories: dict[str, set] = field(default_factory=dict)
     named: bool = True
+    typed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -86,6 +91,7 @@ def _column_transformer_schema(first) -> ModelSchema:
     numeric: list[str] = []
     categorical: list[str] = []
     categories: dict[str, set] = {}
+    typed: dict[str, dict[str, Any]] = {}
     for name, trans, cols in first.transformers_:
         if name == "remainder" or trans == "drop" or len(cols) == 0:
             continue
@@ -100,13 +106,49 @@ def _column_transformer_schema(first) -> ModelSchema:
         if encoders:
             categorical.extend(cols)
             for col, cats in zip(cols, encoders[0].categories_):
-                categories[col] = {str(c) for c in cats}
+                known = [c for c in cats if not pd.isna(c)]
+                categories[col] = {category_str(c) for c in known}
+                if not all(isinstance(c, str) for c in known):
+                    typed[col] = {category_str(c): c for c in known}
         else:
             numeric.extend(cols)
     if first.remainder != "drop":
         raise ValueError("the model's ColumnTransformer passes the remaining columns through; batch scoring "
                          "needs remainder='drop' to know the required columns")
-    return ModelSchema(numeric, categorical, categories)
+    return ModelSchema(numeric, categorical, categories, typed=typed)
+
+
+def model_input(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
+    """``frame`` (converted by :func:`prepare_frame`: categories as text) with the categorical
+    columns of ``schema.typed`` back in the type their encoder was fitted on: a one-hot encoder
+    fitted on the numbers 1, 2, 3 reads the text "2" as a category it never saw (all zeros).
+    A value that is no known category stays unknown to the encoder: its number, or (text in a
+    column of numbers) a number above every known category."""
+    if not schema.typed:
+        return frame
+    frame = frame.copy()
+    for col, lookup in schema.typed.items():
+        if col not in frame.columns:
+            continue
+        numbers = [c for c in lookup.values()
+                   if isinstance(c, (Integral, float, np.floating)) and not isinstance(c, (bool, np.bool_))]
+        unknown = (max(numbers) + 1) if len(numbers) == len(lookup) and numbers else None
+
+        def value(v, lookup=lookup, unknown=unknown):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                return np.nan
+            if v in lookup:
+                return lookup[v]
+            if unknown is None:
+                return v
+            try:
+                number = float(v)
+            except (TypeError, ValueError):
+                return unknown
+            return int(number) if number.is_integer() else number
+
+        frame[col] = pd.Series([value(v) for v in frame[col]], index=frame.index, dtype=object).infer_objects()
+    return frame
 
 
 def format_rows(rows: list[int], limit: int = 10) -> str:
@@ -252,9 +294,9 @@ def _explain_pass(model, data) -> _Pass:
         schema = model_schema(model)
         frame, keep, _ = prepare_frame(data, schema)
         pre, det = model[:-1], model.steps[-1][1]
-        Xt = pre.transform(frame)
+        Xt = pre.transform(model_input(frame, schema))
         names = [str(n) for n in pre.get_feature_names_out()]
-        source = feature_columns(names, schema)
+        source = feature_columns(names, schema, column_owners(pre))
         columns = [c for c in schema.columns if c in set(source)]
     else:
         det = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -439,17 +481,62 @@ def _feature_index(feature, names: list[str]) -> int:
     raise ValueError(f"the detector explained a feature {f!r} that is not among its input columns {names}")
 
 
-def feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
+def feature_columns(names: list[str], schema: ModelSchema, owners: dict[str, list[str]] | None = None) -> list[str]:
     """The input column each preprocessed feature comes from (``numeric__amount`` ->
-    ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column)."""
+    ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column).
+    ``owners`` (:func:`column_owners`: each transformer's input columns) decides by the
+    transformer named in the feature's prefix, so a numeric column ``plan_pro`` and the
+    category ``pro`` of a column ``plan`` are told apart."""
     out = []
     for n in names:
-        tail = n.split("__", 1)[-1]
-        if tail in schema.numeric or tail in schema.categorical:
+        prefix, tail = n.split("__", 1) if "__" in n else ("", n)
+        cols = (owners or {}).get(prefix)
+        if cols is None:
+            if tail in schema.numeric or tail in schema.categorical:
+                out.append(tail)
+                continue
+            cols = schema.categorical
+        elif tail in cols:
             out.append(tail)
             continue
-        matches = [c for c in schema.categorical if tail.startswith(f"{c}_")]
+        matches = [c for c in cols if tail.startswith(f"{c}_")]
         out.append(max(matches, key=len) if matches else tail)
+    return out
+
+
+def _column_transformer(pre):
+    """The ``ColumnTransformer`` that makes ``pre``'s features (its only step), or None."""
+    from sklearn.compose import ColumnTransformer
+
+    steps = getattr(pre, "steps", None)
+    step = steps[0][1] if steps and len(steps) == 1 else pre
+    return step if isinstance(step, ColumnTransformer) and hasattr(step, "transformers_") else None
+
+
+def column_owners(pre) -> dict[str, list[str]]:
+    """Each transformer's name -> its input columns, for the preprocessing ``pre`` (empty when
+    it is not a single ``ColumnTransformer`` selecting columns by name)."""
+    step = _column_transformer(pre)
+    if step is None:
+        return {}
+    return {name: [str(c) for c in cols] for name, trans, cols in step.transformers_
+            if not isinstance(trans, str) and not isinstance(cols, slice) and all(isinstance(c, str) for c in cols)}
+
+
+def _encoders(pre) -> dict[str, tuple[Any, int]]:
+    """Each one-hot encoded input column -> (its encoder, the column's position in it)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    step = _column_transformer(pre)
+    out: dict[str, tuple[Any, int]] = {}
+    for _, trans, cols in getattr(step, "transformers_", []):
+        if isinstance(trans, str) or isinstance(cols, slice):
+            continue
+        inner = [t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans]
+        enc = next((t for t in inner if isinstance(t, OneHotEncoder)), None)
+        if enc is not None:
+            out.update({str(c): (enc, i) for i, c in enumerate(cols)})
     return out
 
 
@@ -476,22 +563,40 @@ def _to_input_units(pre, columns: list[str], block: np.ndarray) -> np.ndarray:
             return values
         return apply
 
-    step = pre.steps[0][1] if len(pre.steps) == 1 else None
-    inverse = None
-    if isinstance(step, ColumnTransformer):
-        for _, trans, cols in getattr(step, "transformers_", []):
-            if not isinstance(cols, slice) and not isinstance(trans, str) and [str(c) for c in cols] == columns:
-                inverse = inverse_of([t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans])
-    else:
-        inverse = inverse_of([t for _, t in pre.steps])
-    if inverse is not None:
+    def inverted(inverse, part):
+        if inverse is None:
+            return None
         try:
-            return np.asarray(inverse(block), dtype=np.float64)
+            return np.asarray(inverse(part), dtype=np.float64)
         except (ValueError, TypeError, AttributeError):
-            pass
-    log.warning("explain: the preprocessing has no inverse for the numeric columns %s; their 'expected' values "
-                "are left empty (NaN) rather than given in the model's scaled units", columns[:10])
-    return np.full(block.shape, np.nan)
+            return None
+
+    out = np.full(block.shape, np.nan)
+    done = np.zeros(len(columns), dtype=bool)
+    step = pre.steps[0][1] if len(pre.steps) == 1 else None
+    if isinstance(step, ColumnTransformer):
+        # each transformer's columns through that transformer's own inverse (a StandardScaler on
+        # some columns and a MinMaxScaler on others both invert)
+        for _, trans, cols in getattr(step, "transformers_", []):
+            if isinstance(cols, slice) or isinstance(trans, str):
+                continue
+            pos = [columns.index(str(c)) if str(c) in columns else -1 for c in cols]
+            if not pos or min(pos) < 0 or done[pos].any():
+                continue
+            values = inverted(inverse_of([t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans]),
+                              block[:, pos])
+            if values is not None and values.shape == (block.shape[0], len(pos)):
+                out[:, pos] = values
+                done[pos] = True
+    else:
+        values = inverted(inverse_of([t for _, t in pre.steps]), block)
+        if values is not None and values.shape == block.shape:
+            return values
+    if not done.all():
+        log.warning("explain: the preprocessing has no inverse for the numeric columns %s; their 'expected' values "
+                    "are left empty (NaN) rather than given in the model's scaled units",
+                    [c for c, d in zip(columns, done) if not d][:10])
+    return out
 
 
 def _expected_values(pre, names: list[str], source: list[str], schema: ModelSchema, expected_t: np.ndarray) -> dict:
@@ -503,11 +608,23 @@ def _expected_values(pre, names: list[str], source: list[str], schema: ModelSche
         block = _to_input_units(pre, [source[j] for j in numeric_idx], expected_t[:, numeric_idx])
         for k, j in enumerate(numeric_idx):
             out[source[j]] = block[:, k].tolist()
+    encoders = _encoders(pre)
     for col in schema.categorical:
         idx = [j for j, c in enumerate(source) if c == col]
         if not idx:
             continue
         cats = [names[j].split("__", 1)[-1][len(col) + 1:] for j in idx]
-        best = np.argmax(expected_t[:, idx], axis=1)
+        values = expected_t[:, idx]
+        enc, i = encoders.get(col, (None, 0))
+        infrequent = getattr(enc, "infrequent_categories_", None)
+        if infrequent is not None and infrequent[i] is not None:
+            group = f"(infrequent: {', '.join(category_str(c) for c in infrequent[i])})"
+            cats = [group if c == "infrequent_sklearn" else c for c in cats]
+        drop = getattr(enc, "drop_idx_", None)
+        if drop is not None and drop[i] is not None:
+            # the dropped category has no feature: its one-hot value is what the others leave of 1
+            cats.append(category_str(enc.categories_[i][int(drop[i])]))
+            values = np.column_stack([values, 1.0 - values.sum(axis=1)])
+        best = np.argmax(values, axis=1)
         out[col] = [cats[b] for b in best]
     return out

@@ -29,6 +29,7 @@ from gananomaly.explanations import (
     ModelSchema,
     format_rows,
     input_columns,
+    model_input,
     model_schema,
     prepare_frame,
     top_columns,
@@ -71,6 +72,13 @@ def _transform(model, X) -> tuple[Any, Any]:
     from sklearn.pipeline import Pipeline
 
     if isinstance(model, Pipeline):
+        if len(model.steps) > 1 and isinstance(X, pd.DataFrame):
+            try:
+                schema = model_schema(model)
+            except ValueError:  # columns chosen by position or passed through: nothing to retype
+                schema = None
+            if schema is not None:
+                X = model_input(X, schema)  # categories in the type their encoder was fitted on
         return model.steps[-1][1], (model[:-1].transform(X) if len(model.steps) > 1 else X)
     return model, X
 
