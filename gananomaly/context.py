@@ -60,12 +60,26 @@ def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarra
 
 def _key(v) -> str:
     """The category a context value names (:func:`gananomaly.explanations.category_str`: 3.0 is
-    "3"; integer codes read from a column with a gap arrive as floats, numpy's too)."""
-    return category_str(float(v) if isinstance(v, np.floating) else v)
+    "3"; integer codes read from a column with a gap arrive as floats, numpy's too). A numpy
+    float is written as numpy writes its own width, shortest: float32 0.1 is "0.1", as the
+    Python float 0.1 is (not "0.10000000149011612")."""
+    if isinstance(v, np.floating):
+        return str(int(v)) if float(v).is_integer() else str(v)
+    return category_str(v)
+
+
+def _older_keys(v) -> tuple[str, ...]:
+    """How earlier versions named the value's category (a model saved then recorded these)."""
+    older = (str(v),)
+    if isinstance(v, np.floating):
+        older += (category_str(float(v)),)
+    return older
 
 
 def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:
-    values = np.asarray(context, dtype=object)
+    raw = np.asarray(context)
+    # numbers of a float dtype stay numpy scalars of that width (see _key); the rest as objects
+    values = np.array(list(raw), dtype=object) if raw.dtype.kind == "f" and raw.ndim == 1 else raw.astype(object)
     if values.ndim != 1 or values.shape[0] != X.shape[0]:
         raise ValueError(f"context must be 1-D with one value per row ({X.shape[0]}), got shape {values.shape}")
     missing = [i for i, v in enumerate(values)  # None, NaN and pandas' missing markers (a nullable column's <NA>)
@@ -75,7 +89,8 @@ def _keys(context, X: np.ndarray, known: list[str] | None = None) -> np.ndarray:
     keys = [_key(v) for v in values]
     if known is not None:  # a model whose categories were recorded as "3.0" still reads 3.0
         known_set = set(known)
-        keys = [k if k in known_set or str(v) not in known_set else str(v) for k, v in zip(keys, values)]
+        keys = [k if k in known_set else next((o for o in _older_keys(v) if o in known_set), k)
+                for k, v in zip(keys, values)]
     return np.array(keys, dtype=object)
 
 

@@ -151,10 +151,7 @@ def save_model(
 
     _, det = split_model(model)
     check_is_fitted(det)
-    if getattr(det, "context_categories_", None) is not None or getattr(det, "context_mean_", None) is not None:
-        raise ValueError("this detector was fitted with a context, which the MLflow pyfunc cannot pass (its predict "
-                         "takes one table): a logged or registered model could never score. Save it with "
-                         "det.save(path) and score with det.score_samples(X, context=...)")
+    _refuse_context(det)
     _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
     path = os.path.abspath(os.fspath(path))
     existed = os.path.isdir(path)
@@ -297,6 +294,7 @@ def log_model(
 
     from mlflow.models import Model
 
+    _refuse_context(split_model(model)[1])  # before MLflow records a LoggedModel
     return Model.log(
         name=name,
         artifact_path=None,
@@ -437,3 +435,10 @@ def _load_pyfunc(path: str, model_config: dict | None = None) -> GANAnomalyPyfun
                          f"flavor names ({str(target)!r})")
     return GANAnomalyPyfunc(persistence.load(target, device="cpu" if model_config is None else
                                               str(model_config.get("device", "cpu"))))
+
+
+def _refuse_context(det) -> None:
+    if getattr(det, "context_categories_", None) is not None or getattr(det, "context_mean_", None) is not None:
+        raise ValueError("this detector was fitted with a context, which the MLflow pyfunc cannot pass (its predict "
+                         "takes one table): a logged or registered model could never score. Save it with "
+                         "det.save(path) and score with det.score_samples(X, context=...)")

@@ -115,6 +115,8 @@ def tracked_fit(model, X, *, X_eval=None, y_eval=None, experiment: str = "ganano
     """
     import mlflow
 
+    if not isinstance(experiment, str):
+        raise TypeError(f"experiment must be the MLflow experiment's name (a str), got {type(experiment).__name__}")
     job = TrackedRun.prepare(model, X, X_eval=X_eval, y_eval=y_eval, extra_params=extra_params,
                              image_shape=image_shape, log_model=log_model, uri=resolve_tracking_uri(tracking_uri),
                              experiment=experiment)

@@ -60,9 +60,35 @@ def _collect_params(model, det, extra_params: dict | None) -> dict[str, str]:
     prep, _, _ = split_model(model)
     if prep is not None:
         params["pipeline_steps"] = _param_value([f"{n}:{type(s).__name__}" for n, s in model.steps])
+    if extra_params is not None and not isinstance(extra_params, dict):
+        raise TypeError(f"extra_params must be a dict of parameter names to values, got {type(extra_params).__name__}")
     for k, v in (extra_params or {}).items():
-        params[str(k)] = _param_value(v)
+        key = str(k)
+        if key in params or key in RUN_PARAMS:
+            raise ValueError(f"extra_params key {key!r} is a parameter the run records itself (the detector's "
+                             f"parameters and {', '.join(sorted(RUN_PARAMS))}): its value would replace the real "
+                             "one or make MLflow refuse the run; give it another name")
+        _check_param_name(key)
+        params[key] = _param_value(v)
     return params
+
+
+# Parameters every tracked run logs besides the detector's own (see _log_inputs and _collect_params).
+RUN_PARAMS = frozenset({"n_samples", "n_features", "data_shape", "feature_names", "pipeline_steps"})
+
+
+def _check_param_name(key: str) -> None:
+    """A parameter name MLflow accepts, checked before the run opens (MLflow's own message names
+    the parameter by its position in the batch, after the run was created)."""
+    try:
+        from mlflow.utils.validation import _validate_param_name
+    except ImportError:  # another MLflow layout: MLflow checks the name itself when logging
+        return
+    try:
+        _validate_param_name(key)
+    except Exception as exc:  # noqa: BLE001 - MlflowException; its text says which characters are allowed
+        raise ValueError(f"extra_params key {key!r} is not a valid MLflow parameter name: "
+                         f"{str(exc).splitlines()[0]}") from None
 
 
 def _feature_names(X) -> list[str] | None:
@@ -122,6 +148,20 @@ def check_eval(X_eval, y_eval) -> np.ndarray | None:
     return y
 
 
+def _check_eval_columns(X, X_eval) -> None:
+    """X_eval has X's columns (a table) or X's row shape (an array): checked before the fit,
+    which would otherwise run whole before the evaluation fails."""
+    if isinstance(X, pd.DataFrame):
+        if isinstance(X_eval, pd.DataFrame):
+            missing = [str(c) for c in X.columns if c not in X_eval.columns]
+            if missing:
+                raise ValueError(f"X_eval lacks column(s) {missing[:10]} of X")
+        return
+    shape, shape_eval = _shape(X), _shape(X_eval)
+    if len(shape) == len(shape_eval) and shape[1:] != shape_eval[1:]:
+        raise ValueError(f"X_eval's rows have shape {shape_eval[1:]}, X's {shape[1:]}")
+
+
 @dataclass
 class TrackedRun:
     """One tracked fit: the model, its data and what to log, checked by :meth:`prepare`."""
@@ -146,6 +186,8 @@ class TrackedRun:
         """Check the model and the evaluation data (before any fit) and collect the parameters."""
         prep, det, _ = split_model(model)
         y = check_eval(X_eval, y_eval)
+        if X_eval is not None:
+            _check_eval_columns(X, X_eval)
         image_shape = _check_image_shape(image_shape, X if prep is None else None)
         return cls(model, X, X_eval, y, image_shape, log_model, _collect_params(model, det, extra_params), uri,
                    experiment, det=det, image=_is_image(det, X, image_shape))

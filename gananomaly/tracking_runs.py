@@ -44,10 +44,12 @@ def compare_runs(experiment: str, *, sort_by: str = "auroc_combined", tracking_u
     ValueError
         Unknown experiment, or ``sort_by`` is not a metric of any run.
     """
+    from numbers import Integral
+
     import mlflow
 
-    if max_runs < 1:
-        raise ValueError(f"max_runs must be >= 1, got {max_runs}")
+    if not isinstance(max_runs, Integral) or isinstance(max_runs, bool) or max_runs < 1:
+        raise ValueError(f"max_runs must be an integer >= 1, got {max_runs!r}")
     import pandas as pd
 
     from gananomaly.tracking_store import probe_http, resolve_tracking_uri, sqlite_path, tracking_scope

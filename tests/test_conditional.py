@@ -1,6 +1,7 @@
 """Conditional GAN: anomalies that are only anomalous in their context."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -86,6 +87,23 @@ def test_integer_context_codes_read_the_same_as_floats():
     assert floats.context_categories_ == ["0", "1", "2"]
     with pytest.raises(ValueError, match=r"never seen in fit: \['2.5'\]"):
         det.score_samples(X[:1], context=[2.5])
+
+
+def test_a_float32_context_reads_the_same_as_the_numbers_it_holds():
+    """A context column read as float32 recorded 0.1 as "0.10000000149011612": the same values
+    given as ordinary floats were refused as never seen."""
+    X = np.random.RandomState(0).randn(120, 3)
+    shift = np.array([0.1, 0.2] * 60, dtype=np.float32)
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X, context=pd.Series(shift))
+    assert det.context_categories_ == ["0.1", "0.2"]
+    as_float32 = det.score_samples(X[:4], context=shift[:4])
+    np.testing.assert_array_equal(det.score_samples(X[:4], context=[0.1, 0.2, 0.1, 0.2]), as_float32)
+    wide = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X, context=shift.astype(np.float64))
+    np.testing.assert_array_equal(wide.score_samples(X[:4], context=shift[:4]),
+                                  wide.score_samples(X[:4], context=shift[:4].astype(np.float64)))
+    # a model saved by an earlier version, whose categories were recorded the long way, still reads float32
+    det.context_categories_ = [str(float(np.float32(0.1))), str(float(np.float32(0.2)))]
+    np.testing.assert_array_equal(det.score_samples(X[:4], context=shift[:4]), as_float32)
 
 
 def test_conditional_generator_follows_the_context(conditional):

@@ -475,6 +475,16 @@ def test_a_detector_fitted_with_a_context_is_not_saved_for_a_pyfunc_that_could_n
     with pytest.raises(ValueError, match=r"fitted with a context.*det\.save\(path\)"):
         gm.save_model(det, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+    # logging is refused before MLflow records anything (a FAILED LoggedModel was left behind)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        exp = mlflow.set_experiment("conditional")
+        with mlflow.start_run():
+            with pytest.raises(ValueError, match=r"fitted with a context"):
+                gm.log_model(det, name="model", registered_model_name="cond")
+        assert mlflow.MlflowClient().search_logged_models(experiment_ids=[exp.experiment_id]) == []
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_an_image_model_takes_every_image_layout_and_pixel_dtype(tmp_path):

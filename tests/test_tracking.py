@@ -365,10 +365,25 @@ def test_eval_arguments_validated_before_any_run(data, store):
         tracked_fit(small_detector(), X, image_shape=(3, 2, 2), experiment="bad-eval", tracking_uri=store)
     with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\), three positive ints, got 'x'"):
         tracked_fit(small_detector(), X, image_shape="x", experiment="bad-eval", tracking_uri=store)
+    # an X_eval of another width failed only after the whole fit
+    with pytest.raises(ValueError, match=r"X_eval's rows have shape \(3,\), X's \(4,\)"):
+        tracked_fit(small_detector(), X, X_eval=X_eval[:, :3], y_eval=y_eval, experiment="bad-eval",
+                    tracking_uri=store)
+    # extra parameters that would overwrite what the run records (the detector was recorded with the
+    # user's epochs), or that MLflow refuses once the run is open
+    for extra, match in (({"epochs": "300 (planned)"}, "'epochs' is a parameter the run records itself"),
+                         ({"n_samples": 5}, "'n_samples' is a parameter the run records itself"),
+                         ({"bad:key?": 1}, "'bad:key\\?' is not a valid MLflow parameter name")):
+        with pytest.raises(ValueError, match=match):
+            tracked_fit(small_detector(), X, extra_params=extra, experiment="bad-eval", tracking_uri=store)
+    with pytest.raises(TypeError, match="experiment must be the MLflow experiment's name \\(a str\\), got NoneType"):
+        tracked_fit(small_detector(), X, experiment=None, tracking_uri=store)
     from gananomaly.tracking_log import _check_image_shape
 
     assert _check_image_shape([1, 2, 2], None) == (1, 2, 2)  # after preprocessing: the width is not X's
     assert MlflowClient(store).get_experiment_by_name("bad-eval") is None
+    with pytest.raises(ValueError, match="max_runs must be an integer >= 1, got '5'"):
+        compare_runs("read-back", tracking_uri=store, max_runs="5")
 
 
 def test_unreachable_server_saves_model_locally_and_names_uri(data, monkeypatch, tmp_path):
