@@ -20,9 +20,11 @@ fit opens its checkpoint directory; one fit at a time uses a directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,10 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     return payload
 
 
+# Age after which a checkpoint's temporary file is a dead process's (a write takes seconds).
+STALE_TEMPORARY_S = 15 * 60
+
+
 class CheckpointStore:
     """Saves and loads the trainer state in ``directory`` for one (data, parameters) pair."""
 
@@ -130,8 +136,13 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not os.access(self.dir, os.W_OK):
             raise PermissionError(f"checkpoint_dir={str(self.dir)!r} is not writable")
-        for stale in self.dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+        # left by a process killed mid-write; a write in flight (another fit on this directory)
+        # is seconds old and is left alone: removing it made that fit fail at its rename
+        now = time.time()
+        for stale in self.dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - stale.stat().st_mtime > STALE_TEMPORARY_S:
+                    stale.unlink(missing_ok=True)
 
     @property
     def path(self) -> Path:

@@ -250,8 +250,14 @@ def categorical_text(s: pd.Series) -> np.ndarray:
     which they do not impute, so those rows were scored as of an unknown category)."""
     obj = s.astype(object)
     na = obj.isna().to_numpy()
-    if pd.api.types.is_string_dtype(s) and pd.api.types.infer_dtype(obj[~na], skipna=True) in ("string", "empty"):
+    kind = pd.api.types.infer_dtype(obj[~na], skipna=True)
+    if pd.api.types.is_string_dtype(s) and kind in ("string", "empty"):
         return np.where(na, np.nan, obj.to_numpy()).astype(object)
+    if kind == "mixed":  # lists, mappings or arrays (a Parquet list or struct column) are no categories
+        nested = [i for i, v in enumerate(obj) if isinstance(v, (list, tuple, dict, set, np.ndarray))]
+        if nested:
+            raise ValueError(f"categorical column {s.name!r} holds lists or mappings, not categories (row "
+                             f"{nested[0] + 1}, counted from 1: {obj.iloc[nested[0]]!r})")
     return np.where(na, np.nan, obj.map(category_str)).astype(object)
 
 

@@ -127,18 +127,27 @@ def output_lock(out_path: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def content_hash(files: list[Path], names: list[str] | None = None) -> str:
+def content_hash(files: list[Path], names: list[str] | None = None, unreadable_ok: bool = False) -> str:
     """SHA-256 of the files' bytes (and names, when given), read in 1 MiB blocks. Resume
     trusts this, not sizes and modification times: an edit in place with its time restored
     changes it. About 0.6 s per GB from the page cache (a small share of scoring the same
-    bytes); SHA-256 was faster than BLAKE2b here (CPU SHA instructions)."""
+    bytes); SHA-256 was faster than BLAKE2b here (CPU SHA instructions). ``unreadable_ok``: a
+    file that cannot be opened (a link to nothing in a folder of images, which the job names
+    and skips) counts as a marker instead of failing the job."""
     h = hashlib.sha256()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     for i, path in enumerate(files):
         if names is not None:
             h.update(f"{len(names[i])}:{names[i]}".encode())
-        with open(path, "rb", buffering=0) as fh:
+        try:
+            fh = open(path, "rb", buffering=0)
+        except OSError:
+            if not unreadable_ok:
+                raise
+            h.update(b"\0unreadable\0")
+            continue
+        with fh:
             while n := fh.readinto(buf):
                 h.update(view[:n])
     return h.hexdigest()

@@ -102,7 +102,7 @@ def _image_chunks(in_path: Path, chunk_rows: int) -> tuple[list[str], list, Any,
         # images as test/KIND/FILE): the two commands' tables join on the file
         names = [image_files.text_name(str(f.relative_to(in_path))) for f in files]
         chunks = [files[k : k + chunk_rows] for k in range(0, len(files), chunk_rows)]
-        return names, chunks, None, content_hash(files, names)
+        return names, chunks, None, content_hash(files, names, unreadable_ok=True)
     data = image_files.load_image_source(in_path, split="test" if in_path.suffix.lower() == ".npz" else "train")
     if data is None or len(data.names) == 0:
         raise ValueError(f"--input: no images in {str(in_path)!r}{image_files.npz_keys_hint(in_path)}")

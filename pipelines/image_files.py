@@ -23,6 +23,10 @@ log = logging.getLogger("gananomaly.pipelines.image")
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _MODES = {"grey": "L", "gray": "L", "rgb": "RGB"}
+#: Pixels an image file may declare (width x height, e.g. 8192 x 4096): a file is decoded at the
+#: size its header declares before it is resized, so a few-KB file declaring 12000 x 12000
+#: 16-bit pixels would take gigabytes. Larger files are named and skipped (or refused).
+MAX_FILE_PIXELS = 2**25
 
 
 @dataclass
@@ -132,6 +136,9 @@ def load_image_files(
         name = text_name(str(path.relative_to(root)) if root is not None else str(path))
         try:
             with Image.open(path) as img:
+                if img.width * img.height > MAX_FILE_PIXELS:  # read from the header, nothing decoded yet
+                    raise ValueError(f"it declares {img.width} x {img.height} pixels, more than the "
+                                     f"{MAX_FILE_PIXELS} an image file may have here; shrink it first")
                 img.load()
                 img = _converted(ImageOps.exif_transpose(img), pil_mode)  # as a viewer shows the photo
                 if target is None:

@@ -187,10 +187,15 @@ def test_stale_temporary_checkpoints_are_removed(tmp_path, blobs):
     ckpt.mkdir()
     stale = ckpt / f".{CHECKPOINT_NAME}.abc123.tmp"  # a process killed while writing leaves this
     stale.write_bytes(b"half a checkpoint")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    # a write in flight of another fit on the directory: removing it made that fit fail at its rename
+    fresh = ckpt / f".{CHECKPOINT_NAME}.def456.tmp"
+    fresh.write_bytes(b"being written")
     (ckpt / "notes.txt").write_text("kept")
     GANAnomalyDetector(epochs=1, encoder_epochs=1, hidden_dims=(8,), random_state=0,
                        checkpoint_dir=str(ckpt)).fit(blobs[0][:100])
-    assert sorted(p.name for p in ckpt.iterdir()) == [CHECKPOINT_NAME, "notes.txt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([CHECKPOINT_NAME, "notes.txt", fresh.name])
 
 
 def test_cli_fit_killed_by_parent_then_resumed(tmp_path, blobs):

@@ -136,6 +136,40 @@ def test_a_data_set_folder_is_scored_by_its_test_images_only(tmp_path):
                                                                "test/scratch/1.png"]
 
 
+def _declared_png(path, width, height):
+    """A valid 8-bit grey PNG of ``width`` x ``height`` black pixels, written row by row through a
+    compressor: the file is small whatever the size its header declares."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row, parts = zlib.compressobj(9), bytes(width + 1), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_small_file_declaring_a_huge_image_is_skipped_before_it_is_decoded(tmp_path):
+    """A ~140 KB PNG declaring 12000 x 12000 pixels was decoded whole before the resize (Pillow
+    only warns below 179 million pixels): hundreds of MB for one file, gigabytes at 16 bits."""
+    import resource
+
+    for i in range(2):
+        _png(tmp_path / f"{i}.png", seed=i)
+    _declared_png(tmp_path / "huge.png", 12000, 12000)
+    assert (tmp_path / "huge.png").stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = load_image_files(sorted(tmp_path.glob("*.png")), size=(8, 8), root=tmp_path)
+    assert data.names == ["0.png", "1.png"]
+    assert data.skipped[0][0] == "huge.png" and "declares 12000 x 12000 pixels" in data.skipped[0][1]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB: nothing decoded
+
+
 def test_hidden_copies_are_skipped_and_a_dangling_link_is_named(tmp_path):
     """.ipynb_checkpoints/ copies were read as training images, and a link to nothing was dropped
     without a word (the README says unreadable files are named)."""
@@ -149,6 +183,14 @@ def test_hidden_copies_are_skipped_and_a_dangling_link_is_named(tmp_path):
     assert [f.name for f in files] == ["0.png", "1.png", "2.png", "gone.png"]
     data = load_image_files(files, root=tmp_path)
     assert data.names == ["0.png", "1.png", "2.png"] and [n for n, _ in data.skipped] == ["gone.png"]
+    # the batch job hashed every listed file for --resume and died on the link instead of naming it
+    from gananomaly.pipelines.batch_score import score_file
+
+    det = GANAnomalyDetector(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0)
+    det.fit(np.stack([np.asarray(Image.open(tmp_path / f"{i}.png"), dtype=np.float64)[None] for i in range(3)]))
+    out = tmp_path.parent / f"{tmp_path.name}-scores.csv"
+    stats = score_file(det, tmp_path, out)
+    assert stats["rows_scored"] == 3 and out.exists()
 
 
 def test_an_overlay_never_takes_the_name_of_a_folder_other_overlays_need(tmp_path):

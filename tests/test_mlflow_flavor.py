@@ -476,13 +476,15 @@ def test_a_detector_fitted_with_a_context_is_not_saved_for_a_pyfunc_that_could_n
         gm.save_model(det, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     # logging is refused before MLflow records anything (a FAILED LoggedModel was left behind)
+    # (an explicit experiment id: mlflow.set_experiment would leave a process-wide active experiment
+    # that another store has not got)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        exp = mlflow.set_experiment("conditional")
-        with mlflow.start_run():
+        exp_id = MlflowClient().create_experiment("conditional")
+        with mlflow.start_run(experiment_id=exp_id):
             with pytest.raises(ValueError, match=r"fitted with a context"):
                 gm.log_model(det, name="model", registered_model_name="cond")
-        assert mlflow.MlflowClient().search_logged_models(experiment_ids=[exp.experiment_id]) == []
+        assert MlflowClient().search_logged_models(experiment_ids=[exp_id]) == []
     finally:
         mlflow.set_tracking_uri(None)
 

@@ -119,3 +119,14 @@ def test_numeric_columns_of_several_scalers_are_each_given_back_in_their_units(r
         for k, c in enumerate(cols):
             got = explained[explained["column"] == c].set_index("row")["expected"].sort_index().astype(float)
             np.testing.assert_allclose(got.to_numpy(), want[:, k], rtol=1e-9)
+
+
+def test_lists_or_mappings_in_a_categorical_column_are_refused_naming_it(rng):
+    """A Parquet list or struct column read into a categorical column: every row was scored as the
+    unseen category "['x']" and labelled an outlier."""
+    df = pd.DataFrame({"a": rng.normal(0, 1, 100), "cat": rng.choice(["x", "y"], 100)})
+    pipe = _fit(df, ("numeric", StandardScaler(), ["a"]), ("categorical", _ohe(), ["cat"]))
+    for cells in ([["x"]] * 3, [{"k": "x"}] * 3):
+        bad = pd.DataFrame({"a": [0.0, 0.1, 0.2], "cat": cells})
+        with pytest.raises(ValueError, match=r"categorical column 'cat' holds lists or mappings.*row 1"):
+            score_tabular(pipe, bad)
