@@ -89,7 +89,9 @@ def tracked_fit(model, X, *, X_eval=None, y_eval=None, experiment: str = "ganano
         The caller's own MLflow settings are left unchanged.
     log_model : bool, default=True
     extra_params : dict, optional
-        More parameters to log (e.g. the data set name).
+        More parameters to log (e.g. the data set name). A name the run records itself (a
+        detector parameter, ``n_samples``, ``n_features``, ``data_shape``, ``feature_names``,
+        ``pipeline_steps``) or one MLflow does not accept is refused before the run opens.
     image_shape : tuple of int, optional
         ``(C, H, W)`` of one sample: log image grids, reshaping flat samples to it.
     tags : dict, optional
