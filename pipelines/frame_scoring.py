@@ -72,13 +72,6 @@ def _transform(model, X) -> tuple[Any, Any]:
     from sklearn.pipeline import Pipeline
 
     if isinstance(model, Pipeline):
-        if len(model.steps) > 1 and isinstance(X, pd.DataFrame):
-            try:
-                schema = model_schema(model)
-            except ValueError:  # columns chosen by position or passed through: nothing to retype
-                schema = None
-            if schema is not None:
-                X = model_input(X, schema)  # categories in the type their encoder was fitted on
         return model.steps[-1][1], (model[:-1].transform(X) if len(model.steps) > 1 else X)
     return model, X
 
@@ -309,7 +302,8 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
                                          not _imputes(model))
     det, Xt, z, sources = None, frame, None, []
     if len(frame):  # (a pipeline's preprocessing refuses zero rows)
-        det, Xt = _transform(model, frame)
+        # categories in the type their encoder was fitted on (prepare_frame gave them as text)
+        det, Xt = _transform(model, model_input(frame, schema) if schema.named else frame)
         z = _standardised(det, Xt)
         sources = _feature_sources(model, Xt, raw_columns) if z is not None else []
         drop = _unscorable_values(z, sources, df, rows, keep, on_bad_rows, where, report)
