@@ -27,7 +27,7 @@ import pandas as pd
 
 __all__ = ["ModelSchema", "model_schema", "prepare_frame", "model_input", "format_rows", "explain_columns",
            "column_contributions", "top_columns", "top_frame", "input_columns", "categorical_text", "category_str",
-           "numeric_cells", "blank_cells"]
+           "numeric_cells", "blank_cells", "column_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ class ModelSchema:
         Categorical columns whose encoder was fitted on categories that are not text (numbers):
         each category's text (:func:`category_str`) -> the category, so that
         :func:`model_input` hands the encoder the values it knows.
+    parts : list of (str, transformer, list of str)
+        A ``ColumnTransformer`` model's parts (:func:`column_parts`): each transformer's name,
+        the transformer, and the input columns it reads (empty for other models).
     """
 
     numeric: list[str]
@@ -59,10 +62,25 @@ class ModelSchema:
     categories: dict[str, set] = field(default_factory=dict)
     named: bool = True
     typed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parts: list[tuple[str, Any, list[str]]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def columns(self) -> list[str]:
         return list(self.numeric) + list(self.categorical)
+
+    @property
+    def owners(self) -> dict[str, list[str]]:
+        """Each transformer's name -> its input columns."""
+        return {name: cols for name, _, cols in self.parts}
+
+    def encoder_of(self, column: str) -> tuple[Any, int]:
+        """``(the one-hot encoder of a categorical column, the column's position in it)``;
+        ``(None, 0)`` when the column has none."""
+        for _, trans, cols in self.parts:
+            enc = _one_hot(trans)
+            if enc is not None and column in cols:
+                return enc, cols.index(column)
+        return None, 0
 
 
 def model_schema(model) -> ModelSchema:
@@ -84,38 +102,74 @@ def model_schema(model) -> ModelSchema:
     return ModelSchema([str(i) for i in range(int(first.n_features_in_))], [], named=False)
 
 
-def _column_transformer_schema(first) -> ModelSchema:
+def _one_hot(trans):
+    """The ``OneHotEncoder`` of a column transformer's part (itself or a step of its pipeline), or None."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
+    steps = [t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans]
+    return next((t for t in steps if isinstance(t, OneHotEncoder)), None)
+
+
+def column_parts(ct) -> list[tuple[str, Any, list[str]]]:
+    """``(name, transformer, input columns)`` of every part of a fitted ``ColumnTransformer``
+    that reads columns (dropped and empty parts left out), its columns named however they were
+    selected: by name, by position, by a boolean mask, or by a slice of names or positions."""
+    names = getattr(ct, "feature_names_in_", None)
+    names = None if names is None else [str(n) for n in names]
+    parts = []
+    for name, trans, cols in ct.transformers_:
+        if isinstance(trans, str) and trans == "drop":
+            continue
+        selected = _selected_columns(cols, names)
+        if selected:
+            parts.append((name, trans, selected))
+    return parts
+
+
+def _selected_columns(cols, names: list[str] | None) -> list[str]:
+    def by_position():
+        if names is None:
+            raise ValueError("the model's ColumnTransformer selects columns by position; it needs named "
+                             "columns to score tables")
+        return names
+
+    if isinstance(cols, slice):
+        if isinstance(cols.start, str) or isinstance(cols.stop, str):  # a slice of names includes its end
+            every = by_position()
+            start = 0 if cols.start is None else every.index(cols.start)
+            stop = len(every) if cols.stop is None else every.index(cols.stop) + 1
+            return every[start:stop:cols.step]
+        return by_position()[cols]
+    values = [cols] if isinstance(cols, str) or np.ndim(cols) == 0 else list(cols)
+    if all(isinstance(v, str) for v in values):
+        return values
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return [n for n, chosen in zip(by_position(), values) if chosen]
+    return [by_position()[int(v)] for v in values]
+
+
+def _column_transformer_schema(first) -> ModelSchema:
     numeric: list[str] = []
     categorical: list[str] = []
     categories: dict[str, set] = {}
     typed: dict[str, dict[str, Any]] = {}
-    for name, trans, cols in first.transformers_:
-        if name == "remainder" or trans == "drop" or len(cols) == 0:
-            continue
-        if not all(isinstance(c, str) for c in cols):
-            names = getattr(first, "feature_names_in_", None)
-            if names is None:
-                raise ValueError("the model's ColumnTransformer selects columns by position; it needs named "
-                                 "columns to score tables")
-            cols = [str(names[c]) for c in cols]
-        steps = trans.steps if isinstance(trans, Pipeline) else [("", trans)]
-        encoders = [s for _, s in steps if isinstance(s, OneHotEncoder)]
-        if encoders:
-            categorical.extend(cols)
-            for col, cats in zip(cols, encoders[0].categories_):
-                known = [c for c in cats if not pd.isna(c)]
-                categories[col] = {category_str(c) for c in known}
-                if not all(isinstance(c, str) for c in known):
-                    typed[col] = {category_str(c): c for c in known}
-        else:
+    parts = [part for part in column_parts(first) if part[0] != "remainder"]
+    for _, trans, cols in parts:
+        enc = _one_hot(trans)
+        if enc is None:
             numeric.extend(cols)
+            continue
+        categorical.extend(cols)
+        for col, cats in zip(cols, enc.categories_):
+            known = [c for c in cats if not pd.isna(c)]
+            categories[col] = {category_str(c) for c in known}
+            if not all(isinstance(c, str) for c in known):
+                typed[col] = {category_str(c): c for c in known}
     if first.remainder != "drop":
         raise ValueError("the model's ColumnTransformer passes the remaining columns through; batch scoring "
                          "needs remainder='drop' to know the required columns")
-    return ModelSchema(numeric, categorical, categories, typed=typed)
+    return ModelSchema(numeric, categorical, categories, typed=typed, parts=parts)
 
 
 def model_input(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
@@ -302,7 +356,7 @@ def _explain_pass(model, data) -> _Pass:
         pre, det = model[:-1], model.steps[-1][1]
         Xt = pre.transform(model_input(frame, schema))
         names = [str(n) for n in pre.get_feature_names_out()]
-        source = feature_columns(names, schema, column_owners(pre))
+        source = feature_columns(names, schema, schema.owners)
         columns = [c for c in schema.columns if c in set(source)]
     else:
         det = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -490,7 +544,7 @@ def _feature_index(feature, names: list[str]) -> int:
 def feature_columns(names: list[str], schema: ModelSchema, owners: dict[str, list[str]] | None = None) -> list[str]:
     """The input column each preprocessed feature comes from (``numeric__amount`` ->
     ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column).
-    ``owners`` (:func:`column_owners`: each transformer's input columns) decides by the
+    ``owners`` (:attr:`ModelSchema.owners`: each transformer's input columns) decides by the
     transformer named in the feature's prefix, so a numeric column ``plan_pro`` and the
     category ``pro`` of a column ``plan`` are told apart."""
     out = []
@@ -510,43 +564,7 @@ def feature_columns(names: list[str], schema: ModelSchema, owners: dict[str, lis
     return out
 
 
-def _column_transformer(pre):
-    """The ``ColumnTransformer`` that makes ``pre``'s features (its only step), or None."""
-    from sklearn.compose import ColumnTransformer
-
-    steps = getattr(pre, "steps", None)
-    step = steps[0][1] if steps and len(steps) == 1 else pre
-    return step if isinstance(step, ColumnTransformer) and hasattr(step, "transformers_") else None
-
-
-def column_owners(pre) -> dict[str, list[str]]:
-    """Each transformer's name -> its input columns, for the preprocessing ``pre`` (empty when
-    it is not a single ``ColumnTransformer`` selecting columns by name)."""
-    step = _column_transformer(pre)
-    if step is None:
-        return {}
-    return {name: [str(c) for c in cols] for name, trans, cols in step.transformers_
-            if not isinstance(trans, str) and not isinstance(cols, slice) and all(isinstance(c, str) for c in cols)}
-
-
-def _encoders(pre) -> dict[str, tuple[Any, int]]:
-    """Each one-hot encoded input column -> (its encoder, the column's position in it)."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    step = _column_transformer(pre)
-    out: dict[str, tuple[Any, int]] = {}
-    for _, trans, cols in getattr(step, "transformers_", []):
-        if isinstance(trans, str) or isinstance(cols, slice):
-            continue
-        inner = [t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans]
-        enc = next((t for t in inner if isinstance(t, OneHotEncoder)), None)
-        if enc is not None:
-            out.update({str(c): (enc, i) for i, c in enumerate(cols)})
-    return out
-
-
-def _to_input_units(pre, columns: list[str], block: np.ndarray) -> np.ndarray:
+def _to_input_units(pre, schema: ModelSchema, columns: list[str], block: np.ndarray) -> np.ndarray:
     """The numeric features ``block`` (the transformed ``columns``) in the input's units: through
     the inverse of the transformer that made them (a column transformer's part for exactly those
     columns, or a preprocessing of invertible steps only). NaN, with a warning, when no such
@@ -583,14 +601,13 @@ def _to_input_units(pre, columns: list[str], block: np.ndarray) -> np.ndarray:
     if isinstance(step, ColumnTransformer):
         # each transformer's columns through that transformer's own inverse (a StandardScaler on
         # some columns and a MinMaxScaler on others both invert)
-        for _, trans, cols in getattr(step, "transformers_", []):
-            if isinstance(cols, slice) or isinstance(trans, str):
-                continue
-            pos = [columns.index(str(c)) if str(c) in columns else -1 for c in cols]
+        for _, trans, cols in schema.parts:
+            pos = [columns.index(c) if c in columns else -1 for c in cols]
             if not pos or min(pos) < 0 or done[pos].any():
                 continue
-            values = inverted(inverse_of([t for _, t in trans.steps] if isinstance(trans, Pipeline) else [trans]),
-                              block[:, pos])
+            chain = [] if trans == "passthrough" else [t for _, t in trans.steps] if isinstance(trans, Pipeline) \
+                else [trans]
+            values = inverted(inverse_of(chain), block[:, pos])
             if values is not None and values.shape == (block.shape[0], len(pos)):
                 out[:, pos] = values
                 done[pos] = True
@@ -611,17 +628,16 @@ def _expected_values(pre, names: list[str], source: list[str], schema: ModelSche
     out: dict[str, list] = {}
     numeric_idx = [j for j, c in enumerate(source) if c in schema.numeric]
     if numeric_idx:
-        block = _to_input_units(pre, [source[j] for j in numeric_idx], expected_t[:, numeric_idx])
+        block = _to_input_units(pre, schema, [source[j] for j in numeric_idx], expected_t[:, numeric_idx])
         for k, j in enumerate(numeric_idx):
             out[source[j]] = block[:, k].tolist()
-    encoders = _encoders(pre)
     for col in schema.categorical:
         idx = [j for j, c in enumerate(source) if c == col]
         if not idx:
             continue
         cats = [names[j].split("__", 1)[-1][len(col) + 1:] for j in idx]
         values = expected_t[:, idx]
-        enc, i = encoders.get(col, (None, 0))
+        enc, i = schema.encoder_of(col)
         infrequent = getattr(enc, "infrequent_categories_", None)
         if infrequent is not None and infrequent[i] is not None:
             group = f"(infrequent: {', '.join(category_str(c) for c in infrequent[i])})"

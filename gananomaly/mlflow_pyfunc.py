@@ -124,14 +124,14 @@ class GANAnomalyPyfunc:
             X = np.asarray(data, dtype=np.float64)
             if columns is not None:
                 X = pd.DataFrame(X, columns=columns)
-        X = convert_columns(self.model, X)
+        given, X = X, convert_columns(self.model, X)
         if check_rows or (prep is not None and isinstance(X, pd.DataFrame) and not _imputes(prep)
                           and all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes)):
             # a pipeline that fills in nothing passes a missing value on to the detector, which
             # would name the column by position and count rows from 0: named here, as the input's
             check_table(X, rows_from=1)
         out = score_frame(self.model, X)
-        unseen, counts = unseen_categories(self.model, X)
+        unseen, counts = unseen_categories(self.model, X, given)
         if unseen.any():
             # all-zero one-hot codes can look normal: such rows are outliers by definition (by
             # position: the caller's index may repeat labels)
@@ -200,18 +200,18 @@ def _imputes(prep) -> bool:
 
 
 def column_steps(model):
-    """``(transformer, its last step, columns)`` of every column transformer in a pipeline's
-    preprocessing (columns given by name only)."""
+    """``(transformer, its last step, input columns)`` of every part of the column transformers in
+    a pipeline's preprocessing (:func:`gananomaly.explanations.column_parts`: columns named
+    however they were selected)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
+    from gananomaly.explanations import column_parts
+
     for _, step in model.steps[:-1]:
-        if not isinstance(step, ColumnTransformer):
-            continue
-        for _, trans, cols in getattr(step, "transformers_", []):
-            if isinstance(cols, slice):
-                continue
-            yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
+        if isinstance(step, ColumnTransformer) and hasattr(step, "transformers_"):
+            for _, trans, cols in column_parts(step):
+                yield trans, (trans.steps[-1][1] if isinstance(trans, Pipeline) else trans), cols
 
 
 def convert_columns(model, X):
@@ -219,11 +219,13 @@ def convert_columns(model, X):
     batch job reads them: numeric columns (every transformer but a one-hot encoder) as float64,
     a blank text cell missing (the pipeline imputes it) and any other value that is no finite
     number (infinity included) a ValueError naming every such column and its rows; the columns of
-    a one-hot encoder fitted on text as text (``1`` and ``1.0`` are the category ``"1"``)."""
+    a one-hot encoder fitted on text as text (``1`` and ``1.0`` are the category ``"1"``), those of
+    one fitted on numbers as those numbers (``"2"`` and ``2.0`` are the category ``2``)."""
+    from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from gananomaly.explanations import categorical_text, numeric_cells
+    from gananomaly.explanations import categorical_text, model_input, model_schema, numeric_cells
 
     if not isinstance(X, pd.DataFrame):
         return X
@@ -233,12 +235,16 @@ def convert_columns(model, X):
         if getattr(model, "image_shape_", None) is not None:
             return X
         numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    # a model whose first step is a column transformer has a schema: its columns fitted on numbers
+    # are handed back as numbers (model_input), as the batch job and score_tabular do
+    schema = model_schema(model) if isinstance(model, Pipeline) and isinstance(model.steps[0][1], ColumnTransformer) \
+        else None
     for trans, last, cols in column_steps(model) if isinstance(model, Pipeline) else ():
-        if isinstance(trans, str):  # "drop"/"passthrough"
+        if isinstance(trans, str):  # "passthrough"
             continue
         if isinstance(last, OneHotEncoder):
             text += [c for c, cats in zip(cols, last.categories_) if c in X.columns
-                     and all(isinstance(v, str) for v in cats if not pd.isna(v))]
+                     and (schema is not None or all(isinstance(v, str) for v in cats if not pd.isna(v)))]
         else:
             numeric += [c for c in cols if c in X.columns]
     converted: dict[str, np.ndarray] = {}
@@ -260,15 +266,18 @@ def convert_columns(model, X):
         X[col] = values
     for col in text:
         X[col] = categorical_text(X[col])
-    return X
+    return X if schema is None else model_input(X, schema)
 
 
-def unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
-    """Rows of ``X`` holding a category that a one-hot encoder of the model's preprocessing
-    (one that ignores unknown categories) never saw in training, and per column the count
-    and an example."""
+def unseen_categories(model, X, given=None) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]:
+    """Rows of ``X`` (converted by :func:`convert_columns`) holding a category that a one-hot
+    encoder of the model's preprocessing (one that ignores unknown categories) never saw in
+    training, and per column the count and an example, as ``given`` (the rows before conversion,
+    default ``X``) holds it."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
+
+    from gananomaly.explanations import category_str
 
     mask = np.zeros(len(X), dtype=bool)
     counts: dict[str, tuple[int, Any]] = {}
@@ -281,11 +290,14 @@ def unseen_categories(model, X) -> tuple[np.ndarray, dict[str, tuple[int, Any]]]
             if col not in X.columns:
                 continue
             values = X[col]
-            known = {str(c) for c in cats}
-            bad = values.notna().to_numpy() & ~values.astype(str).isin(known).to_numpy()
+            # as the encoder compares them: 2, 2.0 and "2" are one category (convert_columns typed them)
+            known = {category_str(c) for c in cats if not pd.isna(c)}
+            bad = values.notna().to_numpy() & ~values.map(category_str).isin(known).to_numpy()
             if bad.any():
                 mask |= bad
-                counts[str(col)] = (int(bad.sum()), values[bad].iloc[0])
+                shown = given if isinstance(given, pd.DataFrame) and col in given.columns else X
+                example = shown[col].iloc[int(np.flatnonzero(bad)[0])]
+                counts[str(col)] = (int(bad.sum()), example.item() if isinstance(example, np.generic) else example)
     return mask, counts
 
 

@@ -2,6 +2,8 @@
 numbers, dropped or grouped categories, several scalers, a numeric column named like a one-hot
 feature. Scores and explanations must be those of the rows given, never of other rows."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +132,48 @@ def test_lists_or_mappings_in_a_categorical_column_are_refused_naming_it(rng):
         bad = pd.DataFrame({"a": [0.0, 0.1, 0.2], "cat": cells})
         with pytest.raises(ValueError, match=r"categorical column 'cat' holds lists or mappings.*row 1"):
             score_tabular(pipe, bad)
+
+
+@pytest.mark.parametrize("numeric, categorical", [([0, 1], [3]), (slice(0, 2), slice(3, 4)),
+                                                  ([True, True, False, False], [False, False, False, True]),
+                                                  (slice("a", "b"), slice("cat", "cat"))])
+def test_columns_selected_by_position_mask_or_slice_are_scored_and_explained_as_by_name(rng, numeric, categorical):
+    """A column transformer selecting columns by slice failed (TypeError: 'slice' has no len()), by
+    boolean mask named columns "[['a' 'b' ...]]" that no input has, and by position gave every
+    numeric expected value as NaN and ignored the dropped category."""
+    df = pd.DataFrame({"a": rng.normal(0, 1, 200), "b": rng.normal(10, 2, 200), "unused": rng.normal(0, 1, 200),
+                       "cat": rng.choice(["x", "y", "z"], 200)})
+    by_name = _fit(df, ("numeric", StandardScaler(), ["a", "b"]), ("categorical", _ohe(drop="first"), ["cat"]))
+    other = _fit(df, ("numeric", StandardScaler(), numeric), ("categorical", _ohe(drop="first"), categorical))
+    X = df.iloc[:8]
+    want = score_tabular(by_name, X)
+    got = score_tabular(other, X)
+    np.testing.assert_array_equal(got["score"], want["score"])
+    np.testing.assert_allclose(got["score"], other.score_samples(X), rtol=1e-12)
+    explained, reference = explain_tabular(other, X), explain_tabular(by_name, X)
+    pd.testing.assert_frame_equal(explained, reference)
+    assert np.isfinite(explained[explained["column"].isin(["a", "b"])]["expected"].astype(float)).all()
+
+
+def test_served_categories_fitted_as_numbers_score_as_given_in_any_type(rng):
+    """Served through the MLflow pyfunc, an encoder fitted on the numbers 1, 2, 3 got the text "2"
+    as an unseen category (every row scored near -30, no warning), and 2.0 scored right but was
+    reported unseen and labelled -1."""
+    from gananomaly.mlflow_pyfunc import GANAnomalyPyfunc
+
+    df = pd.DataFrame({"a": rng.normal(0, 1, 200), "b": rng.normal(10, 2, 200), "cat": rng.choice([1, 2, 3], 200)})
+    pipe = _fit(df, ("numeric", StandardScaler(), ["a", "b"]), ("categorical", _ohe(), ["cat"]))
+    served = GANAnomalyPyfunc(pipe)
+    X = df.iloc[:6]
+    want = score_tabular(pipe, X)
+    for cats in (X["cat"], X["cat"].astype(float), X["cat"].astype(str)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no category is reported unseen
+            got = served.predict(X.assign(cat=cats))
+        np.testing.assert_allclose(got["score"], want["score"], rtol=1e-12)
+        np.testing.assert_array_equal(got["label"], want["label"])
+    for unseen in (99, "nine"):
+        shown = rf"column 'cat': 6 row\(s\) \(e\.g\. {unseen!r}\)"
+        with pytest.warns(UserWarning, match=rf"never seen in training.*{shown}"):
+            got = served.predict(X.assign(cat=unseen))
+        assert (got["label"] == -1).all()
