@@ -3,8 +3,9 @@
 Launch with torchrun; every process loads the same data and trains on its own share of each
 epoch. The networks being trained are wrapped in DistributedDataParallel, which averages
 gradients over the processes during every backward pass (NCCL on GPUs, gloo on CPU) and
-broadcasts rank 0's buffers, so all replicas hold identical weights (checked at the end by
-comparing a digest of every tensor). Rank 0 writes the model::
+broadcasts rank 0's buffers; after every epoch the trainer broadcasts them once more (batch-norm
+statistics of image networks follow each rank's own batches), so all replicas hold identical
+weights (checked at the end by comparing a digest of every tensor). Rank 0 writes the model::
 
     torchrun --nproc_per_node=4 -m gananomaly.distributed --input X.npy --output model/
     torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 \\

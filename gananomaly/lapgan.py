@@ -62,8 +62,14 @@ def laplacian_pyramid(images: np.ndarray, levels: int) -> list[tuple[np.ndarray,
     """``[(band, condition), ...]`` from fine to coarse: for level ``k < levels - 1`` the band
     ``h_k`` and its condition ``up(G_{k+1})``; the last entry is ``(G_L, None)``.
 
-    ``images``: ``(n, C, S, S)`` with ``S`` divisible by ``2 ** (levels - 1)``.
+    ``images``: ``(n, C, H, W)`` with ``H`` and ``W`` divisible by ``2 ** (levels - 1)``.
     """
+    shape = np.shape(images)
+    if isinstance(levels, bool) or not isinstance(levels, Integral) or levels < 1:
+        raise ValueError(f"levels must be a positive int, got {levels!r}")
+    if len(shape) != 4 or shape[2] % 2 ** (levels - 1) or shape[3] % 2 ** (levels - 1):
+        raise ValueError(f"images must have shape (n, channels, height, width) with height and width divisible by "
+                         f"2**(levels-1) = {2 ** (levels - 1)}, got {shape}")
     g = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     out: list[tuple[np.ndarray, np.ndarray | None]] = []
     for _ in range(levels - 1):
@@ -320,7 +326,7 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
 
     def _level_scores(self, X: np.ndarray) -> np.ndarray:
         cols = []
-        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, self.levels)):
+        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, len(self.detectors_))):
             flat = band.reshape(len(band), -1)
             ctx = None if cond is None else cond.reshape(len(cond), -1)
             cols.append(det.score_components(flat, context=ctx)["combined"].to_numpy())
@@ -344,7 +350,7 @@ class LaplacianPyramidDetector(OutlierMixin, BaseEstimator):
     def _raw_level_maps(self, X: np.ndarray, component: str) -> list[np.ndarray]:
         """Each level detector's own map of its band, ``(n, side_k, side_k)`` (mean over channels)."""
         maps = []
-        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, self.levels)):
+        for det, (band, cond) in zip(self.detectors_, laplacian_pyramid(X, len(self.detectors_))):
             flat = band.reshape(len(band), -1)
             ctx = None if cond is None else cond.reshape(len(cond), -1)
             maps.append(det.anomaly_map(flat, context=ctx, component=component).reshape(band.shape).mean(axis=1))

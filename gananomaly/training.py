@@ -274,6 +274,20 @@ class Trainer:
         for k, v in zip(keys, (values / self.world).tolist()):
             logs[k] = v
 
+    def _sync_buffers(self, *nets: nn.Module) -> None:
+        """Rank 0's buffers on every rank. A network's batch-norm statistics follow each rank's
+        own batches (DistributedDataParallel broadcasts rank 0's only as a wrapped forward
+        starts, and forwards of the plain modules update them too): left apart, the ranks
+        measured different generators, could keep different ones and stop at different epochs,
+        and saved none (their weights differed)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for net in nets:
+            for buf in net.buffers():
+                dist.broadcast(buf, src=0)
+
     def _after_epoch(self, logs: dict[str, Any]) -> None:
         notify(self.callbacks, "on_epoch_end", self.estimator, logs)
 
@@ -389,6 +403,7 @@ class Trainer:
                 g_sum += float(g_loss.detach())
                 e_sum += float(e_loss.detach())
                 g_count += 1
+            self._sync_buffers(gen_net, disc_net, enc_net)
             with torch.no_grad():
                 gen_net.eval()
                 probe = self._sample_part(gen_net(self.probe_z).float())
@@ -568,6 +583,7 @@ class Trainer:
                     self.opt_e.step()
                     total += float(loss.detach())
                     count += 1
+                self._sync_buffers(enc_net)
                 logs = {"phase": "encoder", "epoch": epoch, "e_loss": total / max(count, 1)}
                 self._mean_over_ranks(logs)
                 _check_finite(logs)

@@ -76,6 +76,28 @@ def test_contract_and_bad_input(fitted):
         fitted.score_samples(np.full((2, 1, 16, 16), np.nan))
 
 
+def test_levels_changed_after_the_fit_score_with_the_fitted_pyramid(fitted):
+    """set_params(levels=...) after a fit paired the fitted level detectors with the bands of
+    another pyramid: scoring failed on a context error that never named levels."""
+    import copy
+
+    X = make_images(6, np.random.RandomState(3))
+    changed = copy.deepcopy(fitted).set_params(levels=2)
+    np.testing.assert_array_equal(changed.score_samples(X), fitted.score_samples(X))
+    np.testing.assert_array_equal(changed.anomaly_map(X), fitted.anomaly_map(X))
+
+
+def test_the_pyramid_names_a_bad_shape_or_level_count():
+    """laplacian_pyramid failed inside torch ("size of tensor a (5) must match ...", "Got 3D input")."""
+    for images, levels in ((np.zeros((2, 1, 10, 10)), 3), (np.zeros((2, 12, 12)), 2), (np.zeros((2, 1, 8, 6)), 3)):
+        with pytest.raises(ValueError, match=r"images must have shape \(n, channels, height, width\).*divisible"):
+            laplacian_pyramid(images, levels)
+    with pytest.raises(ValueError, match="levels must be a positive int"):
+        laplacian_pyramid(np.zeros((2, 1, 8, 8)), 0)
+    assert [b.shape for b, _ in laplacian_pyramid(np.zeros((2, 1, 8, 12)), 3)] == [(2, 1, 8, 12), (2, 1, 4, 6),
+                                                                                   (2, 1, 2, 3)]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # one-epoch generators are not meant to be faithful
 def test_a_failed_fit_leaves_the_detector_as_it_was(monkeypatch):
     from sklearn.exceptions import NotFittedError
