@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", default=None, help="comma-separated data set names (default: all, or the quick set)")
     p.add_argument("--contestants", default=None,
                    help="comma-separated name fragments: run only contestants whose name contains one "
+                        "(=NAME: that name exactly) "
                         "(e.g. 'ours,IsolationForest'); to split a run, merged with 'report'")
     p.add_argument("--peer-epochs", type=int, default=None, help="cap the epochs of PyOD's GAN detectors")
     p.add_argument("--budget-minutes", type=float, default=None,

@@ -114,7 +114,7 @@ def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray
     The components are re-standardised on the training rows with the same refinement, as a
     fit with ``n_refine_steps=steps`` would store them; the latent distance keeps the
     location and covariance of this fit's unrefined codes (such a fit would estimate them
-    from the refined codes).
+    from the refined codes). With ``steps=0`` the combined column is the detector's own.
     """
     train = det.score_components(split.X_train, raw=True, n_refine_steps=steps)
     test = det.score_components(split.X_test, raw=True, n_refine_steps=steps)
@@ -123,7 +123,10 @@ def _refined_columns(det: Any, split: Split, steps: int) -> dict[str, np.ndarray
     lat = _robust(train["latent"].to_numpy(), test["latent"].to_numpy())
     w = det.weight
     prefix = f"refine{steps} "
-    knn = _robust(train["knn"].to_numpy(), test["knn"].to_numpy())
+    # the k-NN term reads D's features of x, which refinement leaves alone: the detector's own
+    # standardised term (the distance and, for a local one, its ratio to the neighbours' own
+    # distances; the raw column is the distance alone)
+    knn = det.score_components(split.X_test)["knn"].to_numpy()
     return {prefix + "reconstruction": rec, prefix + "discriminator": disc,
             prefix + "combined": (1.0 - w) * (rec + det.latent_weight * lat) + w * disc + _knn_weight(det) * knn}
 

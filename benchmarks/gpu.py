@@ -356,7 +356,7 @@ def _step_fit(rec: _Recorder) -> None:
         _sync(plan)
     seconds = time.perf_counter() - start
     rec.details.update(rows=plan.fit_rows, features=X.shape[1], epochs_param=plan.fit_epochs,
-                       epochs_run=len(getattr(det, "history_", []) or []), device=str(det.device_))
+                       epochs_run=int(det.n_epochs_), device=str(det.device_))
     rec.figure(f"fit seconds, {_rows_label(plan.fit_rows)} x {X.shape[1]}, epochs={plan.fit_epochs}", seconds, "s",
                rows=plan.fit_rows)
 

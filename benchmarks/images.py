@@ -106,8 +106,9 @@ def texture_quality(seed: int, *, n_train: int = 600, n_test_normal: int = 200, 
     seconds["LAPGAN"] = time.perf_counter() - start
     scores["LAPGAN"] = -lap.score_samples(X_test)
     start = time.perf_counter()
-    scores["IsolationForest"] = -IsolationForest(random_state=seed).fit(flat_train).score_samples(flat_test)
-    seconds["IsolationForest"] = time.perf_counter() - start
+    iforest = IsolationForest(random_state=seed).fit(flat_train)
+    seconds["IsolationForest"] = time.perf_counter() - start  # the fit alone, as ours
+    scores["IsolationForest"] = -iforest.score_samples(flat_test)
     scores["z-score"] = z_maps.reshape(len(X_test), -1).max(1)
     scores["high-pass energy"] = _highpass_energy(X_test)
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # averaged over seeds in the summary.
 FIDELITY_FIELDS = ("fidelity", "coverage", "density", "reverse_density", "precision", "recall", "parzen_gap",
                    "modes_covered", "on_mode", "test_fidelity", "test_coverage", "test_density",
-                   "test_reverse_density")
+                   "test_reverse_density", "held_out")
 
 
 def _task(name: str, seed: int, first_seed: bool, seed_index: int, options: dict,
@@ -55,7 +55,7 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
     entrants = _contestants.contestants(quick=options["quick"], sweep=options["sweep"])
     only = options.get("only")
     if only:
-        entrants = [c for c in entrants if any(key.lower() in c.name.lower() for key in only)]
+        entrants = [c for c in entrants if any(_named(key, c.name) for key in only)]
     split = _datasets.load(name, seed)
     runs: list[dict] = []
     errors: list[dict] = []
@@ -105,6 +105,13 @@ def _run_task(name: str, seed: int, first_seed: bool, options: dict, deadline: f
         print(f"  seed {seed} {name:14s} {contestant.name:28s} AUROC {auroc}  fit {fit_s:6.1f}s", flush=True)
     return {"dataset": name, "seed": seed, "summary": split.summary() if first_seed else None,
             "runs": runs, "errors": errors}
+
+
+def _named(key: str, name: str) -> bool:
+    """Whether the ``--contestants`` entry ``key`` selects ``name``: ``=NAME`` exactly, any
+    other a fragment of it (case ignored)."""
+    key, name = key.lower(), name.lower()
+    return key[1:] == name if key.startswith("=") else key in name
 
 
 def run_quality(

@@ -5,7 +5,8 @@ time of ``score_samples`` split over its parts (networks, latent term, k-NN term
 [--out DIR] [--md PATH]``: a default table model (one epoch: scoring cost does not depend
 on training length) and ``IsolationForest()`` are fitted on the same ``--fit-rows`` x 30
 rows; both score the same ``--rows`` rows, alternately, ``--repeats`` times per thread count
-(torch threads for ours, ``n_jobs`` for IsolationForest); medians and their ratio are
+(torch threads for ours; for IsolationForest ``n_jobs`` and a joblib configuration of as many
+threads for its scoring, which ``n_jobs`` alone leaves sequential); medians and their ratio are
 reported. Writes ``speed_scoring.json`` under ``--out`` and a Markdown table to ``--md``.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_atomic
-from benchmarks.speed import make_data, threads
+from benchmarks.speed import iforest_scores, make_data, threads
 
 __all__ = ["run_scoring", "markdown", "add_arguments", "run_args", "PARTS"]
 
@@ -70,7 +71,7 @@ def _one_thread_count(det, X_fit: np.ndarray, X: np.ndarray, n_threads: int, rep
         ours, peer, parts = [], [], []
         for _ in range(repeats):  # alternate, so a busy moment hits both sides
             ours.append(_seconds(lambda: det.score_samples(X)))
-            peer.append(_seconds(lambda: iforest.score_samples(X)))
+            peer.append(_seconds(lambda: iforest_scores(iforest, X, n_threads)))
             parts.append(_parts(det, X))
     ours_s, peer_s = float(np.median(ours)), float(np.median(peer))
     split = {name: float(np.median([p[name] for p in parts])) for name in PARTS}

@@ -24,6 +24,7 @@ from pathlib import Path
 _CASE = """
 import json, sys, time, warnings
 import numpy as np
+from joblib import parallel_config
 from sklearn.ensemble import IsolationForest
 warnings.simplefilter("ignore")
 from gananomaly import GANAnomalyDetector
@@ -37,7 +38,8 @@ det.score_samples(T)
 score_s = time.perf_counter() - start
 iso = IsolationForest(random_state=0).fit(X)
 start = time.perf_counter()
-iso.score_samples(T)
+with parallel_config(n_jobs=int(sys.argv[1])):  # IsolationForest scores on as many threads as ours
+    iso.score_samples(T)
 iso_s = time.perf_counter() - start
 print(json.dumps({"fit_s": fit_s, "score_rows_per_s": len(T) / score_s, "iforest_rows_per_s": len(T) / iso_s}))
 """
@@ -69,8 +71,8 @@ def run_case(train_threads: int | None, score_threads: int, busy: bool) -> dict:
         if neighbour is not None:
             time.sleep(1.0)
         root = Path(__file__).resolve().parent.parent
-        proc = subprocess.run([sys.executable, "-c", _CASE], env=env, cwd=root, capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run([sys.executable, "-c", _CASE, str(score_threads)], env=env, cwd=root,
+                              capture_output=True, text=True, check=True)
     finally:
         if neighbour is not None:
             neighbour.kill()

@@ -266,8 +266,10 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         Fidelity of the final generator on the held-out rows: ``precision``, ``recall``,
         ``density``, ``coverage``, ``fidelity``, ``parzen_ll``, ``parzen_ll_real``,
         ``parzen_gap`` (nats per row, generated minus real samples), ``n_rows``,
-        ``held_out`` (1.0 when measured on held-out rows, 0.0 on training rows) and
-        ``best_epoch``. Empty with ``validation_fraction=0``.
+        ``held_out`` (1.0 when measured on held-out rows, 0.0 on training rows: a table too
+        small to hold out ``MIN_VALIDATION_ROWS``; its Parzen window then takes half of them and
+        the gap is measured on the other half) and ``best_epoch``. Empty with
+        ``validation_fraction=0``.
     n_epochs_ : int
         GAN epochs trained.
     device_ : torch.device
@@ -537,7 +539,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         try:
             self.generator_, self.discriminator_, self.encoder_ = nets
             self.device_, self.history_, self.n_epochs_ = device, history, trainer.gan_epoch
-            self.fidelity_ = trainer.fidelity_report()
+            self.fidelity_ = trainer.fidelity_report(held_out)
             if self.fidelity_:
                 self.fidelity_["held_out"] = 1.0 if held_out else 0.0
             self._fit_scoring(Xt, device, amp_dtype, cfg.context_dim, seed)

@@ -221,6 +221,10 @@ def test_contestant_filter_runs_only_the_named_detectors():
     assert {r["contestant"] for r in out["runs"]} == {"IsolationForest", "LOF(novelty)"}
     assert not out["errors"]
     assert all(0.5 < r["auroc"] <= 1.0 for r in out["runs"])
+    # "=NAME" picks that contestant alone, not the variants whose names extend it
+    assert quality._named("=ours gan/izif", "Ours gan/izif")
+    assert not quality._named("=ours gan/izif", "ours gan/izif two-time-scale")
+    assert quality._named("ours gan/izif", "ours gan/izif two-time-scale")
 
 
 def test_lapgan_report_pairs_both_models_per_task(tmp_path):
@@ -372,3 +376,18 @@ def test_fidelity_cases_show_what_the_reverse_density_adds():
     assert narrow["before"] > 0.95 and narrow["fidelity"] < 0.1  # blind before, caught now
     assert real["fidelity"] > 0.85
     assert "| 0.6x the spread | 1.00 -> 0.0" in markdown(result)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a two-epoch fit is not meant to be faithful
+def test_refined_columns_without_steps_are_the_detectors_own_combined_score():
+    """The refined combined column standardised the k-NN term's raw distance: it dropped the
+    local half of the term, so "refine10 vs combined" compared two changes at once."""
+    from benchmarks.contestants import _refined_columns
+    from gananomaly import GANAnomalyDetector
+
+    split = datasets.load("gen_local", seed=0)
+    det = GANAnomalyDetector(epochs=2, encoder_epochs=1, random_state=0).fit(split.X_train)
+    assert det.score_config_.knn_own is not None  # the default's k-NN term is half local
+    cols = _refined_columns(det, split, 0)
+    np.testing.assert_allclose(cols["refine0 combined"], det.score_components(split.X_test)["combined"],
+                               rtol=1e-9, atol=1e-9)

@@ -236,3 +236,18 @@ def test_validation_fraction_zero_and_small_data():
 def test_max_time_ends_the_gan_phase():
     det = GANAnomalyDetector(max_time=0.5, random_state=0).fit(ring(2000, 0))
     assert 1 <= det.n_epochs_ < 100
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # three epochs: not meant to be faithful
+def test_the_parzen_gap_of_a_small_table_never_scores_rows_inside_their_own_window():
+    """A table too small to hold rows out measures fidelity on its training rows; the real Parzen
+    window was those same rows, so it scored each row with itself in the window: a log-likelihood
+    of +3.5 nats for standard normal data whose true value is -5.7 (gaps of -15 instead of -7)."""
+    true_ll = -0.5 * 4 * np.log(2 * np.pi * np.e)  # mean log-density of N(0, I_4)
+    for seed in range(2):
+        X = np.random.RandomState(seed).randn(80, 4)
+        fid = GANAnomalyDetector(epochs=3, encoder_epochs=1, random_state=0).fit(X).fidelity_
+        assert fid["held_out"] == 0.0 and fid["n_rows"] == 80
+        # a window on 40 real rows scoring the 40 others: a little below the truth, never above
+        assert true_ll - 1.5 < fid["parzen_ll_real"] < true_ll + 0.25
+        assert fid["parzen_gap"] == pytest.approx(fid["parzen_ll"] - fid["parzen_ll_real"])
