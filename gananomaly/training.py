@@ -438,17 +438,20 @@ class Trainer:
     def _advice(self) -> str:
         """What to try, by how the GAN phase ended: every epoch of its budget used (for
         ``epochs="auto"`` the step cap, ``defaults.MAX_GAN_STEPS``), ``max_time`` reached, or
-        the fidelity no longer improving."""
+        the fidelity no longer improving. The minimax objective is suggested only to a fit that
+        used another."""
         cfg = self.cfg
+        other = "use objective='gan' or " if self.wgan else ""
         if cfg.max_time is not None and self.gan_seconds >= cfg.max_time and self.gan_epoch < cfg.epochs:
             return (f"max_time ({cfg.max_time:g} s) ended the training after {self.gan_epoch} of {cfg.epochs} "
-                    "epochs: allow more time, or use objective='gan' or a lower learning_rate.")
+                    f"epochs: allow more time, or {other}a lower learning_rate.")
         if self.gan_epoch >= cfg.epochs:
             return (f"The training used all its {cfg.epochs} epochs ({self.step} discriminator steps; "
-                    "epochs='auto' stops at a fixed step budget): pass a larger epochs=, or use objective='gan' "
-                    "or a lower learning_rate.")
+                    f"epochs='auto' stops at a fixed step budget): pass a larger epochs=, or {other}"
+                    "a lower learning_rate.")
         return ("Its fidelity stopped improving before the epochs ran out: more epochs will not help; use "
-                "objective='gan', a lower learning_rate, or a wider generator (hidden_dims).")
+                + ("objective='gan', " if self.wgan else "")
+                + "a lower learning_rate or a wider generator (hidden_dims).")
 
     def _evaluate(self, logs: dict[str, Any]) -> None:
         """Fidelity of the current generator on the held-out rows; remember the best one and

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from gananomaly.pipelines.cli_types import contamination_option, epochs_option, seed_arg
 
+from gananomaly._args import positive_int_arg
+
 __all__ = ["main", "build_parser"]
 
 # Each is light to import (its command's work loads when the command runs), so that
@@ -68,6 +70,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise FileNotFoundError(f"--input {args.input!r} does not exist")
+    if args.resume and args.checkpoint_dir is None:
+        raise ValueError("--resume needs --checkpoint-dir (the directory whose checkpoint it continues)")
     _check_model_output(args.output)  # before a fit that may take hours
     X = read_numeric(args.input)
     det = GANAnomalyDetector(
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-time", type=_seconds, default=None,
                      help="stop the GAN phase after this many seconds (keeps the best generator so far)")
     fit.add_argument("--checkpoint-dir", default=None, help="write training checkpoints here")
-    fit.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
+    fit.add_argument("--checkpoint-every", type=positive_int_arg, default=10, help="epochs between checkpoints")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     fit.set_defaults(func=_fit)
 

@@ -85,8 +85,8 @@ def fit_images(
     check_target(Path(model_dir))  # the outputs and the data are checked before the training, not after it
     train, test = _load_splits(source, mode=mode, size=size, on_error=on_error, channels=channels)
     if scores_csv is not None and test is None:
-        raise ValueError(f"scores_csv={str(scores_csv)!r} needs test images in {str(source)!r} (a test/ folder, "
-                         "or the \"test\" array of an .npz; a .npy holds training images only)")
+        raise ValueError(f"--scores / scores_csv={str(scores_csv)!r} needs test images in {str(source)!r} (a test/ "
+                         "folder, or the \"test\" array of an .npz; a .npy holds training images only)")
     if scores_csv is not None:
         table_format(scores_csv, "--scores")
     det = GANAnomalyDetector(**{"random_state": 0, **(params or {}), "channels": "first"})

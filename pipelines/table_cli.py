@@ -13,6 +13,8 @@ from typing import Any
 
 from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES, load_config
 
+from gananomaly._args import positive_int_arg
+
 __all__ = ["add_score_arguments", "threshold_arg", "run_score_command", "register_cli"]
 
 
@@ -24,7 +26,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input .csv or .parquet file; for an image model a folder of image files, .npy or .npz")
     parser.add_argument("--output", required=True, help="output .csv or .parquet file (written atomically)")
     parser.add_argument("--id-column", default=None, help="input column copied to the output")
-    parser.add_argument("--chunk-rows", type=int, default=50_000, help="rows per chunk (memory bound, resume unit)")
+    parser.add_argument("--chunk-rows", type=positive_int_arg, default=50_000,
+                        help="rows per chunk (memory bound, resume unit)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its finished chunks")
     parser.add_argument("--on-bad-rows", choices=BAD_ROW_POLICIES, default=None,
                         help="rows with unparseable numbers, values too large to score or malformed CSV lines, "
@@ -34,7 +37,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input columns the model does not use: drop with a warning (default) or error")
     parser.add_argument("--unseen", choices=UNSEEN_POLICIES, default="score",
                         help="categories not seen in training: score them as unknown (default) or error")
-    parser.add_argument("--explain", type=int, default=0, metavar="K",
+    parser.add_argument("--explain", type=positive_int_arg, default=0, metavar="K",
                         help="add each row's K most responsible input columns and their contributions "
                              "(explain_1_column, explain_1_contribution, ...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -155,6 +155,21 @@ def test_fit_options_are_described_and_their_errors_name_them(tmp_path, capsys):
     assert fit.parse_args(["--input", "x", "--output", "m", "--max-time", "2.5"]).max_time == 2.5
 
 
+def test_counts_are_refused_at_zero_and_resume_needs_its_checkpoint_directory(model_dir, tmp_path, capsys):
+    """--explain 0 was taken silently (the served model refuses it), --chunk-rows 0 and
+    --resume without --checkpoint-dir were named by the library's parameter, not the option."""
+    score = ["score", "--model", str(model_dir), "--input", str(tmp_path / "x.npy"),
+             "--output", str(tmp_path / "s.csv")]
+    for option in ("--explain", "--chunk-rows"):
+        with pytest.raises(SystemExit) as exc:
+            main([*score, option, "0"])
+        assert exc.value.code == 2 and f"argument {option}: must be a positive int, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+    rc, err = _run(["fit", "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "m"), "--resume"], capsys)
+    assert rc == 2 and "--resume needs --checkpoint-dir" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
 def _commands(parser, path=()):
     """(path, parser) of every command that has no subcommands."""
     import argparse

@@ -216,8 +216,12 @@ def test_an_untrained_generator_is_warned_about():
         det = GANAnomalyDetector(epochs=1, learning_rate=1e-6, random_state=0).fit(X)
     assert det.fidelity_["fidelity"] < 0.5
     with pytest.warns(GeneratorFidelityWarning, match=r"max_time \(0\.01 s\) ended the training after 1 of 50 "
-                                                      r"epochs: allow more time"):
+                                                      r"epochs: allow more time") as record:
         GANAnomalyDetector(epochs=50, max_time=0.01, learning_rate=1e-6, random_state=0).fit(X)
+    # the minimax objective is what these fits used: suggested only to a WGAN-GP fit
+    assert not any("objective='gan'" in str(w.message) for w in record)
+    with pytest.warns(GeneratorFidelityWarning, match=r"pass a larger epochs=, or use objective='gan' or a lower"):
+        GANAnomalyDetector(epochs=1, objective="wgan-gp", learning_rate=1e-6, random_state=0).fit(X)
 
 
 def test_a_trained_generator_is_not_warned_about(ring_fit_warnings):
