@@ -198,6 +198,11 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
     gp_weight : float, default=10.0
     kappa : float, default=1.0
         Weight of the feature residual in izif encoder training and latent refinement.
+    ziz_weight : float, default=0.0
+        Weight of a latent cycle term in izif encoder training: ``||E(G(z)) - z||^2`` on noise
+        ``z``, so the encoder also learns to invert what the generator draws. It helps data with a
+        small mode that ``E`` otherwise maps onto a large one (``benchmarks/NOTES.md``: the
+        premium tier of the mixed table, 10 % of its rows, reconstructed as another tier).
     n_refine_steps : int, default=0
         Gradient steps on ``z`` at scoring time, all rows at once (AnoGAN's search,
         started from ``E(x)``).
@@ -303,6 +308,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         "encoder_learning_rate": [Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
         "gp_weight": [Interval(Real, 0, None, closed="left")],
         "kappa": [Interval(Real, 0, None, closed="left")],
+        "ziz_weight": [Interval(Real, 0, None, closed="left")],
         "n_refine_steps": [Interval(Integral, 0, None, closed="left")],
         "refine_lr": [Interval(Real, 0, MAX_LEARNING_RATE, closed="right")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -344,6 +350,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         encoder_learning_rate: float = 1e-3,
         gp_weight: float = 10.0,
         kappa: float = 1.0,
+        ziz_weight: float = 0.0,
         n_refine_steps: int = 0,
         refine_lr: float = 0.05,
         dropout: float = 0.0,
@@ -381,6 +388,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         self.encoder_learning_rate = encoder_learning_rate
         self.gp_weight = gp_weight
         self.kappa = kappa
+        self.ziz_weight = ziz_weight
         self.n_refine_steps = n_refine_steps
         self.refine_lr = refine_lr
         self.dropout = dropout
@@ -576,6 +584,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             encoder_learning_rate=self.encoder_learning_rate,
             gp_weight=self.gp_weight,
             kappa=self.kappa,
+            ziz_weight=float(self.ziz_weight),
             amp_dtype=amp_dtype,
             context_dim=context_dim,
         )
@@ -698,7 +707,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         params = {f"params.{k}": repr(v if v is None or isinstance(v, (str, int, float, tuple, list))
                                       else type(v).__name__)
                   for k, v in self.get_params(deep=False).items()
-                  if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device", "random_state")}
+                  if k not in ("verbose", "callbacks", "checkpoint_dir", "checkpoint_every", "device", "random_state")
+                  and not (k == "ziz_weight" and v == 0)}  # checkpoints written before it resume
         return {**params, "seed": int(seed), "arch": repr(sorted(self.arch_.items())),
                 "epochs": cfg.epochs, "encoder_epochs": cfg.encoder_epochs, "data": _ckpt.tensor_digest(Xt)}
 

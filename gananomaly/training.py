@@ -62,6 +62,7 @@ class TrainConfig:
     encoder_learning_rate: float = 1e-3
     gp_weight: float = 10.0
     kappa: float = 1.0
+    ziz_weight: float = 0.0  # weight of the encoder's latent cycle term ||E(G(z)) - z||^2
     amp_dtype: torch.dtype | None = None
     context_dim: int = 0  # trailing one-hot context columns of X (conditional GAN)
     # Fidelity on held-out rows (needs X_val): measured every ``eval_every`` GAN epochs.
@@ -564,7 +565,8 @@ class Trainer:
 
     def _encoder_phase(self) -> None:
         """f-AnoGAN's izif encoder training: G and D frozen, E minimises the image residual
-        plus ``kappa`` times the discriminator-feature residual of ``G(E(x))``."""
+        plus ``kappa`` times the discriminator-feature residual of ``G(E(x))`` (plus, with
+        ``ziz_weight``, that times the latent residual of ``E(G(z))`` on noise)."""
         cfg, X = self.cfg, self.X
         gen_net, disc_net, enc_net = self.gen, self.disc, self.enc
         n_epochs = cfg.encoder_epochs
@@ -582,12 +584,26 @@ class Trainer:
                 for idx in _batches(X.shape[0], cfg.batch_size, self.rng, X.device, self.rank, self.world):
                     x = self._batch(idx)
                     with amp:
-                        x_hat = gen_net(self.e_train(x))
+                        if cfg.ziz_weight:
+                            # noise through G and back: E learns to invert every mode G draws, a
+                            # small one included (from real rows alone E can map it onto another).
+                            # One forward of E for both (DistributedDataParallel wants one).
+                            z = self._sample_z(x)
+                            with torch.no_grad():
+                                drawn = gen_net(z).to(x.dtype)
+                            codes = self.e_train(torch.cat([x, drawn]))
+                            code, cycled = codes[: x.shape[0]], codes[x.shape[0]:]
+                        else:
+                            code = self.e_train(x)
+                        x_hat = gen_net(code)
                         loss = F.mse_loss(x_hat.float(), x)
                         if cfg.kappa:
                             loss = loss + cfg.kappa * F.mse_loss(
                                 disc_net.features(x_hat).float(), disc_net.features(x).float()
                             )
+                        if cfg.ziz_weight:
+                            k = self.latent_dim
+                            loss = loss + cfg.ziz_weight * F.mse_loss(cycled.float()[:, :k], z[:, :k])
                     self.opt_e.zero_grad(set_to_none=True)
                     loss.backward()
                     self.opt_e.step()
