@@ -356,7 +356,7 @@ def _explain_pass(model, data) -> _Pass:
         pre, det = model[:-1], model.steps[-1][1]
         Xt = pre.transform(model_input(frame, schema))
         names = [str(n) for n in pre.get_feature_names_out()]
-        source = feature_columns(names, schema, schema.owners)
+        source = feature_columns(names, schema)
         columns = [c for c in schema.columns if c in set(source)]
     else:
         det = model.steps[-1][1] if isinstance(model, Pipeline) else model
@@ -541,16 +541,17 @@ def _feature_index(feature, names: list[str]) -> int:
     raise ValueError(f"the detector explained a feature {f!r} that is not among its input columns {names}")
 
 
-def feature_columns(names: list[str], schema: ModelSchema, owners: dict[str, list[str]] | None = None) -> list[str]:
+def feature_columns(names: list[str], schema: ModelSchema) -> list[str]:
     """The input column each preprocessed feature comes from (``numeric__amount`` ->
     ``amount``; ``categorical__device_pos`` -> ``device``, the longest matching column).
-    ``owners`` (:attr:`ModelSchema.owners`: each transformer's input columns) decides by the
-    transformer named in the feature's prefix, so a numeric column ``plan_pro`` and the
-    category ``pro`` of a column ``plan`` are told apart."""
+    The transformer named in the feature's prefix decides (:attr:`ModelSchema.owners`: each
+    transformer's input columns), so a numeric column ``plan_pro`` and the category ``pro`` of a
+    column ``plan`` are told apart."""
+    owners = schema.owners
     out = []
     for n in names:
         prefix, tail = n.split("__", 1) if "__" in n else ("", n)
-        cols = (owners or {}).get(prefix)
+        cols = owners.get(prefix)
         if cols is None:
             if tail in schema.numeric or tail in schema.categorical:
                 out.append(tail)

@@ -309,7 +309,7 @@ def _columns_named_in_warnings(pipeline, schema: ModelSchema, X_train: pd.DataFr
     pre = pipeline[:-1]
     names = [str(n) for n in pre.get_feature_names_out()]
     labels = []
-    for name, column in zip(names, feature_columns(names, schema, model_schema(pipeline).owners)):
+    for name, column in zip(names, feature_columns(names, model_schema(pipeline))):
         tail = name.split("__", 1)[-1]
         labels.append(column if tail == column or column not in schema.categorical
                       else f"{column}={tail[len(column) + 1:]}")
