@@ -15,7 +15,7 @@ import torch
 from gananomaly import data as _data
 from gananomaly.explanations import category_str
 
-__all__ = ["fit", "encode"]
+__all__ = ["fit", "encode", "names", "from_table", "unseen_rows"]
 
 
 def fit(context, X: np.ndarray):
@@ -56,6 +56,42 @@ def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarra
     if unknown:
         raise ValueError(f"context has values never seen in fit: {unknown[:10]}; known: {categories[:10]}")
     return _onehot(keys, categories)
+
+
+def names(context) -> list[str] | None:
+    """The column names ``context`` was given with: a pandas Series's name, a DataFrame's
+    column names (all strings); None for anything else (an array, a list, unnamed columns).
+    A model that records them can read its context from the same table as its features
+    (the MLflow pyfunc, the batch job)."""
+    if isinstance(context, pd.Series):
+        return [context.name] if isinstance(context.name, str) and context.name else None
+    if isinstance(context, pd.DataFrame):
+        cols = list(context.columns)
+        ok = cols and all(isinstance(c, str) and c for c in cols) and len(set(cols)) == len(cols)
+        return cols if ok else None
+    return None
+
+
+def from_table(frame: pd.DataFrame, columns: list[str], categorical: bool):
+    """The context held by ``columns`` of ``frame``, as fit took it: the one column (a
+    Series) of a categorical context, the columns (a DataFrame) of a numeric one.
+
+    Raises
+    ------
+    ValueError
+        ``frame`` lacks one of ``columns`` (named).
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input is missing the context column(s) {missing} the model was fitted with")
+    return frame[columns[0]] if categorical else frame[list(columns)]
+
+
+def unseen_rows(context, categories: list[str]) -> np.ndarray:
+    """Positions of the values of a categorical ``context`` (no missing value) whose category
+    is not among ``categories`` (compared as :func:`encode` compares them)."""
+    keys = _keys(context, np.empty((len(context), 0)), categories)
+    return np.flatnonzero(~np.isin(keys, np.asarray(categories, dtype=object)))
 
 
 def _key(v) -> str:

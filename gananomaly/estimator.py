@@ -667,6 +667,7 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
         context's categories (or numeric scaler) are fitted and recorded."""
         if reset:
             ctx, self.context_categories_, self.context_mean_, self.context_scale_ = _context.fit(context, X)
+            self.context_names_ = None if context is None else _context.names(context)
             return ctx
         return _context.encode(context, X, getattr(self, "context_categories_", None),
                                getattr(self, "context_mean_", None), getattr(self, "context_scale_", None))

@@ -347,12 +347,15 @@ def _is_pipeline(model) -> bool:
     return isinstance(model, Pipeline) and len(model.steps) > 1
 
 
-def _explain_pass(model, data) -> _Pass:
+def _explain_pass(model, data, context=None) -> _Pass:
     from sklearn.pipeline import Pipeline
 
     if _is_pipeline(model):
         schema = model_schema(model)
         frame, keep, _ = prepare_frame(data, schema)
+        if context is not None and not keep.all():  # the context of the rows kept
+            context = context.iloc[np.flatnonzero(keep)] if hasattr(context, "iloc") \
+                else np.asarray(context)[np.flatnonzero(keep)]
         pre, det = model[:-1], model.steps[-1][1]
         Xt = pre.transform(model_input(frame, schema))
         names = [str(n) for n in pre.get_feature_names_out()]
@@ -363,7 +366,7 @@ def _explain_pass(model, data) -> _Pass:
         pre, schema, Xt = None, None, data
         keep = np.ones(len(data), dtype=bool)
         source = columns = names = input_columns(det)
-    long = det.explain(Xt)
+    long = det.explain(Xt, context=context)
     n = int(keep.sum())
     feat = np.array([_feature_index(f, names) for f in long["feature"].unique()])
     lookup = dict(zip(long["feature"].unique(), feat))
@@ -391,13 +394,15 @@ def _ranking(p: _Pass) -> np.ndarray:
     return order
 
 
-def column_contributions(model, X) -> pd.DataFrame:
+def column_contributions(model, X, *, context=None) -> pd.DataFrame:
     """Every input column's contribution to each row's anomaly score.
 
     Parameters
     ----------
     model : fitted GANAnomalyDetector, or Pipeline of preprocessing ending in one
     X : DataFrame (a pipeline) or array-like (a bare detector)
+    context : array-like, optional
+        Each row's context, for a detector fitted with one.
 
     Returns
     -------
@@ -406,11 +411,11 @@ def column_contributions(model, X) -> pd.DataFrame:
     per-feature contributions (:meth:`GANAnomalyDetector.explain`) over the features it
     became (a categorical column's one-hot group); larger = more responsible.
     """
-    p = _explain_pass(model, X)
+    p = _explain_pass(model, X, context)
     return pd.DataFrame(p.contributions, columns=p.columns)
 
 
-def top_columns(model, X, k: int) -> pd.DataFrame:
+def top_columns(model, X, k: int, *, context=None) -> pd.DataFrame:
     """Each row's ``k`` most responsible input columns and their contributions.
 
     Parameters
@@ -419,6 +424,8 @@ def top_columns(model, X, k: int) -> pd.DataFrame:
     X : DataFrame (a pipeline) or array-like (a bare detector)
     k : int
         How many columns per row, 1 to the number of input columns.
+    context : array-like, optional
+        Each row's context, for a detector fitted with one.
 
     Returns
     -------
@@ -438,7 +445,7 @@ def top_columns(model, X, k: int) -> pd.DataFrame:
         raise ValueError(f"k={k} is larger than the number of input columns of the model ({len(columns)})")
     if len(X) == 0:
         return top_frame(np.zeros((0, len(columns))), columns, int(k))
-    p = _explain_pass(model, X)
+    p = _explain_pass(model, X, context)
     return top_frame(p.contributions, p.columns, int(k), _ranking(p))
 
 
@@ -465,7 +472,7 @@ def top_frame(contributions: np.ndarray, columns: list[str], k: int, order: np.n
     return pd.DataFrame(out)
 
 
-def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
+def explain_columns(model, data, *, top: int | None = None, context=None) -> pd.DataFrame:
     """Why each row of a table scores as it does, per *input* column.
 
     Returns
@@ -484,7 +491,7 @@ def explain_columns(model, data, *, top: int | None = None) -> pd.DataFrame:
                              "column": pd.Series(dtype=object), "contribution": pd.Series(dtype=np.float64),
                              "value": pd.Series(dtype=object), "expected": pd.Series(dtype=object),
                              "imputed": pd.Series(dtype=bool)})
-    p = _explain_pass(model, data)
+    p = _explain_pass(model, data, context)
     n, m = p.contributions.shape
     order = _ranking(p)
     width = m if top is None else min(int(top), m)

@@ -104,6 +104,14 @@ def model_card(model) -> str:
              f"- Score: `{det.component}` (weight {det.weight}, latent_weight {det.latent_weight}, "
              f"knn_weight {det.knn_weight})",
              f"- Threshold (`offset_` on `score_samples`): {float(det.offset_):.6g} ({rule})"]
+    context = getattr(det, "context_names_", None)
+    if context:
+        cats = getattr(det, "context_categories_", None)
+        lines.insert(lines.index(next(x for x in lines if x.startswith("- Preprocessing"))),
+                     f"- Context (each row is judged against what is normal for it): "
+                     f"{', '.join(f'`{c}`' for c in context)}"
+                     + (f" (categories {', '.join(map(str, cats[:20]))}{', ...' if len(cats) > 20 else ''})"
+                        if cats is not None else " (numbers)"))
     fidelity = getattr(det, "fidelity_", None) or {}
     if fidelity:
         lines.append("- Generator fidelity on held-out normal rows: " + ", ".join(
@@ -151,7 +159,7 @@ def save_model(
 
     _, det = split_model(model)
     check_is_fitted(det)
-    _refuse_context(det)
+    _refuse_context(model)
     _validate_env_arguments(None, pip_requirements, extra_pip_requirements)
     path = os.path.abspath(os.fspath(path))
     existed = os.path.isdir(path)
@@ -294,7 +302,7 @@ def log_model(
 
     from mlflow.models import Model
 
-    _refuse_context(split_model(model)[1])  # before MLflow records a LoggedModel
+    _refuse_context(model)  # before MLflow records a LoggedModel
     return Model.log(
         name=name,
         artifact_path=None,
@@ -437,8 +445,21 @@ def _load_pyfunc(path: str, model_config: dict | None = None) -> GANAnomalyPyfun
                                               str(model_config.get("device", "cpu"))))
 
 
-def _refuse_context(det) -> None:
-    if getattr(det, "context_categories_", None) is not None or getattr(det, "context_mean_", None) is not None:
-        raise ValueError("this detector was fitted with a context, which the MLflow pyfunc cannot pass (its predict "
-                         "takes one table): a logged or registered model could never score. Save it with "
-                         "det.save(path) and score with det.score_samples(X, context=...)")
+def _refuse_context(model) -> None:
+    """A model whose context its pyfunc could not read from the one table ``predict`` takes is
+    refused: one fitted with an unnamed context, or a bare detector fitted on an array."""
+    from gananomaly.mlflow_pyfunc import context_columns
+
+    prep, det = split_model(model)
+    if getattr(det, "context_categories_", None) is None and getattr(det, "context_mean_", None) is None:
+        return
+    if context_columns(model) is None:
+        raise ValueError("this detector was fitted with an unnamed context, which the MLflow pyfunc cannot read "
+                         "(its predict takes one table): a logged or registered model could never score. Fit with "
+                         "the context as a named pandas Series (categories) or DataFrame (numbers), whose column "
+                         "names the served table then carries, or save it with det.save(path) and score with "
+                         "det.score_samples(X, context=...)")
+    if prep is None and getattr(det, "feature_names_in_", None) is None:
+        raise ValueError("this detector was fitted on an array with a context: the MLflow pyfunc reads the context "
+                         f"columns {det.context_names_} from a table by name, so fit on a DataFrame (or save it "
+                         "with det.save(path) and score with det.score_samples(X, context=...))")

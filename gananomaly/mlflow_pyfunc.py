@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["EXPLAIN_PARAM", "GANAnomalyPyfunc", "column_steps", "example_frame", "explain_count", "explanations",
+__all__ = ["EXPLAIN_PARAM", "GANAnomalyPyfunc", "column_steps", "context_columns", "context_of", "example_frame",
+           "explain_count", "explanations",
            "infer_pyfunc_signature", "input_columns",
            "convert_columns", "score_frame", "split_model", "unseen_categories"]
 
@@ -38,13 +39,16 @@ def split_model(model) -> tuple[Any, Any]:
     return None, model
 
 
-def score_frame(model, X) -> pd.DataFrame:
+def score_frame(model, X, context=None) -> pd.DataFrame:
     """The pyfunc output for ``X``: anomaly scores per component, ``score`` and ``label``.
 
     Parameters
     ----------
     model : fitted GANAnomalyDetector or Pipeline ending in one
     X : array-like or DataFrame
+    context : Series or DataFrame, optional
+        Each row's context (:func:`context_of`), for a detector fitted with one; by default
+        read from ``X``'s columns when the detector recorded their names.
 
     Returns
     -------
@@ -58,8 +62,14 @@ def score_frame(model, X) -> pd.DataFrame:
         out = empty_score_table()
         out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(0)
         return out
+    names = context_columns(model)
+    if names is not None and isinstance(X, pd.DataFrame):
+        if context is None:
+            context = context_of(model, X)
+        features = input_columns(model) or []
+        X = X.drop(columns=[c for c in names if c in X.columns and c not in features])
     Xt = prep.transform(X) if prep is not None else X
-    out = det.score_table(Xt)
+    out = det.score_table(Xt, context=context)
     det._finite(out["score"].to_numpy())  # a served NaN score would read as an inlier
     out.index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
     return out
@@ -68,6 +78,55 @@ def score_frame(model, X) -> pd.DataFrame:
 def input_columns(model) -> list[str] | None:
     names = getattr(model, "feature_names_in_", None)
     return None if names is None else [str(n) for n in names]
+
+
+def context_columns(model) -> list[str] | None:
+    """The input table's columns that hold the context of a detector fitted with a named one
+    (a pandas Series or DataFrame); None otherwise."""
+    names = getattr(split_model(model)[1], "context_names_", None)
+    return None if names is None else [str(n) for n in names]
+
+
+def context_of(model, data: pd.DataFrame):
+    """The context a model fitted with a named one reads from the table ``data``: its one
+    column (categories, as given) or its columns (numbers, as float64).
+
+    Raises
+    ------
+    ValueError
+        A context column is missing, holds a missing value, a category never seen in training
+        or (numeric) a value that is no finite number: naming the column and its rows
+        (counted from 1).
+    """
+    from gananomaly import context as _context
+    from gananomaly.explanations import numeric_cells
+
+    det = split_model(model)[1]
+    names = context_columns(model)
+    categories = getattr(det, "context_categories_", None)
+    ctx = _context.from_table(data, names, categorical=categories is not None)
+    if categories is None:
+        problems, converted = [], {}
+        for col in names:
+            values, bad = numeric_cells(ctx[col], col, "X")
+            bad = np.flatnonzero(np.asarray(bad) | ~np.isfinite(values))
+            if len(bad):
+                problems.append(f"context column {col!r} holds values that are no finite numbers in rows "
+                                f"{(bad[:10] + 1).tolist()} (counted from 1; e.g. {ctx[col].iloc[bad[0]]!r})")
+            converted[col] = values
+        if problems:
+            raise ValueError("; ".join(problems))
+        return pd.DataFrame(converted, index=ctx.index)
+    missing = np.flatnonzero(ctx.isna().to_numpy())
+    if len(missing):
+        raise ValueError(f"context column {names[0]!r} is missing in rows {(missing[:10] + 1).tolist()} (counted "
+                         f"from 1): every row needs its context")
+    unseen = _context.unseen_rows(ctx, categories)
+    if len(unseen):
+        raise ValueError(f"context column {names[0]!r} holds values never seen in training in rows "
+                         f"{(unseen[:10] + 1).tolist()} (counted from 1; e.g. {ctx.iloc[unseen[0]]!r}); the model "
+                         f"knows {list(categories)[:10]}")
+    return ctx
 
 
 class GANAnomalyPyfunc:
@@ -90,18 +149,24 @@ class GANAnomalyPyfunc:
 
         try:
             k = explain_count(params)
-            X, out = self._predict(data)
+            X, ctx, out = self._predict(data)
             if k is not None:
-                out = pd.concat([out, explanations(self.model, X, k, out.index)], axis=1)
+                out = pd.concat([out, explanations(self.model, X, k, out.index, ctx)], axis=1)
             return out
         except (ValueError, TypeError, KeyError) as exc:
             raise MlflowException(f"gananomaly: {exc}", error_code=INVALID_PARAMETER_VALUE) from exc
 
-    def _predict(self, data) -> tuple[Any, pd.DataFrame]:
-        """(the input as the model takes it, its score table)."""
+    def _predict(self, data) -> tuple[Any, Any, pd.DataFrame]:
+        """(the input as the model takes it, its context (None without one), its score table)."""
         from gananomaly.data import check_table
 
         prep, det = split_model(self.model)
+        ctx = None
+        if context_columns(self.model) is not None:
+            if not isinstance(data, pd.DataFrame):
+                raise ValueError(f"this model reads each row's context from the columns {context_columns(self.model)}: "
+                                 f"send a table (DataFrame) with them, got {type(data).__name__}")
+            ctx = context_of(self.model, data)
         # a bare table detector's input is checked here, its rows counted from 1 (a request's, as
         # the pipeline's are); once, before anything converts it
         check_rows = prep is None and getattr(det, "image_shape_", None) is None
@@ -130,7 +195,7 @@ class GANAnomalyPyfunc:
             # a pipeline that fills in nothing passes a missing value on to the detector, which
             # would name the column by position and count rows from 0: named here, as the input's
             check_table(X, rows_from=1)
-        out = score_frame(self.model, X)
+        out = score_frame(self.model, X, ctx)
         unseen, counts = unseen_categories(self.model, X, given)
         if unseen.any():
             # all-zero one-hot codes can look normal: such rows are outliers by definition (by
@@ -139,7 +204,7 @@ class GANAnomalyPyfunc:
             warnings.warn(f"{int(unseen.sum())} row(s) hold categories never seen in training, labelled -1: "
                           + "; ".join(f"column {c!r}: {n} row(s) (e.g. {ex!r})" for c, (n, ex) in counts.items()),
                           UserWarning, stacklevel=2)
-        return X, out
+        return X, ctx, out
 
 
 #: The ``predict`` parameter asking for each row's top-K columns (see :func:`explanations`).
@@ -163,7 +228,7 @@ def explain_count(params: dict[str, Any] | None) -> int | None:
     return int(k)
 
 
-def explanations(model, X, k: int, index: pd.Index) -> pd.DataFrame:
+def explanations(model, X, k: int, index: pd.Index, context=None) -> pd.DataFrame:
     """Each row's ``k`` most responsible columns and their contributions, indexed like the scores:
     ``explain_1_column``, ``explain_1_contribution``, ... (:func:`gananomaly.explanations.top_columns`:
     per original input column for a table pipeline, one-hot groups summed; per feature for a
@@ -175,7 +240,7 @@ def explanations(model, X, k: int, index: pd.Index) -> pd.DataFrame:
         raise ValueError(f"params[{EXPLAIN_PARAM!r}]: explanations are per table column; this model was fitted "
                          "on images (use its anomaly maps)")
     try:
-        frame = top_columns(model, X, k)
+        frame = top_columns(model, X, k, context=context)
     except ValueError as exc:
         raise ValueError(f"params[{EXPLAIN_PARAM!r}]: {exc}") from exc
     frame.index = index
@@ -331,9 +396,9 @@ def _required_inputs(signature, model):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    columns = input_columns(model)
+    columns = (input_columns(model) or []) + (context_columns(model) or [])
     inputs = signature.inputs
-    if columns is None or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
+    if not columns or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
         return signature
     numeric = (DataType.long, DataType.integer, DataType.double, DataType.float)
     specs = [ColSpec(type=AnyType() if c.type in numeric else c.type, name=c.name, required=True)

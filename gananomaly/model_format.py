@@ -85,7 +85,8 @@ _CONV_KEYS = {"kind", "channels", "size", "latent_dim", "width", "joint", "spect
 _FITTED_REQUIRED = {"n_features_in_", "offset_", "score_config"}
 _FITTED_OPTIONAL = {"feature_names_in_", "n_epochs_", "extra", "threshold_"}
 _SCORE_KEYS = {"joint", "n_refine_steps", "refine_lr", "kappa", "loc", "scale"}
-_EXTRA_KEYS = {"image_shape", "objective", "fidelity", "context_categories", "context_mean", "context_scale"}
+_EXTRA_KEYS = {"image_shape", "objective", "fidelity", "context_categories", "context_mean", "context_scale",
+               "context_names"}
 _PIPELINE_KEYS = {"format", "kind", "format_version", "library_version", "detector_step", PREPROCESSING_DIGEST_KEY,
                   DETECTOR_DIGEST_KEY, RECORD_DIGEST_KEY}
 # Estimator parameters that may be booleans (the others never are: True is not an epoch count).
@@ -474,6 +475,18 @@ def _check_extra(extra: Any, arch: dict, n_features: int, invalid: Invalid) -> N
                 invalid(f"fitted.extra.{part}", "needs arch.context_dim > 0")
             for i, v in enumerate(values):
                 invalid.number(v, f"fitted.extra.{part}[{i}]", positive=positive)
+    names = extra.get("context_names")
+    if names is not None:
+        # the columns of the input table the context is read from: the one column of a
+        # categorical context, one per column of a numeric one
+        want = 1 if cats is not None else (context_dim if mean is not None else 0)
+        if want == 0:
+            invalid("fitted.extra.context_names", "needs a context (context_categories or context_mean)")
+        invalid.list(names, "fitted.extra.context_names", want, want)
+        for i, name in enumerate(names):
+            invalid.str(name, f"fitted.extra.context_names[{i}]")
+        if len(set(names)) != len(names) or not all(names):
+            invalid("fitted.extra.context_names", "must be distinct non-empty strings")
 
 
 def _check_history(history: Any, invalid: Invalid) -> None:

@@ -135,6 +135,8 @@ class RecordMixin:
         if getattr(self, "context_mean_", None) is not None:
             extra["context_mean"] = [float(v) for v in self.context_mean_]
             extra["context_scale"] = [float(v) for v in self.context_scale_]
+        if getattr(self, "context_names_", None) is not None:
+            extra["context_names"] = [str(n) for n in self.context_names_]
         return extra
 
     @classmethod
@@ -227,6 +229,8 @@ class RecordMixin:
             self.context_mean_, self.context_scale_ = np.asarray(mean, float), np.asarray(scale, float)
         else:
             self.context_mean_ = self.context_scale_ = None
+        names = extra.get("context_names")  # checked by model_format: one per context column
+        self.context_names_ = None if names is None else [str(n) for n in names]
         shape = extra.get("image_shape")
         if shape is not None:
             if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)

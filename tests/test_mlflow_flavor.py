@@ -472,7 +472,7 @@ def test_a_detector_fitted_with_a_context_is_not_saved_for_a_pyfunc_that_could_n
     rng = np.random.RandomState(0)
     det = GANAnomalyDetector(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0)
     det.fit(rng.randn(80, 3), context=np.where(rng.rand(80) > 0.5, "a", "b"))
-    with pytest.raises(ValueError, match=r"fitted with a context.*det\.save\(path\)"):
+    with pytest.raises(ValueError, match=r"fitted with an unnamed context.*det\.save\(path\)"):
         gm.save_model(det, tmp_path / "m")
     assert not (tmp_path / "m").exists()
     # logging is refused before MLflow records anything (a FAILED LoggedModel was left behind)
@@ -482,7 +482,7 @@ def test_a_detector_fitted_with_a_context_is_not_saved_for_a_pyfunc_that_could_n
     try:
         exp_id = MlflowClient().create_experiment("conditional")
         with mlflow.start_run(experiment_id=exp_id):
-            with pytest.raises(ValueError, match=r"fitted with a context"):
+            with pytest.raises(ValueError, match=r"fitted with an unnamed context"):
                 gm.log_model(det, name="model", registered_model_name="cond")
         assert MlflowClient().search_logged_models(experiment_ids=[exp_id]) == []
     finally:

@@ -1,0 +1,138 @@
+"""A context given by name in fit is read from the served table: the MLflow pyfunc (and so
+``mlflow models serve`` and ``spark_udf``) scores a conditional model from one table."""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from sklearn.metrics import roc_auc_score
+from test_conditional import contextual_data
+
+import gananomaly
+import gananomaly.mlflow as gm
+from gananomaly import GANAnomalyDetector
+from gananomaly.model_format import CONFIG_NAME, RECORD_DIGEST_KEY, with_record_digest
+
+COLUMNS = ["s0", "s1", "s2", "s3"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, ctx, X_test, ctx_test, y = contextual_data()
+    return pd.DataFrame(X, columns=COLUMNS), ctx, pd.DataFrame(X_test, columns=COLUMNS), ctx_test, y
+
+
+@pytest.fixture(scope="module")
+def served(data, tmp_path_factory):
+    X, ctx, X_test, ctx_test, _ = data
+    det = GANAnomalyDetector(epochs=20, random_state=0).fit(X, context=pd.Series(ctx, name="machine"))
+    path = tmp_path_factory.mktemp("served") / "m"
+    gm.save_model(det, path, input_example=X_test.assign(machine=ctx_test).head(3))
+    return det, path
+
+
+def test_the_served_table_carries_the_context_and_scores_as_the_estimator(data, served):
+    X, _, X_test, ctx_test, y = data
+    det, path = served
+    assert det.context_names_ == ["machine"]
+    model = mlflow.pyfunc.load_model(str(path))
+    table = X_test.assign(machine=ctx_test)
+    out = model.predict(table, params={"explain": 2})
+    np.testing.assert_array_equal(out["score"].to_numpy(), det.score_samples(X_test, context=ctx_test))
+    np.testing.assert_array_equal(out["label"].to_numpy(), det.predict(X_test, context=ctx_test))
+    # each reading is normal for *some* machine: only its own machine's context finds the anomalies
+    assert roc_auc_score(y, -out["score"]) >= 0.9
+    swapped = model.predict(table.assign(machine=np.where(ctx_test == "A", "B", "A")))
+    assert roc_auc_score(y, -swapped["score"]) <= 0.2
+    assert set(out["explain_1_column"]) <= set(COLUMNS)  # the context is no feature to blame
+    # the column's position and the table's other columns do not matter
+    shuffled = table[["machine", "s3", "s1", "s0", "s2"]].assign(note="x")
+    np.testing.assert_array_equal(model.predict(shuffled)["score"].to_numpy(), out["score"].to_numpy())
+    inputs = {c.name: c for c in model.metadata.signature.inputs.inputs}
+    assert set(inputs) == {*COLUMNS, "machine"} and inputs["machine"].required
+    assert "`machine` (categories A, B)" in (path / "MODEL_CARD.md").read_text()
+    loaded = gananomaly.load(path / "model")
+    assert loaded.context_names_ == ["machine"]
+    np.testing.assert_array_equal(loaded.score_samples(X_test, context=ctx_test), out["score"].to_numpy())
+
+
+def test_a_context_the_model_cannot_use_is_named_with_its_rows(data, served):
+    _, _, X_test, ctx_test, _ = data
+    model = mlflow.pyfunc.load_model(str(served[1]))
+    table = X_test.head(6).assign(machine=ctx_test[:6])
+    cases = [
+        (table.assign(machine=["A", "B", "A", "A", "C", "B"]),
+         r"context column 'machine' holds values never seen in training in rows \[5\] \(counted from 1; e\.g\. "
+         r"'C'\); the model knows \['A', 'B'\]"),
+        (table.assign(machine=["A", None, "A", "A", "B", np.nan]),
+         r"context column 'machine' is missing in rows \[2, 6\] \(counted from 1\)"),
+        (table.drop(columns="machine"), r"missing inputs \['machine'\]"),  # MLflow's schema check names it
+    ]
+    for frame, match in cases:
+        with pytest.raises(MlflowException, match=match) as info:
+            model.predict(frame)
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    # without a signature, the model's own check names the column
+    bare = model.get_raw_model()
+    from gananomaly.mlflow_pyfunc import GANAnomalyPyfunc
+
+    with pytest.raises(MlflowException, match=r"missing the context column\(s\) \['machine'\]"):
+        GANAnomalyPyfunc(bare).predict(table.drop(columns="machine"))
+    with pytest.raises(MlflowException, match=r"reads each row's context from the columns \['machine'\]: send a table"):
+        GANAnomalyPyfunc(bare).predict(X_test.head(3).to_numpy())
+
+
+def test_a_numeric_context_is_read_from_its_columns_even_as_text(tmp_path):
+    rng = np.random.RandomState(0)
+    n = 400
+    load = rng.uniform(0, 1, n)  # the reading follows the load: x = 3 * load + noise
+    X = pd.DataFrame({"x": 3 * load + 0.1 * rng.randn(n), "y": rng.randn(n)})
+    ctx = pd.DataFrame({"load": load})
+    det = GANAnomalyDetector(epochs=2, encoder_epochs=1, random_state=0).fit(X, context=ctx)
+    assert det.context_names_ == ["load"]
+    gm.save_model(det, tmp_path / "m")
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    table = X.head(5).assign(load=load[:5])
+    want = det.score_samples(X.head(5), context=ctx.head(5))
+    np.testing.assert_array_equal(model.predict(table)["score"].to_numpy(), want)
+    from gananomaly.mlflow_pyfunc import GANAnomalyPyfunc
+
+    as_text = table.assign(load=[str(v) for v in load[:5]])
+    np.testing.assert_array_equal(GANAnomalyPyfunc(det).predict(as_text)["score"].to_numpy(), want)
+    with pytest.raises(MlflowException, match=r"context column 'load' holds values that are no finite numbers in "
+                                              r"rows \[2\] \(counted from 1; e\.g\. 'high'\)"):
+        GANAnomalyPyfunc(det).predict(as_text.assign(load=["0.1", "high", "0.3", "0.2", "0.5"]))
+
+
+def test_a_context_the_pyfunc_could_not_read_is_refused_at_the_save(data, tmp_path):
+    X, ctx, _, _, _ = data
+    quick = dict(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0)
+    unnamed = GANAnomalyDetector(**quick).fit(X[:80], context=ctx[:80])  # an array: no name
+    with pytest.raises(ValueError, match=r"fitted with an unnamed context.*named pandas Series"):
+        gm.save_model(unnamed, tmp_path / "a")
+    on_array = GANAnomalyDetector(**quick).fit(X[:80].to_numpy(), context=pd.Series(ctx[:80], name="machine"))
+    with pytest.raises(ValueError, match=r"fitted on an array with a context.*\['machine'\].*fit on a DataFrame"):
+        gm.save_model(on_array, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("names, match", [
+    (["machine", "other"], r"context_names.*must have between 1 and 1 entries, got 2"),
+    ([3], r"context_names\[0\].*must be a string"),
+    ([""], r"context_names.*distinct non-empty strings"),
+])
+def test_tampered_context_names_are_refused(served, tmp_path, names, match):
+    import shutil
+
+    path = tmp_path / "m"
+    shutil.copytree(served[1] / "model", path)
+    config = json.loads((path / CONFIG_NAME).read_text())
+    config["fitted"]["extra"]["context_names"] = names
+    if RECORD_DIGEST_KEY in config:
+        config = with_record_digest(config)
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        gananomaly.load(path)
