@@ -15,7 +15,7 @@ import torch
 from gananomaly import data as _data
 from gananomaly.explanations import category_str
 
-__all__ = ["fit", "encode", "names", "from_table", "unseen_rows"]
+__all__ = ["fit", "encode", "names", "from_table", "unseen_rows", "table_problems", "read_table"]
 
 
 def fit(context, X: np.ndarray):
@@ -85,6 +85,53 @@ def from_table(frame: pd.DataFrame, columns: list[str], categorical: bool):
     if missing:
         raise ValueError(f"input is missing the context column(s) {missing} the model was fitted with")
     return frame[columns[0]] if categorical else frame[list(columns)]
+
+
+def table_problems(frame: pd.DataFrame, columns: list[str], categories: list[str] | None
+                   ) -> tuple[object, list[tuple[str, np.ndarray, str, str]]]:
+    """(the context held by ``columns`` of ``frame`` as a detector takes it, its problems).
+
+    ``categories``: those of a categorical context (its one column, values as given), None for
+    a numeric one (its columns as float64, text read as numbers). Each problem is ``(column,
+    mask of rows, what is wrong, a note)``: a missing value, a category never seen in training,
+    a value that is no finite number. Those rows cannot be scored; the others can."""
+    from gananomaly.explanations import numeric_cells
+
+    ctx = from_table(frame, columns, categorical=categories is not None)
+    problems = []
+    if categories is None:
+        converted = {}
+        for col in columns:
+            values, bad = numeric_cells(ctx[col], col, "context")
+            bad = np.asarray(bad) | ~np.isfinite(values)
+            if bad.any():
+                problems.append((col, bad, "holds values that are no finite numbers", ""))
+            converted[col] = np.where(bad, 0.0, values)
+        return pd.DataFrame(converted, index=ctx.index), problems
+    missing = ctx.isna().to_numpy()
+    if missing.any():
+        problems.append((columns[0], missing, "is missing", "every row needs its context"))
+    unseen = np.zeros(len(ctx), dtype=bool)
+    present = np.flatnonzero(~missing)
+    unseen[present[unseen_rows(ctx.iloc[present], categories)]] = True
+    if unseen.any():
+        problems.append((columns[0], unseen, "holds values never seen in training",
+                         f"the model knows {list(categories)[:10]}"))
+    return ctx, problems
+
+
+def read_table(frame: pd.DataFrame, columns: list[str], categories: list[str] | None):
+    """The context of :func:`table_problems`; its first problem is a ValueError naming the
+    column, the rows (counted from 1) and an example value."""
+    ctx, problems = table_problems(frame, columns, categories)
+    if problems:
+        col, mask, what, note = problems[0]
+        rows = np.flatnonzero(mask)
+        value = frame[col].iloc[rows[0]]
+        example = "" if pd.isna(value) else f"; e.g. {value!r}"
+        raise ValueError(f"context column {col!r} {what} in rows {(rows[:10] + 1).tolist()} (counted from 1{example})"
+                         f"{'; ' + note if note else ''}")
+    return ctx
 
 
 def unseen_rows(context, categories: list[str]) -> np.ndarray:

@@ -55,6 +55,11 @@ class ModelSchema:
     parts : list of (str, transformer, list of str)
         A ``ColumnTransformer`` model's parts (:func:`column_parts`): each transformer's name,
         the transformer, and the input columns it reads (empty for other models).
+    context : list of str
+        The columns holding each row's context, for a detector fitted with a named one (read
+        by :func:`gananomaly.context.table_problems`; no features).
+    context_categories : list of str or None
+        The categories of a categorical context (None: numeric, or no context).
     """
 
     numeric: list[str]
@@ -63,10 +68,24 @@ class ModelSchema:
     named: bool = True
     typed: dict[str, dict[str, Any]] = field(default_factory=dict)
     parts: list[tuple[str, Any, list[str]]] = field(default_factory=list, repr=False, compare=False)
+    context: list[str] = field(default_factory=list)
+    context_categories: list[str] | None = None
 
     @property
     def columns(self) -> list[str]:
+        """The feature columns."""
         return list(self.numeric) + list(self.categorical)
+
+    @property
+    def required(self) -> list[str]:
+        """Every column an input must hold: the features, then the context columns."""
+        features = self.columns
+        return features + [c for c in self.context if c not in features]
+
+    @property
+    def text_columns(self) -> list[str]:
+        """Columns read as text from a file: the categorical ones, and a categorical context."""
+        return list(self.categorical) + (list(self.context) if self.context_categories is not None else [])
 
     @property
     def owners(self) -> dict[str, list[str]]:
@@ -94,12 +113,19 @@ def model_schema(model) -> ModelSchema:
     from sklearn.pipeline import Pipeline
 
     first = model.steps[0][1] if isinstance(model, Pipeline) else model
+    det = model.steps[-1][1] if isinstance(model, Pipeline) else model
     if isinstance(first, ColumnTransformer) and hasattr(first, "transformers_"):
-        return _column_transformer_schema(first)
-    names = getattr(first, "feature_names_in_", None)
-    if names is not None:
-        return ModelSchema([str(n) for n in names], [])
-    return ModelSchema([str(i) for i in range(int(first.n_features_in_))], [], named=False)
+        schema = _column_transformer_schema(first)
+    elif getattr(first, "feature_names_in_", None) is not None:
+        schema = ModelSchema([str(n) for n in first.feature_names_in_], [])
+    else:
+        schema = ModelSchema([str(i) for i in range(int(first.n_features_in_))], [], named=False)
+    names = getattr(det, "context_names_", None)
+    if names:
+        schema.context = [str(n) for n in names]
+        cats = getattr(det, "context_categories_", None)
+        schema.context_categories = None if cats is None else list(cats)
+    return schema
 
 
 def _one_hot(trans):

@@ -99,34 +99,9 @@ def context_of(model, data: pd.DataFrame):
         (counted from 1).
     """
     from gananomaly import context as _context
-    from gananomaly.explanations import numeric_cells
 
-    det = split_model(model)[1]
-    names = context_columns(model)
-    categories = getattr(det, "context_categories_", None)
-    ctx = _context.from_table(data, names, categorical=categories is not None)
-    if categories is None:
-        problems, converted = [], {}
-        for col in names:
-            values, bad = numeric_cells(ctx[col], col, "X")
-            bad = np.flatnonzero(np.asarray(bad) | ~np.isfinite(values))
-            if len(bad):
-                problems.append(f"context column {col!r} holds values that are no finite numbers in rows "
-                                f"{(bad[:10] + 1).tolist()} (counted from 1; e.g. {ctx[col].iloc[bad[0]]!r})")
-            converted[col] = values
-        if problems:
-            raise ValueError("; ".join(problems))
-        return pd.DataFrame(converted, index=ctx.index)
-    missing = np.flatnonzero(ctx.isna().to_numpy())
-    if len(missing):
-        raise ValueError(f"context column {names[0]!r} is missing in rows {(missing[:10] + 1).tolist()} (counted "
-                         f"from 1): every row needs its context")
-    unseen = _context.unseen_rows(ctx, categories)
-    if len(unseen):
-        raise ValueError(f"context column {names[0]!r} holds values never seen in training in rows "
-                         f"{(unseen[:10] + 1).tolist()} (counted from 1; e.g. {ctx.iloc[unseen[0]]!r}); the model "
-                         f"knows {list(categories)[:10]}")
-    return ctx
+    categories = getattr(split_model(model)[1], "context_categories_", None)
+    return _context.read_table(data, context_columns(model), categories)
 
 
 class GANAnomalyPyfunc:

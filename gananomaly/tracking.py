@@ -62,7 +62,8 @@ _MAX_TAG = 5000
 
 def tracked_fit(model, X, *, X_eval=None, y_eval=None, experiment: str = "gananomaly", run_name: str | None = None,
                 tracking_uri: str | None = None, log_model: bool = True, extra_params: dict | None = None,
-                image_shape: tuple[int, ...] | None = None, tags: dict | None = None) -> tuple[Any, str | None]:
+                image_shape: tuple[int, ...] | None = None, tags: dict | None = None, context=None,
+                context_eval=None) -> tuple[Any, str | None]:
     """Fit ``model`` on ``X`` inside an MLflow run and log everything about it.
 
     The run records every detector parameter (and ``extra_params``), the data shape and
@@ -95,6 +96,10 @@ def tracked_fit(model, X, *, X_eval=None, y_eval=None, experiment: str = "ganano
     image_shape : tuple of int, optional
         ``(C, H, W)`` of one sample: log image grids, reshaping flat samples to it.
     tags : dict, optional
+    context, context_eval : array-like, optional
+        Each training row's context (and each evaluation row's) for a conditional fit (see
+        :meth:`GANAnomalyDetector.fit`); given as a named pandas Series or DataFrame, the logged
+        model reads it from the served table's columns of those names.
 
     Returns
     -------
@@ -121,7 +126,7 @@ def tracked_fit(model, X, *, X_eval=None, y_eval=None, experiment: str = "ganano
         raise TypeError(f"experiment must be the MLflow experiment's name (a str), got {type(experiment).__name__}")
     job = TrackedRun.prepare(model, X, X_eval=X_eval, y_eval=y_eval, extra_params=extra_params,
                              image_shape=image_shape, log_model=log_model, uri=resolve_tracking_uri(tracking_uri),
-                             experiment=experiment)
+                             experiment=experiment, context=context, context_eval=context_eval)
     with tracking_scope(job.uri):
         run_id = _open_run(mlflow, job, run_name, tags)
         try:

@@ -177,20 +177,30 @@ class TrackedRun:
     experiment: str
     det: Any = None
     image: bool = False
+    #: each training row's context (and each evaluation row's), for a conditional fit
+    context: Any = None
+    context_eval: Any = None
     #: set once ``model.fit`` returned: a later failure must not lose the fitted model
     fitted: bool = field(default=False)
 
     @classmethod
     def prepare(cls, model, X, *, X_eval, y_eval, extra_params, image_shape, log_model: bool, uri: str,
-                experiment: str) -> TrackedRun:
+                experiment: str, context=None, context_eval=None) -> TrackedRun:
         """Check the model and the evaluation data (before any fit) and collect the parameters."""
         prep, det, _ = split_model(model)
         y = check_eval(X_eval, y_eval)
         if X_eval is not None:
             _check_eval_columns(X, X_eval)
+        if (context is None) != (context_eval is None) and X_eval is not None:
+            raise ValueError("context and context_eval: give both or neither (the evaluation rows are scored "
+                             "for their own context)")
+        for name, values, rows in (("context", context, X), ("context_eval", context_eval, X_eval)):
+            if values is not None and len(values) != len(rows):
+                raise ValueError(f"{name} has {len(values)} values, but its data has {len(rows)} rows")
         image_shape = _check_image_shape(image_shape, X if prep is None else None)
         return cls(model, X, X_eval, y, image_shape, log_model, _collect_params(model, det, extra_params), uri,
-                   experiment, det=det, image=_is_image(det, X, image_shape))
+                   experiment, det=det, image=_is_image(det, X, image_shape), context=context,
+                   context_eval=context_eval)
 
     def log(self, mlflow) -> None:
         """Everything inside the active run, after it was opened; sets ``fitted`` after the fit."""
@@ -200,8 +210,10 @@ class TrackedRun:
         callback = MLflowCallback(mlflow.active_run().info.run_id, tracking_uri=self.uri)
         det.set_params(callbacks=tuple(user_callbacks or ()) + (callback,))
         start = time.perf_counter()
+        _, _, step = split_model(model)
+        fit_params = {} if self.context is None else {"context" if step is None else f"{step}__context": self.context}
         try:
-            model.fit(X)
+            model.fit(X, **fit_params)
         finally:
             det.set_params(callbacks=user_callbacks)
         self.fitted = True
@@ -212,7 +224,7 @@ class TrackedRun:
         if self.X_eval is not None:
             Xt_eval = prep.transform(self.X_eval) if prep is not None else self.X_eval
             log_evaluation(mlflow, det, Xt_eval, self.y, model=model if prep is not None else None,
-                           X_eval=self.X_eval)
+                           X_eval=self.X_eval, context=self.context_eval)
         if self.image:
             source = Xt_eval
             if source is None:
@@ -223,6 +235,11 @@ class TrackedRun:
             from gananomaly import mlflow as flavor
 
             example = X.iloc[:5] if isinstance(X, pd.DataFrame) else np.asarray(X[:5])
+            names = getattr(det, "context_names_", None)
+            if names and isinstance(example, pd.DataFrame):  # the served table carries the context columns
+                head = self.context.iloc[:5] if hasattr(self.context, "iloc") else np.asarray(self.context)[:5]
+                given = pd.DataFrame(np.asarray(head, dtype=object).reshape(len(example), -1), columns=names)
+                example = pd.concat([example.reset_index(drop=True), given], axis=1)
             info = flavor.log_model(model, name="model", input_example=example)
             mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
@@ -264,13 +281,17 @@ def _parzen_metrics(det, Xt_eval, y: np.ndarray) -> dict[str, float]:
     return {"parzen_log_likelihood": res.mean_log_likelihood, "parzen_bandwidth": res.bandwidth}
 
 
-def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=None) -> dict[str, float]:
-    """Metrics, plots and the explained top anomalies of the evaluation rows; with ``model``
-    (a pipeline ending in ``det``) and its untransformed ``X_eval`` the explanations name the
-    input columns (one-hot groups summed), as ``explain_tabular`` does."""
+def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=None, context=None) -> dict[str, float]:
+    """Metrics, plots and the explained top anomalies of the evaluation rows (``context``: each
+    row's, for a conditional detector); with ``model`` (a pipeline ending in ``det``) and its
+    untransformed ``X_eval`` the explanations name the input columns (one-hot groups summed),
+    as ``explain_tabular`` does."""
     from gananomaly.metrics import evaluate_detector
 
-    scored = det.score_table(Xt_eval) if hasattr(det, "score_table") else None  # the one pass
+    if context is not None:
+        scored = det.score_table(Xt_eval, context=context)
+    else:
+        scored = det.score_table(Xt_eval) if hasattr(det, "score_table") else None  # the one pass
     table = evaluate_detector(det, Xt_eval, y, table=scored)
     metrics: dict[str, float] = {}
     for comp, row in table.iterrows():
@@ -288,13 +309,15 @@ def log_evaluation(mlflow, det, Xt_eval, y: np.ndarray, *, model=None, X_eval=No
         mlflow.log_metric("threshold", threshold)
     if hasattr(det, "explain") and getattr(det, "image_shape_", None) is None:
         top = np.argsort(-scores[getattr(det, "component", "combined")].to_numpy(), kind="stable")[:TOP_EXPLAINED]
+        ctx = None if context is None else (context.iloc[top] if hasattr(context, "iloc")
+                                            else np.asarray(context)[top])
         if model is not None and isinstance(X_eval, pd.DataFrame):
             from gananomaly.explanations import explain_columns
 
-            explained = explain_columns(model, X_eval.iloc[top], top=3)
+            explained = explain_columns(model, X_eval.iloc[top], top=3, context=ctx)
         else:
             rows = Xt_eval.iloc[top] if hasattr(Xt_eval, "iloc") else np.asarray(Xt_eval)[top]
-            explained = det.explain(rows, top=3)
+            explained = det.explain(rows, top=3, context=ctx)
         explained["row"] = top[explained["row"].to_numpy()]  # positions in the evaluation set
         mlflow.log_table(explained, "evaluation/top_anomalies_explained.json")
     mlflow.log_figure(plot_roc(scores, y, table), "plots/roc_curve.png")

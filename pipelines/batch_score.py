@@ -293,7 +293,7 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
     elif in_format == "parquet":
         chunks = parquet_chunks(in_path, needed, chunk_rows, id_column)
     else:
-        chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows, schema.categorical)
+        chunks = csv_chunks(in_path, needed, chunk_rows, id_column, on_bad_rows, schema.text_columns)
     policies = {"id_column": id_column, "extra_columns": extra_columns, "on_bad_rows": on_bad_rows,
                 "unseen": unseen, "explain": explain}
     total_units, unit = progress_total(in_path, "parquet" if in_format == ARRAY_FORMAT else in_format, n_total)
@@ -373,7 +373,7 @@ def _input_plan(in_path: Path, in_format: str, schema, id_column: str | None, ex
     extra = check_columns(columns, schema, id_column, extra_columns, where, ignore, explain)
     if extra:
         log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
-    needed = (list(schema.columns) if schema.named else [c for c in columns if c != id_column and c not in ignore])
+    needed = (schema.required if schema.named else [c for c in columns if c != id_column and c not in ignore])
     needed = needed + ([id_column] if id_column else [])
     if n_total == 0:
         raise ValueError(f"{where} has no data rows")

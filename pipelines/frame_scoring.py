@@ -24,6 +24,7 @@ import pandas as pd
 from gananomaly.pipelines.csv_input import check_unique
 from gananomaly.pipelines.table_config import BAD_ROW_POLICIES, EXTRA_POLICIES, UNSEEN_POLICIES
 
+from gananomaly import context as _context
 from gananomaly import estimator as _estimator
 from gananomaly.explanations import (
     ModelSchema,
@@ -52,15 +53,16 @@ MAX_LISTED_ROWS = 1000
 MAX_STANDARDISED = 1e6
 
 
-def score_prepared(model, X) -> pd.DataFrame:
-    """Scores of rows already converted by :func:`gananomaly.pipelines.tabular.prepare_frame`.
+def score_prepared(model, X, context=None) -> pd.DataFrame:
+    """Scores of rows already converted by :func:`gananomaly.pipelines.tabular.prepare_frame`
+    (with each row's ``context``, for a detector fitted with one).
 
     One pass through the networks gives all five columns; ``score`` and ``label`` equal
     ``model.score_samples(X)`` and ``model.predict(X)`` exactly.
     """
     if len(X) == 0:
         return _empty_scores()
-    return _score_transformed(*_transform(model, X))
+    return _score_transformed(*_transform(model, X), context)
 
 
 def _empty_scores() -> pd.DataFrame:
@@ -76,10 +78,10 @@ def _transform(model, X) -> tuple[Any, Any]:
     return model, X
 
 
-def _score_transformed(det, Xt) -> pd.DataFrame:
+def _score_transformed(det, Xt, context=None) -> pd.DataFrame:
     if len(Xt) == 0:
         return _empty_scores()
-    return det.score_table(Xt).reset_index(drop=True)
+    return det.score_table(Xt, context=context).reset_index(drop=True)
 
 
 def _standardised(det, Xt) -> np.ndarray | None:
@@ -197,15 +199,16 @@ def check_columns(columns: list[str], schema: ModelSchema, id_column: str | None
                              f"{clash}); rename it in the input")
     if not schema.named:
         return []
-    missing = [c for c in schema.columns if c not in columns]
+    missing = [c for c in schema.required if c not in columns]
     if missing:
         raise ValueError(f"{where} is missing column(s) {missing} that the model needs "
-                         f"(model columns: {schema.columns}; input columns: {columns})")
+                         f"(model columns: {schema.required}; input columns: {columns})")
     if id_column is not None and id_column not in columns:
         raise ValueError(f"{where} has no ID column {id_column!r} (input columns: {columns})")
-    if id_column is not None and id_column in schema.columns:
-        raise ValueError(f"ID column {id_column!r} is one of the model's feature columns")
-    extra = [c for c in columns if c not in schema.columns and c != id_column and c not in ignore]
+    if id_column is not None and id_column in schema.required:
+        raise ValueError(f"ID column {id_column!r} is one of the model's "
+                         f"{'feature' if id_column in schema.columns else 'context'} columns")
+    extra = [c for c in columns if c not in schema.required and c != id_column and c not in ignore]
     if extra and extra_columns == "error":
         raise ValueError(f"{where} has column(s) {extra} that the model was not fitted on "
                          "(use extra_columns='drop' / --extra-columns drop to ignore them)")
@@ -295,6 +298,19 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         if extra:
             log.warning("%s: ignoring column(s) the model does not use: %s", where, extra)
     rows = np.arange(1, len(df) + 1) if row_numbers is None else np.asarray(row_numbers)
+    context = None
+    if schema.context:
+        context, fit, problems = _context_rows(df, schema, rows, on_bad_rows, where)
+        if not fit.all():  # score the rows whose context the model knows; count the others as skipped
+            scores, report = score_frame(model, df.loc[df.index[fit]], id_column=id_column, on_bad_rows=on_bad_rows,
+                                         unseen=unseen, row_numbers=rows[fit], where=where, schema=schema,
+                                         explain=explain, _checked=True)
+            report.rows_read = len(df)
+            report.n_skipped += int((~fit).sum())
+            report.skipped_rows = sorted(report.skipped_rows + rows[~fit].tolist())[:MAX_LISTED_ROWS]
+            for col, mask, _what, _note in problems:
+                report.bad_values[col] = report.bad_values.get(col, 0) + int(mask.sum())
+            return scores, report
     report = ScoreReport(rows_read=len(df))
     # Without an imputer (a bare detector, or preprocessing that fills nothing) a missing number is
     # a bad value, named with the others by its row in the input.
@@ -306,18 +322,22 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
         det, Xt = _transform(model, model_input(frame, schema) if schema.named else frame)
         z = _standardised(det, Xt)
         sources = _feature_sources(model, Xt, raw_columns) if z is not None else []
+        if context is not None:  # the context of the rows kept
+            context = context.iloc[np.flatnonzero(keep)]
         drop = _unscorable_values(z, sources, df, rows, keep, on_bad_rows, where, report)
         if drop.any():
             frame, Xt = _take(frame, ~drop), _take(Xt, ~drop)
             z = z[~drop]
+            if context is not None:
+                context = context.iloc[np.flatnonzero(~drop)]
     unseen_rows = _unseen(frame, schema, rows[keep], report, unseen, where) if schema.named else None
-    scores = _score_transformed(det, Xt)
+    scores = _score_transformed(det, Xt, context)
     if unseen_rows is not None and unseen_rows.any():
         # A category the model never saw is encoded as all zeros, which can look normal:
         # such rows are outliers by definition, whatever their score.
         scores.loc[unseen_rows, "label"] = -1
     if explain:
-        why = top_columns(model, frame, explain)
+        why = top_columns(model, frame, explain, context=context)
         if not schema.named:  # the model's x0, x1, ... are the input's columns in order: use their names
             names = dict(zip(input_columns(model), raw_columns))
             for c in why.columns[::2]:
@@ -335,6 +355,27 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
     scores.index = df.index[keep]  # the input's labels of the rows scored: joins back onto the input
     report.rows_scored = len(scores)
     return scores, report
+
+
+def _context_rows(df: pd.DataFrame, schema: ModelSchema, rows: np.ndarray, on_bad_rows: str,
+                  where: str) -> tuple[Any, np.ndarray, list]:
+    """(the context of ``df``'s rows, mask of the rows whose context the model can use, the
+    problems of :func:`gananomaly.context.table_problems`): a
+    missing context, a category never seen in training or a numeric context that is no
+    finite number is an error naming the column and rows under ``on_bad_rows="error"``,
+    else those rows are skipped (logged)."""
+    ctx, problems = _context.table_problems(df, schema.context, schema.context_categories)
+    fit = np.ones(len(df), dtype=bool)
+    parts = []
+    for col, mask, what, note in problems:
+        fit &= ~mask
+        examples = df[col][mask].head(3).tolist()
+        parts.append(f"context column {col!r} {what} in rows {format_rows(rows[mask].tolist())}"
+                     + (f" (e.g. {examples!r})" if not all(pd.isna(v) for v in examples) else "")
+                     + (f"; {note}" if note else ""))
+    if parts:
+        _skip_message(on_bad_rows, where, "rows whose context the model cannot use", "; ".join(parts))
+    return ctx, fit, problems
 
 
 def _imputes(model) -> bool:
@@ -361,7 +402,7 @@ def _prepared(df: pd.DataFrame, schema: ModelSchema, id_column: str | None, rows
                                          missing_is_bad=missing_is_bad)
         raw_columns = list(schema.numeric)
     else:
-        feats = df.drop(columns=[id_column]) if id_column else df
+        feats = df.drop(columns=([id_column] if id_column else []) + [c for c in schema.context if c in df.columns])
         if feats.shape[1] != len(schema.numeric):
             raise ValueError(f"{where} has {feats.shape[1]} feature column(s); the model expects {len(schema.numeric)}")
         raw_columns = [str(c) for c in feats.columns]

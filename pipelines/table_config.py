@@ -31,7 +31,7 @@ MISSING_CATEGORY = "__missing__"
 _KEYS: dict[str, set[str]] = {
     "": {"name", "data", "preprocessing", "split", "detector", "mlflow", "output"},
     "data": {"path", "format", "builtin", "options", "id_columns", "drop_columns", "label_column",
-             "anomaly_values", "numeric_columns", "categorical_columns"},
+             "anomaly_values", "numeric_columns", "categorical_columns", "context_column"},
     "preprocessing": {"numeric_imputer", "scaler", "categorical_imputer", "max_categories", "min_frequency"},
     "split": {"fit_on", "test_size", "random_state"},
     "mlflow": {"enabled", "experiment", "tracking_uri", "run_name"},
@@ -67,6 +67,11 @@ class TabularConfig:
         Values of ``label_column`` that mark an anomaly (every other value is normal).
     numeric_columns, categorical_columns : list of str or None
         Column roles; None: inferred from the dtypes (numbers are numeric, the rest categorical).
+    context_column : str or None
+        A column whose values are categories (a machine, a tier, an hour bucket) that each row
+        is judged *for*: the GAN becomes conditional, and a row is normal or not for its own
+        context (no feature itself). Scoring needs the column too; a value never seen in
+        training, or a missing one, makes a row unscorable (``on_bad_rows``).
     numeric_imputer : {"median", "mean", "constant"}
         ``"constant"`` fills 0.
     scaler : {"standard", "robust", "minmax", "none"}
@@ -104,6 +109,7 @@ class TabularConfig:
     anomaly_values: list[Any] = field(default_factory=lambda: [1])
     numeric_columns: list[str] | None = None
     categorical_columns: list[str] | None = None
+    context_column: str | None = None
     numeric_imputer: str = "median"
     scaler: str = "standard"
     categorical_imputer: str = "most_frequent"
@@ -149,11 +155,14 @@ class TabularConfig:
                 _check_str_list(f"data.{key}", getattr(self, key))
         if self.label_column is not None:
             _check_str("data.label_column", self.label_column)
+        if self.context_column is not None:
+            _check_str("data.context_column", self.context_column)
         if not isinstance(self.anomaly_values, list) or not self.anomaly_values:
             raise ValueError(f"data.anomaly_values must be a non-empty list, got {self.anomaly_values!r}")
         roles = {"id_columns": self.id_columns, "drop_columns": self.drop_columns,
                  "label_column": [self.label_column] if self.label_column else [],
-                 "numeric_columns": self.numeric_columns or [], "categorical_columns": self.categorical_columns or []}
+                 "numeric_columns": self.numeric_columns or [], "categorical_columns": self.categorical_columns or [],
+                 "context_column": [self.context_column] if self.context_column else []}
         seen: dict[str, str] = {}
         for role, cols in roles.items():
             for col in cols:

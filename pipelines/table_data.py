@@ -72,10 +72,11 @@ def read_table(config: TabularConfig) -> pd.DataFrame:
 
 
 def _text_columns(config: TabularConfig, path: Path) -> list[str]:
+    context = [config.context_column] if config.context_column else []  # categories: as written, as scoring reads
     if config.categorical_columns is not None:
-        return list(config.categorical_columns)
+        return list(config.categorical_columns) + context
     if config.numeric_columns is None or file_format(path, config.format) != "csv":
-        return []  # the roles follow the types the file's values have
+        return context  # the roles follow the types the file's values have
     others = set(config.numeric_columns) | set(config.id_columns) | set(config.drop_columns) | {config.label_column}
     return [c for c in header_names(path) if c not in others]
 
@@ -149,9 +150,11 @@ def infer_columns(config: TabularConfig, df: pd.DataFrame) -> tuple[list[str], l
         missing = [c for c in (getattr(config, key) or []) if c not in columns]
         if missing:
             raise ValueError(f"data.{key}: column(s) {missing} not in the data (columns: {columns})")
-    if config.label_column is not None and config.label_column not in columns:
-        raise ValueError(f"data.label_column: column {config.label_column!r} not in the data (columns: {columns})")
-    reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column}
+    for key in ("label_column", "context_column"):
+        col = getattr(config, key)
+        if col is not None and col not in columns:
+            raise ValueError(f"data.{key}: column {col!r} not in the data (columns: {columns})")
+    reserved = set(config.id_columns) | set(config.drop_columns) | {config.label_column, config.context_column}
     free = [c for c in columns if c not in reserved]
     empty = [c for c in free if not df[c].notna().any()]
     if empty:

@@ -251,14 +251,16 @@ def fit_tabular(config: TabularConfig | str | os.PathLike, data: pd.DataFrame | 
     if test_df is not None:
         X_test, _, _ = prepare_frame(test_df, schema, row_numbers=test_pos + 1, where="the data",
                                      hint="Fix or remove those rows")
+    ctx_train, ctx_test = _contexts(config, train_df, train_pos, test_df, test_pos)
     use_mlflow = config.mlflow if mlflow is None else mlflow
     run_id = None
     with _columns_named_in_warnings(pipeline, schema, X_train):
         if use_mlflow:
-            pipeline, run_id = _tracked_fit(config, pipeline, schema, X_train, X_test, y_test, tracking_uri)
+            pipeline, run_id = _tracked_fit(config, pipeline, schema, X_train, X_test, y_test, tracking_uri,
+                                            ctx_train, ctx_test)
         else:
-            pipeline.fit(X_train)
-    metrics, test_scores = _evaluate(config, pipeline, test_df, X_test, y_test)
+            pipeline.fit(X_train, **({} if ctx_train is None else {"detector__context": ctx_train}))
+    metrics, test_scores = _evaluate(config, pipeline, test_df, X_test, y_test, ctx_test)
     result = TabularResult(pipeline=pipeline, metrics=metrics, model_path=None, run_id=run_id,
                            n_train=len(X_train), n_test=0 if X_test is None else len(X_test),
                            numeric_columns=schema.numeric, categorical_columns=schema.categorical,
@@ -318,8 +320,43 @@ def _columns_named_in_warnings(pipeline, schema: ModelSchema, X_train: pd.DataFr
         _data.fit_scaler(np.asarray(pre.transform(X_train), dtype=np.float64), labels)
 
 
+def _contexts(config: TabularConfig, train_df: pd.DataFrame, train_pos: np.ndarray, test_df: pd.DataFrame | None,
+              test_pos: np.ndarray | None) -> tuple[pd.Series | None, pd.Series | None]:
+    """Each training and held-out row's context (``data.context_column``, named so the saved
+    model reads it from a scored table's column of that name), or (None, None). A missing
+    context, or a held-out row whose context no training row has, is an error naming the rows
+    (counted from 1 in the data)."""
+    col = config.context_column
+    if col is None:
+        return None, None
+    parts = []
+    for frame, pos in ((train_df, train_pos), (test_df, test_pos)):
+        if frame is None:
+            parts.append(None)
+            continue
+        values = frame[col]
+        missing = values.isna().to_numpy()
+        if missing.any():
+            raise ValueError(f"data.context_column: column {col!r} is missing in rows "
+                             f"{format_rows((pos[missing] + 1).tolist())}: every row needs its context (fill it or "
+                             "remove those rows)")
+        parts.append(pd.Series(values.to_numpy(), name=col))
+    ctx_train, ctx_test = parts
+    if ctx_test is not None:
+        from gananomaly import context as _context
+
+        _, known, _, _ = _context.fit(ctx_train, np.empty((len(ctx_train), 0)))  # the categories the model will have
+        unseen = _context.unseen_rows(ctx_test, known)
+        if len(unseen):
+            raise ValueError(f"data.context_column: held-out rows {format_rows((test_pos[unseen] + 1).tolist())} have "
+                             f"contexts no training row has (e.g. {ctx_test.iloc[unseen[0]]!r}; training has "
+                             f"{known[:10]}): the model cannot judge them; give the training rows those contexts too")
+    return ctx_train, ctx_test
+
+
 def _tracked_fit(config: TabularConfig, pipeline, schema: ModelSchema, X_train: pd.DataFrame,
-                 X_test: pd.DataFrame | None, y_test: np.ndarray | None, tracking_uri: str | None):
+                 X_test: pd.DataFrame | None, y_test: np.ndarray | None, tracking_uri: str | None,
+                 ctx_train: pd.Series | None = None, ctx_test: pd.Series | None = None):
     """Fit through :func:`gananomaly.tracking.tracked_fit`: (fitted pipeline, run id)."""
     from gananomaly.tracking import tracked_fit
 
@@ -329,21 +366,25 @@ def _tracked_fit(config: TabularConfig, pipeline, schema: ModelSchema, X_train: 
     extra = {"config_name": config.name, "data": config.builtin or str(config.path),
              "numeric_columns": ",".join(schema.numeric), "categorical_columns": ",".join(schema.categorical),
              "fit_on": config.fit_on, "n_train": len(X_train)}
+    if config.context_column is not None:
+        extra["context_column"] = config.context_column
     return tracked_fit(
         pipeline, X_train, X_eval=X_test if y_test is not None else None, y_eval=y_test,
         experiment=config.experiment, run_name=config.run_name or config.name,
         tracking_uri=tracking_uri or config.tracking_uri, log_model=log_model, extra_params=extra,
-        tags={"gananomaly.pipeline": "tabular"},
+        tags={"gananomaly.pipeline": "tabular"}, context=ctx_train,
+        context_eval=ctx_test if y_test is not None else None,
     )
 
 
 def _evaluate(config: TabularConfig, pipeline, test_df: pd.DataFrame | None, X_test: pd.DataFrame | None,
-              y_test: np.ndarray | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+              y_test: np.ndarray | None, ctx_test: pd.Series | None = None
+              ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """(metrics, scores) of the held-out rows; (None, None) without held-out rows."""
     if X_test is None:
         return None, None
     metrics = None
-    scored = score_prepared(pipeline, X_test)  # one pass: the table and the metrics read it
+    scored = score_prepared(pipeline, X_test, ctx_test)  # one pass: the table and the metrics read it
     test_scores = scored.copy()
     for col in reversed(config.id_columns):
         test_scores.insert(0, col, test_df[col].to_numpy())
@@ -410,14 +451,20 @@ def explain_tabular(model, data: pd.DataFrame, *, top: int | None = None) -> pd.
     Long DataFrame: ``row`` (position in ``data``), ``index`` (its label in ``data.index``, as
     :func:`score_tabular` keeps it: join on it), ``rank``, ``column``, ``contribution``,
     ``value``, ``expected`` and ``imputed``, as :func:`~gananomaly.explanations.explain_columns`
-    describes them.
+    describes them. A model fitted with a context column reads each row's context from it.
     """
     from sklearn.pipeline import Pipeline
 
     if not (isinstance(model, Pipeline) and len(model.steps) > 1):
         raise TypeError("explain_tabular takes a fitted tabular pipeline (preprocessing + detector); for a bare "
                         "detector use its explain() method")
-    out = explain_columns(model, data, top=top)
+    schema = model_schema(model)
+    context = None
+    if schema.context:  # each row's context, from its column (a missing or unseen one is named)
+        from gananomaly.context import read_table
+
+        context = read_table(data, schema.context, schema.context_categories)
+    out = explain_columns(model, data, top=top, context=context)
     out.insert(1, "index", data.index[out["row"].to_numpy()] if len(out) else pd.Index([], dtype=data.index.dtype))
     return out
 
@@ -449,7 +496,7 @@ def score_tabular(model, data: pd.DataFrame | str | os.PathLike, *, id_column: s
         if not path.is_file():
             raise FileNotFoundError(f"no such input file {str(path)!r}")
         # as the batch job reads it: categories and IDs as text ("001" stays "001", an ID "NA" an ID)
-        data = read_file(path, text_columns=model_schema(model).categorical,
+        data = read_file(path, text_columns=model_schema(model).text_columns,
                          id_columns=[id_column] if id_column else [])
     scores, _report = score_frame(model, data, id_column=id_column, extra_columns=extra_columns,
                                   on_bad_rows=on_bad_rows, unseen=unseen)

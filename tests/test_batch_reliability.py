@@ -425,8 +425,8 @@ def test_scores_that_come_out_infinite_are_never_written(det, monkeypatch):
     data = frame(20)
     real = frame_scoring._score_transformed
 
-    def overflow(d, Xt):
-        scores = real(d, Xt)
+    def overflow(d, Xt, context=None):
+        scores = real(d, Xt, context)
         scores.loc[4, "latent"] = np.inf
         return scores
 

@@ -136,3 +136,131 @@ def test_tampered_context_names_are_refused(served, tmp_path, names, match):
     (path / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match=match):
         gananomaly.load(path)
+
+
+# ------------------------------------------------------------------ the table pipeline
+def _machines_csv(path, seed=0):
+    """The hot/cold machines as a file: the readings, an ID, the machine and the label."""
+    X, ctx, X_test, ctx_test, y = contextual_data(seed=seed)
+    df = pd.concat([pd.DataFrame(X, columns=COLUMNS).assign(machine=ctx, is_anomaly=0),
+                    pd.DataFrame(X_test, columns=COLUMNS).assign(machine=ctx_test, is_anomaly=y)], ignore_index=True)
+    df.insert(0, "reading_id", [f"r{i:05d}" for i in range(len(df))])
+    df.to_csv(path, index=False)
+    return df
+
+
+def _config(path, **kw):
+    from gananomaly.pipelines.tabular import TabularConfig
+
+    base = dict(name="machines", path=str(path), id_columns=["reading_id"], label_column="is_anomaly",
+                context_column="machine", detector={"epochs": 40, "random_state": 0}, mlflow=False)
+    return TabularConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory):
+    from gananomaly.pipelines.tabular import fit_tabular
+
+    root = tmp_path_factory.mktemp("machines")
+    df = _machines_csv(root / "machines.csv")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = fit_tabular(_config(root / "machines.csv", mlflow=True, tracking_uri=uri), output_dir=root / "run")
+    return df, root, result, uri
+
+
+def test_a_config_context_column_makes_the_pipeline_judge_each_row_for_its_context(machines):
+    from gananomaly.pipelines.tabular import fit_tabular, score_tabular
+
+    df, root, result, uri = machines
+    det = result.pipeline[-1]
+    assert det.context_names_ == ["machine"] and det.context_categories_ == ["A", "B"]
+    assert "machine" not in result.numeric_columns + result.categorical_columns
+    plain = fit_tabular(_config(root / "machines.csv", context_column=None, drop_columns=["machine"]), save=False)
+    print(f"machines: with the context column AUROC {result.auroc:.3f}, without it {plain.auroc:.3f}")
+    assert result.auroc >= 0.95
+    assert plain.auroc <= 0.7  # every reading is normal for *some* machine
+    # the saved model and the tracked run's logged model score a table with the column as the fit did
+    features = df.drop(columns=["is_anomaly"])
+    local = score_tabular(root / "run" / "model", features, id_column="reading_id")
+    held = result.test_scores
+    pos = features.set_index("reading_id").index.get_indexer(held["reading_id"])
+    np.testing.assert_array_equal(local["score"].to_numpy()[pos], held["score"].to_numpy())
+    mlflow.set_tracking_uri(uri)
+    try:
+        run = mlflow.get_run(result.run_id)
+        assert run.data.params["context_column"] == "machine"
+        served = mlflow.pyfunc.load_model(run.data.tags["gananomaly.model_uri"])
+        out = served.predict(features.drop(columns=["reading_id"]), params={"explain": 1})
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_array_equal(out["score"].to_numpy(), local["score"].to_numpy())
+    assert set(out["explain_1_column"]) <= set(COLUMNS)
+    from gananomaly.pipelines.tabular import explain_tabular
+
+    why = explain_tabular(result.pipeline, features.head(20), top=2)
+    assert len(why) == 40 and set(why["column"]) <= set(COLUMNS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_batch_job_reads_the_context_column_and_skips_rows_it_cannot_judge(machines, tmp_path, fmt):
+    from gananomaly.pipelines.batch_score import score_file
+    from gananomaly.pipelines.tabular import score_tabular
+
+    df, root, _, _ = machines
+    model_dir = root / "run" / "model"
+    rows = df.drop(columns=["is_anomaly"]).head(400).copy()
+    rows["machine"] = rows["machine"].astype(object)
+    rows.loc[[5, 250], "machine"] = "C"  # rows 6 and 251: a machine never seen in training
+    rows.loc[[17], "machine"] = None  # row 18: no machine
+    inp = tmp_path / f"in.{fmt}"
+    rows.to_csv(inp, index=False) if fmt == "csv" else rows.to_parquet(inp, index=False)
+    with pytest.raises(ValueError, match=r"rows whose context the model cannot use: context column 'machine' is "
+                                         r"missing in rows 18; every row needs its context; context column 'machine' "
+                                         r"holds values never seen in training in rows 6 \(e\.g\. \['C'\]\); the "
+                                         r"model knows \['A', 'B'\]\. Fix them or skip those rows"):  # the first chunk
+        score_file(model_dir, inp, tmp_path / "x.parquet", id_column="reading_id", chunk_rows=128)
+    assert not (tmp_path / "x.parquet").exists()
+    stats = score_file(model_dir, inp, tmp_path / "s.parquet", id_column="reading_id", chunk_rows=128,
+                       on_bad_rows="skip", explain=1)
+    out = pd.read_parquet(tmp_path / "s.parquet")
+    assert set(out["explain_1_column"]) <= set(COLUMNS)
+    assert stats["rows_scored"] == 397 and stats["skipped_rows"] == [6, 18, 251]
+    assert stats["bad_values"] == {"machine": 3}
+    good = rows.drop(index=[5, 17, 250])
+    want = score_tabular(model_dir, good, id_column="reading_id")
+    assert out["reading_id"].tolist() == good["reading_id"].tolist()
+    np.testing.assert_array_equal(out["score"].to_numpy(), want["score"].to_numpy())
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['machine'\] that the model needs"):
+        score_file(model_dir, _without(rows, "machine", tmp_path, fmt), tmp_path / "y.parquet", id_column="reading_id")
+
+
+def _without(rows, col, tmp_path, fmt):
+    path = tmp_path / f"no_{col}.{fmt}"
+    frame = rows.drop(columns=[col])
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+    return path
+
+
+def test_a_context_column_config_is_checked_before_the_fit(machines, tmp_path):
+    from gananomaly.pipelines.tabular import fit_tabular, load_config
+
+    df, root, _, _ = machines
+    with pytest.raises(ValueError, match=r"data.context_column: column 'machine' is also listed in "
+                                         r"data.categorical_columns|data.categorical_columns: column 'machine' is "
+                                         r"also listed in data.context_column"):
+        _config(root / "machines.csv", categorical_columns=["machine"])
+    with pytest.raises(ValueError, match=r"data.context_column: column 'site' not in the data"):
+        fit_tabular(_config(root / "machines.csv", context_column="site"), save=False)
+    gaps = df.copy()
+    gaps.loc[[3, 10], "machine"] = np.nan
+    with pytest.raises(ValueError, match=r"data.context_column: column 'machine' is missing in rows 4, 11"):
+        fit_tabular(_config(root / "machines.csv"), gaps, save=False)
+    novel = df.copy()
+    novel.loc[len(df) - 1, "machine"] = "Z"  # the last row, an anomaly (held out)
+    with pytest.raises(ValueError, match=rf"held-out rows {len(df)} have contexts no training row has "
+                                         r"\(e\.g\. 'Z'"):
+        fit_tabular(_config(root / "machines.csv"), novel, save=False)
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'[data]\npath = "{root / "machines.csv"}"\ncontext_column = ["machine"]\n')
+    with pytest.raises(ValueError, match=r"data.context_column must be a non-empty string, got \['machine'\]"):
+        load_config(toml)
