@@ -100,3 +100,40 @@ def test_spark_udf_scores_equal_local_scores(spark, logged):
     expected_label[5] = -1  # a category never seen in training is an outlier whatever its score
     np.testing.assert_array_equal(out["label"].to_numpy(), expected_label)
     np.testing.assert_allclose(out["combined"].to_numpy(), -local, rtol=0, atol=1e-6)
+
+
+def test_spark_udf_reads_each_rows_context_from_its_column(spark, tmp_path):
+    """A table model fitted with a context column (the account tier) reads it from the Spark
+    row, as the pyfunc and the batch job do: the same scores as scoring locally."""
+    import mlflow
+    from gananomaly.pipelines.datasets import mixed_table
+    from gananomaly.pipelines.tabular import TabularConfig, fit_tabular, model_schema, score_tabular
+    from mlflow.tracking import MlflowClient
+    from pyspark.sql.functions import struct
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TabularConfig(name="spark-context", builtin="mixed", options={"n_samples": 200}, id_columns=["order_id"],
+                        drop_columns=["anomaly_kind"], label_column="is_anomaly", context_column="tier",
+                        detector=dict(TINY), mlflow=True, experiment="spark-context")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = fit_tabular(cfg, save=False, tracking_uri=uri)
+    finally:
+        os.chdir(cwd)
+    model_uri = MlflowClient(tracking_uri=uri).get_run(result.run_id).data.tags["gananomaly.model_uri"]
+    schema = model_schema(result.pipeline)
+    assert schema.context == ["tier"] and "tier" not in schema.columns
+    df = mixed_table(120, random_state=4).drop(columns=["is_anomaly", "anomaly_kind"])
+    local = score_tabular(result.pipeline, df, id_column="order_id")
+    sdf = spark.createDataFrame(df[["order_id", *schema.required]].astype(
+        {c: object for c in schema.text_columns})).repartition(2)
+    mlflow.set_tracking_uri(uri)
+    try:
+        udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=RESULT_TYPE, env_manager="local")
+    finally:
+        mlflow.set_tracking_uri(None)
+    out = (sdf.withColumn("s", udf(struct(*schema.required)))
+           .select("order_id", "s.*").toPandas().set_index("order_id").loc[df["order_id"]])
+    np.testing.assert_allclose(out["score"].to_numpy(), local["score"].to_numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(out["label"].to_numpy(), local["label"].to_numpy())
