@@ -302,9 +302,9 @@ def score_frame(model, df: pd.DataFrame, *, id_column: str | None = None, extra_
     if schema.context:
         context, fit, problems = _context_rows(df, schema, rows, on_bad_rows, where)
         if not fit.all():  # score the rows whose context the model knows; count the others as skipped
-            scores, report = score_frame(model, df.loc[df.index[fit]], id_column=id_column, on_bad_rows=on_bad_rows,
-                                         unseen=unseen, row_numbers=rows[fit], where=where, schema=schema,
-                                         explain=explain, _checked=True)
+            scores, report = score_frame(model, df.iloc[np.flatnonzero(fit)], id_column=id_column,
+                                         on_bad_rows=on_bad_rows, unseen=unseen, row_numbers=rows[fit], where=where,
+                                         schema=schema, explain=explain, _checked=True)
             report.rows_read = len(df)
             report.n_skipped += int((~fit).sum())
             report.skipped_rows = sorted(report.skipped_rows + rows[~fit].tolist())[:MAX_LISTED_ROWS]

@@ -92,8 +92,10 @@ def run_score_command(args: argparse.Namespace) -> int:
 
 
 def _print_result(result) -> None:
+    context = getattr(result.pipeline[-1], "context_names_", None)
     print(f"fitted on {result.n_train} rows ({len(result.numeric_columns)} numeric, "
-          f"{len(result.categorical_columns)} categorical columns); held out {result.n_test}")
+          f"{len(result.categorical_columns)} categorical columns"
+          f"{'; each row judged for its ' + repr(context[0]) if context else ''}); held out {result.n_test}")
     if result.metrics is not None:
         print(result.metrics.round(4).to_string())
     if result.model_path is not None:

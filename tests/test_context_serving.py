@@ -230,6 +230,11 @@ def test_the_batch_job_reads_the_context_column_and_skips_rows_it_cannot_judge(m
     want = score_tabular(model_dir, good, id_column="reading_id")
     assert out["reading_id"].tolist() == good["reading_id"].tolist()
     np.testing.assert_array_equal(out["score"].to_numpy(), want["score"].to_numpy())
+    # in memory too, whatever the index: a repeated label keeps its own rows only
+    repeated = rows.set_axis(np.arange(len(rows)) // 2)
+    skipped = score_tabular(model_dir, repeated, id_column="reading_id", on_bad_rows="skip")
+    assert skipped["reading_id"].tolist() == good["reading_id"].tolist()
+    assert skipped.index.tolist() == (np.setdiff1d(np.arange(len(rows)), [5, 17, 250]) // 2).tolist()
     with pytest.raises(ValueError, match=r"missing column\(s\) \['machine'\] that the model needs"):
         score_file(model_dir, _without(rows, "machine", tmp_path, fmt), tmp_path / "y.parquet", id_column="reading_id")
 

@@ -78,8 +78,9 @@ def test_example_configs_load_and_describe_their_data():
     mixed = load_config(CONFIGS / "mixed.toml")
     num, cat = infer_columns(mixed, mixed_table(**mixed.options))
     assert num == ["amount", "n_items", "duration_s", "customer_age"]
-    assert cat == ["channel", "device", "tier", "country"]
-    assert {"order_id", "is_anomaly", "anomaly_kind"}.isdisjoint(num + cat)
+    assert cat == ["channel", "device", "country"]
+    assert mixed.context_column == "tier"  # the amount follows the tier: each order is judged for its own
+    assert {"order_id", "is_anomaly", "anomaly_kind", "tier"}.isdisjoint(num + cat)
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -443,9 +444,10 @@ def test_breast_cancer_config_reaches_auroc_090(tmp_path):
 @pytest.mark.slow
 def test_mixed_table_config_finds_every_kind_and_keeps_the_premium_tier_normal(tmp_path):
     """The shipped mixed config labelled every normal premium-tier order (10 % of the rows) an
-    outlier: its encoder mapped that small mode onto the other tiers (held-out AUROC 0.947). With
-    the latent cycle term (ziz_weight) the encoder inverts it (AUROC 1.000 measured, premium rows
-    labelled outliers 0.61 of the time: the standardised residuals still lean on the large tiers)."""
+    outlier: its encoder mapped that small mode onto the other tiers. The latent cycle term
+    (ziz_weight) made the encoder invert it, yet with the tier a feature most premium rows were
+    still labelled outliers; judged for their own tier (context_column) far fewer are, and the
+    normal rows flagged come near the contamination (figures: README, benchmarks/NOTES.md)."""
     cfg = load_config(CONFIGS / "mixed.toml")
     result = fit_tabular(cfg, mlflow=False, output_dir=tmp_path)
     assert result.auroc >= 0.99, result.metrics
@@ -453,8 +455,8 @@ def test_mixed_table_config_finds_every_kind_and_keeps_the_premium_tier_normal(t
     flagged = score_tabular(result.pipeline, df.drop(columns=["is_anomaly", "anomaly_kind"]))["label"] == -1
     normal = df["is_anomaly"] == 0
     assert flagged[~normal].mean() >= 0.95
-    assert flagged[normal & (df["tier"] == "premium")].mean() < 0.8
-    assert flagged[normal].mean() < 0.12
+    assert flagged[normal & (df["tier"] == "premium")].mean() < 0.5
+    assert flagged[normal].mean() < 0.09
 
 
 def test_builtin_tables_have_ids_and_labels():
