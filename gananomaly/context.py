@@ -35,8 +35,12 @@ def fit(context, X: np.ndarray):
 
 
 def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarray | None,
-           scale: np.ndarray | None) -> torch.Tensor | None:
-    """The columns of ``context`` for scoring rows ``X`` with what :func:`fit` returned."""
+           scale: np.ndarray | None, fitted_names: list[str] | None = None) -> torch.Tensor | None:
+    """The columns of ``context`` for scoring rows ``X`` with what :func:`fit` returned. A
+    numeric context given as a DataFrame with named columns, to a detector that recorded the
+    names it was fitted with (``fitted_names``), is read by name: in another order it is
+    reordered, under other names it is refused (positions would pair a column with another's
+    statistics)."""
     continuous = mean is not None
     if context is None:
         if categories is not None or continuous:
@@ -47,6 +51,12 @@ def encode(context, X: np.ndarray, categories: list[str] | None, mean: np.ndarra
     if X.ndim != 2:
         raise ValueError("context= is supported for tabular (2-D) input only")
     if continuous:
+        given = names(context) if isinstance(context, pd.DataFrame) else None
+        if fitted_names and given is not None and given != list(fitted_names):
+            if sorted(given) != sorted(fitted_names):
+                raise ValueError(f"context has the columns {given[:10]}, but the detector was fitted with "
+                                 f"{list(fitted_names)[:10]}")
+            context = context[list(fitted_names)]
         values = _numeric(context, X)
         if values.shape[1] != mean.shape[0]:
             raise ValueError(f"context has {values.shape[1]} columns, the detector was fitted with {mean.shape[0]}")
@@ -84,6 +94,9 @@ def from_table(frame: pd.DataFrame, columns: list[str], categorical: bool):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"input is missing the context column(s) {missing} the model was fitted with")
+    repeated = [c for c in columns if int((frame.columns == c).sum()) > 1]
+    if repeated:
+        raise ValueError(f"input has the context column(s) {repeated} more than once")
     return frame[columns[0]] if categorical else frame[list(columns)]
 
 
@@ -128,6 +141,7 @@ def read_table(frame: pd.DataFrame, columns: list[str], categories: list[str] | 
         col, mask, what, note = problems[0]
         rows = np.flatnonzero(mask)
         value = frame[col].iloc[rows[0]]
+        value = value.item() if isinstance(value, np.generic) else value
         example = "" if pd.isna(value) else f"; e.g. {value!r}"
         raise ValueError(f"context column {col!r} {what} in rows {(rows[:10] + 1).tolist()} (counted from 1{example})"
                          f"{'; ' + note if note else ''}")
@@ -152,10 +166,19 @@ def _key(v) -> str:
 
 
 def _older_keys(v) -> tuple[str, ...]:
-    """How earlier versions named the value's category (a model saved then recorded these)."""
+    """Other names of the value's category: how earlier versions named it (a model saved then
+    recorded these), and for a number written as text (a file read as text) the number's own
+    name ("1.0", as pandas writes an integer code from a column with a gap, is the category "1")."""
     older = (str(v),)
     if isinstance(v, np.floating):
         older += (category_str(float(v)),)
+    elif isinstance(v, str):
+        try:
+            number = float(v)
+        except ValueError:
+            return older
+        if np.isfinite(number):
+            older += (category_str(number),)
     return older
 
 

@@ -670,7 +670,8 @@ class GANAnomalyDetector(InspectionMixin, RecordMixin, ThresholdMixin, OutlierMi
             self.context_names_ = None if context is None else _context.names(context)
             return ctx
         return _context.encode(context, X, getattr(self, "context_categories_", None),
-                               getattr(self, "context_mean_", None), getattr(self, "context_scale_", None))
+                               getattr(self, "context_mean_", None), getattr(self, "context_scale_", None),
+                               getattr(self, "context_names_", None))
 
     def _prepare(self, X, context) -> tuple[torch.Tensor, np.ndarray]:
         """Validated scoring input as a tensor (with the context columns, if any)."""

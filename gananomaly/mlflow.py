@@ -448,9 +448,9 @@ def _load_pyfunc(path: str, model_config: dict | None = None) -> GANAnomalyPyfun
 def _refuse_context(model) -> None:
     """A model whose context its pyfunc could not read from the one table ``predict`` takes is
     refused: one fitted with an unnamed context, or a bare detector fitted on an array."""
-    from gananomaly.mlflow_pyfunc import context_columns
+    from gananomaly.mlflow_pyfunc import context_columns, input_columns
 
-    prep, det = split_model(model)
+    _, det = split_model(model)
     if getattr(det, "context_categories_", None) is None and getattr(det, "context_mean_", None) is None:
         return
     if context_columns(model) is None:
@@ -459,7 +459,7 @@ def _refuse_context(model) -> None:
                          "the context as a named pandas Series (categories) or DataFrame (numbers), whose column "
                          "names the served table then carries, or save it with det.save(path) and score with "
                          "det.score_samples(X, context=...)")
-    if prep is None and getattr(det, "feature_names_in_", None) is None:
-        raise ValueError("this detector was fitted on an array with a context: the MLflow pyfunc reads the context "
-                         f"columns {det.context_names_} from a table by name, so fit on a DataFrame (or save it "
-                         "with det.save(path) and score with det.score_samples(X, context=...))")
+    if input_columns(model) is None:
+        raise ValueError("this model was fitted on an array with a context: the MLflow pyfunc reads the context "
+                         f"columns {det.context_names_} from a table by name beside the features, so fit on a "
+                         "DataFrame (or save it with det.save(path) and score with det.score_samples(X, context=...))")

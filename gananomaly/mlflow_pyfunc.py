@@ -371,12 +371,15 @@ def _required_inputs(signature, model):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    columns = (input_columns(model) or []) + (context_columns(model) or [])
+    context = context_columns(model) or []
+    columns = (input_columns(model) or []) + context
     inputs = signature.inputs
     if not columns or inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
         return signature
     numeric = (DataType.long, DataType.integer, DataType.double, DataType.float)
-    specs = [ColSpec(type=AnyType() if c.type in numeric else c.type, name=c.name, required=True)
+    # a context column's values are compared as categories (1, 1.0 and "1" are one): any type
+    specs = [ColSpec(type=AnyType() if c.type in numeric or c.name in context else c.type, name=c.name,
+                     required=True)
              if c.name in columns else c for c in inputs.inputs]
     return ModelSignature(inputs=Schema(specs), outputs=signature.outputs, params=signature.params)
 

@@ -191,9 +191,21 @@ class TrackedRun:
         y = check_eval(X_eval, y_eval)
         if X_eval is not None:
             _check_eval_columns(X, X_eval)
+        if context_eval is not None and X_eval is None:
+            raise ValueError("context_eval is given without X_eval: it is the context of the evaluation rows")
         if (context is None) != (context_eval is None) and X_eval is not None:
             raise ValueError("context and context_eval: give both or neither (the evaluation rows are scored "
                              "for their own context)")
+        if context is not None and log_model:  # refused now, not by the model's logging after the whole fit
+            from gananomaly.context import names
+
+            if names(context) is None:
+                raise ValueError("context: the logged model reads each row's context from the served table's "
+                                 "column(s) by name, so give it as a named pandas Series (categories) or DataFrame "
+                                 "(numbers), or pass log_model=False")
+            if not isinstance(X, pd.DataFrame):
+                raise ValueError("context: the logged model reads each row's context from the served table beside "
+                                 "the features, so X must be a DataFrame with named columns (or pass log_model=False)")
         for name, values, rows in (("context", context, X), ("context_eval", context_eval, X_eval)):
             if values is not None and len(values) != len(rows):
                 raise ValueError(f"{name} has {len(values)} values, but its data has {len(rows)} rows")

@@ -281,7 +281,7 @@ def _score_table_file(model, in_path: Path, in_format: str, out_path: Path, out_
         if not schema.named:
             log.warning("%s: the model was fitted on an array without column names, so the input's columns are "
                         "taken in their order: %s; reorder them if the model was fitted in another order", where,
-                        [c for c in needed if c != id_column][:20])
+                        [c for c in needed if c != id_column and c not in schema.context][:20])
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "input": str(in_path.resolve()),
                 "input_size": in_path.stat().st_size, "input_sha256": content_hash([in_path]),
                 "chunk_rows": chunk_rows, "id_column": id_column, "columns": needed, "on_bad_rows": on_bad_rows,
@@ -346,6 +346,9 @@ def _array_table(in_path: Path, schema, id_column: str | None) -> np.ndarray:
     if schema.named:
         raise ValueError(f"--input {where!r} is an array without column names, but the model was fitted on named "
                          f"columns {schema.columns[:10]}: pass a CSV or Parquet file")
+    if schema.context:
+        raise ValueError(f"--input {where!r} is an array without column names, but the model reads each row's context "
+                         f"from the column(s) {schema.context}: pass a CSV or Parquet file")
     if id_column is not None:
         raise ValueError(f"--id-column {id_column!r}: --input {where!r} is an array, which has no named columns")
     if len(array) == 0:

@@ -105,6 +105,16 @@ def test_a_numeric_context_is_read_from_its_columns_even_as_text(tmp_path):
     with pytest.raises(MlflowException, match=r"context column 'load' holds values that are no finite numbers in "
                                               r"rows \[2\] \(counted from 1; e\.g\. 'high'\)"):
         GANAnomalyPyfunc(det).predict(as_text.assign(load=["0.1", "high", "0.3", "0.2", "0.5"]))
+    with pytest.raises(MlflowException, match=r"context column\(s\) \['load'\] more than once"):
+        GANAnomalyPyfunc(det).predict(pd.concat([table, table[["load"]]], axis=1))
+    # a named context is read by name: in another order it is reordered, under other names refused
+    two = pd.DataFrame({"load": load, "temp": rng.randn(n)})
+    both = GANAnomalyDetector(epochs=1, encoder_epochs=1, random_state=0).fit(X, context=two)
+    np.testing.assert_array_equal(both.score_samples(X, context=two[["temp", "load"]]),
+                                  both.score_samples(X, context=two))
+    with pytest.raises(ValueError, match=r"context has the columns \['load', 'heat'\], but the detector was "
+                                         r"fitted with \['load', 'temp'\]"):
+        both.score_samples(X, context=two.rename(columns={"temp": "heat"}))
 
 
 def test_a_context_the_pyfunc_could_not_read_is_refused_at_the_save(data, tmp_path):
@@ -116,7 +126,70 @@ def test_a_context_the_pyfunc_could_not_read_is_refused_at_the_save(data, tmp_pa
     on_array = GANAnomalyDetector(**quick).fit(X[:80].to_numpy(), context=pd.Series(ctx[:80], name="machine"))
     with pytest.raises(ValueError, match=r"fitted on an array with a context.*\['machine'\].*fit on a DataFrame"):
         gm.save_model(on_array, tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), GANAnomalyDetector(**quick))
+    pipe.fit(X[:80].to_numpy(), gananomalydetector__context=pd.Series(ctx[:80], name="machine"))
+    with pytest.raises(ValueError, match=r"fitted on an array with a context.*fit on a DataFrame"):
+        gm.save_model(pipe, tmp_path / "c")
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_a_tracked_fit_refuses_a_context_its_logged_model_could_not_read_before_training(data, tmp_path):
+    from gananomaly.tracking import tracked_fit
+
+    X, ctx, _, _, _ = data
+    quick = dict(epochs=1, encoder_epochs=1, validation_fraction=0, random_state=0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for X_fit, context, match in [(X[:80], ctx[:80], "named pandas Series"),
+                                  (X[:80].to_numpy(), pd.Series(ctx[:80], name="machine"), "X must be a DataFrame")]:
+        det = GANAnomalyDetector(**quick)
+        with pytest.raises(ValueError, match=match):
+            tracked_fit(det, X_fit, context=context, tracking_uri=uri, experiment="refused")
+        assert not hasattr(det, "n_features_in_")  # refused before the fit
+    with pytest.raises(ValueError, match="context_eval is given without X_eval"):
+        tracked_fit(GANAnomalyDetector(**quick), X[:80], context=pd.Series(ctx[:80], name="machine"),
+                    context_eval=pd.Series(ctx[:5], name="machine"), tracking_uri=uri, experiment="refused")
+    mlflow.set_tracking_uri(uri)
+    try:
+        assert mlflow.search_runs(search_all_experiments=True).empty
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_integer_machine_ids_score_the_same_from_csv_text_parquet_and_a_served_request(tmp_path):
+    """Ids 1, 2 fitted as integers: a CSV that pandas wrote from a column with a gap holds
+    "1.0", which is the machine 1 (it was an unseen category and every row of the file was
+    skipped); a served request may send 1, 1.0 or "1"."""
+    from gananomaly.pipelines.batch_score import score_file
+    from gananomaly.pipelines.tabular import fit_tabular
+
+    X, ctx, X_test, ctx_test, _ = contextual_data(n=300)
+    ids = {"A": 1, "B": 2}
+    df = pd.DataFrame(X, columns=COLUMNS).assign(machine=[ids[c] for c in ctx])
+    result = fit_tabular(_config(None, label_column=None, id_columns=[], detector={"epochs": 2, "random_state": 0}),
+                         df, output_dir=tmp_path / "run")
+    assert result.pipeline[-1].context_categories_ == ["1", "2"]
+    rows = pd.DataFrame(X_test[:40], columns=COLUMNS).assign(machine=[float(ids[c]) for c in ctx_test[:40]])
+    rows.loc[3, "machine"] = np.nan
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    out = {}
+    for fmt in ("csv", "parquet"):
+        stats = score_file(tmp_path / "run" / "model", tmp_path / f"in.{fmt}", tmp_path / f"{fmt}.parquet",
+                           on_bad_rows="skip")
+        assert stats["rows_scored"] == 39 and stats["skipped_rows"] == [4]
+        out[fmt] = pd.read_parquet(tmp_path / f"{fmt}.parquet")["score"].to_numpy()
+    np.testing.assert_array_equal(out["csv"], out["parquet"])
+    det, pre = result.pipeline[-1], result.pipeline[:-1]
+    kept = rows.drop(index=3)
+    np.testing.assert_array_equal(out["csv"], det.score_samples(pre.transform(kept[COLUMNS]), context=kept["machine"]))
+    gm.save_model(result.pipeline, tmp_path / "served", input_example=kept.head(3).astype({"machine": str}))
+    model = mlflow.pyfunc.load_model(str(tmp_path / "served"))
+    for values in (kept["machine"].astype(int), kept["machine"], kept["machine"].astype(int).astype(str)):
+        np.testing.assert_array_equal(model.predict(kept.assign(machine=values.to_numpy()))["score"].to_numpy(),
+                                      out["csv"])
 
 
 @pytest.mark.parametrize("names, match", [
